@@ -1,0 +1,91 @@
+import Synchronization
+
+/// One closure submitted with `run` to a ``BlockingPool`` or a ``ThreadExecutor``, with the state
+/// that cancellation and interruption need.
+///
+/// Every mutable field is read and written only with the owning queue's lock held (the
+/// ``WorkQueueState`` functions and ``WorkerThreads``), which is what makes sharing it safe.
+class WorkItem: @unchecked Sendable {
+    /// Where the item is in its life. Transitions happen under the owning queue's lock.
+    enum Phase: Equatable {
+        /// Created, not yet handed to the queue.
+        case new
+        /// Waiting for room in a full queue (backpressure).
+        case awaitingAdmission
+        /// In the queue, waiting for a thread.
+        case queued
+        /// A thread is running it.
+        case running
+        /// Ran to completion (successfully or not).
+        case finished
+        /// Cancelled before it started: it never runs.
+        case cancelled
+    }
+
+    final var phase: Phase = .new
+    /// The submitting task was cancelled (at any phase).
+    final var cancellationRequested = false
+    /// Installed by `BlockingJobContext.withInterruptHandler` while the body runs.
+    final var interruptHandler: (@Sendable () -> Void)?
+    /// An interrupt handler is executing right now (outside the lock).
+    final var interruptInProgress = false
+    /// The guarded wait whose awaited work submitted this item, if any.
+    final let neededBy: GuardedWaitRecord?
+    /// When it was submitted (monotonic nanoseconds): the start of its queue wait.
+    final let submittedAt: UInt64
+
+    init(neededBy: GuardedWaitRecord?, submittedAt: UInt64) {
+        self.neededBy = neededBy
+        self.submittedAt = submittedAt
+    }
+
+    /// Runs the body on the current (worker) thread and resumes the submitter. Called once.
+    func execute(context: BlockingJobContext, finish: () -> Void) {}
+
+    /// Resumes the submitter with `error` without running the body. Called at most once,
+    /// and never together with `execute`.
+    func resume(throwing error: any Error) {}
+}
+
+/// A ``WorkItem`` whose body returns `Success` to a suspended submitter.
+final class TypedWorkItem<Success>: WorkItem, @unchecked Sendable {
+    // Safe to share for the same reason as `WorkItem`: `continuation` is written once before
+    // the item is published to the queue (the lock orders it), `body` is consumed on the one
+    // thread that runs the item.
+    private var body: ((BlockingJobContext) throws -> sending Success)?
+    var continuation: UnsafeContinuation<Success, any Error>?
+
+    init(
+        body: sending @escaping (BlockingJobContext) throws -> sending Success,
+        neededBy: GuardedWaitRecord?,
+        submittedAt: UInt64
+    ) {
+        self.body = body
+        super.init(neededBy: neededBy, submittedAt: submittedAt)
+    }
+
+    override func execute(context: BlockingJobContext, finish: () -> Void) {
+        guard let body = self.body, let continuation = self.continuation else {
+            preconditionFailure("SyncBridge bug: work item executed twice")
+        }
+        self.body = nil
+        self.continuation = nil
+        do {
+            let value = try body(context)
+            finish()
+            continuation.resume(returning: value)
+        } catch {
+            finish()
+            continuation.resume(throwing: error)
+        }
+    }
+
+    override func resume(throwing error: any Error) {
+        guard let continuation = self.continuation else {
+            preconditionFailure("SyncBridge bug: work item resumed twice")
+        }
+        self.continuation = nil
+        self.body = nil
+        continuation.resume(throwing: error)
+    }
+}

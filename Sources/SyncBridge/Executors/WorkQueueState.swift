@@ -1,0 +1,194 @@
+import DequeModule
+
+/// The state of a work queue served by a fixed set of threads: the entries waiting for a
+/// thread, the submitters waiting for room, idle and live threads, and the lifecycle.
+///
+/// A pure state machine: every event returns the action its owner (``WorkerThreads``) must
+/// perform outside the lock. `Job` is `UnownedJob` in production and any type in unit tests.
+struct WorkQueueState<Job> {
+    /// What waits for a thread.
+    enum Entry {
+        /// A job from Swift's runtime (an actor hop or a task-executor preference).
+        case job(Job)
+        /// A closure submitted with `run`.
+        case work(WorkItem)
+    }
+
+    enum Lifecycle: Equatable {
+        /// Accepting work.
+        case running
+        /// Refusing new work, finishing what is queued.
+        case draining
+        /// Every thread has exited.
+        case stopped
+    }
+
+    enum SubmitAction {
+        /// Queued; wake a parked thread when `wakeThread` is set.
+        case queued(wakeThread: Bool)
+        /// The queue is full: the item waits for room, its submitter stays suspended.
+        case awaitingAdmission
+        /// The submitter was cancelled before the item was queued: resume it with
+        /// `CancellationError`.
+        case cancelled
+        /// The queue no longer accepts work.
+        case rejected
+    }
+
+    enum EnqueueAction {
+        case queued(wakeThread: Bool)
+        /// Every thread has exited: the job cannot run here.
+        case stopped
+    }
+
+    enum CancelAction {
+        case none
+        /// The item had not started: resume its submitter with `CancellationError`.
+        case resumeCancelled
+        /// The item is running with an interrupt handler: call it (then `interruptFinished`).
+        case interrupt(@Sendable () -> Void)
+    }
+
+    enum NextAction {
+        case run(Entry)
+        /// Nothing to do: park until signalled (the thread is counted idle).
+        case park
+        /// Draining is complete: the thread exits. `lastThread` is set for the final one.
+        case exit(lastThread: Bool)
+    }
+
+    let capacity: Int
+    let threadCount: Int
+    private(set) var entries = Deque<Entry>()
+    private(set) var admissionQueue = Deque<WorkItem>()
+    /// Work items in `entries` that will still run (cancelled ones stay as tombstones).
+    private(set) var queuedWorkCount = 0
+    /// Work items in `admissionQueue` that still wait for room.
+    private(set) var awaitingAdmissionCount = 0
+    private(set) var idleThreads = 0
+    private(set) var liveThreads: Int
+    private(set) var runningWorkCount = 0
+    private(set) var lifecycle = Lifecycle.running
+
+    init(threadCount: Int, capacity: Int) {
+        precondition(threadCount > 0, "a work queue needs at least one thread")
+        precondition(capacity > 0, "a work queue needs a capacity of at least one")
+        self.threadCount = threadCount
+        self.capacity = capacity
+        self.liveThreads = threadCount
+    }
+
+    /// Work items submitted and not yet started (queued plus awaiting admission).
+    var pendingWorkCount: Int {
+        queuedWorkCount + awaitingAdmissionCount
+    }
+
+    mutating func submit(_ item: WorkItem) -> SubmitAction {
+        precondition(item.phase == .new)
+        guard lifecycle == .running else {
+            item.phase = .cancelled
+            return .rejected
+        }
+        if item.cancellationRequested {
+            item.phase = .cancelled
+            return .cancelled
+        }
+        if queuedWorkCount < capacity && admissionQueue.isEmpty {
+            item.phase = .queued
+            entries.append(.work(item))
+            queuedWorkCount += 1
+            return .queued(wakeThread: idleThreads > 0)
+        }
+        item.phase = .awaitingAdmission
+        admissionQueue.append(item)
+        awaitingAdmissionCount += 1
+        return .awaitingAdmission
+    }
+
+    mutating func enqueue(_ job: Job) -> EnqueueAction {
+        guard lifecycle != .stopped else { return .stopped }
+        entries.append(.job(job))
+        return .queued(wakeThread: idleThreads > 0)
+    }
+
+    mutating func cancel(_ item: WorkItem) -> CancelAction {
+        guard !item.cancellationRequested else { return .none }
+        item.cancellationRequested = true
+        switch item.phase {
+        case .new, .finished, .cancelled:
+            return .none
+        case .awaitingAdmission:
+            item.phase = .cancelled
+            awaitingAdmissionCount -= 1
+            return .resumeCancelled
+        case .queued:
+            item.phase = .cancelled
+            queuedWorkCount -= 1
+            admitWaitingWork()
+            return .resumeCancelled
+        case .running:
+            guard let handler = item.interruptHandler else { return .none }
+            item.interruptInProgress = true
+            return .interrupt(handler)
+        }
+    }
+
+    mutating func interruptFinished(_ item: WorkItem) {
+        item.interruptInProgress = false
+    }
+
+    mutating func next() -> NextAction {
+        if entries.isEmpty {
+            admitWaitingWork()  // only cancelled tombstones can be left there; drop them
+        }
+        while let entry = entries.popFirst() {
+            switch entry {
+            case .job:
+                return .run(entry)
+            case .work(let item):
+                guard item.phase == .queued else { continue }  // a cancelled tombstone
+                item.phase = .running
+                queuedWorkCount -= 1
+                runningWorkCount += 1
+                admitWaitingWork()
+                return .run(entry)
+            }
+        }
+        if lifecycle == .draining && admissionQueue.isEmpty {
+            liveThreads -= 1
+            if liveThreads == 0 { lifecycle = .stopped }
+            return .exit(lastThread: liveThreads == 0)
+        }
+        idleThreads += 1
+        return .park
+    }
+
+    /// A parked thread woke up.
+    mutating func unparked() {
+        idleThreads -= 1
+    }
+
+    mutating func finished(_ item: WorkItem) {
+        precondition(item.phase == .running)
+        item.phase = .finished
+        item.interruptHandler = nil
+        runningWorkCount -= 1
+    }
+
+    /// Stops accepting work. Returns `true` when parked threads must be woken to drain and exit.
+    mutating func shutdown() -> Bool {
+        guard lifecycle == .running else { return false }
+        lifecycle = .draining
+        return true
+    }
+
+    private mutating func admitWaitingWork() {
+        while queuedWorkCount < capacity, let item = admissionQueue.popFirst() {
+            guard item.phase == .awaitingAdmission else { continue }  // cancelled while waiting
+            awaitingAdmissionCount -= 1
+            item.phase = .queued
+            entries.append(.work(item))
+            queuedWorkCount += 1
+        }
+    }
+}

@@ -1,0 +1,388 @@
+import CSyncBridgeShims
+import Logging
+import Metrics
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The engine under ``ThreadExecutor`` and ``BlockingPool``: a fixed set of named OS threads
+/// serving one queue of runtime jobs and submitted closures.
+///
+/// The queue's state is a ``WorkQueueState`` guarded by `lock`; this class performs the actions
+/// the state machine returns (wake threads, resume submitters, run jobs) outside the lock.
+final class WorkerThreads: @unchecked Sendable {
+    // Safe to share: every `var` below is read and written with `lock` held, except `runner`,
+    // which is written once in `start` before any thread exists and only read afterwards.
+
+    /// How to run a runtime job: on a serial executor (actor isolation) or a task executor.
+    enum Runner {
+        case serial(UnownedSerialExecutor, UnownedTaskExecutor)
+        case task(UnownedTaskExecutor)
+    }
+
+    /// Which public type owns this engine, for messages.
+    enum Kind: String, Sendable {
+        case threadExecutor = "ThreadExecutor"
+        case blockingPool = "BlockingPool"
+    }
+
+    let name: String
+    let kind: Kind
+    let threadCount: Int
+    let logger: Logger
+    private let lock = ConditionLock()
+    private var state: WorkQueueState<UnownedJob>
+    private var runner: Runner?
+    private var shutdownWaiters: [UnsafeContinuation<Void, Never>] = []
+    /// Signalled once when the last thread exits, for synchronous shutdown waiters.
+    private let stopped = ConditionLock()
+    /// Guarded by `stopped`.
+    private var isStopped = false
+    /// Guarded waits that block one of these threads right now.
+    private var blockedWaits: [GuardedWaitRecord] = []
+    /// `blockedWaits.count`, readable without the lock: submitters read the guarded-wait task
+    /// local only when it is not zero, which keeps that lookup off the hot path.
+    private let blockedWaitCount = Atomic<Int>(0)
+    private let metrics: WorkQueueMetrics
+
+    init(name: String, kind: Kind, threadCount: Int, queueCapacity: Int, logger: Logger) {
+        self.name = name
+        self.kind = kind
+        self.threadCount = threadCount
+        self.logger = logger
+        self.state = WorkQueueState(threadCount: threadCount, capacity: queueCapacity)
+        self.metrics = WorkQueueMetrics(name: name, kind: kind)
+    }
+
+    /// Starts the threads. `threadName(i)` names thread `i` (the kernel keeps 15 bytes).
+    func start(runner: Runner, threadName: (Int) -> String) {
+        precondition(self.runner == nil, "SyncBridge bug: worker threads started twice")
+        self.runner = runner
+        for index in 0..<threadCount {
+            let thread = WorkerThread(group: self, index: index, name: threadName(index))
+            let context = Unmanaged.passRetained(thread).toOpaque()
+            var handle = pthread_t()
+            let result = sb_thread_create(&handle, { context in
+                let thread = Unmanaged<WorkerThread>.fromOpaque(context!).takeRetainedValue()
+                thread.group.serve(on: thread)
+                return nil
+            }, context, 0)
+            precondition(result == 0, "\(kind.rawValue) '\(name)': pthread_create failed with \(result)")
+            pthread_detach(handle)
+        }
+        logger.debug(
+            "started",
+            metadata: ["executor": "\(name)", "kind": "\(kind.rawValue)", "threads": "\(threadCount)"]
+        )
+    }
+
+    // MARK: Submitting
+
+    /// Enqueues a job of Swift's runtime. Never blocks and never refuses while a thread lives.
+    func enqueue(_ job: UnownedJob) {
+        lock.lock()
+        let action = state.enqueue(job)
+        let deadlocked = blockedWaitCount.load(ordering: .relaxed) > 0 ? deadlockedWait(forJob: job) : nil
+        lock.unlock()
+        switch action {
+        case .queued(let wakeThread):
+            if wakeThread { lock.signal() }
+        case .stopped:
+            runAfterStop(job)
+        }
+        deadlocked?.fail(reason: .awaitedWorkNeedsBlockedThread(executor: name, kind: kind))
+    }
+
+    /// Runs `body` on one of the threads and returns its result to the suspended caller.
+    func submit<Success>(
+        _ body: sending @escaping (BlockingJobContext) throws -> sending Success
+    ) async throws -> sending Success {
+        let neededBy = blockedWaitCount.load(ordering: .relaxed) > 0 ? GuardedWaitRecord.awaitedBy : nil
+        let item = TypedWorkItem(body: body, neededBy: neededBy, submittedAt: monotonicNanoseconds())
+        return try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { continuation in
+                item.continuation = continuation
+                lock.lock()
+                let action = state.submit(item)
+                let deadlocked = neededBy.flatMap { deadlockedWait(neededBy: $0) }
+                let depth = state.entries.count + state.awaitingAdmissionCount
+                lock.unlock()
+                metrics.queueDepth.set(depth)
+                switch action {
+                case .queued(let wakeThread):
+                    if wakeThread { lock.signal() }
+                case .awaitingAdmission:
+                    logger.trace("queue full, submitter waits for room", metadata: ["executor": "\(name)"])
+                case .cancelled:
+                    item.resume(throwing: CancellationError())
+                case .rejected:
+                    metrics.rejected.increment()
+                    item.resume(throwing: ExecutorError(code: .shutDown, executorName: name, kind: kind))
+                }
+                deadlocked?.fail(reason: .awaitedWorkNeedsBlockedThread(executor: name, kind: kind))
+            }
+        } onCancel: {
+            cancel(item)
+        }
+    }
+
+    private func cancel(_ item: WorkItem) {
+        lock.lock()
+        let action = state.cancel(item)
+        lock.unlock()
+        switch action {
+        case .none:
+            break
+        case .resumeCancelled:
+            item.resume(throwing: CancellationError())
+        case .interrupt(let handler):
+            handler()
+            lock.withLock { state.interruptFinished(item) }
+        }
+    }
+
+    // MARK: Interrupt handlers (BlockingJobContext)
+
+    func isCancelled(_ item: WorkItem) -> Bool {
+        lock.withLock { item.cancellationRequested }
+    }
+
+    /// Installs `handler`; returns `false` (installing nothing) when the item is already cancelled.
+    func installInterruptHandler(_ handler: @escaping @Sendable () -> Void, on item: WorkItem) -> Bool {
+        lock.withLock {
+            precondition(item.interruptHandler == nil, "withInterruptHandler calls must not be nested")
+            guard !item.cancellationRequested else { return false }
+            item.interruptHandler = handler
+            return true
+        }
+    }
+
+    /// Removes the handler; if a canceller is running it right now, waits until it returns so
+    /// that nothing the handler uses is torn down under it.
+    func removeInterruptHandler(on item: WorkItem) {
+        lock.lock()
+        item.interruptHandler = nil
+        while item.interruptInProgress {
+            lock.unlock()
+            sched_yield()
+            lock.lock()
+        }
+        lock.unlock()
+    }
+
+    // MARK: The threads
+
+    private func serve(on thread: WorkerThread) {
+        sb_set_current_worker(Unmanaged.passUnretained(thread).toOpaque())
+        _ = sb_set_current_thread_name(thread.name)
+        defer { sb_set_current_worker(nil) }
+        lock.lock()
+        while true {
+            switch state.next() {
+            case .park:
+                lock.wait()
+                state.unparked()
+            case .run(let entry):
+                let depth = state.entries.count + state.awaitingAdmissionCount
+                lock.unlock()
+                run(entry, depth: depth)
+                lock.lock()
+            case .exit(let lastThread):
+                let waiters = lastThread ? takeShutdownWaiters() : []
+                lock.unlock()
+                if lastThread {
+                    logger.debug("stopped", metadata: ["executor": "\(name)", "kind": "\(kind.rawValue)"])
+                    metrics.queueDepth.set(0)
+                }
+                if lastThread {
+                    stopped.withLock { isStopped = true }
+                    stopped.broadcast()
+                }
+                for waiter in waiters { waiter.resume() }
+                return
+            }
+        }
+    }
+
+    private func run(_ entry: WorkQueueState<UnownedJob>.Entry, depth: Int) {
+        switch entry {
+        case .job(let job):
+            switch runner! {
+            case .serial(let serialExecutor, let taskExecutor):
+                job.runSynchronously(isolatedTo: serialExecutor, taskExecutor: taskExecutor)
+            case .task(let taskExecutor):
+                job.runSynchronously(on: taskExecutor)
+            }
+        case .work(let item):
+            let start = monotonicNanoseconds()
+            metrics.queueDepth.set(depth)
+            metrics.waitDuration.recordNanoseconds(Int64(start &- item.submittedAt))
+            item.execute(context: BlockingJobContext(item: item, workers: self)) {
+                lock.lock()
+                while item.interruptInProgress {
+                    lock.unlock()
+                    sched_yield()
+                    lock.lock()
+                }
+                state.finished(item)
+                lock.unlock()
+            }
+            metrics.runDuration.recordNanoseconds(Int64(monotonicNanoseconds() &- start))
+        }
+    }
+
+    private func runAfterStop(_ job: UnownedJob) {
+        switch runner! {
+        case .serial:
+            fatalError(
+                """
+                \(kind.rawValue) '\(name)' received a job after it shut down: an actor that uses it \
+                as its executor is still running code. Shut the executor down only after the \
+                actors that use it are done.
+                """
+            )
+        case .task:
+            logger.error(
+                "a task with this executor preference resumed after shutdown; running it on the global concurrent executor",
+                metadata: ["executor": "\(name)", "kind": "\(kind.rawValue)"]
+            )
+            job.runSynchronously(on: globalConcurrentExecutor.asUnownedTaskExecutor())
+        }
+    }
+
+    // MARK: Shutdown
+
+    /// Refuses new work, lets queued work finish, and returns once every thread has exited.
+    func shutdownGracefully() async {
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            lock.lock()
+            let wake = state.shutdown()
+            if state.lifecycle == .stopped {
+                lock.unlock()
+                continuation.resume()
+                return
+            }
+            shutdownWaiters.append(continuation)
+            lock.unlock()
+            if wake {
+                logger.debug("shutting down", metadata: ["executor": "\(name)", "kind": "\(kind.rawValue)"])
+                lock.broadcast()
+            }
+        }
+    }
+
+    /// Starts a graceful shutdown without waiting for it.
+    func beginShutdown() {
+        lock.lock()
+        let wake = state.shutdown()
+        lock.unlock()
+        if wake {
+            logger.debug("shutting down", metadata: ["executor": "\(name)", "kind": "\(kind.rawValue)"])
+            lock.broadcast()
+        }
+    }
+
+    /// Blocks the calling thread until every thread has exited (after `beginShutdown`).
+    func waitUntilStopped() {
+        stopped.lock()
+        while !isStopped { stopped.wait() }
+        stopped.unlock()
+    }
+
+    private func takeShutdownWaiters() -> [UnsafeContinuation<Void, Never>] {
+        defer { shutdownWaiters = [] }
+        return shutdownWaiters
+    }
+
+    // MARK: Introspection
+
+    var isCurrent: Bool { WorkerThread.current?.group === self }
+
+    var statistics: ExecutorStatistics {
+        lock.withLock {
+            ExecutorStatistics(
+                threadCount: threadCount,
+                queueCapacity: state.capacity,
+                queuedWork: state.queuedWorkCount,
+                awaitingAdmission: state.awaitingAdmissionCount,
+                runningWork: state.runningWorkCount,
+                idleThreads: state.idleThreads,
+                isShutDown: state.lifecycle != .running
+            )
+        }
+    }
+
+    // MARK: Guarded waits on these threads
+
+    /// A guarded wait starts blocking one of these threads.
+    func beginGuardedWait(_ record: GuardedWaitRecord) {
+        lock.lock()
+        blockedWaits.append(record)
+        blockedWaitCount.store(blockedWaits.count, ordering: .relaxed)
+        lock.unlock()
+    }
+
+    func endGuardedWait(_ record: GuardedWaitRecord) {
+        lock.lock()
+        blockedWaits.removeAll { $0 === record }
+        blockedWaitCount.store(blockedWaits.count, ordering: .relaxed)
+        lock.unlock()
+    }
+
+    /// With the lock held: the wait that can never end because `job`, the task it awaits, has
+    /// just been queued here while every thread that could run it is blocked in a guarded wait.
+    private func deadlockedWait(forJob job: UnownedJob) -> GuardedWaitRecord? {
+        guard blockedWaits.count == threadCount else { return nil }
+        let pointer = unsafeBitCast(job, to: UnsafeRawPointer.self)
+        return blockedWaits.first { $0.isAwaitedTask(pointer) }
+    }
+
+    /// With the lock held: `record` if it blocks one of these threads and no thread is left to run
+    /// the work that it awaits and that was just submitted.
+    private func deadlockedWait(neededBy record: GuardedWaitRecord) -> GuardedWaitRecord? {
+        guard blockedWaits.count == threadCount, blockedWaits.contains(where: { $0 === record }) else {
+            return nil
+        }
+        return record
+    }
+}
+
+/// The identity of one worker thread, reachable from the thread itself through a C
+/// thread-local slot.
+final class WorkerThread: Sendable {
+    let group: WorkerThreads
+    let index: Int
+    let name: String
+
+    init(group: WorkerThreads, index: Int, name: String) {
+        self.group = group
+        self.index = index
+        self.name = name
+    }
+
+    /// The SyncBridge worker running the calling thread, if any.
+    static var current: WorkerThread? {
+        guard let pointer = sb_current_worker() else { return nil }
+        return Unmanaged<WorkerThread>.fromOpaque(pointer).takeUnretainedValue()
+    }
+}
+
+/// The swift-metrics instruments of one executor.
+struct WorkQueueMetrics: Sendable {
+    let queueDepth: Meter
+    let waitDuration: Timer
+    let runDuration: Timer
+    let rejected: Counter
+
+    init(name: String, kind: WorkerThreads.Kind) {
+        let dimensions = [("executor", name), ("kind", kind.rawValue)]
+        queueDepth = Meter(label: "syncbridge.executor.queue_depth", dimensions: dimensions)
+        waitDuration = Timer(label: "syncbridge.executor.wait_duration", dimensions: dimensions)
+        runDuration = Timer(label: "syncbridge.executor.run_duration", dimensions: dimensions)
+        rejected = Counter(label: "syncbridge.executor.rejected", dimensions: dimensions)
+    }
+}

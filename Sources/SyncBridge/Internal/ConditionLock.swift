@@ -1,0 +1,90 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A pthread mutex with one condition variable, the parking primitive of SyncBridge's threads.
+///
+/// `Synchronization.Mutex` has no condition variable, and the worker threads need to park and be
+/// woken; this is the smallest wrapper that gives both.
+final class ConditionLock: @unchecked Sendable {
+    // Safe to share: the pthread objects live at stable heap addresses for the object's whole
+    // life and are only touched through the pthread functions, which are thread-safe by contract.
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let condition: UnsafeMutablePointer<pthread_cond_t>
+
+    init() {
+        mutex = .allocate(capacity: 1)
+        condition = .allocate(capacity: 1)
+        let mutexResult = pthread_mutex_init(mutex, nil)
+        precondition(mutexResult == 0, "pthread_mutex_init failed: \(mutexResult)")
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        let conditionResult = pthread_cond_init(condition, &attributes)
+        pthread_condattr_destroy(&attributes)
+        precondition(conditionResult == 0, "pthread_cond_init failed: \(conditionResult)")
+    }
+
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        condition.deallocate()
+        mutex.deallocate()
+    }
+
+    func lock() {
+        let result = pthread_mutex_lock(mutex)
+        precondition(result == 0, "pthread_mutex_lock failed: \(result)")
+    }
+
+    func unlock() {
+        let result = pthread_mutex_unlock(mutex)
+        precondition(result == 0, "pthread_mutex_unlock failed: \(result)")
+    }
+
+    /// Runs `body` with the mutex held.
+    @inline(__always)
+    func withLock<Result>(_ body: () throws -> Result) rethrows -> Result {
+        lock()
+        defer { unlock() }
+        return try body()
+    }
+
+    /// Waits for a signal. The mutex must be held; it is held again on return.
+    func wait() {
+        let result = pthread_cond_wait(condition, mutex)
+        precondition(result == 0, "pthread_cond_wait failed: \(result)")
+    }
+
+    /// Waits for a signal or until `deadline` (CLOCK_MONOTONIC, nanoseconds). The mutex must be
+    /// held. Returns `false` when the deadline passed.
+    func wait(untilMonotonicNanoseconds deadline: UInt64) -> Bool {
+        var time = timespec(
+            tv_sec: Int(deadline / 1_000_000_000),
+            tv_nsec: Int(deadline % 1_000_000_000)
+        )
+        let result = pthread_cond_timedwait(condition, mutex, &time)
+        precondition(result == 0 || result == ETIMEDOUT, "pthread_cond_timedwait failed: \(result)")
+        return result == 0
+    }
+
+    /// Wakes one waiter.
+    func signal() {
+        pthread_cond_signal(condition)
+    }
+
+    /// Wakes every waiter.
+    func broadcast() {
+        pthread_cond_broadcast(condition)
+    }
+}
+
+/// Nanoseconds on CLOCK_MONOTONIC: the clock of every SyncBridge timestamp and deadline.
+@inline(__always)
+func monotonicNanoseconds() -> UInt64 {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+}

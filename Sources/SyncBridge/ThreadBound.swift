@@ -1,0 +1,103 @@
+/// A non-`Sendable` resource — typically a C handle such as a `PGconn*` or `MYSQL*` — that lives
+/// on one ``ThreadExecutor`` thread and is only ever touched there.
+///
+/// The resource is created on the executor's thread, every closure that uses it runs on that
+/// thread in submission order, and it is closed there. No code on any other thread can reach it,
+/// which is what thread-affine C libraries require.
+///
+/// ```swift
+/// let executor = ThreadExecutor(name: "pg-legacy")
+/// let connection = try await ThreadBound(on: executor) {
+///     PQconnectdb(conninfo)
+/// }
+/// let version = try await connection.withResource { conn in
+///     LegacyDB.serverVersion(conn)   // existing synchronous code, unchanged
+/// }
+/// try await connection.close { conn in PQfinish(conn) }
+/// ```
+public final class ThreadBound<Resource>: Sendable {
+    /// The executor whose thread owns the resource.
+    public let executor: ThreadExecutor
+    private let storage: Storage
+
+    /// Holds the resource; only the executor's thread touches `resource`.
+    private final class Storage: @unchecked Sendable {
+        // Safe to share: `resource` is read and written only inside closures that
+        // `ThreadBound` submits to `executor`, which runs them one at a time on its one thread
+        // (checked by `precondition(executor.isCurrent)` at each access).
+        var resource: Resource?
+    }
+
+    /// Creates the resource on `executor`'s thread.
+    ///
+    /// - Parameters:
+    ///   - executor: Owns the resource from now on.
+    ///   - open: Creates the resource; runs on the executor's thread.
+    /// - Throws: What `open` throws; ``ExecutorError`` if the executor is shut down;
+    ///   `CancellationError` if the task was cancelled first.
+    public init(
+        on executor: ThreadExecutor,
+        _ open: sending @escaping () throws -> Resource
+    ) async throws {
+        self.executor = executor
+        let storage = Storage()
+        self.storage = storage
+        try await executor.run {
+            precondition(executor.isCurrent)
+            storage.resource = try open()
+        }
+    }
+
+    /// Runs `body` with the resource on the executor's thread and returns its result.
+    ///
+    /// - Parameter body: Synchronous code that uses the resource; it may block. It must not let
+    ///   the resource escape.
+    /// - Returns: What `body` returns.
+    /// - Throws: What `body` throws; ``ExecutorError`` with code
+    ///   ``ExecutorError/Code/resourceClosed`` after ``close(_:)``, or
+    ///   ``ExecutorError/Code/shutDown``; `CancellationError` if the task was cancelled before
+    ///   `body` started.
+    public func withResource<Success>(
+        _ body: sending @escaping (inout Resource) throws -> Success
+    ) async throws -> Success {
+        try await withResource { resource, _ in try body(&resource) }
+    }
+
+    /// Runs `body` with the resource and a ``BlockingJobContext`` (cancellation, interrupt
+    /// handlers) on the executor's thread.
+    ///
+    /// - Parameter body: Synchronous code that uses the resource.
+    /// - Returns: What `body` returns.
+    /// - Throws: As ``withResource(_:)-(((inout Resource)->Success))``.
+    public func withResource<Success>(
+        _ body: sending @escaping (inout Resource, BlockingJobContext) throws -> Success
+    ) async throws -> Success {
+        let storage = self.storage
+        let executor = self.executor
+        return try await executor.run { context in
+            precondition(executor.isCurrent)
+            guard var resource = storage.resource else {
+                throw ExecutorError(code: .resourceClosed, executorName: executor.name, kind: .threadExecutor)
+            }
+            storage.resource = nil
+            defer { storage.resource = resource }
+            return try body(&resource, context)
+        }
+    }
+
+    /// Closes the resource on the executor's thread with `close`, after every closure queued
+    /// before. Later calls of ``withResource(_:)-(((inout Resource)->Success))`` throw
+    /// ``ExecutorError/Code/resourceClosed``; closing twice does nothing the second time.
+    ///
+    /// The executor itself stays up: shut it down separately when nothing else uses it.
+    public func close(_ close: sending @escaping (consuming Resource) -> Void) async throws {
+        let storage = self.storage
+        let executor = self.executor
+        try await executor.run {
+            precondition(executor.isCurrent)
+            guard let resource = storage.resource else { return }
+            storage.resource = nil
+            close(resource)
+        }
+    }
+}

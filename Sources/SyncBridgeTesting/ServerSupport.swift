@@ -1,0 +1,194 @@
+import Foundation
+import Synchronization
+import SyncBridge
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Why a throwaway server could not be started.
+public struct TemporaryServerError: Error, CustomStringConvertible, Sendable {
+    /// What failed, what to do about it, and the end of the server's log when there is one.
+    public let message: String
+
+    init(_ message: String) {
+        self.message = message
+    }
+
+    public var description: String { message }
+}
+
+/// Process plumbing shared by ``TemporaryPostgres`` and ``TemporaryMariaDB``. Every blocking
+/// step (spawning, waiting for exit, polling files) runs on `pool`, never on a cooperative thread.
+enum ServerSupport {
+    static let pool = BlockingPool(name: "sb-tempserver", threadCount: 2)
+
+    static var isRoot: Bool { geteuid() == 0 }
+
+    /// Finds `name` in PATH, then in `extraDirectories`.
+    static func findExecutable(_ name: String, extraDirectories: [String] = []) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        let directories = path.split(separator: ":").map(String.init) + extraDirectories
+        for directory in directories {
+            let candidate = "\(directory)/\(name)"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        return nil
+    }
+
+    /// Runs a command to completion and returns its combined output.
+    /// - Throws: ``TemporaryServerError`` naming the command and its output when it fails.
+    @discardableResult
+    static func run(_ arguments: [String], asUser user: String? = nil, what: String) throws -> String {
+        let process = Process()
+        var arguments = arguments
+        if let user, isRoot {
+            arguments = ["/usr/sbin/runuser", "-u", user, "--"] + arguments
+        }
+        process.executableURL = URL(fileURLWithPath: arguments[0])
+        process.arguments = Array(arguments.dropFirst())
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        do {
+            try process.run()
+        } catch {
+            throw TemporaryServerError("\(what): could not start \(arguments[0]): \(error)")
+        }
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self)
+        guard process.terminationStatus == 0 else {
+            throw TemporaryServerError(
+                "\(what) failed (exit \(process.terminationStatus)): \(arguments.joined(separator: " "))\n\(text)"
+            )
+        }
+        return text
+    }
+
+    /// Starts a long-running server process whose output goes to `logPath`.
+    static func spawn(_ arguments: [String], asUser user: String? = nil, logPath: String) throws -> Process {
+        let process = Process()
+        var arguments = arguments
+        if let user, isRoot {
+            arguments = ["/usr/sbin/runuser", "-u", user, "--"] + arguments
+        }
+        process.executableURL = URL(fileURLWithPath: arguments[0])
+        process.arguments = Array(arguments.dropFirst())
+        guard FileManager.default.createFile(atPath: logPath, contents: nil) else {
+            throw TemporaryServerError("could not create the log file \(logPath)")
+        }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        process.standardOutput = log
+        process.standardError = log
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
+    /// A fresh directory under the system's temporary folder.
+    static func makeTemporaryDirectory(prefix: String) throws -> String {
+        var template = Array("\(NSTemporaryDirectory())/\(prefix)-XXXXXX".utf8CString)
+        guard let result = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw TemporaryServerError("could not create a temporary directory: errno \(errno)")
+        }
+        let path = String(cString: result)
+        chmod(path, 0o755)
+        return path
+    }
+
+    /// Gives `path` to `user` (recursively), so a server that refuses root can use it.
+    static func chown(_ path: String, to user: String) throws {
+        guard isRoot else { return }
+        try run(["/bin/chown", "-R", "\(user):", path], what: "chown \(path)")
+    }
+
+    /// A TCP port on 127.0.0.1 that was free a moment ago.
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TemporaryServerError("socket() failed: errno \(errno)") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        guard bound else { throw TemporaryServerError("could not find a free port: errno \(errno)") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// Polls `condition` every 10 ms until it holds or `seconds` pass.
+    static func waitFor(seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try condition() { return true }
+            usleep(10_000)
+        }
+        return try condition()
+    }
+
+    /// The last `lines` lines of a log file, for error messages.
+    static func tail(_ path: String, lines: Int = 20) -> String {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return "(no log)" }
+        return text.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
+    }
+
+    /// Starts a guardian shell that stops the server (`signal` to `serverPID`) and deletes
+    /// `directory` if this process dies without cleaning up (a crash, a trap, SIGKILL).
+    static func startGuardian(serverPID: Int32, signal: String, directory: String) throws -> Process {
+        let script = """
+            while kill -0 \(getpid()) 2>/dev/null; do sleep 0.5; done
+            kill -\(signal) \(serverPID) 2>/dev/null
+            for i in 1 2 3 4 5 6 7 8 9 10; do kill -0 \(serverPID) 2>/dev/null || break; sleep 0.5; done
+            kill -KILL \(serverPID) 2>/dev/null
+            rm -rf '\(directory)'
+            """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", script]
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
+    /// Sends `signal` to `pid` and waits up to `seconds` for it to exit.
+    static func stopProcess(_ pid: Int32, signal: Int32, seconds: Double) -> Bool {
+        guard kill(pid, signal) == 0 else { return true }
+        return waitFor(seconds: seconds) { kill(pid, 0) != 0 }
+    }
+
+    /// A random password of letters and digits.
+    static func randomPassword() -> String {
+        let alphabet = Array("abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")
+        return String((0..<20).map { _ in alphabet.randomElement()! })
+    }
+}
+
+/// Stops the process-wide shared servers when the test process exits normally.
+enum SharedServerCleanup {
+    private static let actions = Mutex<[@Sendable () -> Void]>([])
+    private static let registered = Atomic<Bool>(false)
+
+    static func add(_ action: @escaping @Sendable () -> Void) {
+        actions.withLock { $0.append(action) }
+        if !registered.exchange(true, ordering: .relaxed) {
+            atexit {
+                let actions = SharedServerCleanup.actions.withLock { actions in
+                    defer { actions = [] }
+                    return actions
+                }
+                for action in actions { action() }
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+import Foundation
+import Synchronization
+import SyncBridge
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A real, throwaway PostgreSQL server for tests and demos: its own data directory in a temporary
+/// folder, a unix socket there and a free loopback port, a database and a user with a password.
+/// ``stop()`` stops it and deletes everything; so does the end of the process, even a crash.
+///
+/// ```swift
+/// let server = try await TemporaryPostgres.shared()   // one per test process
+/// let conn = PQconnectdb(server.connectionString)
+/// ```
+///
+/// Works as root (the server runs as the `postgres` user, which the `postgresql` package creates)
+/// and as a normal user. Finds `initdb` and `postgres` in PATH, through `pg_config --bindir`, or
+/// under `/usr/lib/postgresql/*/bin`; when they are missing the error says which package to
+/// install.
+public final class TemporaryPostgres: Sendable {
+    /// The database's name.
+    public let database = "syncbridge"
+    /// The user tests connect as (a superuser of this throwaway server).
+    public let user = "syncbridge"
+    /// The user's password. TCP connections must present it (scram-sha-256).
+    public let password: String
+    /// The TCP port on 127.0.0.1.
+    public let port: Int
+    /// The folder holding the unix socket (`.s.PGSQL.<port>`) and the data directory.
+    public let directory: String
+
+    private let binaries: Binaries
+    private let state: Mutex<ServerState>
+
+    private struct Binaries: Sendable {
+        let initdb: String
+        let postgres: String
+        let psql: String
+    }
+
+    private struct ServerState: Sendable {
+        var postmasterPID: Int32?
+        var guardianPID: Int32?
+        var isDeleted = false
+    }
+
+    /// A libpq key/value connection string over TCP with the password.
+    public var connectionString: String {
+        "host=127.0.0.1 port=\(port) dbname=\(database) user=\(user) password=\(password)"
+    }
+
+    /// A `postgres://` URL over TCP with the password.
+    public var url: String {
+        "postgres://\(user):\(password)@127.0.0.1:\(port)/\(database)"
+    }
+
+    /// A libpq connection string over the unix socket (no password needed).
+    public var socketConnectionString: String {
+        "host=\(directory) port=\(port) dbname=\(database) user=\(user)"
+    }
+
+    private var dataDirectory: String { "\(directory)/data" }
+    private var logPath: String { "\(directory)/server.log" }
+    private static let serverUser = "postgres"
+
+    private init(binaries: Binaries, directory: String, port: Int, password: String) {
+        self.binaries = binaries
+        self.directory = directory
+        self.port = port
+        self.password = password
+        self.state = Mutex(ServerState())
+    }
+
+    /// Starts a new server. Stop it with ``stop()``.
+    ///
+    /// - Throws: ``TemporaryServerError`` saying what is missing or what failed, with the end of
+    ///   the server's log.
+    public static func start() async throws -> TemporaryPostgres {
+        try await ServerSupport.pool.run {
+            let binaries = try findBinaries()
+            let directory = try ServerSupport.makeTemporaryDirectory(prefix: "syncbridge-pg")
+            let server = TemporaryPostgres(
+                binaries: binaries,
+                directory: directory,
+                port: try ServerSupport.freePort(),
+                password: ServerSupport.randomPassword()
+            )
+            do {
+                try server.initialize()
+                try server.launch()
+                try server.createDatabaseAndUser()
+            } catch {
+                server.stopBlocking()
+                throw error
+            }
+            return server
+        }
+    }
+
+    private static let sharedServer = Mutex<Task<TemporaryPostgres, any Error>?>(nil)
+
+    /// The server shared by every test of this process that asks for it; started on first use,
+    /// stopped and deleted when the process exits.
+    public static func shared() async throws -> TemporaryPostgres {
+        let task = sharedServer.withLock { task in
+            if let task { return task }
+            let newTask = Task { try await start() }
+            task = newTask
+            return newTask
+        }
+        let server = try await task.value
+        SharedServerCleanup.add { server.stopBlocking() }
+        return server
+    }
+
+    /// Stops the server and deletes its folder.
+    public func stop() async {
+        _ = try? await ServerSupport.pool.run { self.stopBlocking() }
+    }
+
+    /// Stops the server the hard way (like a crash or power loss: `SIGQUIT`, no checkpoint) and
+    /// starts it again on the same port and data, as fault-injection tests need. Connections
+    /// that were open are broken.
+    public func restart() async throws {
+        try await ServerSupport.pool.run {
+            try self.stopServerOnly(signal: SIGQUIT)
+            try self.launch()
+        }
+    }
+
+    // MARK: Steps (blocking; run on ServerSupport.pool)
+
+    private static func findBinaries() throws -> Binaries {
+        var directories: [String] = []
+        if let pgConfig = ServerSupport.findExecutable("pg_config"),
+            let bindir = try? ServerSupport.run([pgConfig, "--bindir"], what: "pg_config --bindir")
+        {
+            directories.append(bindir.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        let versions = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []
+        directories += versions.sorted { (Int($0) ?? 0) > (Int($1) ?? 0) }.map { "/usr/lib/postgresql/\($0)/bin" }
+        func find(_ name: String) throws -> String {
+            if let path = ServerSupport.findExecutable(name, extraDirectories: directories) { return path }
+            throw TemporaryServerError(
+                "PostgreSQL's '\(name)' was not found in PATH, `pg_config --bindir` or /usr/lib/postgresql/*/bin. "
+                    + "Install the server: apt-get install postgresql (Debian/Ubuntu)."
+            )
+        }
+        return Binaries(initdb: try find("initdb"), postgres: try find("postgres"), psql: try find("psql"))
+    }
+
+    private func initialize() throws {
+        try ServerSupport.chown(directory, to: Self.serverUser)
+        let passwordFile = "\(directory)/pwfile"
+        guard FileManager.default.createFile(atPath: passwordFile, contents: Data(password.utf8)) else {
+            throw TemporaryServerError("could not write \(passwordFile)")
+        }
+        try ServerSupport.chown(passwordFile, to: Self.serverUser)
+        try ServerSupport.run(
+            [
+                binaries.initdb, "-D", dataDirectory, "-U", "postgres", "--auth-local=trust",
+                "--auth-host=scram-sha-256", "--pwfile=\(passwordFile)", "-N", "-E", "UTF8", "--locale=C",
+            ],
+            asUser: Self.serverUser,
+            what: "initdb"
+        )
+        try? FileManager.default.removeItem(atPath: passwordFile)
+    }
+
+    private func launch() throws {
+        try? FileManager.default.removeItem(atPath: logPath)
+        let process = try ServerSupport.spawn(
+            [
+                binaries.postgres, "-D", dataDirectory, "-p", "\(port)", "-k", directory,
+                "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+                "-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=64MB",
+            ],
+            asUser: Self.serverUser,
+            logPath: logPath
+        )
+        // The postmaster writes its pid and, once it accepts connections, "ready" into
+        // postmaster.pid.
+        let pidFile = "\(dataDirectory)/postmaster.pid"
+        var postmasterPID: Int32?
+        let ready = ServerSupport.waitFor(seconds: 15) {
+            guard process.isRunning || postmasterPID != nil else { return true }
+            guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8) else { return false }
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+            postmasterPID = lines.first.flatMap { Int32($0.trimmingCharacters(in: .whitespaces)) }
+            return lines.count > 7 && lines[7].trimmingCharacters(in: .whitespaces) == "ready"
+        }
+        guard ready, let postmasterPID, kill(postmasterPID, 0) == 0 else {
+            process.terminate()
+            throw TemporaryServerError(
+                "PostgreSQL did not become ready on port \(port):\n\(ServerSupport.tail(logPath))"
+            )
+        }
+        let guardian = try ServerSupport.startGuardian(serverPID: postmasterPID, signal: "QUIT", directory: directory)
+        state.withLock {
+            $0.postmasterPID = postmasterPID
+            $0.guardianPID = guardian.processIdentifier
+        }
+    }
+
+    private func createDatabaseAndUser() throws {
+        let escapedPassword = password.replacingOccurrences(of: "'", with: "''")
+        try ServerSupport.run(
+            [
+                binaries.psql, "-X", "-q", "-h", directory, "-p", "\(port)", "-U", "postgres", "-d", "postgres",
+                "-v", "ON_ERROR_STOP=1",
+                "-c", "CREATE ROLE \(user) LOGIN SUPERUSER PASSWORD '\(escapedPassword)'",
+                "-c", "CREATE DATABASE \(database) OWNER \(user)",
+            ],
+            asUser: Self.serverUser,
+            what: "creating the test database"
+        )
+    }
+
+    private func stopServerOnly(signal: Int32) throws {
+        let (pid, guardian) = state.withLock { state in
+            defer {
+                state.postmasterPID = nil
+                state.guardianPID = nil
+            }
+            return (state.postmasterPID, state.guardianPID)
+        }
+        if let guardian { kill(guardian, SIGKILL) }
+        if let pid, !ServerSupport.stopProcess(pid, signal: signal, seconds: 10) {
+            kill(pid, SIGKILL)
+            _ = ServerSupport.waitFor(seconds: 5) { kill(pid, 0) != 0 }
+        }
+    }
+
+    func stopBlocking() {
+        let alreadyDeleted = state.withLock { state in
+            defer { state.isDeleted = true }
+            return state.isDeleted
+        }
+        guard !alreadyDeleted else { return }
+        try? stopServerOnly(signal: SIGINT)  // fast shutdown
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
