@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Synchronization
 import SyncBridge
 
@@ -81,6 +82,7 @@ public final class TemporaryPostgres: Sendable {
     ///   the server's log.
     public static func start() async throws -> TemporaryPostgres {
         try await ServerSupport.pool.run {
+            let started = ContinuousClock.now
             let binaries = try findBinaries()
             let directory = try ServerSupport.makeTemporaryDirectory(prefix: "syncbridge-pg")
             let server = TemporaryPostgres(
@@ -92,11 +94,18 @@ public final class TemporaryPostgres: Sendable {
             do {
                 try server.initialize()
                 try server.launch()
-                try server.createDatabaseAndUser()
+                try server.setPassword()
             } catch {
                 server.stopBlocking()
                 throw error
             }
+            ServerSupport.logger.info(
+                "started a throwaway PostgreSQL server",
+                metadata: [
+                    "port": "\(server.port)", "directory": "\(server.directory)",
+                    "startup_ms": "\((ContinuousClock.now - started).milliseconds)",
+                ]
+            )
             return server
         }
     }
@@ -155,31 +164,70 @@ public final class TemporaryPostgres: Sendable {
 
     private func initialize() throws {
         try ServerSupport.chown(directory, to: Self.serverUser)
-        let passwordFile = "\(directory)/pwfile"
-        guard FileManager.default.createFile(atPath: passwordFile, contents: Data(password.utf8)) else {
-            throw TemporaryServerError("could not write \(passwordFile)")
+        let version = ServerSupport.versionNumber(
+            in: try ServerSupport.run([binaries.postgres, "--version"], what: "postgres --version")
+        )
+        let owner: String? = ServerSupport.isRoot ? Self.serverUser : nil
+        let template = try ServerSupport.cachedTemplate(key: "postgres-\(version)", owner: owner) { folder in
+            try Self.makeTemplate(in: "\(folder)/data", binaries: binaries)
         }
-        try ServerSupport.chown(passwordFile, to: Self.serverUser)
+        try ServerSupport.copyDirectory("\(template)/data", to: dataDirectory)
+    }
+
+    /// A data directory whose `syncbridge` database and role already exist (without a password),
+    /// with 1 MB WAL segments to keep it small: copying it is what each new server costs.
+    private static func makeTemplate(in dataDirectory: String, binaries: Binaries) throws {
         try ServerSupport.run(
             [
                 binaries.initdb, "-D", dataDirectory, "-U", "postgres", "--auth-local=trust",
-                "--auth-host=scram-sha-256", "--pwfile=\(passwordFile)", "-N", "-E", "UTF8", "--locale=C",
+                "--auth-host=scram-sha-256", "-N", "-E", "UTF8", "--locale=C", "--wal-segsize=1",
             ],
-            asUser: Self.serverUser,
+            asUser: serverUser,
             what: "initdb"
         )
-        try? FileManager.default.removeItem(atPath: passwordFile)
+        let socketDirectory = try ServerSupport.makeTemporaryDirectory(prefix: "syncbridge-pgsock")
+        defer { try? FileManager.default.removeItem(atPath: socketDirectory) }
+        try ServerSupport.chown(socketDirectory, to: serverUser)
+        let port = try ServerSupport.freePort()
+        let pid = try startPostmaster(
+            binaries: binaries,
+            dataDirectory: dataDirectory,
+            port: port,
+            socketDirectory: socketDirectory,
+            logPath: "\(socketDirectory)/template.log"
+        )
+        defer {
+            _ = ServerSupport.stopProcess(pid, signal: SIGINT, seconds: 15)
+            try? FileManager.default.removeItem(atPath: "\(dataDirectory)/postmaster.opts")
+        }
+        try ServerSupport.run(
+            [
+                binaries.psql, "-X", "-q", "-h", socketDirectory, "-p", "\(port)", "-U", "postgres",
+                "-d", "template1", "-v", "ON_ERROR_STOP=1",
+                "-c", "ALTER DATABASE postgres RENAME TO syncbridge",
+                "-c", "CREATE ROLE syncbridge LOGIN SUPERUSER",
+            ],
+            asUser: serverUser,
+            what: "preparing the template database"
+        )
     }
 
-    private func launch() throws {
+    /// Starts `postgres` and waits until it accepts connections. Returns the postmaster's pid.
+    private static func startPostmaster(
+        binaries: Binaries,
+        dataDirectory: String,
+        port: Int,
+        socketDirectory: String,
+        logPath: String
+    ) throws -> Int32 {
         try? FileManager.default.removeItem(atPath: logPath)
         let process = try ServerSupport.spawn(
             [
-                binaries.postgres, "-D", dataDirectory, "-p", "\(port)", "-k", directory,
+                binaries.postgres, "-D", dataDirectory, "-p", "\(port)", "-k", socketDirectory,
                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
                 "-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=64MB",
             ],
-            asUser: Self.serverUser,
+            asUser: serverUser,
             logPath: logPath
         )
         // The postmaster writes its pid and, once it accepts connections, "ready" into
@@ -187,36 +235,45 @@ public final class TemporaryPostgres: Sendable {
         let pidFile = "\(dataDirectory)/postmaster.pid"
         var postmasterPID: Int32?
         let ready = ServerSupport.waitFor(seconds: 15) {
-            guard process.isRunning || postmasterPID != nil else { return true }
+            guard process.isRunning else { return true }
             guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8) else { return false }
             let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
             postmasterPID = lines.first.flatMap { Int32($0.trimmingCharacters(in: .whitespaces)) }
             return lines.count > 7 && lines[7].trimmingCharacters(in: .whitespaces) == "ready"
         }
-        guard ready, let postmasterPID, kill(postmasterPID, 0) == 0 else {
+        guard ready, process.isRunning, let postmasterPID else {
             process.terminate()
             throw TemporaryServerError(
                 "PostgreSQL did not become ready on port \(port):\n\(ServerSupport.tail(logPath))"
             )
         }
-        let guardian = try ServerSupport.startGuardian(serverPID: postmasterPID, signal: "QUIT", directory: directory)
+        return postmasterPID
+    }
+
+    private func launch() throws {
+        let pid = try Self.startPostmaster(
+            binaries: binaries,
+            dataDirectory: dataDirectory,
+            port: port,
+            socketDirectory: directory,
+            logPath: logPath
+        )
+        let guardian = try ServerSupport.startGuardian(serverPID: pid, signal: "QUIT", directory: directory)
         state.withLock {
-            $0.postmasterPID = postmasterPID
+            $0.postmasterPID = pid
             $0.guardianPID = guardian.processIdentifier
         }
     }
 
-    private func createDatabaseAndUser() throws {
+    private func setPassword() throws {
         let escapedPassword = password.replacingOccurrences(of: "'", with: "''")
         try ServerSupport.run(
             [
-                binaries.psql, "-X", "-q", "-h", directory, "-p", "\(port)", "-U", "postgres", "-d", "postgres",
-                "-v", "ON_ERROR_STOP=1",
-                "-c", "CREATE ROLE \(user) LOGIN SUPERUSER PASSWORD '\(escapedPassword)'",
-                "-c", "CREATE DATABASE \(database) OWNER \(user)",
+                binaries.psql, "-X", "-q", "-h", directory, "-p", "\(port)", "-U", "postgres", "-d", database,
+                "-v", "ON_ERROR_STOP=1", "-c", "ALTER ROLE \(user) PASSWORD '\(escapedPassword)'",
             ],
             asUser: Self.serverUser,
-            what: "creating the test database"
+            what: "setting the test user's password"
         )
     }
 
