@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import Synchronization
 import SyncBridge
 
 #if canImport(Glibc)
@@ -254,12 +253,12 @@ extension Duration {
 
 /// Stops the process-wide shared servers when the test process exits normally.
 enum SharedServerCleanup {
-    private static let actions = Mutex<[@Sendable () -> Void]>([])
-    private static let registered = Atomic<Bool>(false)
+    private static let actions = Locked<[@Sendable () -> Void]>([])
+    private static let registered = Locked(false)
 
     static func add(_ action: @escaping @Sendable () -> Void) {
         actions.withLock { $0.append(action) }
-        if !registered.exchange(true, ordering: .relaxed) {
+        if !registered.withLock({ registered in defer { registered = true }; return registered }) {
             atexit {
                 let actions = SharedServerCleanup.actions.withLock { actions in
                     defer { actions = [] }

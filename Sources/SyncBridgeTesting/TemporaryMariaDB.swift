@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import Synchronization
 import SyncBridge
 
 #if canImport(Glibc)
@@ -38,7 +37,7 @@ public final class TemporaryMariaDB: Sendable {
     public let directory: String
 
     private let binaries: Binaries
-    private let state: Mutex<ServerState>
+    private let state: Locked<ServerState>
 
     private struct Binaries: Sendable {
         let server: String
@@ -68,7 +67,7 @@ public final class TemporaryMariaDB: Sendable {
         self.directory = directory
         self.port = port
         self.password = password
-        self.state = Mutex(ServerState())
+        self.state = Locked(ServerState())
     }
 
     /// Starts a new server. Stop it with ``stop()``.
@@ -105,7 +104,7 @@ public final class TemporaryMariaDB: Sendable {
         }
     }
 
-    private static let sharedServer = Mutex<Task<TemporaryMariaDB, any Error>?>(nil)
+    private static let sharedServer = Locked<Task<TemporaryMariaDB, any Error>?>(nil)
 
     /// The server shared by every test of this process that asks for it; started on first use,
     /// stopped and deleted when the process exits.

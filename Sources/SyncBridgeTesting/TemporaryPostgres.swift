@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import Synchronization
 import SyncBridge
 
 #if canImport(Glibc)
@@ -35,7 +34,7 @@ public final class TemporaryPostgres: Sendable {
     public let directory: String
 
     private let binaries: Binaries
-    private let state: Mutex<ServerState>
+    private let state: Locked<ServerState>
 
     private struct Binaries: Sendable {
         let initdb: String
@@ -73,7 +72,7 @@ public final class TemporaryPostgres: Sendable {
         self.directory = directory
         self.port = port
         self.password = password
-        self.state = Mutex(ServerState())
+        self.state = Locked(ServerState())
     }
 
     /// Starts a new server. Stop it with ``stop()``.
@@ -110,7 +109,7 @@ public final class TemporaryPostgres: Sendable {
         }
     }
 
-    private static let sharedServer = Mutex<Task<TemporaryPostgres, any Error>?>(nil)
+    private static let sharedServer = Locked<Task<TemporaryPostgres, any Error>?>(nil)
 
     /// The server shared by every test of this process that asks for it; started on first use,
     /// stopped and deleted when the process exits.

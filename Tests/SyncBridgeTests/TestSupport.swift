@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import Testing
 
 @testable import SyncBridge
@@ -51,7 +50,7 @@ func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T 
 
 /// A one-shot gate that blocking closures wait on, opened by the test.
 final class Gate: Sendable {
-    private let state = Mutex(false)
+    private let state = Locked(false)
     private let semaphore = DispatchSemaphore(value: 0)
 
     /// Blocks the calling (non-cooperative) thread until ``open()``.
@@ -90,15 +89,15 @@ func waitUntil(
 
 /// A thread-safe list of values in arrival order.
 final class Recorder<Value: Sendable>: Sendable {
-    private let values = Mutex<[Value]>([])
+    private let values = Locked<[Value]>([])
     func append(_ value: Value) { values.withLock { $0.append(value) } }
     var all: [Value] { values.withLock { $0 } }
 }
 
 /// A value shared between threads and closures (a class, so closures capture a reference).
 final class Shared<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-    init(_ value: Value) { mutex = Mutex(value) }
-    func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
-    var value: Value { mutex.withLock { $0 } }
+    private let locked: Locked<Value>
+    init(_ value: Value) { locked = Locked(value) }
+    func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { locked.withLock { body(&$0) } }
+    var value: Value { locked.current }
 }

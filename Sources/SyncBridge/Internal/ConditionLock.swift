@@ -8,7 +8,7 @@ import Musl
 ///
 /// `Synchronization.Mutex` has no condition variable, and the worker threads need to park and be
 /// woken; this is the smallest wrapper that gives both.
-final class ConditionLock: @unchecked Sendable {
+package final class ConditionLock: @unchecked Sendable {
     // Safe to share: the pthread objects live at stable heap addresses for the object's whole
     // life and are only touched through the pthread functions, which are thread-safe by contract.
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>

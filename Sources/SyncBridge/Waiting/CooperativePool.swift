@@ -20,7 +20,7 @@ public enum CooperativePool {
     static let knownLabel = "Swift global concurrent queue"
 
     /// The label the probe saw inside a task, when it differs from `knownLabel`.
-    private static let labelOverride = Mutex<String?>(nil)
+    private static let labelOverride = Locked<String?>(nil)
     private static let probeStarted = Atomic<Bool>(false)
 
     /// What the probe found.
