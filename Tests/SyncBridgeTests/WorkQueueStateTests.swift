@@ -20,6 +20,7 @@ struct WorkQueueStateTests {
         var state = State(threadCount: 1, capacity: 2)
         let initial = state.next()
         #expect(initial.isPark)
+        state.parked()
         let items = (0..<4).map { _ in item() }
         guard case .queued(wakeThread: true) = state.submit(items[0]) else { Issue.record(); return }
         state.unparked()

@@ -34,6 +34,16 @@ void sb_set_current_worker(void *_Nullable worker);
 int sb_thread_create(pthread_t *_Nonnull thread, void *_Nullable (*_Nonnull body)(void *_Nullable),
                      void *_Nullable context, size_t stack_size);
 
+/// Tells the CPU the caller is spinning (x86 `pause`, ARM `yield`): saves power and lets a
+/// sibling hyper-thread run.
+static inline void sb_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 #ifdef __cplusplus
 }
 #endif

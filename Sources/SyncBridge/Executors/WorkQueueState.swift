@@ -51,7 +51,8 @@ struct WorkQueueState<Job> {
 
     enum NextAction {
         case run(Entry)
-        /// Nothing to do: park until signalled (the thread is counted idle).
+        /// Nothing to do: park until signalled (between `parked()` and `unparked()` the thread is
+        /// counted idle, and submitters wake it).
         case park
         /// Draining is complete: the thread exits. `lastThread` is set for the final one.
         case exit(lastThread: Bool)
@@ -159,8 +160,12 @@ struct WorkQueueState<Job> {
             if liveThreads == 0 { lifecycle = .stopped }
             return .exit(lastThread: liveThreads == 0)
         }
-        idleThreads += 1
         return .park
+    }
+
+    /// A thread is about to wait for a signal.
+    mutating func parked() {
+        idleThreads += 1
     }
 
     /// A parked thread woke up.

@@ -48,8 +48,15 @@ final class WorkerThreads: @unchecked Sendable {
     /// local only when it is not zero, which keeps that lookup off the hot path.
     private let blockedWaitCount = Atomic<Int>(0)
     private let metrics: WorkQueueMetrics
+    /// `state.entries.count`, readable without the lock by a spinning thread.
+    private let entryCount = Atomic<Int>(0)
+    /// Whether one thread is spinning for work right now (at most one does).
+    private var spinningThread = false
+    /// How long an idle thread spins for new work before it parks.
+    let spinNanoseconds: UInt64
 
-    init(name: String, kind: Kind, threadCount: Int, queueCapacity: Int, logger: Logger) {
+    init(name: String, kind: Kind, threadCount: Int, queueCapacity: Int, spin: Duration, logger: Logger) {
+        self.spinNanoseconds = UInt64(max(0, spin.nanoseconds))
         self.name = name
         self.kind = kind
         self.threadCount = threadCount
@@ -86,6 +93,7 @@ final class WorkerThreads: @unchecked Sendable {
     func enqueue(_ job: UnownedJob) {
         lock.lock()
         let action = state.enqueue(job)
+        entryCount.store(state.entries.count, ordering: .relaxed)
         let deadlocked = blockedWaitCount.load(ordering: .relaxed) > 0 ? deadlockedWait(forJob: job) : nil
         lock.unlock()
         switch action {
@@ -108,6 +116,7 @@ final class WorkerThreads: @unchecked Sendable {
                 item.continuation = continuation
                 lock.lock()
                 let action = state.submit(item)
+                entryCount.store(state.entries.count, ordering: .relaxed)
                 let deadlocked = neededBy.flatMap { deadlockedWait(neededBy: $0) }
                 let depth = state.entries.count + state.awaitingAdmissionCount
                 lock.unlock()
@@ -133,6 +142,7 @@ final class WorkerThreads: @unchecked Sendable {
     private func cancel(_ item: WorkItem) {
         lock.lock()
         let action = state.cancel(item)
+        entryCount.store(state.entries.count, ordering: .relaxed)
         lock.unlock()
         switch action {
         case .none:
@@ -180,13 +190,31 @@ final class WorkerThreads: @unchecked Sendable {
         sb_set_current_worker(Unmanaged.passUnretained(thread).toOpaque())
         _ = sb_set_current_thread_name(thread.name)
         defer { sb_set_current_worker(nil) }
+        var spunSinceLastWork = false
         lock.lock()
         while true {
-            switch state.next() {
+            let next = state.next()
+            entryCount.store(state.entries.count, ordering: .relaxed)
+            switch next {
             case .park:
+                // Waking a parked thread costs a futex wake and, on virtual machines, a halted
+                // vCPU's wake-up: tens of microseconds. One thread spins briefly instead, which
+                // catches the next job of a caller that submits them one after another.
+                if spinNanoseconds > 0 && !spunSinceLastWork && !spinningThread && SpinBudget.reserve() {
+                    spinningThread = true
+                    lock.unlock()
+                    spinForWork()
+                    SpinBudget.release()
+                    lock.lock()
+                    spinningThread = false
+                    spunSinceLastWork = true
+                    continue
+                }
+                state.parked()
                 lock.wait()
                 state.unparked()
             case .run(let entry):
+                spunSinceLastWork = false
                 let depth = state.entries.count + state.awaitingAdmissionCount
                 lock.unlock()
                 run(entry, depth: depth)
@@ -205,6 +233,15 @@ final class WorkerThreads: @unchecked Sendable {
                 for waiter in waiters { waiter.resume() }
                 return
             }
+        }
+    }
+
+    /// Spins until an entry is queued or `spinNanoseconds` pass.
+    private func spinForWork() {
+        let deadline = monotonicNanoseconds() &+ spinNanoseconds
+        while entryCount.load(ordering: .relaxed) == 0 {
+            for _ in 0..<32 { sb_cpu_relax() }
+            if monotonicNanoseconds() >= deadline { return }
         }
     }
 
@@ -348,6 +385,32 @@ final class WorkerThreads: @unchecked Sendable {
             return nil
         }
         return record
+    }
+}
+
+/// Caps how many SyncBridge threads spin for work at once, process-wide, at half the CPUs
+/// (at least one), so that idle executors never crowd out the threads doing real work.
+enum SpinBudget {
+    private static let limit = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)) / 2)
+    private static let spinning = Atomic<Int>(0)
+
+    /// Takes a spinning slot; `false` when all are taken.
+    static func reserve() -> Bool {
+        var current = spinning.load(ordering: .relaxed)
+        while current < limit {
+            let (exchanged, original) = spinning.compareExchange(
+                expected: current,
+                desired: current + 1,
+                ordering: .relaxed
+            )
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    static func release() {
+        spinning.subtract(1, ordering: .relaxed)
     }
 }
 

@@ -1,0 +1,77 @@
+import Foundation
+
+/// Nanoseconds on the monotonic clock.
+func now() -> UInt64 {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+}
+
+/// One contender of a side-by-side comparison: a name and a function that runs one round and
+/// returns its figure (nanoseconds per operation, or operations per millisecond).
+struct Contender {
+    let name: String
+    let round: () async throws -> Double
+}
+
+/// Per-contender figures of one comparison.
+struct Comparison {
+    let title: String
+    let unit: String
+    var samples: [String: [Double]] = [:]
+    let order: [String]
+
+    func median(_ name: String) -> Double {
+        let sorted = samples[name, default: []].sorted()
+        guard !sorted.isEmpty else { return .nan }
+        return sorted.count.isMultiple(of: 2)
+            ? (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2 : sorted[sorted.count / 2]
+    }
+}
+
+/// Runs every contender once per round, interleaved, so that the machine's noise hits them all
+/// alike; a warm-up round is discarded.
+func compare(_ title: String, unit: String, rounds: Int, _ contenders: [Contender]) async throws -> Comparison {
+    var comparison = Comparison(title: title, unit: unit, order: contenders.map(\.name))
+    for contender in contenders { _ = try await contender.round() }  // warm-up
+    for round in 1...rounds {
+        for contender in contenders {
+            comparison.samples[contender.name, default: []].append(try await contender.round())
+        }
+        FileHandle.standardError.write(Data("\r\(title): round \(round)/\(rounds)".utf8))
+    }
+    FileHandle.standardError.write(Data("\n".utf8))
+    return comparison
+}
+
+/// Prints a comparison as a Markdown table of medians.
+func report(_ comparison: Comparison) {
+    print("\n### \(comparison.title)\n")
+    print("| contender | median \(comparison.unit) | min | max |")
+    print("| --- | ---: | ---: | ---: |")
+    for name in comparison.order {
+        let samples = comparison.samples[name, default: []]
+        print(
+            "| \(name) | \(format(comparison.median(name))) | \(format(samples.min() ?? .nan)) | \(format(samples.max() ?? .nan)) |"
+        )
+    }
+}
+
+func format(_ value: Double) -> String {
+    value >= 100 ? String(format: "%.0f", value) : String(format: "%.2f", value)
+}
+
+/// Runs `body` on a new plain OS thread and returns its result.
+func onDedicatedThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        let thread = Thread { continuation.resume(returning: body()) }
+        thread.start()
+    }
+}
+
+/// A counter mutated by the benchmarked closures, so that no hop is optimised away.
+final class Counter: @unchecked Sendable {
+    // Only ever mutated by one thread at a time: each benchmark awaits every closure it submits
+    // before it submits the next.
+    var value = 0
+}

@@ -1,0 +1,38 @@
+import Foundation
+
+// Usage: swift run -c release SyncBridgeBenchmarks [hop] [--rounds N]
+// Prints Markdown tables of medians and the ratios the targets are stated in.
+
+let arguments = CommandLine.arguments.dropFirst()
+let suites = arguments.filter { !$0.hasPrefix("--") && Int($0) == nil }
+let rounds = arguments.firstIndex(of: "--rounds").flatMap { arguments.index(after: $0) < arguments.endIndex ? Int(arguments[arguments.index(after: $0)]) : nil } ?? 15
+
+func ratio(_ a: Double, _ b: Double) -> String { String(format: "%.2f", a / b) }
+
+if suites.isEmpty || suites.contains("hop") {
+    print("## Core hop and throughput (\(rounds) interleaved rounds, medians)")
+    let hop = try await hopBenchmarks(rounds: rounds, iterations: 20_000)[0]
+    report(hop)
+    let floor = hop.median("pthread mutex+condvar ping-pong (floor)")
+    let nio = hop.median("NIOThreadPool.runIfActive")
+    print("\nRatios (target: hop <= 0.5x NIOThreadPool.runIfActive and <= 1.5x the pthread floor):\n")
+    for name in ["SyncBridge BlockingPool.run", "SyncBridge ThreadExecutor actor method", "SyncBridge ThreadExecutor.run"] {
+        let ours = hop.median(name)
+        print("- \(name): \(ratio(ours, nio))x NIOThreadPool.runIfActive, \(ratio(ours, floor))x the pthread floor")
+    }
+
+    let throughput = try await throughputBenchmarks(rounds: max(3, rounds / 2))[0]
+    report(throughput)
+    let ours = throughput.median("SyncBridge BlockingPool.run")
+    let floorJobs = throughput.median("8 raw pthreads, 125 sleeps each (floor)")
+    let jobMilliseconds = meanJobMilliseconds()
+    let ideal = 8 / jobMilliseconds
+    func percent(_ value: Double, of reference: Double) -> String { String(format: "%.1f %%", value / reference * 100) }
+    print("\nA '1 ms' job really lasted \(String(format: "%.3f", jobMilliseconds)) ms on average (nanosleep overshoots), so the ideal is \(String(format: "%.2f", ideal)) jobs/ms, not 8.")
+    print("\nRatios (target: >= 90 % of the ideal):\n")
+    for name in ["SyncBridge BlockingPool.run", "NIOThreadPool.runIfActive", "8 raw pthreads, 125 sleeps each (floor)"] {
+        let value = throughput.median(name)
+        print("- \(name): \(percent(value, of: ideal)) of the ideal for the jobs' real duration, \(percent(value, of: 8)) of the nominal 8 jobs/ms")
+    }
+    print("- SyncBridge BlockingPool.run vs the raw-pthread floor: \(percent(ours, of: floorJobs))")
+}
