@@ -1,4 +1,5 @@
 public import Logging
+public import Metrics
 
 /// A fixed set of dedicated, named OS threads for blocking work: C client calls, file I/O,
 /// legacy synchronous code. Async callers hand it closures and suspend until they finish, so
@@ -46,12 +47,14 @@ public final class BlockingPool: TaskExecutor, Sendable {
     ///     catches the next job of callers that submit one after another, at the price of that
     ///     much CPU time after each burst of work. At most one thread spins at a time. `.zero`
     ///     turns spinning off.
+    ///   - metricsFactory: Where the queue metrics go; the process's bootstrapped factory by default.
     ///   - logger: Receives start, shutdown and misuse reports.
     public init(
         name: String,
         threadCount: Int,
         queueCapacity: Int? = nil,
         spinBeforeParking: Duration = .microseconds(50),
+        metricsFactory: any MetricsFactory = MetricsSystem.factory,
         logger: Logger = Logger(label: "SyncBridge.BlockingPool")
     ) {
         precondition(threadCount > 0, "BlockingPool '\(name)' needs at least one thread")
@@ -61,6 +64,7 @@ public final class BlockingPool: TaskExecutor, Sendable {
             threadCount: threadCount,
             queueCapacity: queueCapacity ?? 1024 * threadCount,
             spin: spinBeforeParking,
+            metricsFactory: metricsFactory,
             logger: logger
         )
         workers.start(runner: .task(UnownedTaskExecutor(ordinary: self)), threadName: { "\(name)-\($0)" })

@@ -1,4 +1,5 @@
 public import Logging
+public import Metrics
 
 /// One dedicated, named OS thread that runs jobs in order: a `SerialExecutor` for actors that own
 /// thread-affine resources (a `PGconn*`, a `MYSQL*`), and a way to run blocking closures there.
@@ -43,11 +44,13 @@ public final class ThreadExecutor: SerialExecutor, TaskExecutor, Sendable {
     ///     catches the next job of callers that submit one after another, at the price of that
     ///     much CPU time after each burst of work. At most one thread spins at a time. `.zero`
     ///     turns spinning off.
+    ///   - metricsFactory: Where the queue metrics go; the process's bootstrapped factory by default.
     ///   - logger: Receives start, shutdown and misuse reports.
     public init(
         name: String,
         queueCapacity: Int = .max,
         spinBeforeParking: Duration = .microseconds(50),
+        metricsFactory: any MetricsFactory = MetricsSystem.factory,
         logger: Logger = Logger(label: "SyncBridge.ThreadExecutor")
     ) {
         workers = WorkerThreads(
@@ -56,6 +59,7 @@ public final class ThreadExecutor: SerialExecutor, TaskExecutor, Sendable {
             threadCount: 1,
             queueCapacity: queueCapacity,
             spin: spinBeforeParking,
+            metricsFactory: metricsFactory,
             logger: logger
         )
         workers.start(

@@ -55,14 +55,22 @@ final class WorkerThreads: @unchecked Sendable {
     /// How long an idle thread spins for new work before it parks.
     let spinNanoseconds: UInt64
 
-    init(name: String, kind: Kind, threadCount: Int, queueCapacity: Int, spin: Duration, logger: Logger) {
+    init(
+        name: String,
+        kind: Kind,
+        threadCount: Int,
+        queueCapacity: Int,
+        spin: Duration,
+        metricsFactory: any MetricsFactory,
+        logger: Logger
+    ) {
         self.spinNanoseconds = UInt64(max(0, spin.nanoseconds))
         self.name = name
         self.kind = kind
         self.threadCount = threadCount
         self.logger = logger
         self.state = WorkQueueState(threadCount: threadCount, capacity: queueCapacity)
-        self.metrics = WorkQueueMetrics(name: name, kind: kind)
+        self.metrics = WorkQueueMetrics(name: name, kind: kind, factory: metricsFactory)
     }
 
     /// Starts the threads. `threadName(i)` names thread `i` (the kernel keeps 15 bytes).
@@ -441,11 +449,11 @@ struct WorkQueueMetrics: Sendable {
     let runDuration: Timer
     let rejected: Counter
 
-    init(name: String, kind: WorkerThreads.Kind) {
+    init(name: String, kind: WorkerThreads.Kind, factory: any MetricsFactory) {
         let dimensions = [("executor", name), ("kind", kind.rawValue)]
-        queueDepth = Meter(label: "syncbridge.executor.queue_depth", dimensions: dimensions)
-        waitDuration = Timer(label: "syncbridge.executor.wait_duration", dimensions: dimensions)
-        runDuration = Timer(label: "syncbridge.executor.run_duration", dimensions: dimensions)
-        rejected = Counter(label: "syncbridge.executor.rejected", dimensions: dimensions)
+        queueDepth = Meter(label: "syncbridge.executor.queue_depth", dimensions: dimensions, factory: factory)
+        waitDuration = Timer(label: "syncbridge.executor.wait_duration", dimensions: dimensions, factory: factory)
+        runDuration = Timer(label: "syncbridge.executor.run_duration", dimensions: dimensions, factory: factory)
+        rejected = Counter(label: "syncbridge.executor.rejected", dimensions: dimensions, factory: factory)
     }
 }
