@@ -24,6 +24,7 @@ public struct ExecutorError: Error, Hashable, CustomStringConvertible {
         /// The ``ThreadBound`` resource has been closed.
         public static let resourceClosed = Code(.resourceClosed)
 
+        /// The code's name.
         public var description: String {
             switch base {
             case .shutDown: "shutDown"
@@ -45,6 +46,7 @@ public struct ExecutorError: Error, Hashable, CustomStringConvertible {
         self.executorKind = kind.rawValue
     }
 
+    /// What was refused and why, naming the executor.
     public var description: String {
         switch code {
         case .shutDown:
@@ -71,6 +73,7 @@ public struct CallSite: Hashable, Sendable, CustomStringConvertible {
         self.line = line
     }
 
+    /// `Module/File.swift:42`.
     public var description: String { "\(fileID):\(line)" }
 }
 

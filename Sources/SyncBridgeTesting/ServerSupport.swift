@@ -17,6 +17,7 @@ public struct TemporaryServerError: Error, CustomStringConvertible, Sendable {
         self.message = message
     }
 
+    /// The message.
     public var description: String { message }
 }
 

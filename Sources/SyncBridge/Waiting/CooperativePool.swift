@@ -30,6 +30,7 @@ public enum CooperativePool {
         /// Whether the check recognises a task's thread as cooperative.
         public let detectsTaskThreads: Bool
 
+        /// What the probe found, in one sentence.
         public var description: String {
             detectsTaskThreads
                 ? "cooperative threads detected by dispatch label '\(labelInsideTask ?? "")'"

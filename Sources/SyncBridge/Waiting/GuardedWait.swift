@@ -37,6 +37,7 @@ public struct GuardedWaitError: Error, Hashable, CustomStringConvertible {
             return false
         }
 
+        /// Why, in words.
         public var description: String {
             switch base {
             case .cooperativeThread:
@@ -56,6 +57,7 @@ public struct GuardedWaitError: Error, Hashable, CustomStringConvertible {
     /// The thread that would have blocked.
     public let thread: ThreadIdentity
 
+    /// The call site, the thread, the reason and what to do instead.
     public var description: String {
         let advice =
             switch reason.base {

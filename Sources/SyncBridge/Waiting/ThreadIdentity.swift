@@ -19,6 +19,7 @@ public struct ThreadIdentity: Hashable, Sendable, CustomStringConvertible {
         return ThreadIdentity(name: name, tid: sb_gettid())
     }
 
+    /// `name (tid N)`, or `tid N` for an unnamed thread.
     public var description: String {
         name.isEmpty ? "tid \(tid)" : "\(name) (tid \(tid))"
     }
