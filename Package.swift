@@ -13,6 +13,8 @@ let package = Package(
     name: "SyncBridge",
     products: [
         .library(name: "SyncBridge", targets: ["SyncBridge"]),
+        .library(name: "SyncBridgeSQL", targets: ["SyncBridgeSQL"]),
+        .library(name: "SyncBridgePostgres", targets: ["SyncBridgePostgres"]),
         .library(name: "SyncBridgeTesting", targets: ["SyncBridgeTesting"]),
     ],
     dependencies: [
@@ -44,6 +46,27 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // What both database facades share: bound-parameter queries, values, rows, errors.
+        .target(
+            name: "SyncBridgeSQL",
+            dependencies: [
+                "SyncBridge",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "SyncBridgePostgres",
+            dependencies: [
+                "SyncBridge",
+                "SyncBridgeSQL",
+                "CLibPQ",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "SyncBridgeTesting",
             dependencies: [
@@ -61,6 +84,16 @@ let package = Package(
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "InMemoryLogging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SyncBridgeSQLTests",
+            dependencies: ["SyncBridgeSQL"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SyncBridgePostgresTests",
+            dependencies: ["SyncBridge", "SyncBridgeSQL", "SyncBridgePostgres", "SyncBridgeTesting", "CLibPQ"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

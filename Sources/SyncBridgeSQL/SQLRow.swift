@@ -1,0 +1,101 @@
+/// The columns of a result, shared by all its rows.
+public final class SQLColumns: Sendable, CustomStringConvertible {
+    /// The columns in order.
+    public let all: [SQLColumn]
+    private let indexByName: [String: Int]
+
+    /// Describes the columns of a result.
+    public init(_ columns: [SQLColumn]) {
+        all = columns
+        var indexByName: [String: Int] = [:]
+        for column in columns where indexByName[column.name] == nil {
+            indexByName[column.name] = column.index
+        }
+        self.indexByName = indexByName
+    }
+
+    /// The index of the first column called `name`.
+    public func index(named name: String) -> Int? {
+        indexByName[name]
+    }
+
+    /// The column names.
+    public var description: String { all.map(\.name).joined(separator: ", ") }
+}
+
+/// A row or column was asked for that the result does not have.
+public struct SQLRowAccessError: Error, Hashable, CustomStringConvertible {
+    /// What was asked for and what exists.
+    public let description: String
+}
+
+/// One result row: its values, and its columns' names and database types.
+///
+/// ```swift
+/// let id = try row.decode(Int.self, at: 0)
+/// let name = try row.decode(String?.self, named: "name")
+/// let (id2, name2) = try row.decode((Int, String?).self)
+/// ```
+public struct SQLRow: Sendable, RandomAccessCollection, CustomStringConvertible {
+    /// The result's columns.
+    public let columns: SQLColumns
+    /// The values, one per column.
+    public let values: [SQLValue]
+
+    /// Creates a row. `values.count` must equal the number of columns.
+    public init(columns: SQLColumns, values: [SQLValue]) {
+        precondition(columns.all.count == values.count, "a row needs one value per column")
+        self.columns = columns
+        self.values = values
+    }
+
+    /// The first column's index: 0.
+    public var startIndex: Int { 0 }
+    /// The number of columns.
+    public var endIndex: Int { values.count }
+    /// The raw value of column `index`.
+    public subscript(index: Int) -> SQLValue { values[index] }
+
+    /// Decodes column `index` as `T`.
+    /// - Throws: ``SQLDecodingError`` naming the column, its database type and `T`;
+    ///   ``SQLRowAccessError`` when there is no such column.
+    public func decode<T: SQLDecodable>(_ type: T.Type = T.self, at index: Int) throws -> T {
+        guard values.indices.contains(index) else {
+            throw SQLRowAccessError(description: "no column \(index): the row has \(values.count) (\(columns))")
+        }
+        return try T.decode(from: values[index], column: columns.all[index])
+    }
+
+    /// Decodes the first column called `name` as `T`.
+    /// - Throws: ``SQLDecodingError``; ``SQLRowAccessError`` when there is no such column.
+    public func decode<T: SQLDecodable>(_ type: T.Type = T.self, named name: String) throws -> T {
+        guard let index = columns.index(named: name) else {
+            throw SQLRowAccessError(description: "no column named \"\(name)\"; the columns are \(columns)")
+        }
+        return try decode(T.self, at: index)
+    }
+
+    /// Decodes the whole row into a tuple, one element per column, in order.
+    /// - Throws: ``SQLRowAccessError`` when the tuple and the row differ in length;
+    ///   ``SQLDecodingError`` for the first column that does not decode.
+    public func decode<each T: SQLDecodable>(_ types: (repeat each T).Type) throws -> (repeat each T) {
+        var count = 0
+        for _ in repeat (each T).self { count += 1 }
+        guard count == values.count else {
+            throw SQLRowAccessError(
+                description: "cannot decode \(values.count) columns (\(columns)) into a tuple of \(count)"
+            )
+        }
+        var index = 0
+        func next<U: SQLDecodable>(_ type: U.Type) throws -> U {
+            defer { index += 1 }
+            return try decode(U.self, at: index)
+        }
+        return (repeat try next((each T).self))
+    }
+
+    /// `(name: value, …)` — beware: this shows the data.
+    public var description: String {
+        "(" + zip(columns.all, values).map { "\($0.name): \($1)" }.joined(separator: ", ") + ")"
+    }
+}
