@@ -1,0 +1,310 @@
+import CLibPQ
+public import Logging
+public import SyncBridge
+public import SyncBridgeSQL
+
+/// One PostgreSQL connection over libpq, living on its own dedicated thread.
+///
+/// Every libpq call on the connection runs on its ``ThreadExecutor``'s thread, never on Swift's
+/// cooperative pool; callers suspend meanwhile. Statements run one at a time in submission order.
+/// Cancelling the task of a running statement cancels it **on the server** (`PQcancel`) and the
+/// connection stays usable.
+///
+/// ```swift
+/// let connection = try await PostgresConnection.connect("postgres://app@db.internal/app")
+/// let rows = try await connection.query("SELECT id, name FROM users WHERE team = \(team)")
+/// for row in rows {
+///     let (id, name) = try row.decode((Int, String).self)
+/// }
+/// try await connection.close()
+/// ```
+///
+/// A connection serves one task at a time; for concurrent work, use one connection per task (a
+/// pool will lease them).
+public final class PostgresConnection: Sendable, CustomStringConvertible {
+    /// The thread the connection lives on.
+    public let executor: ThreadExecutor
+    /// Receives the connection's logs.
+    public let logger: Logger
+    /// The connection's parameters without the password.
+    public let description: String
+    private let session: ThreadBound<PostgresSession>
+    private let canceller: PostgresCanceller
+    private let transactionDepth = Locked(0)
+
+    private static let connectionNumbers = Locked(0)
+
+    private init(
+        executor: ThreadExecutor,
+        session: ThreadBound<PostgresSession>,
+        canceller: PostgresCanceller,
+        description: String,
+        logger: Logger
+    ) {
+        self.executor = executor
+        self.session = session
+        self.canceller = canceller
+        self.description = description
+        self.logger = logger
+    }
+
+    /// Connects to PostgreSQL on a new dedicated thread.
+    ///
+    /// - Parameters:
+    ///   - connectionString: A libpq connection string (`host=… dbname=…`) or URL
+    ///     (`postgres://user:password@host:5432/db?sslmode=require`), parsed by libpq itself, so
+    ///     every libpq option works: several hosts with `target_session_attrs`, `sslmode`,
+    ///     `connect_timeout` (10 s unless given), `application_name`…
+    ///   - logger: Receives the connection's logs; the password never appears in them.
+    /// - Throws: ``PostgresError`` with kind ``PostgresError/Kind/connectionFailed`` naming the host
+    ///   that failed and libpq's reason.
+    public static func connect(
+        _ connectionString: String,
+        logger: Logger = Logger(label: "SyncBridge.Postgres")
+    ) async throws -> PostgresConnection {
+        let description = try redactedDescription(of: connectionString)
+        let number = connectionNumbers.withLock { number in
+            number += 1
+            return number
+        }
+        let executor = ThreadExecutor(name: "sb-pg-\(number)", logger: logger)
+        do {
+            let session = try await ThreadBound(on: executor) { try PostgresSession.open(connectionString) }
+            let canceller = try await session.withResource { session in
+                PostgresCanceller(PQgetCancel(session.connection))
+            }
+            var logger = logger
+            logger[metadataKey: "pg.connection"] = "\(number)"
+            logger.debug("connected", metadata: ["pg.server": "\(description)"])
+            return PostgresConnection(
+                executor: executor,
+                session: session,
+                canceller: canceller,
+                description: description,
+                logger: logger
+            )
+        } catch {
+            await executor.shutdownGracefully()
+            throw error
+        }
+    }
+
+    /// Runs a statement and returns all its rows.
+    ///
+    /// - Parameter query: The statement; interpolated values are bound parameters.
+    /// - Returns: The rows, each with its columns' names and types.
+    /// - Throws: ``PostgresError`` from the server or the connection; ``SQLEncodingError`` for a
+    ///   parameter that cannot be sent; `CancellationError` when the task was cancelled (the
+    ///   statement is cancelled on the server).
+    @discardableResult
+    public func query(_ query: SQLQuery) async throws -> [SQLRow] {
+        try await run(query).rows
+    }
+
+    /// Runs a statement that returns no rows and reports how many rows it affected.
+    ///
+    /// - Returns: The affected row count (`INSERT`, `UPDATE`, `DELETE`, `COPY`…; 0 otherwise).
+    /// - Throws: As ``query(_:)``.
+    @discardableResult
+    public func execute(_ query: SQLQuery) async throws -> Int {
+        try await run(query).rowsAffected
+    }
+
+    private func run(_ query: SQLQuery) async throws -> PostgresSession.Outcome {
+        let canceller = self.canceller
+        return try await session.withResource { session, job in
+            try Self.cancellable(job, canceller) { try session.run(query) }
+        }
+    }
+
+    /// Runs `operation` with the connection's cancel request as the job's interrupt handler, and
+    /// turns the server's "canceled" error into `CancellationError` when the task was cancelled.
+    private static func cancellable<Result>(
+        _ job: BlockingJobContext,
+        _ canceller: PostgresCanceller,
+        _ operation: () throws -> Result
+    ) throws -> Result {
+        do {
+            return try job.withInterruptHandler({ canceller.cancel() }) { try operation() }
+        } catch let error as PostgresError where error.isQueryCanceled && job.isCancelled {
+            throw CancellationError()
+        }
+    }
+
+    /// Runs existing synchronous libpq code with the raw `PGconn*`, on the connection's own thread.
+    ///
+    /// This is the migration escape hatch: legacy functions keep their signatures and keep
+    /// calling libpq directly, but run where the connection lives instead of on a cooperative
+    /// thread. Cancelling the task sends a cancel request for whatever statement the code is
+    /// running.
+    ///
+    /// ```swift
+    /// let total = try await connection.withRawConnection { pgconn in
+    ///     LegacyInventory.totalStock(pgconn)   // calls PQexec itself
+    /// }
+    /// ```
+    ///
+    /// - Parameter body: Synchronous code using the handle. It must not keep the handle, close it,
+    ///   or leave a transaction or a result pending.
+    /// - Returns: What `body` returns.
+    public func withRawConnection<Result>(
+        _ body: sending @escaping (OpaquePointer) throws -> sending Result
+    ) async throws -> sending Result {
+        let canceller = self.canceller
+        return try await session.withResource { session, job in
+            try job.withInterruptHandler({ canceller.cancel() }) { try body(session.connection) }
+        }
+    }
+
+    /// Whether the connection is usable: libpq has not seen it break.
+    public func isHealthy() async -> Bool {
+        (try? await session.withResource { $0.isHealthy }) ?? false
+    }
+
+    /// Closes the connection and stops its thread. Statements queued before finish first.
+    public func close() async {
+        let canceller = self.canceller
+        try? await session.close { session in
+            canceller.invalidate()
+            session.close()
+        }
+        await executor.shutdownGracefully()
+        logger.debug("closed")
+    }
+
+    // MARK: Transactions
+
+    /// How concurrent transactions see each other's changes.
+    public enum IsolationLevel: String, Sendable {
+        /// PostgreSQL's default.
+        case readCommitted = "READ COMMITTED"
+        /// A snapshot for the whole transaction.
+        case repeatableRead = "REPEATABLE READ"
+        /// As if transactions ran one after another; may fail with a serialization error
+        /// (``PostgresError/isSerializationFailure``) that a retry resolves.
+        case serializable = "SERIALIZABLE"
+    }
+
+    /// Runs `body` in a transaction: commits when it returns, rolls back when it throws or when
+    /// the task is cancelled. Nested calls use savepoints, so an inner failure rolls back only
+    /// the inner part.
+    ///
+    /// - Parameters:
+    ///   - isolation: The isolation level; the server's default when `nil`. Ignored when nested.
+    ///   - readOnly: Starts a read-only transaction. Ignored when nested.
+    ///   - body: The work; it receives this connection.
+    /// - Returns: What `body` returns.
+    /// - Throws: What `body` throws (after the rollback); `CancellationError` when the task was
+    ///   cancelled; ``PostgresError`` when `COMMIT` fails.
+    public func withTransaction<Result: Sendable>(
+        isolation: IsolationLevel? = nil,
+        readOnly: Bool = false,
+        _ body: (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
+        let depth = transactionDepth.withLock { depth in
+            depth += 1
+            return depth
+        }
+        defer { transactionDepth.withLock { $0 -= 1 } }
+        let savepoint = "sb_savepoint_\(depth)"
+        if depth == 1 {
+            var begin = "BEGIN"
+            if let isolation { begin += " ISOLATION LEVEL \(isolation.rawValue)" }
+            if readOnly { begin += " READ ONLY" }
+            try await runControl(begin)
+        } else {
+            try await runControl("SAVEPOINT \(savepoint)")
+        }
+        let result: Result
+        do {
+            result = try await body(self)
+            try Task.checkCancellation()
+        } catch {
+            await rollBack(depth: depth, savepoint: savepoint)
+            throw error
+        }
+        do {
+            try await runControl(depth == 1 ? "COMMIT" : "RELEASE SAVEPOINT \(savepoint)")
+        } catch {
+            await rollBack(depth: depth, savepoint: savepoint)
+            throw error
+        }
+        return result
+    }
+
+    private func runControl(_ sql: String) async throws {
+        try await session.withResource { session in try session.runSimple(sql) }
+    }
+
+    /// Rolls back even when the task is cancelled: the statement runs in a task of its own, which
+    /// the caller's cancellation does not reach.
+    private func rollBack(depth: Int, savepoint: String) async {
+        let sql = depth == 1 ? "ROLLBACK" : "ROLLBACK TO SAVEPOINT \(savepoint); RELEASE SAVEPOINT \(savepoint)"
+        let session = self.session
+        let outcome = await Task.detached {
+            try await session.withResource { session in try session.runSimple(sql) }
+        }.result
+        if case .failure(let error) = outcome {
+            logger.warning("rollback failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: Describing
+
+    /// The connection string's options, with the password (and any other secret option) left out.
+    static func redactedDescription(of connectionString: String) throws -> String {
+        var errorMessage: UnsafeMutablePointer<CChar>?
+        guard let options = PQconninfoParse(connectionString, &errorMessage) else {
+            let message = errorMessage.map { String(cString: $0) } ?? "invalid connection string"
+            PQfreemem(errorMessage)
+            throw PostgresError(
+                kind: .connectionFailed,
+                message: message.trimmedWhitespace,
+                sqlState: "08006"
+            )
+        }
+        defer { PQconninfoFree(options) }
+        var parts: [String] = []
+        var option = options
+        while let keyword = option.pointee.keyword {
+            if let value = option.pointee.val {
+                let name = String(cString: keyword)
+                let isSecret = option.pointee.dispchar.map { String(cString: $0) == "*" } ?? false
+                if !isSecret && name != "password" {
+                    parts.append("\(name)=\(String(cString: value))")
+                }
+            }
+            option += 1
+        }
+        return parts.joined(separator: " ")
+    }
+}
+
+/// Sends cancel requests for a connection's running statement, from any thread.
+///
+/// libpq's `PGcancel` is made for exactly this: `PQcancel` is safe to call from another thread
+/// than the connection's. The lock keeps it from being freed while a cancel is being sent.
+final class PostgresCanceller: Sendable {
+    private let handle: Locked<OpaquePointer?>
+
+    init(_ handle: OpaquePointer?) {
+        self.handle = Locked(handle)
+    }
+
+    /// Asks the server to cancel the statement running now, if any.
+    func cancel() {
+        handle.withLock { handle in
+            guard let handle else { return }
+            var buffer = [CChar](repeating: 0, count: 256)
+            _ = PQcancel(handle, &buffer, Int32(buffer.count))
+        }
+    }
+
+    /// Frees the handle; later `cancel()` calls do nothing.
+    func invalidate() {
+        handle.withLock { handle in
+            if let current = handle { PQfreeCancel(current) }
+            handle = nil
+        }
+    }
+}

@@ -1,0 +1,294 @@
+import CLibPQ
+import FoundationEssentials
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import SyncBridge
+import SyncBridgeSQL
+
+/// The libpq side of one connection. It lives on the connection's ``ThreadExecutor`` thread
+/// (inside a ``ThreadBound``) and is only ever touched there: every libpq call on the `PGconn`
+/// happens on that one thread.
+final class PostgresSession {
+    let connection: OpaquePointer
+    /// Prepared statements by rendered SQL and parameter types.
+    private var statements: [StatementKey: String] = [:]
+    private var nextStatementNumber = 0
+    /// Prepared statements kept per connection; beyond that, statements run unprepared.
+    static let statementCacheLimit = 256
+
+    private struct StatementKey: Hashable {
+        let sql: String
+        let types: [UInt32]
+    }
+
+    private init(connection: OpaquePointer) {
+        self.connection = connection
+    }
+
+    /// Whether libpq still considers the connection usable.
+    var isHealthy: Bool {
+        PQstatus(connection) == CONNECTION_OK
+    }
+
+    // MARK: Connecting
+
+    /// Connects (blocking) and prepares the session: UTF-8, UTC, ISO dates.
+    static func open(_ connectionString: String) throws -> PostgresSession {
+        // Defaults come before `dbname`, whose expansion (the user's connection string or URL)
+        // overrides them; `client_encoding` comes after, since results are decoded as UTF-8.
+        let keywords = ["connect_timeout", "dbname", "client_encoding"]
+        let values = ["10", connectionString, "UTF8"]
+        let connection = withCStringArray(keywords) { keywords in
+            withCStringArray(values) { values in
+                PQconnectdbParams(keywords, values, 1)
+            }
+        }
+        guard let connection else {
+            throw PostgresError(kind: .connectionFailed, message: "libpq could not allocate a connection", sqlState: "08006")
+        }
+        guard PQstatus(connection) == CONNECTION_OK else {
+            let message = String(cString: PQerrorMessage(connection)).trimmedWhitespace
+            let host = describeHost(connection)
+            PQfinish(connection)
+            throw PostgresError(kind: .connectionFailed, message: message, sqlState: "08006", host: host)
+        }
+        let session = PostgresSession(connection: connection)
+        do {
+            try session.runSimple("SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO, MDY'; SET extra_float_digits TO 1")
+        } catch {
+            PQfinish(connection)
+            throw error
+        }
+        return session
+    }
+
+    /// `host:port` of the server libpq last tried.
+    static func describeHost(_ connection: OpaquePointer) -> String? {
+        guard let host = PQhost(connection).map({ String(cString: $0) }), !host.isEmpty else { return nil }
+        let port = PQport(connection).map { String(cString: $0) } ?? ""
+        return port.isEmpty ? host : "\(host):\(port)"
+    }
+
+    func close() {
+        PQfinish(connection)
+    }
+
+    // MARK: Running statements
+
+    /// What a statement produced.
+    struct Outcome {
+        var rows: [SQLRow]
+        var rowsAffected: Int
+    }
+
+    /// Runs a statement without parameters through the simple protocol (several statements
+    /// allowed): session setup, transaction control.
+    func runSimple(_ sql: String) throws {
+        let result = PQexec(connection, sql)
+        defer { PQclear(result) }
+        _ = try outcome(of: result, sql: sql)
+    }
+
+    /// Runs `query` with its bound parameters, preparing it on first use.
+    func run(_ query: SQLQuery) throws -> Outcome {
+        let sql = query.render { "$\($0)" }
+        guard query.bindings.count <= Int(UInt16.max) else {
+            throw SQLEncodingError(parameter: Int(UInt16.max) + 1, reason: "PostgreSQL takes at most 65,535 parameters")
+        }
+        let parameters = try query.bindings.enumerated().map { index, value in
+            try PostgresTextFormat.parameter(value, index: index + 1)
+        }
+        let types = parameters.map(\.oid)
+        let key = StatementKey(sql: sql, types: types)
+        let name: String?
+        if let existing = statements[key] {
+            name = existing
+        } else if statements.count < Self.statementCacheLimit {
+            let newName = "sb_\(nextStatementNumber)"
+            let prepared = types.withUnsafeBufferPointer { types in
+                PQprepare(connection, newName, sql, Int32(types.count), types.baseAddress)
+            }
+            defer { PQclear(prepared) }
+            _ = try outcome(of: prepared, sql: sql)
+            nextStatementNumber += 1
+            statements[key] = newName
+            name = newName
+        } else {
+            name = nil
+        }
+        let result = withParameterArrays(parameters) { values, lengths, formats in
+            if let name {
+                return PQexecPrepared(connection, name, Int32(parameters.count), values, lengths, formats, 0)
+            }
+            return types.withUnsafeBufferPointer { types in
+                PQexecParams(connection, sql, Int32(parameters.count), types.baseAddress, values, lengths, formats, 0)
+            }
+        }
+        defer { PQclear(result) }
+        do {
+            return try outcome(of: result, sql: sql)
+        } catch let error as PostgresError where error.sqlState == "0A000" && error.message.contains("cached plan") {
+            // The table changed shape under a prepared statement: forget it, so the next call
+            // prepares it anew.
+            statements[key] = nil
+            throw error
+        }
+    }
+
+    /// Turns a `PGresult` into rows, or into a ``PostgresError``.
+    func outcome(of result: OpaquePointer?, sql: String?) throws -> Outcome {
+        guard let result else {
+            throw connectionError(query: sql)
+        }
+        switch PQresultStatus(result) {
+        case PGRES_TUPLES_OK, PGRES_SINGLE_TUPLE:
+            return Outcome(rows: Self.rows(of: result), rowsAffected: Int(PQntuples(result)))
+        case PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
+            let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
+            return Outcome(rows: [], rowsAffected: affected)
+        case PGRES_FATAL_ERROR, PGRES_NONFATAL_ERROR, PGRES_BAD_RESPONSE:
+            if PQstatus(connection) != CONNECTION_OK {
+                throw connectionError(query: sql, result: result)
+            }
+            throw Self.serverError(result, query: sql)
+        default:
+            let status = String(cString: PQresStatus(PQresultStatus(result)))
+            throw PostgresError(
+                kind: .protocolViolation,
+                message: "unexpected result status \(status)",
+                sqlState: "XX000",
+                query: sql
+            )
+        }
+    }
+
+    private func connectionError(query: String?, result: OpaquePointer? = nil) -> PostgresError {
+        var message = String(cString: PQerrorMessage(connection)).trimmedWhitespace
+        if message.isEmpty, let result {
+            message = String(cString: PQresultErrorMessage(result)).trimmedWhitespace
+        }
+        return PostgresError(
+            kind: .connectionClosed,
+            message: message.isEmpty ? "the connection is closed" : message,
+            sqlState: "08006",
+            host: Self.describeHost(connection),
+            query: query
+        )
+    }
+
+    static func serverError(_ result: OpaquePointer, query: String?) -> PostgresError {
+        func field(_ code: Int32) -> String? {
+            PQresultErrorField(result, code).map { String(cString: $0) }
+        }
+        return PostgresError(
+            kind: .server,
+            message: field(Int32(UInt8(ascii: "M"))) ?? String(cString: PQresultErrorMessage(result)),
+            sqlState: field(Int32(UInt8(ascii: "C"))) ?? "XX000",
+            severity: field(Int32(UInt8(ascii: "V"))) ?? field(Int32(UInt8(ascii: "S"))),
+            detail: field(Int32(UInt8(ascii: "D"))),
+            hint: field(Int32(UInt8(ascii: "H"))),
+            position: field(Int32(UInt8(ascii: "P"))).flatMap { Int($0) },
+            constraint: field(Int32(UInt8(ascii: "n"))),
+            table: field(Int32(UInt8(ascii: "t"))),
+            column: field(Int32(UInt8(ascii: "c"))),
+            query: query
+        )
+    }
+
+    /// Copies a result's rows out of libpq's memory.
+    static func rows(of result: OpaquePointer) -> [SQLRow] {
+        let columnCount = Int(PQnfields(result))
+        let rowCount = Int(PQntuples(result))
+        var oids = [UInt32]()
+        var columns = [SQLColumn]()
+        for index in 0..<columnCount {
+            let oid = PQftype(result, Int32(index))
+            oids.append(oid)
+            columns.append(
+                SQLColumn(
+                    index: index,
+                    name: String(cString: PQfname(result, Int32(index))),
+                    databaseType: PostgresTextFormat.typeName(oid)
+                )
+            )
+        }
+        let shared = SQLColumns(columns)
+        var rows = [SQLRow]()
+        rows.reserveCapacity(rowCount)
+        for row in 0..<rowCount {
+            var values = [SQLValue]()
+            values.reserveCapacity(columnCount)
+            for column in 0..<columnCount {
+                if PQgetisnull(result, Int32(row), Int32(column)) != 0 {
+                    values.append(.null)
+                } else {
+                    let length = Int(PQgetlength(result, Int32(row), Int32(column)))
+                    let text = UnsafeRawBufferPointer(start: PQgetvalue(result, Int32(row), Int32(column)), count: length)
+                    values.append(PostgresTextFormat.value(oid: oids[column], text: text))
+                }
+            }
+            rows.append(SQLRow(columns: shared, values: values))
+        }
+        return rows
+    }
+}
+
+/// Calls `body` with a NULL-terminated array of C strings.
+func withCStringArray<Result>(
+    _ strings: [String],
+    _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> Result
+) -> Result {
+    let duplicated = strings.map { strdup($0) }
+    defer { duplicated.forEach { free($0) } }
+    let pointers: [UnsafePointer<CChar>?] = duplicated.map { $0.map { UnsafePointer($0) } } + [nil]
+    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+}
+
+/// Calls `body` with the value, length and format arrays `PQexecParams` takes.
+private func withParameterArrays<Result>(
+    _ parameters: [PostgresTextFormat.Parameter],
+    _ body: (UnsafePointer<UnsafePointer<CChar>?>?, UnsafePointer<Int32>?, UnsafePointer<Int32>?) -> Result
+) -> Result {
+    let lengths = parameters.map { Int32($0.bytes?.count ?? 0) }
+    let formats = parameters.map(\.format)
+    // One buffer for every parameter's bytes, so their addresses stay put during the call.
+    var storage = [UInt8]()
+    storage.reserveCapacity(parameters.reduce(0) { $0 + ($1.bytes?.count ?? 0) + 1 })
+    var offsets = [Int?]()
+    for parameter in parameters {
+        if let bytes = parameter.bytes {
+            offsets.append(storage.count)
+            storage.append(contentsOf: bytes)
+            storage.append(0)  // text parameters are C strings
+        } else {
+            offsets.append(nil)
+        }
+    }
+    return storage.withUnsafeBufferPointer { buffer in
+        let base = UnsafeRawPointer(buffer.baseAddress).map { $0.assumingMemoryBound(to: CChar.self) }
+        let values: [UnsafePointer<CChar>?] = offsets.map { offset in offset.flatMap { offset in base.map { $0 + offset } } }
+        return values.withUnsafeBufferPointer { values in
+            lengths.withUnsafeBufferPointer { lengths in
+                formats.withUnsafeBufferPointer { formats in
+                    body(values.baseAddress, lengths.baseAddress, formats.baseAddress)
+                }
+            }
+        }
+    }
+}
+
+extension String {
+    /// The string without leading and trailing whitespace and newlines (libpq's messages end
+    /// with a newline).
+    var trimmedWhitespace: String {
+        let scalars = unicodeScalars
+        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }),
+            let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })
+        else { return "" }
+        return String(scalars[first...last])
+    }
+}
