@@ -196,6 +196,7 @@ public final class PostgresConnection: Sendable, CustomStringConvertible {
     /// - Returns: What `body` returns.
     /// - Throws: What `body` throws (after the rollback); `CancellationError` when the task was
     ///   cancelled; ``PostgresError`` when `COMMIT` fails.
+    @discardableResult
     public func withTransaction<Result: Sendable>(
         isolation: IsolationLevel? = nil,
         readOnly: Bool = false,

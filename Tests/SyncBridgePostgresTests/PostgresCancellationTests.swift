@@ -1,0 +1,149 @@
+import Foundation
+import SyncBridge
+import SyncBridgePostgres
+import SyncBridgeSQL
+import Testing
+
+@Suite("PostgreSQL cancellation and transactions")
+struct PostgresCancellationTests {
+    @Test("cancelling a running pg_sleep(10) returns promptly, cancels it on the server, and the connection stays usable")
+    func cancelRunningQuery() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            let pid = try #require(try await connection.query("SELECT pg_backend_pid()").first).decode(Int32.self, at: 0)
+            let observer = try await connectToTestServer()
+            let task = Task { try await connection.query("SELECT pg_sleep(10)") }
+            // Wait until the server runs it.
+            let deadline = ContinuousClock.now + .seconds(10)
+            while try await observer.query(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = \(pid) AND state = 'active' AND query LIKE 'SELECT pg_sleep%'"
+            ).first?.decode(Int.self, at: 0) != 1 {
+                #expect(ContinuousClock.now < deadline, "pg_sleep never started")
+                if ContinuousClock.now >= deadline { return }
+            }
+            let start = ContinuousClock.now
+            task.cancel()
+            await #expect(throws: CancellationError.self) { try await task.value }
+            let elapsed = ContinuousClock.now - start
+            #expect(elapsed < .milliseconds(200), "cancellation took \(elapsed)")
+            let state = try await observer.query(
+                "SELECT state, query FROM pg_stat_activity WHERE pid = \(pid)"
+            ).first?.decode((String, String).self)
+            #expect(state?.0 == "idle")
+            #expect(try await connection.query("SELECT 41 + 1").first?.decode(Int.self, at: 0) == 42)
+            await observer.close()
+        }
+    }
+
+    @Test("a task cancelled before its statement starts never sends it")
+    func cancelBeforeStart() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            let table = uniqueTable("never")
+            try await connection.execute("CREATE TABLE \(unsafeSQL: table) (v int)")
+            let task = Task {
+                withUnsafeCurrentTask { $0?.cancel() }
+                return try await connection.execute("INSERT INTO \(unsafeSQL: table) VALUES (1)")
+            }
+            await #expect(throws: CancellationError.self) { try await task.value }
+            #expect(try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0) == 0)
+        }
+    }
+
+    @Test("statement_timeout errors are typed, not cancellations")
+    func statementTimeout() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            try await connection.execute("SET statement_timeout = 50")
+            let error = try await #require(throws: PostgresError.self) { try await connection.query("SELECT pg_sleep(5)") }
+            #expect(error.isQueryCanceled)
+            #expect(error.message.contains("statement timeout"))
+        }
+    }
+
+    @Test("transactions commit on return and roll back on a thrown error")
+    func commitAndRollback() async throws {
+        struct Abort: Error {}
+        try await withTestConnection { (connection) async throws -> Void in
+            let table = uniqueTable("accounts")
+            try await connection.execute("CREATE TABLE \(unsafeSQL: table) (v int)")
+            try await connection.withTransaction { tx in
+                try await tx.execute("INSERT INTO \(unsafeSQL: table) VALUES (1)")
+            }
+            await #expect(throws: Abort.self) {
+                try await connection.withTransaction(isolation: .serializable) { tx in
+                    try await tx.execute("INSERT INTO \(unsafeSQL: table) VALUES (2)")
+                    throw Abort()
+                }
+            }
+            let values = try await connection.query("SELECT v FROM \(unsafeSQL: table) ORDER BY v").map { try $0.decode(Int.self, at: 0) }
+            #expect(values == [1])
+        }
+    }
+
+    @Test("nested transactions use savepoints: an inner failure rolls back only the inner part")
+    func savepoints() async throws {
+        struct Inner: Error {}
+        try await withTestConnection { (connection) async throws -> Void in
+            let table = uniqueTable("nested")
+            try await connection.execute("CREATE TABLE \(unsafeSQL: table) (v int)")
+            try await connection.withTransaction { tx in
+                try await tx.execute("INSERT INTO \(unsafeSQL: table) VALUES (1)")
+                try? await tx.withTransaction { inner in
+                    try await inner.execute("INSERT INTO \(unsafeSQL: table) VALUES (2)")
+                    throw Inner()
+                }
+                try await tx.withTransaction { inner in
+                    try await inner.execute("INSERT INTO \(unsafeSQL: table) VALUES (3)")
+                }
+            }
+            let values = try await connection.query("SELECT v FROM \(unsafeSQL: table) ORDER BY v").map { try $0.decode(Int.self, at: 0) }
+            #expect(values == [1, 3])
+        }
+    }
+
+    @Test("read-only transactions refuse writes")
+    func readOnly() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            let table = uniqueTable("ro")
+            try await connection.execute("CREATE TABLE \(unsafeSQL: table) (v int)")
+            let error = try await #require(throws: PostgresError.self) {
+                try await connection.withTransaction(readOnly: true) { tx in
+                    try await tx.execute("INSERT INTO \(unsafeSQL: table) VALUES (1)")
+                }
+            }
+            #expect(error.sqlState == "25006")  // read_only_sql_transaction
+        }
+    }
+
+    @Test("a transaction whose task is cancelled rolls back")
+    func rollbackOnCancellation() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            let table = uniqueTable("cancelled")
+            try await connection.execute("CREATE TABLE \(unsafeSQL: table) (v int)")
+            let inserted = Gate()
+            let task = Task {
+                try await connection.withTransaction { tx in
+                    try await tx.execute("INSERT INTO \(unsafeSQL: table) VALUES (1)")
+                    inserted.open()
+                    try await tx.query("SELECT pg_sleep(10)")
+                }
+            }
+            await inserted.wait()
+            task.cancel()
+            await #expect(throws: CancellationError.self) { try await task.value }
+            #expect(try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0) == 0)
+            // No transaction is left open: SAVEPOINT outside a transaction block is an error.
+            let outside = try await #require(throws: PostgresError.self) { try await connection.execute("SAVEPOINT probe") }
+            #expect(outside.sqlState == "25P01")
+        }
+    }
+}
+
+/// A one-shot signal between tasks.
+final class Gate: Sendable {
+    private let stream = AsyncStream<Void>.makeStream()
+
+    func open() { stream.continuation.finish() }
+
+    func wait() async {
+        for await _ in stream.stream {}
+    }
+}
