@@ -1,0 +1,454 @@
+import DequeModule
+public import Logging
+public import Metrics
+public import ServiceLifecycle
+import SyncBridge
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A connection a ``ConnectionPool`` can manage.
+public protocol PooledConnection: AnyObject, Sendable {
+    /// A cheap, local answer: `false` once the connection is known to be broken.
+    var isUsable: Bool { get }
+    /// A round trip to the server (`SELECT 1`); run before reusing a connection that sat idle.
+    func checkHealth() async -> Bool
+    /// Closes the connection.
+    func close() async
+}
+
+/// How a ``ConnectionPool`` sizes and refreshes itself.
+public struct ConnectionPoolConfiguration: Sendable, Hashable {
+    /// Connections kept open even when idle. Default 0.
+    public var minimumConnections = 0
+    /// The most connections open at once. Default 8.
+    public var maximumConnections = 8
+    /// How long a task waits for a connection before ``ConnectionPoolError/Code/acquireTimeout``.
+    /// Default 10 s.
+    public var acquireTimeout: Duration = .seconds(10)
+    /// Idle connections above the minimum are closed after this long. Default 60 s.
+    public var idleTimeout: Duration = .seconds(60)
+    /// Connections are replaced after this long, so that server-side state and memory do not
+    /// build up forever. Default 30 minutes.
+    public var maximumLifetime: Duration = .seconds(30 * 60)
+    /// A connection idle for this long is checked with a round trip before it is leased. Default
+    /// 10 s.
+    public var healthCheckAfterIdle: Duration = .seconds(10)
+    /// The wait before reconnecting after a failed attempt; doubles with each consecutive
+    /// failure. Default 100 ms.
+    public var initialBackoff: Duration = .milliseconds(100)
+    /// The longest wait between reconnection attempts. Default 10 s.
+    public var maximumBackoff: Duration = .seconds(10)
+    /// How often ``ConnectionPool/run()`` closes stale connections and opens missing ones.
+    /// Default 1 s.
+    public var maintenanceInterval: Duration = .seconds(1)
+
+    /// The defaults.
+    public init() {}
+}
+
+/// A task got no connection from a pool.
+public struct ConnectionPoolError: Error, Hashable, CustomStringConvertible {
+    /// Why. New codes may be added.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: Hashable, Sendable {
+            case acquireTimeout
+            case shutDown
+        }
+
+        private let base: Base
+
+        /// No connection became free within the acquire timeout.
+        public static let acquireTimeout = Code(base: .acquireTimeout)
+        /// The pool is shutting down or shut down.
+        public static let shutDown = Code(base: .shutDown)
+
+        /// The code's name.
+        public var description: String {
+            switch base {
+            case .acquireTimeout: "acquireTimeout"
+            case .shutDown: "shutDown"
+            }
+        }
+    }
+
+    /// Why.
+    public let code: Code
+    /// The pool's name.
+    public let poolName: String
+    /// The pool's maximum size.
+    public let maximumConnections: Int
+    /// Connections open or being opened when the error happened.
+    public let openConnections: Int
+    /// Connections leased to tasks when the error happened.
+    public let busyConnections: Int
+    /// Tasks waiting for a connection when the error happened.
+    public let waitingTasks: Int
+    /// The acquire timeout that passed.
+    public let timeout: Duration?
+    /// Why the last connection attempt failed, if it did.
+    public let lastConnectionError: String?
+
+    /// The pool's size, how many connections were busy, and what to do.
+    public var description: String {
+        switch code {
+        case .acquireTimeout:
+            var text =
+                "pool '\(poolName)': no connection within \(timeout.map { "\($0)" } ?? "the timeout"): "
+                + "\(busyConnections) of \(maximumConnections) connections busy, \(openConnections) open, "
+                + "\(waitingTasks) tasks waiting"
+            if let lastConnectionError { text += "; last connection attempt failed: \(lastConnectionError)" }
+            return text + ". Raise maximumConnections, shorten what holds connections, or check the server."
+        default:
+            return "pool '\(poolName)' is shut down: it leases no more connections"
+        }
+    }
+}
+
+/// A pool of connections shared by many tasks: leases one connection per task, opens
+/// connections on demand up to a maximum, reuses idle ones (checking those idle a while), replaces
+/// old and broken ones, reconnects with backoff, and shuts down gracefully.
+///
+/// Both database facades use it (`PostgresClient`, `MariaDBClient`); it works for any
+/// ``PooledConnection``.
+///
+/// Run it as a `Service` in a `ServiceGroup`, or call ``run()`` in a task of your own: ``run()``
+/// does the upkeep (closing stale connections, keeping the minimum open) and, when the service
+/// group shuts down or the task is cancelled, shuts the pool down. Leasing works without it.
+public final class ConnectionPool<Connection: PooledConnection>: Sendable, Service {
+    /// The pool's name, for logs, metrics and errors.
+    public let name: String
+    /// The pool's configuration.
+    public let configuration: ConnectionPoolConfiguration
+    private let connect: @Sendable () async throws -> Connection
+    private let shared: Locked<Shared>
+    private let logger: Logger
+    private let metrics: PoolMetrics
+
+    private struct Shared {
+        var state: ConnectionPoolState<Connection>
+        var continuations: [UInt64: UnsafeContinuation<ConnectionPoolState<Connection>.Entry, any Error>] = [:]
+        var timers: [UInt64: Task<Void, Never>] = [:]
+        var cancelledBeforeWaiting: Set<UInt64> = []
+        var nextWaiterID: UInt64 = 0
+        var lastConnectionError: String?
+        var pendingCloses = 0
+        var shutdownComplete = false
+        var shutdownWaiters: [UnsafeContinuation<Void, Never>] = []
+    }
+
+    /// Creates a pool; no connection is opened until one is needed (or ``run()`` keeps the
+    /// minimum open).
+    ///
+    /// - Parameters:
+    ///   - name: Names the pool in logs, metrics and errors.
+    ///   - configuration: Sizes and timeouts.
+    ///   - logger: Receives connection lifecycle events.
+    ///   - metricsFactory: Receives the pool's metrics (`syncbridge.pool.*`).
+    ///   - connect: Opens one connection.
+    public init(
+        name: String,
+        configuration: ConnectionPoolConfiguration = .init(),
+        logger: Logger = Logger(label: "SyncBridge.ConnectionPool"),
+        metricsFactory: any MetricsFactory = MetricsSystem.factory,
+        connect: @escaping @Sendable () async throws -> Connection
+    ) {
+        self.name = name
+        self.configuration = configuration
+        self.connect = connect
+        self.logger = logger
+        self.metrics = PoolMetrics(name: name, factory: metricsFactory)
+        let limits = ConnectionPoolState<Connection>.Limits(
+            minimumConnections: configuration.minimumConnections,
+            maximumConnections: configuration.maximumConnections,
+            idleTimeout: UInt64(configuration.idleTimeout.nanosecondCount),
+            maximumLifetime: UInt64(configuration.maximumLifetime.nanosecondCount),
+            healthCheckAfterIdle: UInt64(configuration.healthCheckAfterIdle.nanosecondCount),
+            initialBackoff: UInt64(configuration.initialBackoff.nanosecondCount),
+            maximumBackoff: UInt64(configuration.maximumBackoff.nanosecondCount)
+        )
+        self.shared = Locked(Shared(state: ConnectionPoolState(limits: limits)))
+    }
+
+    // MARK: Leasing
+
+    /// Leases a connection for the duration of `body`, then returns it to the pool (or, if it
+    /// broke, closes it and opens a replacement).
+    ///
+    /// - Parameter body: The work; the connection is this task's alone until `body` returns.
+    /// - Returns: What `body` returns.
+    /// - Throws: ``ConnectionPoolError`` when no connection becomes free within the acquire
+    ///   timeout or the pool is shut down; `CancellationError` when the task is cancelled while
+    ///   waiting; what `body` throws.
+    public func withConnection<Result>(
+        _ body: (Connection) async throws -> sending Result
+    ) async throws -> sending Result {
+        let entry = try await lease()
+        let result: Result
+        do {
+            result = try await body(entry.connection)
+        } catch {
+            release(entry)
+            throw error
+        }
+        release(entry)
+        return result
+    }
+
+    private func lease() async throws -> ConnectionPoolState<Connection>.Entry {
+        let waiter = shared.withLock { shared in
+            shared.nextWaiterID += 1
+            return shared.nextWaiterID
+        }
+        let start = monotonicNow()
+        let entry = try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { continuation in
+                let actions = shared.withLock { shared -> [ConnectionPoolState<Connection>.Action] in
+                    shared.continuations[waiter] = continuation
+                    if shared.cancelledBeforeWaiting.remove(waiter) != nil {
+                        return [.fail(waiter, .cancelled)]
+                    }
+                    return shared.state.lease(waiter, now: monotonicNow())
+                }
+                perform(actions)
+                startTimerIfWaiting(waiter)
+            }
+        } onCancel: {
+            let actions = shared.withLock { shared -> [ConnectionPoolState<Connection>.Action] in
+                guard shared.continuations[waiter] != nil else {
+                    shared.cancelledBeforeWaiting.insert(waiter)
+                    return []
+                }
+                return shared.state.abandon(waiter, because: .cancelled)
+            }
+            perform(actions)
+        }
+        metrics.acquireDuration.recordNanoseconds(Int64(monotonicNow() - start))
+        return entry
+    }
+
+    private func startTimerIfWaiting(_ waiter: UInt64) {
+        let timeout = configuration.acquireTimeout
+        shared.withLock { shared in
+            guard shared.continuations[waiter] != nil else { return }
+            shared.timers[waiter] = Task { [weak self] in
+                guard (try? await Task.sleep(for: timeout)) != nil, let self else { return }
+                let actions = self.shared.withLock { $0.state.abandon(waiter, because: .timedOut) }
+                self.perform(actions)
+            }
+        }
+    }
+
+    private func release(_ entry: ConnectionPoolState<Connection>.Entry) {
+        let reusable = entry.connection.isUsable
+        let actions = shared.withLock { $0.state.released(entry.id, reusable: reusable, now: monotonicNow()) }
+        perform(actions)
+    }
+
+    // MARK: Performing actions
+
+    private func perform(_ actions: [ConnectionPoolState<Connection>.Action]) {
+        for action in actions {
+            switch action {
+            case .lease(let entry, let waiter):
+                let continuation = shared.withLock { shared in
+                    shared.timers.removeValue(forKey: waiter)?.cancel()
+                    return shared.continuations.removeValue(forKey: waiter)
+                }
+                continuation?.resume(returning: entry)
+            case .checkHealth(let entry, let waiter):
+                Task {
+                    let healthy = await entry.connection.checkHealth()
+                    if !healthy {
+                        self.logger.debug("an idle connection failed its health check", metadata: ["pool": "\(self.name)"])
+                    }
+                    let actions = self.shared.withLock {
+                        $0.state.healthChecked(entry, healthy: healthy, for: waiter, now: monotonicNow())
+                    }
+                    self.perform(actions)
+                }
+            case .connect(let delay):
+                Task {
+                    if delay > 0 { try? await Task.sleep(for: .nanoseconds(Int64(delay))) }
+                    do {
+                        let connection = try await self.connect()
+                        self.metrics.connectionsOpened.increment()
+                        let actions = self.shared.withLock { $0.state.connected(connection, now: monotonicNow()) }
+                        self.perform(actions)
+                    } catch {
+                        self.metrics.connectFailures.increment()
+                        self.logger.warning(
+                            "connection attempt failed",
+                            metadata: ["pool": "\(self.name)", "error": "\(error)"]
+                        )
+                        let actions = self.shared.withLock { shared in
+                            shared.lastConnectionError = "\(error)"
+                            return shared.state.connectFailed(now: monotonicNow())
+                        }
+                        self.perform(actions)
+                    }
+                }
+            case .close(let connection):
+                shared.withLock { $0.pendingCloses += 1 }
+                Task {
+                    await connection.close()
+                    self.metrics.connectionsClosed.increment()
+                    let waiters = self.shared.withLock { shared -> [UnsafeContinuation<Void, Never>] in
+                        shared.pendingCloses -= 1
+                        return self.takeShutdownWaitersIfDone(&shared)
+                    }
+                    waiters.forEach { $0.resume() }
+                }
+            case .fail(let waiter, let failure):
+                let (continuation, error) = shared.withLock { shared in
+                    shared.timers.removeValue(forKey: waiter)?.cancel()
+                    return (shared.continuations.removeValue(forKey: waiter), makeError(failure, shared))
+                }
+                continuation?.resume(throwing: error)
+            case .shutdownComplete:
+                let waiters = shared.withLock { shared -> [UnsafeContinuation<Void, Never>] in
+                    shared.shutdownComplete = true
+                    return takeShutdownWaitersIfDone(&shared)
+                }
+                waiters.forEach { $0.resume() }
+            }
+        }
+        recordGauges()
+    }
+
+    private func takeShutdownWaitersIfDone(_ shared: inout Shared) -> [UnsafeContinuation<Void, Never>] {
+        guard shared.shutdownComplete, shared.pendingCloses == 0 else { return [] }
+        defer { shared.shutdownWaiters = [] }
+        return shared.shutdownWaiters
+    }
+
+    private func makeError(_ failure: ConnectionPoolState<Connection>.Failure, _ shared: Shared) -> any Error {
+        func poolError(_ code: ConnectionPoolError.Code, timeout: Duration?) -> ConnectionPoolError {
+            ConnectionPoolError(
+                code: code,
+                poolName: name,
+                maximumConnections: configuration.maximumConnections,
+                openConnections: shared.state.totalConnections,
+                busyConnections: shared.state.leased.count,
+                waitingTasks: shared.state.waiters.count,
+                timeout: timeout,
+                lastConnectionError: shared.lastConnectionError
+            )
+        }
+        switch failure {
+        case .cancelled: return CancellationError()
+        case .shutDown: return poolError(.shutDown, timeout: nil)
+        case .timedOut:
+            metrics.acquireTimeouts.increment()
+            return poolError(.acquireTimeout, timeout: configuration.acquireTimeout)
+        }
+    }
+
+    private func recordGauges() {
+        let (idle, leased, waiting) = shared.withLock { ($0.state.idle.count, $0.state.leased.count, $0.state.waiters.count) }
+        metrics.idle.set(idle)
+        metrics.leased.set(leased)
+        metrics.waiting.set(waiting)
+    }
+
+    // MARK: Running and shutting down
+
+    /// Keeps the pool in shape until the task is cancelled or the service group shuts down, then
+    /// shuts the pool down (waiting for leased connections to come back).
+    public func run() async throws {
+        await withGracefulShutdownHandler {
+            while !Task.isCancelled && !isShuttingDown {
+                try? await Task.sleep(for: configuration.maintenanceInterval)
+                perform(shared.withLock { $0.state.maintain(now: monotonicNow()) })
+            }
+        } onGracefulShutdown: {
+            Task { await self.shutdown() }
+        }
+        await shutdown()
+    }
+
+    private var isShuttingDown: Bool {
+        shared.withLock { $0.state.lifecycle != .running }
+    }
+
+    /// Stops leasing (waiting tasks get ``ConnectionPoolError/Code/shutDown``), closes idle
+    /// connections, waits for leased ones to come back and closes them too.
+    public func shutdown() async {
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            let actions = shared.withLock { shared in
+                shared.shutdownWaiters.append(continuation)
+                return shared.state.shutdown()
+            }
+            perform(actions)
+            let waiters = shared.withLock { takeShutdownWaitersIfDone(&$0) }
+            waiters.forEach { $0.resume() }
+        }
+    }
+
+    /// A snapshot of the pool's connections and waiters.
+    public var statistics: ConnectionPoolStatistics {
+        shared.withLock { shared in
+            ConnectionPoolStatistics(
+                idle: shared.state.idle.count,
+                leased: shared.state.leased.count,
+                connecting: shared.state.connecting,
+                waiting: shared.state.waiters.count
+            )
+        }
+    }
+}
+
+/// A snapshot of a ``ConnectionPool``.
+public struct ConnectionPoolStatistics: Hashable, Sendable {
+    /// Open connections not leased.
+    public var idle: Int
+    /// Connections leased to tasks.
+    public var leased: Int
+    /// Connection attempts in flight.
+    public var connecting: Int
+    /// Tasks waiting for a connection.
+    public var waiting: Int
+}
+
+/// The swift-metrics instruments of one pool.
+struct PoolMetrics: Sendable {
+    let idle: Meter
+    let leased: Meter
+    let waiting: Meter
+    let acquireDuration: Timer
+    let acquireTimeouts: Counter
+    let connectionsOpened: Counter
+    let connectionsClosed: Counter
+    let connectFailures: Counter
+
+    init(name: String, factory: any MetricsFactory) {
+        let dimensions = [("pool", name)]
+        idle = Meter(label: "syncbridge.pool.idle", dimensions: dimensions, factory: factory)
+        leased = Meter(label: "syncbridge.pool.leased", dimensions: dimensions, factory: factory)
+        waiting = Meter(label: "syncbridge.pool.waiting", dimensions: dimensions, factory: factory)
+        acquireDuration = Timer(label: "syncbridge.pool.acquire_duration", dimensions: dimensions, factory: factory)
+        acquireTimeouts = Counter(label: "syncbridge.pool.acquire_timeouts", dimensions: dimensions, factory: factory)
+        connectionsOpened = Counter(label: "syncbridge.pool.connections_opened", dimensions: dimensions, factory: factory)
+        connectionsClosed = Counter(label: "syncbridge.pool.connections_closed", dimensions: dimensions, factory: factory)
+        connectFailures = Counter(label: "syncbridge.pool.connect_failures", dimensions: dimensions, factory: factory)
+    }
+}
+
+/// Monotonic nanoseconds.
+func monotonicNow() -> UInt64 {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+}
+
+extension Duration {
+    /// The duration in nanoseconds (saturating).
+    var nanosecondCount: Int64 {
+        let (seconds, attoseconds) = components
+        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        return overflow ? .max : scaled &+ attoseconds / 1_000_000_000
+    }
+}
