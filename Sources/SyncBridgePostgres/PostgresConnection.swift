@@ -21,7 +21,7 @@ public import SyncBridgeSQL
 ///
 /// A connection serves one task at a time; for concurrent work, use one connection per task (a
 /// pool will lease them).
-public final class PostgresConnection: Sendable, CustomStringConvertible {
+public final class PostgresConnection: PooledConnection, CustomStringConvertible {
     /// The thread the connection lives on.
     public let executor: ThreadExecutor
     /// Receives the connection's logs.
@@ -31,6 +31,8 @@ public final class PostgresConnection: Sendable, CustomStringConvertible {
     private let session: ThreadBound<PostgresSession>
     private let canceller: PostgresCanceller
     private let transactionDepth = Locked(0)
+    /// Cleared once libpq reports the connection broken; a pool then discards it.
+    private let usable = Locked(true)
 
     private static let connectionNumbers = Locked(0)
 
@@ -112,8 +114,10 @@ public final class PostgresConnection: Sendable, CustomStringConvertible {
 
     private func run(_ query: SQLQuery) async throws -> PostgresSession.Outcome {
         let canceller = self.canceller
+        let usable = self.usable
         return try await session.withResource { session, job in
-            try Self.cancellable(job, canceller) { try session.run(query) }
+            defer { if !session.isHealthy { usable.withLock { $0 = false } } }
+            return try Self.cancellable(job, canceller) { try session.run(query) }
         }
     }
 
@@ -151,18 +155,28 @@ public final class PostgresConnection: Sendable, CustomStringConvertible {
         _ body: sending @escaping (OpaquePointer) throws -> sending Result
     ) async throws -> sending Result {
         let canceller = self.canceller
+        let usable = self.usable
         return try await session.withResource { session, job in
-            try job.withInterruptHandler({ canceller.cancel() }) { try body(session.connection) }
+            defer { if !session.isHealthy { usable.withLock { $0 = false } } }
+            return try job.withInterruptHandler({ canceller.cancel() }) { try body(session.connection) }
         }
     }
 
-    /// Whether the connection is usable: libpq has not seen it break.
-    public func isHealthy() async -> Bool {
-        (try? await session.withResource { $0.isHealthy }) ?? false
+    /// `false` once libpq has reported the connection broken (or it was closed): a pool discards
+    /// such connections. Costs no round trip.
+    public var isUsable: Bool {
+        usable.current
+    }
+
+    /// Whether the server answers `SELECT 1` on this connection.
+    public func checkHealth() async -> Bool {
+        guard isUsable else { return false }
+        return (try? await query("SELECT 1").count) == 1
     }
 
     /// Closes the connection and stops its thread. Statements queued before finish first.
     public func close() async {
+        usable.withLock { $0 = false }
         let canceller = self.canceller
         try? await session.close { session in
             canceller.invalidate()

@@ -29,7 +29,9 @@ public struct PostgresError: SQLServerError, CustomStringConvertible {
 
         /// Connecting failed: ``host`` and ``message`` say where and why.
         public static let connectionFailed = Kind(base: .connectionFailed)
-        /// The connection broke or was closed; the connection is unusable (a pool discards it).
+        /// The connection broke or the server ended the session (a `FATAL` error such as
+        /// `pg_terminate_backend`, whose SQLSTATE and message are kept); the connection is unusable
+        /// and a pool discards it.
         public static let connectionClosed = Kind(base: .connectionClosed)
         /// The server rejected the statement: see ``sqlState`` and the other fields.
         public static let server = Kind(base: .server)

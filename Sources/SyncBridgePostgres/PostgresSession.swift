@@ -29,9 +29,12 @@ final class PostgresSession {
         self.connection = connection
     }
 
-    /// Whether libpq still considers the connection usable.
+    /// Set once the server ended the session (a `FATAL` error) or libpq lost the connection.
+    private(set) var isBroken = false
+
+    /// Whether the connection is still usable.
     var isHealthy: Bool {
-        PQstatus(connection) == CONNECTION_OK
+        !isBroken && PQstatus(connection) == CONNECTION_OK
     }
 
     // MARK: Connecting
@@ -152,9 +155,12 @@ final class PostgresSession {
             return Outcome(rows: [], rowsAffected: affected)
         case PGRES_FATAL_ERROR, PGRES_NONFATAL_ERROR, PGRES_BAD_RESPONSE:
             if PQstatus(connection) != CONNECTION_OK {
+                isBroken = true
                 throw connectionError(query: sql, result: result)
             }
-            throw Self.serverError(result, query: sql)
+            let error = Self.serverError(result, query: sql)
+            if error.kind == .connectionClosed { isBroken = true }
+            throw error
         default:
             let status = String(cString: PQresStatus(PQresultStatus(result)))
             throw PostgresError(
@@ -167,6 +173,7 @@ final class PostgresSession {
     }
 
     private func connectionError(query: String?, result: OpaquePointer? = nil) -> PostgresError {
+        isBroken = true
         var message = String(cString: PQerrorMessage(connection)).trimmedWhitespace
         if message.isEmpty, let result {
             message = String(cString: PQresultErrorMessage(result)).trimmedWhitespace
@@ -184,11 +191,15 @@ final class PostgresSession {
         func field(_ code: Int32) -> String? {
             PQresultErrorField(result, code).map { String(cString: $0) }
         }
+        // FATAL and PANIC end the session: the server closes the connection after sending them
+        // (pg_terminate_backend, a shutdown, a crash).
+        let severity = field(Int32(UInt8(ascii: "V"))) ?? field(Int32(UInt8(ascii: "S")))
+        let endsSession = severity == "FATAL" || severity == "PANIC"
         return PostgresError(
-            kind: .server,
+            kind: endsSession ? .connectionClosed : .server,
             message: field(Int32(UInt8(ascii: "M"))) ?? String(cString: PQresultErrorMessage(result)),
             sqlState: field(Int32(UInt8(ascii: "C"))) ?? "XX000",
-            severity: field(Int32(UInt8(ascii: "V"))) ?? field(Int32(UInt8(ascii: "S"))),
+            severity: severity,
             detail: field(Int32(UInt8(ascii: "D"))),
             hint: field(Int32(UInt8(ascii: "H"))),
             position: field(Int32(UInt8(ascii: "P"))).flatMap { Int($0) },

@@ -227,8 +227,10 @@ enum PostgresTextFormat {
         switch value {
         case .null: return (OID.unknown, "NULL")
         case .bool(let bool): return (OID.bool, bool ? "t" : "f")
-        case .int(let int): return (OID.int8, String(int))
-        case .uint(let uint): return (uint > UInt64(Int64.max) ? OID.numeric : OID.int8, String(uint))
+        case .int(let int): return (integerType(magnitudeFits: Int32(exactly: int) != nil), String(int))
+        case .uint(let uint):
+            if uint > UInt64(Int64.max) { return (OID.numeric, String(uint)) }
+            return (integerType(magnitudeFits: Int32(exactly: uint) != nil), String(uint))
         case .float(let float): return (OID.float4, floatText(Double(float), float.description))
         case .double(let double): return (OID.float8, floatText(double, double.description))
         case .decimal(let text): return (OID.numeric, text)
@@ -258,6 +260,12 @@ enum PostgresTextFormat {
         case .array(let elements):
             return (OID.unknown, try arrayLiteral(elements, index: index))
         }
+    }
+
+    /// Integers are typed as PostgreSQL types integer literals: `int4` when they fit, else `int8`,
+    /// so that `pg_terminate_backend(\(pid))` and `WHERE int8_column = \(id)` both work.
+    private static func integerType(magnitudeFits fitsInt4: Bool) -> UInt32 {
+        fitsInt4 ? OID.int4 : OID.int8
     }
 
     private static func floatText(_ value: Double, _ description: String) -> String {

@@ -198,6 +198,23 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         return result
     }
 
+    /// A leased connection that must be handed back with ``release(_:)`` exactly once.
+    package struct Lease: Sendable {
+        let entry: ConnectionPoolState<Connection>.Entry
+        /// The connection.
+        package var connection: Connection { entry.connection }
+    }
+
+    /// Leases a connection; the caller must ``release(_:)`` it. Prefer ``withConnection(_:)``.
+    package func leaseConnection() async throws -> Lease {
+        Lease(entry: try await lease())
+    }
+
+    /// Returns a connection from ``leaseConnection()``.
+    package func release(_ lease: Lease) {
+        release(lease.entry)
+    }
+
     private func lease() async throws -> ConnectionPoolState<Connection>.Entry {
         let waiter = shared.withLock { shared in
             shared.nextWaiterID += 1

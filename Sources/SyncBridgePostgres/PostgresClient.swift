@@ -1,0 +1,108 @@
+public import Logging
+public import Metrics
+public import ServiceLifecycle
+public import SyncBridgeSQL
+
+/// PostgreSQL through a pool of connections, each on its own thread: the entry point for
+/// applications.
+///
+/// ```swift
+/// let client = PostgresClient(connectionString: "postgres://app@db/app")
+/// try await withThrowingDiscardingTaskGroup { group in
+///     group.addTask { try await client.run() }   // upkeep; or add `client` to a ServiceGroup
+///     let rows = try await client.query("SELECT name FROM users WHERE id = \(id)")
+///     try await client.withTransaction { connection in
+///         try await connection.execute("UPDATE accounts SET balance = balance - \(amount) WHERE id = \(from)")
+///         try await connection.execute("UPDATE accounts SET balance = balance + \(amount) WHERE id = \(to)")
+///     }
+///     group.cancelAll()
+/// }
+/// ```
+public final class PostgresClient: Sendable, Service {
+    /// The pool of connections.
+    public let pool: ConnectionPool<PostgresConnection>
+
+    /// Creates a client; connections are opened when needed.
+    ///
+    /// - Parameters:
+    ///   - connectionString: A libpq connection string or `postgres://` URL (see
+    ///     ``PostgresConnection/connect(_:logger:)``).
+    ///   - configuration: The pool's sizes and timeouts.
+    ///   - name: Names the pool in logs, metrics and errors.
+    ///   - logger: Receives pool and connection events; the password never appears.
+    ///   - metricsFactory: Receives the pool's metrics.
+    public init(
+        connectionString: String,
+        configuration: ConnectionPoolConfiguration = .init(),
+        name: String = "postgres",
+        logger: Logger = Logger(label: "SyncBridge.Postgres"),
+        metricsFactory: any MetricsFactory = MetricsSystem.factory
+    ) {
+        pool = ConnectionPool(
+            name: name,
+            configuration: configuration,
+            logger: logger,
+            metricsFactory: metricsFactory
+        ) {
+            try await PostgresConnection.connect(connectionString, logger: logger)
+        }
+    }
+
+    /// Keeps the pool in shape until cancelled or until the service group shuts down; then shuts
+    /// the pool down.
+    public func run() async throws {
+        try await pool.run()
+    }
+
+    /// Shuts the pool down: waits for leased connections, then closes every connection.
+    public func shutdown() async {
+        await pool.shutdown()
+    }
+
+    /// Leases one connection for several statements.
+    ///
+    /// - Parameter body: The work; the connection is this task's until `body` returns.
+    /// - Returns: What `body` returns.
+    /// - Throws: ``ConnectionPoolError`` when no connection is free within the acquire timeout;
+    ///   what `body` throws.
+    public func withConnection<Result>(
+        _ body: (PostgresConnection) async throws -> sending Result
+    ) async throws -> sending Result {
+        try await pool.withConnection(body)
+    }
+
+    /// Runs a statement on a pooled connection and returns its rows.
+    @discardableResult
+    public func query(_ query: SQLQuery) async throws -> [SQLRow] {
+        try await pool.withConnection { try await $0.query(query) }
+    }
+
+    /// Runs a statement on a pooled connection and returns the affected row count.
+    @discardableResult
+    public func execute(_ query: SQLQuery) async throws -> Int {
+        try await pool.withConnection { try await $0.execute(query) }
+    }
+
+    /// Runs `body` in a transaction on one pooled connection (see
+    /// ``PostgresConnection/withTransaction(isolation:readOnly:_:)``).
+    @discardableResult
+    public func withTransaction<Result: Sendable>(
+        isolation: PostgresConnection.IsolationLevel? = nil,
+        readOnly: Bool = false,
+        _ body: (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
+        try await pool.withConnection { connection in
+            try await connection.withTransaction(isolation: isolation, readOnly: readOnly, body)
+        }
+    }
+
+    /// Runs legacy synchronous libpq code with a pooled connection's raw `PGconn*`, on that
+    /// connection's own thread (see ``PostgresConnection/withRawConnection(_:)``).
+    public func withRawConnection<Result>(
+        _ body: sending @escaping (OpaquePointer) throws -> sending Result
+    ) async throws -> sending Result {
+        let lease = try await pool.leaseConnection()
+        defer { pool.release(lease) }
+        return try await lease.connection.withRawConnection(body)
+    }
+}

@@ -1,0 +1,263 @@
+import Foundation
+import SyncBridge
+import SyncBridgePostgres
+import SyncBridgeSQL
+import SyncBridgeTesting
+import Testing
+
+@Suite("PostgreSQL client and pool")
+struct PostgresClientTests {
+    func makeClient(
+        _ server: TemporaryPostgres,
+        application: String,
+        configure: (inout ConnectionPoolConfiguration) -> Void = { _ in }
+    ) -> PostgresClient {
+        var configuration = ConnectionPoolConfiguration()
+        configure(&configuration)
+        return PostgresClient(
+            connectionString: server.connectionString + " application_name=\(application)",
+            configuration: configuration,
+            name: application
+        )
+    }
+
+    func backendPID(_ client: PostgresClient) async throws -> Int32 {
+        try #require(try await client.query("SELECT pg_backend_pid()").first).decode(Int32.self, at: 0)
+    }
+
+    @Test("connections are reused, never more than the maximum, and closed at shutdown")
+    func reuseAndShutdown() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let client = makeClient(server, application: "sb-reuse") { $0.maximumConnections = 2 }
+        let pids = try await withThrowingTaskGroup(of: Int32.self) { group in
+            for _ in 0..<100 { group.addTask { try await backendPID(client) } }
+            return try await group.reduce(into: Set<Int32>()) { $0.insert($1) }
+        }
+        #expect((1...2).contains(pids.count))
+        #expect(client.pool.statistics.leased == 0)
+        await client.shutdown()
+        let observer = try await connectToTestServer()
+        let remaining = try await observer.query(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sb-reuse'"
+        ).first?.decode(Int.self, at: 0)
+        #expect(remaining == 0)
+        let refused = try await #require(throws: ConnectionPoolError.self) { try await client.query("SELECT 1") }
+        #expect(refused.code == .shutDown)
+        await observer.close()
+    }
+
+    @Test("the acquire timeout is a typed error that states the pool's size and how many are busy")
+    func acquireTimeout() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let client = makeClient(server, application: "sb-timeout") {
+            $0.maximumConnections = 1
+            $0.acquireTimeout = .milliseconds(200)
+        }
+        let holding = Gate()
+        let release = Gate()
+        let holder = Task {
+            try await client.withConnection { _ in
+                holding.open()
+                await release.wait()
+            }
+        }
+        await holding.wait()
+        let error = try await #require(throws: ConnectionPoolError.self) { try await client.query("SELECT 1") }
+        #expect(error.code == .acquireTimeout)
+        #expect(error.busyConnections == 1)
+        #expect(error.maximumConnections == 1)
+        #expect(error.description.contains("1 of 1 connections busy"))
+        release.open()
+        try await holder.value
+        #expect(try await client.query("SELECT 1").count == 1)
+        await client.shutdown()
+    }
+
+    @Test("shutdown waits for leased connections to come back")
+    func shutdownWaitsForLeases() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let client = makeClient(server, application: "sb-drain")
+        let holding = Gate()
+        let release = Gate()
+        let finished = Shared(false)
+        let holder = Task {
+            try await client.withConnection { connection in
+                holding.open()
+                await release.wait()
+                // Still usable while the pool drains.
+                return try await connection.query("SELECT 1").count
+            }
+        }
+        await holding.wait()
+        let shutdown = Task {
+            await client.shutdown()
+            finished.withLock { $0 = true }
+        }
+        // New leases are refused at once, while the leased connection is still out.
+        let refused = try await #require(throws: ConnectionPoolError.self) { try await client.query("SELECT 1") }
+        #expect(refused.code == .shutDown)
+        #expect(!finished.value)
+        release.open()
+        #expect(try await holder.value == 1)
+        await shutdown.value
+        #expect(finished.value)
+    }
+
+    @Test("pg_terminate_backend on a leased connection: typed error, the connection is discarded")
+    func terminatedBackend() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let client = makeClient(server, application: "sb-terminate") { $0.maximumConnections = 1 }
+        let observer = try await connectToTestServer()
+        let error = try await #require(throws: PostgresError.self) {
+            try await client.withConnection { connection in
+                let pid = try #require(try await connection.query("SELECT pg_backend_pid()").first).decode(Int32.self, at: 0)
+                try await observer.execute("SELECT pg_terminate_backend(\(pid))")
+                try await connection.query("SELECT 1")
+            }
+        }
+        #expect(error.kind == .connectionClosed, "\(error)")
+        // The next query gets a new connection.
+        #expect(try await client.query("SELECT 7").first?.decode(Int.self, at: 0) == 7)
+        await observer.close()
+        await client.shutdown()
+    }
+
+    @Test("2,000 tasks x 5 inserts over 8 connections: every row exactly once; the cooperative pool stays free")
+    func load() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let client = makeClient(server, application: "sb-load") {
+            $0.maximumConnections = 8
+            $0.acquireTimeout = .seconds(60)
+        }
+        let table = uniqueTable("load")
+        try await client.execute("CREATE TABLE \(unsafeSQL: table) (task int, item int, PRIMARY KEY (task, item))")
+        let probeTicks = Shared(0)
+        let probe = Task {
+            while !Task.isCancelled {
+                probeTicks.withLock { $0 += 1 }
+                try? await Task.sleep(for: .milliseconds(1))
+            }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<2_000 {
+                group.addTask {
+                    for item in 0..<5 {
+                        try await client.execute("INSERT INTO \(unsafeSQL: table) VALUES (\(task), \(item))")
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        probe.cancel()
+        let counts = try #require(
+            try await client.query("SELECT count(*), count(DISTINCT (task, item)) FROM \(unsafeSQL: table)").first
+        ).decode((Int, Int).self)
+        #expect(counts.0 == 10_000)
+        #expect(counts.1 == 10_000)
+        #expect(probeTicks.value > 10, "the probe task starved: \(probeTicks.value) ticks")
+        await client.shutdown()
+    }
+
+    @Test("a server restart under load: typed errors for in-flight queries, reconnection, success afterwards")
+    func serverRestart() async throws {
+        let server = try await TemporaryPostgres.start()
+        let client = makeClient(server, application: "sb-restart") {
+            $0.maximumConnections = 8
+            $0.acquireTimeout = .seconds(30)
+            $0.initialBackoff = .milliseconds(50)
+        }
+        let outcomes = try await withDeadline(60) {
+            try await withThrowingTaskGroup(of: String.self) { group in
+                for _ in 0..<100 {
+                    group.addTask {
+                        do {
+                            try await client.query("SELECT pg_sleep(0.5)")
+                            return "ok"
+                        } catch let error as PostgresError {
+                            return "\(error.kind)"
+                        }
+                    }
+                }
+                group.addTask {
+                    try await Task.sleep(for: .milliseconds(200))
+                    try await server.restart()
+                    return "restarted"
+                }
+                return try await group.reduce(into: [String: Int]()) { $0[$1, default: 0] += 1 }
+            }
+        }
+        #expect(outcomes["restarted"] == 1)
+        #expect((outcomes["connectionClosed"] ?? 0) > 0, "\(outcomes)")
+        #expect(outcomes.keys.allSatisfy { ["ok", "connectionClosed", "restarted"].contains($0) }, "\(outcomes)")
+        // After the restart, queries succeed on fresh connections.
+        let after = try await withDeadline(30) {
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for value in 0..<20 { group.addTask { try await client.query("SELECT \(value)::int").first!.decode(Int.self, at: 0) } }
+                return try await group.reduce(0, +)
+            }
+        }
+        #expect(after == 190)
+        await client.shutdown()
+        await server.stop()
+    }
+
+    @Test("connections older than the maximum lifetime are replaced")
+    func maximumLifetime() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let client = makeClient(server, application: "sb-lifetime") {
+            $0.maximumConnections = 1
+            $0.maximumLifetime = .milliseconds(100)
+        }
+        let first = try await backendPID(client)
+        let deadline = ContinuousClock.now + .seconds(10)
+        var replaced = false
+        while !replaced && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+            replaced = try await backendPID(client) != first
+        }
+        #expect(replaced)
+        await client.shutdown()
+    }
+
+    @Test("the escape hatch through the pool runs on a pooled connection's thread")
+    func rawThroughPool() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let client = makeClient(server, application: "sb-raw")
+        let (value, thread) = try await client.withRawConnection { pgconn in
+            (LegacyPostgres.firstValue(pgconn, "SELECT 6 * 7"), ThreadIdentity.current.name)
+        }
+        #expect(value == "42")
+        #expect(thread.hasPrefix("sb-pg-"))
+        await client.shutdown()
+    }
+}
+
+/// A value shared between tasks.
+final class Shared<Value: Sendable>: Sendable {
+    private let storage: Locked<Value>
+    init(_ value: Value) { storage = Locked(value) }
+    func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { storage.withLock { body(&$0) } }
+    var value: Value { storage.current }
+}
+
+/// Fails with a timeout error if `operation` takes longer than `seconds`.
+func withDeadline<T: Sendable>(_ seconds: Double, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await operation() }
+        group.addTask {
+            try await Task.sleep(for: .seconds(seconds))
+            return nil
+        }
+        guard let first = try await group.next(), let value = first else {
+            group.cancelAll()
+            throw DeadlineExceeded(seconds: seconds)
+        }
+        group.cancelAll()
+        return value
+    }
+}
+
+struct DeadlineExceeded: Error, CustomStringConvertible {
+    let seconds: Double
+    var description: String { "still running after \(seconds) s: it hangs" }
+}
