@@ -8,12 +8,20 @@ let package = Package(
     dependencies: [
         .package(name: "SyncBridge", path: ".."),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
     ],
     targets: [
+        // libpq itself, for the raw synchronous floor.
+        .systemLibrary(name: "CLibPQBench", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .executableTarget(
             name: "SyncBridgeBenchmarks",
             dependencies: [
                 .product(name: "SyncBridge", package: "SyncBridge"),
+                .product(name: "SyncBridgePostgres", package: "SyncBridge"),
+                .product(name: "SyncBridgeSQL", package: "SyncBridge"),
+                .product(name: "SyncBridgeTesting", package: "SyncBridge"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                "CLibPQBench",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]

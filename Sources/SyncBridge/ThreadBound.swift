@@ -85,6 +85,29 @@ public final class ThreadBound<Resource>: Sendable {
         }
     }
 
+    /// Queues `body` on the executor's thread without waiting: it runs after every closure
+    /// submitted before this call and before every closure submitted after it, which makes it
+    /// the tool for clean-up that must happen from synchronous code (a `deinit`). When the
+    /// resource is closed or the executor shut down, `ifClosed` runs instead.
+    package func withResourceDetached(
+        _ body: sending @escaping (inout Resource) -> Void,
+        ifClosed: @escaping @Sendable () -> Void
+    ) {
+        let storage = self.storage
+        let executor = self.executor
+        let queued = executor.workers.submitDetached { _ in
+            precondition(executor.isCurrent)
+            guard var resource = storage.resource else {
+                ifClosed()
+                return
+            }
+            storage.resource = nil
+            defer { storage.resource = resource }
+            body(&resource)
+        }
+        if !queued { ifClosed() }
+    }
+
     /// Closes the resource on the executor's thread with `close`, after every closure queued
     /// before. Later calls of ``withResource(_:)-(((inout Resource)->Success))`` throw
     /// ``ExecutorError/Code/resourceClosed``; closing twice does nothing the second time.

@@ -77,6 +77,15 @@ public final class PostgresClient: Sendable, Service {
         try await pool.withConnection { try await $0.query(query) }
     }
 
+    /// Streams a statement's rows from a pooled connection, in batches as they are consumed (see
+    /// ``PostgresConnection/stream(_:batchSize:)``). The connection goes back to the pool when the
+    /// rows are exhausted or the stream is dropped.
+    public func stream(_ query: SQLQuery, batchSize: Int = 1000) async throws -> SQLRowStream {
+        let lease = try await pool.leaseConnection()
+        let pool = self.pool
+        return try await lease.connection.stream(query, batchSize: batchSize) { pool.release(lease) }
+    }
+
     /// Runs a statement on a pooled connection and returns the affected row count.
     @discardableResult
     public func execute(_ query: SQLQuery) async throws -> Int {

@@ -103,6 +103,54 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
         try await run(query).rows
     }
 
+    /// Runs a statement and streams its rows: they are read from the server in batches as the
+    /// consumer asks for them (libpq's single-row mode), so a result of any size runs in bounded
+    /// memory.
+    ///
+    /// ```swift
+    /// for try await row in try await connection.stream("SELECT id, payload FROM events") {
+    ///     try process(row.decode((Int, String).self))
+    /// }
+    /// ```
+    ///
+    /// Until the stream is finished or dropped the connection is busy: other statements on it
+    /// fail with ``PostgresError/Kind/connectionBusy``. Dropping the stream early cancels the
+    /// statement on the server.
+    ///
+    /// - Parameters:
+    ///   - query: The statement.
+    ///   - batchSize: Rows read per trip to the connection's thread.
+    /// - Returns: The rows, as an `AsyncSequence`.
+    /// - Throws: As ``query(_:)``, for errors the server reports before the first rows.
+    public func stream(_ query: SQLQuery, batchSize: Int = 1000) async throws -> SQLRowStream {
+        try await stream(query, batchSize: batchSize, onFinish: {})
+    }
+
+    /// Streams `query`; `onFinish` runs exactly once, when the rows are exhausted, the stream
+    /// fails or it is abandoned (a pool releases its lease there).
+    func stream(
+        _ query: SQLQuery,
+        batchSize: Int,
+        onFinish: @escaping @Sendable () -> Void
+    ) async throws -> SQLRowStream {
+        precondition(batchSize > 0, "batchSize must be positive")
+        let source = PostgresBatchSource(
+            session: session,
+            canceller: canceller,
+            usable: usable,
+            batchSize: batchSize,
+            onFinish: onFinish
+        )
+        let first: [SQLRow]?
+        do {
+            first = try await source.start(query)
+        } catch {
+            source.abandon()
+            throw error
+        }
+        return SQLRowStream(source: source, firstBatch: first)
+    }
+
     /// Runs a statement that returns no rows and reports how many rows it affected.
     ///
     /// - Returns: The affected row count (`INSERT`, `UPDATE`, `DELETE`, `COPY`…; 0 otherwise).
@@ -123,7 +171,7 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
 
     /// Runs `operation` with the connection's cancel request as the job's interrupt handler, and
     /// turns the server's "canceled" error into `CancellationError` when the task was cancelled.
-    private static func cancellable<Result>(
+    static func cancellable<Result>(
         _ job: BlockingJobContext,
         _ canceller: PostgresCanceller,
         _ operation: () throws -> Result
@@ -321,5 +369,72 @@ final class PostgresCanceller: Sendable {
             if let current = handle { PQfreeCancel(current) }
             handle = nil
         }
+    }
+}
+
+/// Reads a streamed statement's rows in batches on the connection's thread.
+final class PostgresBatchSource: SQLRowBatchSource {
+    private let session: ThreadBound<PostgresSession>
+    private let canceller: PostgresCanceller
+    private let usable: Locked<Bool>
+    private let batchSize: Int
+    private let onFinish: Locked<(@Sendable () -> Void)?>
+
+    init(
+        session: ThreadBound<PostgresSession>,
+        canceller: PostgresCanceller,
+        usable: Locked<Bool>,
+        batchSize: Int,
+        onFinish: @escaping @Sendable () -> Void
+    ) {
+        self.session = session
+        self.canceller = canceller
+        self.usable = usable
+        self.batchSize = batchSize
+        self.onFinish = Locked(onFinish)
+    }
+
+    /// Sends the statement and reads the first batch.
+    func start(_ query: SQLQuery) async throws -> [SQLRow]? {
+        let (canceller, usable, limit) = (self.canceller, self.usable, batchSize)
+        let batch = try await session.withResource { session, job in
+            defer { if !session.isHealthy { usable.withLock { $0 = false } } }
+            try session.beginStream(query)
+            return try PostgresConnection.cancellable(job, canceller) { try session.nextBatch(limit: limit) }
+        }
+        if batch == nil { finish() }
+        return batch
+    }
+
+    func nextBatch() async throws -> [SQLRow]? {
+        let (canceller, usable, limit) = (self.canceller, self.usable, batchSize)
+        let batch = try await session.withResource { session, job in
+            defer { if !session.isHealthy { usable.withLock { $0 = false } } }
+            return try PostgresConnection.cancellable(job, canceller) { try session.nextBatch(limit: limit) }
+        }
+        if batch == nil { finish() }
+        return batch
+    }
+
+    /// Cancels what is left of the statement and frees the connection, on the connection's
+    /// thread, before any statement submitted after this call; then runs `onFinish`. Does not
+    /// wait, so `deinit`s and cancelled tasks can call it.
+    func abandon() {
+        let canceller = self.canceller
+        session.withResourceDetached(
+            { [self] session in
+                session.abandonStream { canceller.cancel() }
+                finish()
+            },
+            ifClosed: { [self] in finish() }
+        )
+    }
+
+    private func finish() {
+        let onFinish = self.onFinish.withLock { onFinish in
+            defer { onFinish = nil }
+            return onFinish
+        }
+        onFinish?()
     }
 }

@@ -22,6 +22,7 @@ public struct PostgresError: SQLServerError, CustomStringConvertible {
             case connectionFailed
             case connectionClosed
             case server
+            case connectionBusy
             case protocolViolation
         }
 
@@ -35,6 +36,8 @@ public struct PostgresError: SQLServerError, CustomStringConvertible {
         public static let connectionClosed = Kind(base: .connectionClosed)
         /// The server rejected the statement: see ``sqlState`` and the other fields.
         public static let server = Kind(base: .server)
+        /// The connection is streaming another statement's rows; finish or drop that stream first.
+        public static let connectionBusy = Kind(base: .connectionBusy)
         /// libpq reported something SyncBridge did not expect.
         public static let protocolViolation = Kind(base: .protocolViolation)
 
@@ -44,6 +47,7 @@ public struct PostgresError: SQLServerError, CustomStringConvertible {
             case .connectionFailed: "connectionFailed"
             case .connectionClosed: "connectionClosed"
             case .server: "server"
+            case .connectionBusy: "connectionBusy"
             case .protocolViolation: "protocolViolation"
             }
         }

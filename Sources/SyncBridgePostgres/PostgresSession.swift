@@ -98,47 +98,147 @@ final class PostgresSession {
 
     /// Runs `query` with its bound parameters, preparing it on first use.
     func run(_ query: SQLQuery) throws -> Outcome {
-        let sql = query.render { "$\($0)" }
-        guard query.bindings.count <= Int(UInt16.max) else {
-            throw SQLEncodingError(parameter: Int(UInt16.max) + 1, reason: "PostgreSQL takes at most 65,535 parameters")
-        }
-        let parameters = try query.bindings.enumerated().map { index, value in
-            try PostgresTextFormat.parameter(value, index: index + 1)
-        }
-        let types = parameters.map(\.oid)
-        let key = StatementKey(sql: sql, types: types)
-        let name: String?
-        if let existing = statements[key] {
-            name = existing
-        } else if statements.count < Self.statementCacheLimit {
-            let newName = "sb_\(nextStatementNumber)"
-            let prepared = types.withUnsafeBufferPointer { types in
-                PQprepare(connection, newName, sql, Int32(types.count), types.baseAddress)
-            }
-            defer { PQclear(prepared) }
-            _ = try outcome(of: prepared, sql: sql)
-            nextStatementNumber += 1
-            statements[key] = newName
-            name = newName
-        } else {
-            name = nil
-        }
-        let result = withParameterArrays(parameters) { values, lengths, formats in
+        try refuseWhileStreaming()
+        let statement = try Statement(query)
+        let name = try prepare(statement)
+        let result = withParameterArrays(statement.parameters) { values, lengths, formats in
             if let name {
-                return PQexecPrepared(connection, name, Int32(parameters.count), values, lengths, formats, 0)
+                return PQexecPrepared(connection, name, Int32(statement.parameters.count), values, lengths, formats, 0)
             }
-            return types.withUnsafeBufferPointer { types in
-                PQexecParams(connection, sql, Int32(parameters.count), types.baseAddress, values, lengths, formats, 0)
+            return statement.types.withUnsafeBufferPointer { types in
+                PQexecParams(connection, statement.sql, Int32(types.count), types.baseAddress, values, lengths, formats, 0)
             }
         }
         defer { PQclear(result) }
         do {
-            return try outcome(of: result, sql: sql)
+            return try outcome(of: result, sql: statement.sql)
         } catch let error as PostgresError where error.sqlState == "0A000" && error.message.contains("cached plan") {
             // The table changed shape under a prepared statement: forget it, so the next call
             // prepares it anew.
-            statements[key] = nil
+            statements[statement.key] = nil
             throw error
+        }
+    }
+
+    /// A query rendered for libpq, with its parameters encoded.
+    private struct Statement {
+        let sql: String
+        let parameters: [PostgresTextFormat.Parameter]
+        var types: [UInt32] { parameters.map(\.oid) }
+        var key: StatementKey { StatementKey(sql: sql, types: types) }
+
+        init(_ query: SQLQuery) throws {
+            sql = query.render { "$\($0)" }
+            guard query.bindings.count <= Int(UInt16.max) else {
+                throw SQLEncodingError(parameter: Int(UInt16.max) + 1, reason: "PostgreSQL takes at most 65,535 parameters")
+            }
+            parameters = try query.bindings.enumerated().map { index, value in
+                try PostgresTextFormat.parameter(value, index: index + 1)
+            }
+        }
+    }
+
+    /// The name of the prepared statement for `statement`, preparing it on first use; `nil`
+    /// when the cache is full (the statement then runs unprepared).
+    private func prepare(_ statement: Statement) throws -> String? {
+        let key = statement.key
+        if let existing = statements[key] { return existing }
+        guard statements.count < Self.statementCacheLimit else { return nil }
+        let name = "sb_\(nextStatementNumber)"
+        let prepared = key.types.withUnsafeBufferPointer { types in
+            PQprepare(connection, name, statement.sql, Int32(types.count), types.baseAddress)
+        }
+        defer { PQclear(prepared) }
+        _ = try outcome(of: prepared, sql: statement.sql)
+        nextStatementNumber += 1
+        statements[key] = name
+        return name
+    }
+
+    // MARK: Streaming
+
+    /// The statement whose rows are being streamed, if any.
+    private var streaming: (sql: String, columns: SQLColumns?)?
+
+    private func refuseWhileStreaming() throws {
+        guard let streaming else { return }
+        throw PostgresError(
+            kind: .connectionBusy,
+            message: "the connection is streaming the rows of another statement (\(streaming.sql)); finish or drop that stream first",
+            sqlState: "55000"
+        )
+    }
+
+    /// Sends `query` in single-row mode: its rows are then read in batches with `nextBatch`.
+    func beginStream(_ query: SQLQuery) throws {
+        try refuseWhileStreaming()
+        let statement = try Statement(query)
+        let name = try prepare(statement)
+        let sent = withParameterArrays(statement.parameters) { values, lengths, formats in
+            if let name {
+                return PQsendQueryPrepared(connection, name, Int32(statement.parameters.count), values, lengths, formats, 0)
+            }
+            return statement.types.withUnsafeBufferPointer { types in
+                PQsendQueryParams(connection, statement.sql, Int32(types.count), types.baseAddress, values, lengths, formats, 0)
+            }
+        }
+        guard sent == 1 else { throw connectionError(query: statement.sql) }
+        guard PQsetSingleRowMode(connection) == 1 else {
+            drainResults()
+            throw PostgresError(kind: .protocolViolation, message: "libpq refused single-row mode", sqlState: "XX000", query: statement.sql)
+        }
+        streaming = (statement.sql, nil)
+    }
+
+    /// Up to `limit` rows of the statement being streamed; `nil` once every row has been read.
+    /// Blocks only for as many rows as it returns: the server waits for the rest.
+    func nextBatch(limit: Int) throws -> [SQLRow]? {
+        guard let current = streaming else { return nil }
+        var rows: [SQLRow] = []
+        rows.reserveCapacity(min(limit, 1024))
+        var columns = current.columns
+        while rows.count < limit {
+            guard let result = PQgetResult(connection) else {
+                streaming = nil
+                return rows.isEmpty ? nil : rows
+            }
+            defer { PQclear(result) }
+            switch PQresultStatus(result) {
+            case PGRES_SINGLE_TUPLE:
+                let shared = columns ?? Self.columns(of: result).shared
+                columns = shared
+                rows.append(contentsOf: Self.rows(of: result, columns: shared))
+            case PGRES_TUPLES_OK, PGRES_COMMAND_OK:
+                continue
+            default:
+                do {
+                    _ = try outcome(of: result, sql: current.sql)
+                } catch {
+                    drainResults()
+                    streaming = nil
+                    throw error
+                }
+            }
+        }
+        streaming = (current.sql, columns)
+        return rows
+    }
+
+    /// Stops the statement being streamed: cancels it on the server and discards what is left,
+    /// so the connection is ready for the next statement.
+    func abandonStream(cancel: () -> Void) {
+        guard streaming != nil else { return }
+        cancel()
+        drainResults()
+        streaming = nil
+    }
+
+    private func drainResults() {
+        while let result = PQgetResult(connection) {
+            if PQresultStatus(result) == PGRES_FATAL_ERROR && PQstatus(connection) != CONNECTION_OK {
+                isBroken = true
+            }
+            PQclear(result)
         }
     }
 
@@ -210,10 +310,9 @@ final class PostgresSession {
         )
     }
 
-    /// Copies a result's rows out of libpq's memory.
-    static func rows(of result: OpaquePointer) -> [SQLRow] {
+    /// A result's columns, and their type OIDs.
+    static func columns(of result: OpaquePointer) -> (shared: SQLColumns, oids: [UInt32]) {
         let columnCount = Int(PQnfields(result))
-        let rowCount = Int(PQntuples(result))
         var oids = [UInt32]()
         var columns = [SQLColumn]()
         for index in 0..<columnCount {
@@ -227,7 +326,19 @@ final class PostgresSession {
                 )
             )
         }
-        let shared = SQLColumns(columns)
+        return (SQLColumns(columns, typeCodes: oids), oids)
+    }
+
+    /// Copies a result's rows out of libpq's memory.
+    static func rows(of result: OpaquePointer) -> [SQLRow] {
+        rows(of: result, columns: columns(of: result).shared)
+    }
+
+    /// Copies a result's rows out of libpq's memory, with columns already described.
+    static func rows(of result: OpaquePointer, columns shared: SQLColumns) -> [SQLRow] {
+        let columnCount = shared.all.count
+        let rowCount = Int(PQntuples(result))
+        let oids = shared.typeCodes
         var rows = [SQLRow]()
         rows.reserveCapacity(rowCount)
         for row in 0..<rowCount {

@@ -2,11 +2,15 @@
 public final class SQLColumns: Sendable, CustomStringConvertible {
     /// The columns in order.
     public let all: [SQLColumn]
+    /// The database's numeric type code of each column (PostgreSQL's type OIDs, MariaDB's field
+    /// types), for the facade that reads the values.
+    public let typeCodes: [UInt32]
     private let indexByName: [String: Int]
 
     /// Describes the columns of a result.
-    public init(_ columns: [SQLColumn]) {
+    public init(_ columns: [SQLColumn], typeCodes: [UInt32] = []) {
         all = columns
+        self.typeCodes = typeCodes
         var indexByName: [String: Int] = [:]
         for column in columns where indexByName[column.name] == nil {
             indexByName[column.name] = column.index

@@ -36,3 +36,21 @@ if suites.isEmpty || suites.contains("hop") {
     }
     print("- SyncBridge BlockingPool.run vs the raw-pthread floor: \(percent(ours, of: floorJobs))")
 }
+
+if suites.isEmpty || suites.contains("postgres") {
+    let seconds = arguments.firstIndex(of: "--seconds").flatMap { Double(arguments[arguments.index(after: $0)]) } ?? 2
+    print("\n## PostgreSQL (\(rounds) interleaved rounds, medians)")
+    for comparison in try await postgresBenchmarks(rounds: rounds, seconds: seconds) {
+        report(comparison)
+        print("\nRatios (target: SyncBridge >= 1.0x PostgresNIO at 8 tasks, >= 1.5x at 64 tasks):\n")
+        for tasks in [8, 64] {
+            let ours = comparison.median("SyncBridge PostgresClient, \(tasks) tasks")
+            let nio = comparison.median("PostgresNIO PostgresClient, \(tasks) tasks")
+            print("- \(tasks) tasks: \(ratio(ours, nio))x PostgresNIO")
+        }
+        let pgbench = comparison.median("pgbench -c 8 -j 2")
+        if !pgbench.isNaN {
+            print("- SyncBridge, 8 tasks: \(ratio(comparison.median("SyncBridge PostgresClient, 8 tasks"), pgbench))x pgbench")
+        }
+    }
+}

@@ -89,3 +89,27 @@ final class TypedWorkItem<Success>: WorkItem, @unchecked Sendable {
         continuation.resume(throwing: error)
     }
 }
+
+/// A ``WorkItem`` nobody waits for: enqueued synchronously (for clean-up that must be ordered
+/// before whatever the caller submits next), never cancelled.
+final class DetachedWorkItem: WorkItem, @unchecked Sendable {
+    // Safe to share for the same reason as `WorkItem`; `body` is consumed on the one thread that
+    // runs the item.
+    private var body: ((BlockingJobContext) -> Void)?
+
+    init(body: sending @escaping (BlockingJobContext) -> Void, submittedAt: UInt64) {
+        self.body = body
+        super.init(neededBy: nil, submittedAt: submittedAt)
+    }
+
+    override func execute(context: BlockingJobContext, finish: () -> Void) {
+        let body = self.body
+        self.body = nil
+        body?(context)
+        finish()
+    }
+
+    override func resume(throwing error: any Error) {
+        body = nil
+    }
+}

@@ -147,6 +147,26 @@ final class WorkerThreads: @unchecked Sendable {
         }
     }
 
+    /// Queues `body` without waiting for it: it runs after everything submitted before this call
+    /// and before everything submitted after it. Returns `false` when the queue no longer accepts
+    /// work (then `body` never runs).
+    func submitDetached(_ body: sending @escaping (BlockingJobContext) -> Void) -> Bool {
+        let item = DetachedWorkItem(body: body, submittedAt: monotonicNanoseconds())
+        lock.lock()
+        let action = state.submit(item)
+        entryCount.store(state.entries.count, ordering: .relaxed)
+        lock.unlock()
+        switch action {
+        case .queued(let wakeThread):
+            if wakeThread { lock.signal() }
+            return true
+        case .awaitingAdmission:
+            return true
+        case .cancelled, .rejected:
+            return false
+        }
+    }
+
     private func cancel(_ item: WorkItem) {
         lock.lock()
         let action = state.cancel(item)

@@ -1,4 +1,5 @@
 import DequeModule
+import SyncBridge
 
 /// The state of a connection pool: idle and leased connections, connection attempts in flight,
 /// tasks waiting for a connection, and the lifecycle.

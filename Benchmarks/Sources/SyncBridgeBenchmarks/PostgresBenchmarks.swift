@@ -1,0 +1,195 @@
+import CLibPQBench
+import Foundation
+import Logging
+import PostgresNIO
+import SyncBridgePostgres
+import SyncBridgeSQL
+import SyncBridgeTesting
+
+/// The two statements measured.
+enum PostgresWorkload: String, CaseIterable {
+    case selectOne = "SELECT 1"
+    case hundredRows = "100-row select"
+
+    var sql: String {
+        switch self {
+        case .selectOne: "SELECT 1"
+        case .hundredRows: "SELECT id, name FROM bench_rows"
+        }
+    }
+
+    var pgbenchScript: String { sql + ";\n" }
+}
+
+/// Runs `body` repeatedly in `tasks` concurrent tasks for `seconds`; returns completions per second.
+func queriesPerSecond(tasks: Int, seconds: Double, _ body: @escaping @Sendable () async throws -> Void) async throws -> Double {
+    let deadline = now() + UInt64(seconds * 1e9)
+    let start = now()
+    let total = try await withThrowingTaskGroup(of: Int.self) { group in
+        for _ in 0..<tasks {
+            group.addTask {
+                var count = 0
+                while now() < deadline {
+                    try await body()
+                    count += 1
+                }
+                return count
+            }
+        }
+        return try await group.reduce(0, +)
+    }
+    return Double(total) / (Double(now() - start) / 1e9)
+}
+
+/// SyncBridge's client, PostgresNIO's client, pgbench and raw libpq against one throwaway server.
+func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison] {
+    let server = try await TemporaryPostgres.start()
+    defer { Task { await server.stop() } }
+
+    var configuration = ConnectionPoolConfiguration()
+    configuration.minimumConnections = 8
+    configuration.maximumConnections = 8
+    let ours = SyncBridgePostgres.PostgresClient(connectionString: server.connectionString, configuration: configuration, name: "bench")
+    let oursRun = Task { try await ours.run() }
+
+    var nioConfiguration = PostgresNIO.PostgresClient.Configuration(
+        host: "127.0.0.1",
+        port: server.port,
+        username: server.user,
+        password: server.password,
+        database: server.database,
+        tls: .disable
+    )
+    nioConfiguration.options.minimumConnections = 8
+    nioConfiguration.options.maximumConnections = 8
+    let nio = PostgresNIO.PostgresClient(configuration: nioConfiguration, backgroundLogger: Logger(label: "nio") { _ in SwiftLogNoOpLogHandler() })
+    let nioRun = Task { await nio.run() }
+
+    try await ours.execute("CREATE TABLE bench_rows (id int PRIMARY KEY, name text NOT NULL)")
+    try await ours.execute("INSERT INTO bench_rows SELECT i, 'name number ' || i FROM generate_series(1, 100) AS i")
+
+    let pgbench = findPgbench()
+    var comparisons: [Comparison] = []
+    for workload in PostgresWorkload.allCases {
+        let sql = workload.sql
+        let oursQuery: @Sendable () async throws -> Void
+        let nioQuery: @Sendable () async throws -> Void
+        switch workload {
+        case .selectOne:
+            oursQuery = {
+                let rows = try await ours.query("SELECT 1")
+                precondition(try rows[0].decode(Int.self, at: 0) == 1)
+            }
+            nioQuery = {
+                for try await value in try await nio.query("SELECT 1").decode(Int.self) { precondition(value == 1) }
+            }
+        case .hundredRows:
+            oursQuery = {
+                var count = 0
+                for row in try await ours.query("SELECT id, name FROM bench_rows") {
+                    let (_, _) = try row.decode((Int, String).self)
+                    count += 1
+                }
+                precondition(count == 100)
+            }
+            nioQuery = {
+                var count = 0
+                for try await (_, _) in try await nio.query("SELECT id, name FROM bench_rows").decode((Int, String).self) {
+                    count += 1
+                }
+                precondition(count == 100)
+            }
+        }
+        var contenders: [Contender] = []
+        for tasks in [8, 64] {
+            contenders.append(Contender(name: "SyncBridge PostgresClient, \(tasks) tasks") {
+                try await queriesPerSecond(tasks: tasks, seconds: seconds, oursQuery)
+            })
+            contenders.append(Contender(name: "PostgresNIO PostgresClient, \(tasks) tasks") {
+                try await queriesPerSecond(tasks: tasks, seconds: seconds, nioQuery)
+            })
+        }
+        if let pgbench {
+            contenders.append(Contender(name: "pgbench -c 8 -j 2") {
+                try await runPgbench(pgbench, server: server, script: workload.pgbenchScript, clients: 8, seconds: seconds)
+            })
+        }
+        contenders.append(Contender(name: "raw libpq, 1 connection, 1 thread (floor of one connection)") {
+            await onDedicatedThread { rawLibpq(server.connectionString, sql: sql, seconds: seconds) }
+        })
+        comparisons.append(
+            try await compare(
+                "PostgreSQL \(workload.rawValue): queries per second (8 connections; \(seconds) s per round)",
+                unit: "queries/s",
+                rounds: rounds,
+                contenders
+            )
+        )
+    }
+    oursRun.cancel()
+    nioRun.cancel()
+    _ = await oursRun.result
+    _ = await nioRun.result
+    return comparisons
+}
+
+func findPgbench() -> String? {
+    let candidates = ["/usr/bin/pgbench"] + ((try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []).map {
+        "/usr/lib/postgresql/\($0)/bin/pgbench"
+    }
+    return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
+}
+
+/// Runs pgbench with a custom script; returns its tps (without initial connection time).
+func runPgbench(_ pgbench: String, server: TemporaryPostgres, script: String, clients: Int, seconds: Double) async throws -> Double {
+    let scriptPath = NSTemporaryDirectory() + "/sb-pgbench-\(getpid()).sql"
+    try script.write(toFile: scriptPath, atomically: true, encoding: .utf8)
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: pgbench)
+    process.arguments = [
+        "-n", "-f", scriptPath, "-c", "\(clients)", "-j", "2", "-T", "\(max(1, Int(seconds.rounded())))",
+        "-h", "127.0.0.1", "-p", "\(server.port)", "-U", server.user, server.database,
+    ]
+    process.environment = ["PGPASSWORD": server.password, "PATH": "/usr/bin:/bin"]
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    let data = await onDedicatedThread { output.fileHandleForReading.readDataToEndOfFile() }
+    process.waitUntilExit()
+    let text = String(decoding: data, as: UTF8.self)
+    guard process.terminationStatus == 0,
+        let line = text.split(separator: "\n").first(where: { $0.hasPrefix("tps = ") }),
+        let value = Double(line.dropFirst(6).prefix { $0 != " " })
+    else {
+        throw BenchmarkError("pgbench failed: \(text)")
+    }
+    return value
+}
+
+/// Synchronous libpq on one thread: the most one connection can do with no bridging at all.
+func rawLibpq(_ conninfo: String, sql: String, seconds: Double) -> Double {
+    let connection = PQconnectdb(conninfo)
+    defer { PQfinish(connection) }
+    guard PQstatus(connection) == CONNECTION_OK else { return .nan }
+    let deadline = now() + UInt64(seconds * 1e9)
+    let start = now()
+    var count = 0
+    while now() < deadline {
+        let result = PQexecParams(connection, sql, 0, nil, nil, nil, nil, 0)
+        precondition(PQresultStatus(result) == PGRES_TUPLES_OK)
+        for row in 0..<PQntuples(result) {
+            for column in 0..<PQnfields(result) {
+                _ = String(cString: PQgetvalue(result, row, column))
+            }
+        }
+        PQclear(result)
+        count += 1
+    }
+    return Double(count) / (Double(now() - start) / 1e9)
+}
+
+struct BenchmarkError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

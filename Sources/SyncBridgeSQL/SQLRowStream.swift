@@ -1,0 +1,99 @@
+import SyncBridge
+
+/// Where an ``SQLRowStream`` gets its rows: a facade's connection, reading in batches.
+public protocol SQLRowBatchSource: Sendable {
+    /// The next rows; `nil` once every row has been read. Called by one consumer at a time.
+    func nextBatch() async throws -> [SQLRow]?
+    /// Called when the consumer stops early: stop the statement and free the connection. Must
+    /// not block; the clean-up must be ordered before any statement submitted after this call.
+    func abandon()
+}
+
+/// The rows of a statement, read from the server in batches as they are consumed, so that a
+/// result of any size runs in bounded memory: the server waits while the consumer is busy.
+///
+/// ```swift
+/// for try await row in try await client.stream("SELECT id, payload FROM events") {
+///     try handle(row.decode((Int, String).self))
+/// }
+/// ```
+///
+/// Single pass: iterate it once. Dropping it early (a `break`, a thrown error, a cancelled task)
+/// stops the statement on the server and returns the connection.
+public struct SQLRowStream: AsyncSequence, Sendable {
+    /// Each element is one row.
+    public typealias Element = SQLRow
+
+    private let state: StreamState
+
+    /// Wraps a batch source; `firstBatch` was already read (so that errors such as a syntax error
+    /// surface where the stream is created).
+    public init(source: any SQLRowBatchSource, firstBatch: [SQLRow]?) {
+        state = StreamState(source: source, firstBatch: firstBatch)
+    }
+
+    /// An iterator over the rows.
+    public func makeAsyncIterator() -> Iterator {
+        Iterator(state: state)
+    }
+
+    /// Reads every remaining row into an array: for results known to be small.
+    public func collect() async throws -> [SQLRow] {
+        var rows: [SQLRow] = []
+        for try await row in self { rows.append(row) }
+        return rows
+    }
+
+    /// Iterates the rows.
+    public struct Iterator: AsyncIteratorProtocol {
+        let state: StreamState
+
+        /// The next row, or `nil` after the last one.
+        public mutating func next() async throws -> SQLRow? {
+            try await state.next()
+        }
+    }
+
+    /// Shared by the sequence and its iterator; abandons the statement when dropped unfinished.
+    final class StreamState: Sendable {
+        private let source: any SQLRowBatchSource
+        private let buffer: Locked<(rows: [SQLRow], position: Int, finished: Bool)>
+
+        init(source: any SQLRowBatchSource, firstBatch: [SQLRow]?) {
+            self.source = source
+            buffer = Locked((firstBatch ?? [], 0, firstBatch == nil))
+        }
+
+        func next() async throws -> SQLRow? {
+            while true {
+                let (row, needsBatch) = buffer.withLock { buffer -> (SQLRow?, Bool) in
+                    if buffer.position < buffer.rows.count {
+                        defer { buffer.position += 1 }
+                        return (buffer.rows[buffer.position], false)
+                    }
+                    return (nil, !buffer.finished)
+                }
+                if let row { return row }
+                guard needsBatch else { return nil }
+                do {
+                    let batch = try await source.nextBatch()
+                    buffer.withLock { buffer in
+                        buffer.rows = batch ?? []
+                        buffer.position = 0
+                        buffer.finished = batch == nil
+                    }
+                } catch {
+                    buffer.withLock { $0 = ([], 0, true) }
+                    source.abandon()
+                    throw error
+                }
+            }
+        }
+
+        deinit {
+            let finished = buffer.withLock { $0.finished }
+            guard !finished else { return }
+            source.abandon()
+        }
+    }
+}
