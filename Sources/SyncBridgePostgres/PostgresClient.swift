@@ -4,7 +4,7 @@ public import ServiceLifecycle
 public import SyncBridgeSQL
 
 /// PostgreSQL through a pool of connections, each on its own thread: the entry point for
-/// applications.
+/// applications. It also streams results, listens for notifications and runs legacy libpq code.
 ///
 /// ```swift
 /// let client = PostgresClient(connectionString: "postgres://app@db/app")
@@ -21,6 +21,7 @@ public import SyncBridgeSQL
 public final class PostgresClient: Sendable, Service {
     /// The pool of connections.
     public let pool: ConnectionPool<PostgresConnection>
+    private let listener: PostgresListener
 
     /// Creates a client; connections are opened when needed.
     ///
@@ -46,6 +47,9 @@ public final class PostgresClient: Sendable, Service {
         ) {
             try await PostgresConnection.connect(connectionString, logger: logger)
         }
+        listener = PostgresListener(logger: logger) {
+            try await PostgresConnection.connect(connectionString, logger: logger)
+        }
     }
 
     /// Keeps the pool in shape until cancelled or until the service group shuts down; then shuts
@@ -54,9 +58,35 @@ public final class PostgresClient: Sendable, Service {
         try await pool.run()
     }
 
-    /// Shuts the pool down: waits for leased connections, then closes every connection.
+    /// Shuts the pool down (waits for leased connections, then closes every connection) and
+    /// stops listening: every notification sequence ends.
     public func shutdown() async {
+        await listener.shutdown()
         await pool.shutdown()
+    }
+
+    // MARK: LISTEN/NOTIFY
+
+    /// The notifications sent on `channel`, as they arrive.
+    ///
+    /// All of a client's listeners share one dedicated connection (not one of the pool's), opened
+    /// on first use. When that connection breaks, the client reconnects and listens again;
+    /// notifications sent in between are lost, as PostgreSQL keeps none for absent listeners. The
+    /// sequence ends when the client shuts down; stop iterating to unsubscribe.
+    ///
+    /// ```swift
+    /// for await notification in client.notifications(on: "orders") {
+    ///     print("order \(notification.payload) changed")
+    /// }
+    /// ```
+    public func notifications(on channel: String) -> AsyncStream<PostgresNotification> {
+        listener.subscribe(channel)
+    }
+
+    /// Sends a notification on `channel` (`pg_notify`), delivered when the sending transaction
+    /// commits (at once outside a transaction).
+    public func notify(channel: String, payload: String = "") async throws {
+        try await execute("SELECT pg_notify(\(channel), \(payload))")
     }
 
     /// Leases one connection for several statements.

@@ -151,6 +151,25 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
         return SQLRowStream(source: source, firstBatch: first)
     }
 
+    /// Waits up to `timeout` for notifications on the channels this connection listens to.
+    func pollNotifications(timeout: Duration) async throws -> [PostgresNotification] {
+        let milliseconds = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let usable = self.usable
+        return try await session.withResource { session in
+            defer { if !session.isHealthy { usable.withLock { $0 = false } } }
+            return try session.pollNotifications(timeoutMilliseconds: milliseconds)
+        }
+    }
+
+    /// Runs a statement through the simple protocol (no parameters): `LISTEN`, `UNLISTEN`.
+    func runSimple(_ sql: String) async throws {
+        let usable = self.usable
+        try await session.withResource { session in
+            defer { if !session.isHealthy { usable.withLock { $0 = false } } }
+            try session.runSimple(sql)
+        }
+    }
+
     /// Runs a statement that returns no rows and reports how many rows it affected.
     ///
     /// - Returns: The affected row count (`INSERT`, `UPDATE`, `DELETE`, `COPY`…; 0 otherwise).

@@ -155,6 +155,39 @@ final class PostgresSession {
         return name
     }
 
+    // MARK: Notifications
+
+    /// Waits up to `timeout` milliseconds for the server to send something, then returns the
+    /// notifications received (LISTEN/NOTIFY).
+    func pollNotifications(timeoutMilliseconds: Int32) throws -> [PostgresNotification] {
+        try refuseWhileStreaming()
+        var notifications = takeNotifications()
+        guard notifications.isEmpty else { return notifications }
+        var descriptor = pollfd(fd: PQsocket(connection), events: Int16(POLLIN), revents: 0)
+        guard descriptor.fd >= 0 else { throw connectionError(query: nil) }
+        _ = poll(&descriptor, 1, timeoutMilliseconds)
+        guard PQconsumeInput(connection) == 1, PQstatus(connection) == CONNECTION_OK else {
+            throw connectionError(query: nil)
+        }
+        notifications = takeNotifications()
+        return notifications
+    }
+
+    private func takeNotifications() -> [PostgresNotification] {
+        var notifications: [PostgresNotification] = []
+        while let notify = PQnotifies(connection) {
+            notifications.append(
+                PostgresNotification(
+                    channel: String(cString: notify.pointee.relname),
+                    payload: String(cString: notify.pointee.extra),
+                    backendPID: notify.pointee.be_pid
+                )
+            )
+            PQfreemem(notify)
+        }
+        return notifications
+    }
+
     // MARK: Streaming
 
     /// The statement whose rows are being streamed, if any.

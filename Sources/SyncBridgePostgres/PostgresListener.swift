@@ -1,0 +1,132 @@
+import Logging
+import SyncBridge
+import SyncBridgeSQL
+
+/// A notification sent with `NOTIFY` or `pg_notify`.
+public struct PostgresNotification: Sendable, Hashable {
+    /// The channel it was sent on.
+    public let channel: String
+    /// The payload (empty when none was given).
+    public let payload: String
+    /// The process id of the server backend that sent it.
+    public let backendPID: Int32
+}
+
+/// Listens for notifications on one dedicated connection, for every subscriber of a client.
+///
+/// A task polls the connection (on its own thread) for notifications and hands them to the
+/// subscribers of their channel. When the connection breaks, it reconnects with backoff and
+/// issues `LISTEN` again for every channel; notifications sent while it was disconnected are lost,
+/// as PostgreSQL does not keep them.
+final class PostgresListener: Sendable {
+    private let connect: @Sendable () async throws -> PostgresConnection
+    private let logger: Logger
+    private let state = Locked(State())
+    private let pollInterval: Duration = .milliseconds(50)
+
+    private struct State {
+        var subscribers: [String: [UInt64: AsyncStream<PostgresNotification>.Continuation]] = [:]
+        var nextSubscriberID: UInt64 = 0
+        var loop: Task<Void, Never>?
+        /// Channels the current connection listens to.
+        var listening: Set<String> = []
+        var isShutDown = false
+    }
+
+    init(logger: Logger, connect: @escaping @Sendable () async throws -> PostgresConnection) {
+        self.logger = logger
+        self.connect = connect
+    }
+
+    /// Subscribes to `channel`; the stream ends when the listener shuts down.
+    func subscribe(_ channel: String) -> AsyncStream<PostgresNotification> {
+        let (stream, continuation) = AsyncStream<PostgresNotification>.makeStream()
+        let id = state.withLock { state -> UInt64? in
+            guard !state.isShutDown else { return nil }
+            state.nextSubscriberID += 1
+            state.subscribers[channel, default: [:]][state.nextSubscriberID] = continuation
+            if state.loop == nil {
+                state.loop = Task { await self.runLoop() }
+            }
+            return state.nextSubscriberID
+        }
+        guard let id else {
+            continuation.finish()
+            return stream
+        }
+        continuation.onTermination = { [weak self] _ in
+            self?.state.withLock { state in
+                state.subscribers[channel]?[id] = nil
+                if state.subscribers[channel]?.isEmpty == true { state.subscribers[channel] = nil }
+            }
+        }
+        return stream
+    }
+
+    /// Stops listening and ends every subscriber's stream.
+    func shutdown() async {
+        let (loop, continuations) = state.withLock { state in
+            state.isShutDown = true
+            defer { state.subscribers = [:] }
+            return (state.loop, state.subscribers.values.flatMap(\.values))
+        }
+        loop?.cancel()
+        await loop?.value
+        continuations.forEach { $0.finish() }
+    }
+
+    /// Connects, keeps `LISTEN` in step with the subscribed channels, polls, delivers; reconnects
+    /// with backoff when the connection breaks.
+    private func runLoop() async {
+        var backoff: Duration = .milliseconds(50)
+        while !Task.isCancelled {
+            let connection: PostgresConnection
+            do {
+                connection = try await connect()
+                backoff = .milliseconds(50)
+            } catch {
+                logger.warning("listener connection failed; retrying", metadata: ["error": "\(error)", "retry_in": "\(backoff)"])
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(5))
+                continue
+            }
+            state.withLock { $0.listening = [] }
+            do {
+                while !Task.isCancelled {
+                    try await synchronizeChannels(on: connection)
+                    for notification in try await connection.pollNotifications(timeout: pollInterval) {
+                        deliver(notification)
+                    }
+                }
+            } catch {
+                logger.warning("listener connection lost; reconnecting", metadata: ["error": "\(error)"])
+            }
+            await connection.close()
+        }
+    }
+
+    /// Issues `LISTEN` and `UNLISTEN` so that the connection listens to exactly the subscribed
+    /// channels.
+    private func synchronizeChannels(on connection: PostgresConnection) async throws {
+        let (wanted, current) = state.withLock { (Set($0.subscribers.keys), $0.listening) }
+        for channel in wanted.subtracting(current) {
+            try await connection.runSimple("LISTEN \(Self.quoteIdentifier(channel))")
+            state.withLock { _ = $0.listening.insert(channel) }
+        }
+        for channel in current.subtracting(wanted) {
+            try await connection.runSimple("UNLISTEN \(Self.quoteIdentifier(channel))")
+            state.withLock { _ = $0.listening.remove(channel) }
+        }
+    }
+
+    private func deliver(_ notification: PostgresNotification) {
+        let continuations = state.withLock { Array(($0.subscribers[notification.channel] ?? [:]).values) }
+        for continuation in continuations { continuation.yield(notification) }
+    }
+
+    /// `"name"`, with embedded quotes doubled: a channel name is an identifier, which cannot be
+    /// a bound parameter.
+    static func quoteIdentifier(_ name: String) -> String {
+        "\"" + name.split(separator: "\"", omittingEmptySubsequences: false).joined(separator: "\"\"") + "\""
+    }
+}
