@@ -116,6 +116,34 @@ public final class PostgresClient: Sendable, Service {
         return try await lease.connection.stream(query, batchSize: batchSize) { pool.release(lease) }
     }
 
+    /// Bulk-loads data with `COPY … FROM STDIN` on a pooled connection (see
+    /// ``PostgresConnection/copyFrom(_:data:)``).
+    @discardableResult
+    public func copyFrom<Data: AsyncSequence>(_ statement: SQLQuery, data: Data) async throws -> Int
+    where Data.Element == [UInt8] {
+        let lease = try await pool.leaseConnection()
+        defer { pool.release(lease) }
+        return try await lease.connection.copyFrom(statement, data: data)
+    }
+
+    /// Bulk-loads rows with `COPY … FROM STDIN` on a pooled connection (see
+    /// ``PostgresConnection/copyFrom(_:rows:)``).
+    @discardableResult
+    public func copyFrom(_ statement: SQLQuery, rows: some Sequence<[SQLValue]>) async throws -> Int {
+        let lease = try await pool.leaseConnection()
+        defer { pool.release(lease) }
+        return try await lease.connection.copyFrom(statement, rows: rows)
+    }
+
+    /// Exports data with `COPY … TO STDOUT` from a pooled connection, which goes back to the pool
+    /// when the data is exhausted or the sequence is dropped (see
+    /// ``PostgresConnection/copyTo(_:maximumBatchBytes:)``).
+    public func copyTo(_ statement: SQLQuery, maximumBatchBytes: Int = 1 << 20) async throws -> SQLBatchStream<[UInt8]> {
+        let lease = try await pool.leaseConnection()
+        let pool = self.pool
+        return try await lease.connection.copyTo(statement, maximumBatchBytes: maximumBatchBytes) { pool.release(lease) }
+    }
+
     /// Runs a statement on a pooled connection and returns the affected row count.
     @discardableResult
     public func execute(_ query: SQLQuery) async throws -> Int {

@@ -151,6 +151,44 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
         return SQLRowStream(source: source, firstBatch: first)
     }
 
+    /// Runs `body` with the session on the connection's thread, with server-side cancellation,
+    /// keeping track of whether the connection broke.
+    func withSession<Result: Sendable>(
+        _ body: sending @escaping (PostgresSession, BlockingJobContext) throws -> Result
+    ) async throws -> Result {
+        let (canceller, usable) = (self.canceller, self.usable)
+        return try await session.withResource { session, job in
+            defer { if !session.isHealthy { usable.withLock { $0 = false } } }
+            return try Self.cancellable(job, canceller) { try body(session, job) }
+        }
+    }
+
+    /// Like ``withSession(_:)``, but runs even when the calling task is cancelled: for statements
+    /// that end something (a COPY, a transaction) and must not be skipped.
+    func withSessionIgnoringCancellation<Result: Sendable>(
+        _ body: @escaping @Sendable (PostgresSession) throws -> Result
+    ) async throws -> Result {
+        let (session, usable) = (self.session, self.usable)
+        return try await Task.detached {
+            try await session.withResource { session in
+                defer { if !session.isHealthy { usable.withLock { $0 = false } } }
+                return try body(session)
+            }
+        }.value
+    }
+
+    /// Abandons a `COPY` in progress, ordered before any later statement; then runs `done`.
+    func abandonCopy(then done: @escaping @Sendable () -> Void) {
+        let canceller = self.canceller
+        session.withResourceDetached(
+            { session in
+                session.abandonCopy { canceller.cancel() }
+                done()
+            },
+            ifClosed: done
+        )
+    }
+
     /// Waits up to `timeout` for notifications on the channels this connection listens to.
     func pollNotifications(timeout: Duration) async throws -> [PostgresNotification] {
         let milliseconds = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
@@ -392,7 +430,7 @@ final class PostgresCanceller: Sendable {
 }
 
 /// Reads a streamed statement's rows in batches on the connection's thread.
-final class PostgresBatchSource: SQLRowBatchSource {
+final class PostgresBatchSource: SQLBatchSource {
     private let session: ThreadBound<PostgresSession>
     private let canceller: PostgresCanceller
     private let usable: Locked<Bool>

@@ -193,14 +193,123 @@ final class PostgresSession {
     /// The statement whose rows are being streamed, if any.
     private var streaming: (sql: String, columns: SQLColumns?)?
 
+    /// The `COPY` in progress, if any, and whether it reads from the client.
+    private var copying: String?
+    private var copyingIn = false
+
     private func refuseWhileStreaming() throws {
-        guard let streaming else { return }
-        throw PostgresError(
-            kind: .connectionBusy,
-            message: "the connection is streaming the rows of another statement (\(streaming.sql)); finish or drop that stream first",
-            sqlState: "55000"
-        )
+        if let streaming {
+            throw PostgresError(
+                kind: .connectionBusy,
+                message: "the connection is streaming the rows of another statement (\(streaming.sql)); finish or drop that stream first",
+                sqlState: "55000"
+            )
+        }
+        if let copying {
+            throw PostgresError(
+                kind: .connectionBusy,
+                message: "the connection is in the middle of \(copying); finish or drop it first",
+                sqlState: "55000"
+            )
+        }
     }
+
+    // MARK: COPY
+
+    /// Starts `COPY … FROM STDIN` or `COPY … TO STDOUT`.
+    func beginCopy(_ sql: String, direction: ExecStatusType) throws {
+        try refuseWhileStreaming()
+        let result = PQexec(connection, sql)
+        defer { PQclear(result) }
+        guard PQresultStatus(result) == direction else {
+            _ = try outcome(of: result, sql: sql)
+            drainResults()
+            throw PostgresError(
+                kind: .protocolViolation,
+                message: "the statement is not a COPY \(direction == PGRES_COPY_IN ? "FROM STDIN" : "TO STDOUT")",
+                sqlState: "0A000",
+                query: sql
+            )
+        }
+        copying = sql
+        copyingIn = direction == PGRES_COPY_IN
+    }
+
+    /// Sends one chunk of `COPY FROM STDIN` data.
+    func putCopyData(_ bytes: [UInt8]) throws {
+        let sent = bytes.withUnsafeBufferPointer { buffer in
+            buffer.withMemoryRebound(to: CChar.self) { PQputCopyData(connection, $0.baseAddress, Int32(buffer.count)) }
+        }
+        guard sent == 1 else { throw connectionError(query: copying) }
+    }
+
+    /// Ends `COPY FROM STDIN`: commits the rows, or aborts with `errorMessage`. Returns the row
+    /// count.
+    func endCopyIn(errorMessage: String?) throws -> Int {
+        let sql = copying
+        copying = nil
+        guard PQputCopyEnd(connection, errorMessage) == 1 else { throw connectionError(query: sql) }
+        var outcome = Outcome(rows: [], rowsAffected: 0)
+        var failure: (any Error)?
+        while let result = PQgetResult(connection) {
+            defer { PQclear(result) }
+            do {
+                outcome = try self.outcome(of: result, sql: sql)
+            } catch {
+                failure = failure ?? error
+            }
+        }
+        if let failure { throw failure }
+        return outcome.rowsAffected
+    }
+
+    /// Up to `maximumBytes` (at least one row) of `COPY TO STDOUT` data, one element per row;
+    /// `nil` once it is all read.
+    func nextCopyRows(maximumBytes: Int) throws -> [[UInt8]]? {
+        guard let sql = copying else { return nil }
+        var rows: [[UInt8]] = []
+        var total = 0
+        while total < maximumBytes {
+            var buffer: UnsafeMutablePointer<CChar>?
+            let length = PQgetCopyData(connection, &buffer, 0)
+            if length > 0, let buffer {
+                rows.append(Array(UnsafeRawBufferPointer(start: buffer, count: Int(length))))
+                PQfreemem(buffer)
+                total += Int(length)
+                continue
+            }
+            copying = nil
+            if length == -2 { throw connectionError(query: sql) }
+            // -1: done; the command's own result follows.
+            var failure: (any Error)?
+            while let result = PQgetResult(connection) {
+                defer { PQclear(result) }
+                do { _ = try outcome(of: result, sql: sql) } catch { failure = failure ?? error }
+            }
+            if let failure { throw failure }
+            return rows.isEmpty ? nil : rows
+        }
+        return rows
+    }
+
+    /// Stops a `COPY` in progress (cancelling a `COPY TO STDOUT` on the server, aborting a `COPY
+    /// FROM STDIN`), so the connection is ready for the next statement.
+    func abandonCopy(cancel: () -> Void) {
+        guard copying != nil else { return }
+        copying = nil
+        if copyingIn {
+            _ = PQputCopyEnd(connection, "abandoned by the client")
+        } else {
+            cancel()
+            var buffer: UnsafeMutablePointer<CChar>?
+            while PQgetCopyData(connection, &buffer, 0) > 0 {
+                PQfreemem(buffer)
+                buffer = nil
+            }
+        }
+        drainResults()
+    }
+
 
     /// Sends `query` in single-row mode: its rows are then read in batches with `nextBatch`.
     func beginStream(_ query: SQLQuery) throws {

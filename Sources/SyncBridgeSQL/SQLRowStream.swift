@@ -1,16 +1,19 @@
 import SyncBridge
 
-/// Where an ``SQLRowStream`` gets its rows: a facade's connection, reading in batches.
-public protocol SQLRowBatchSource: Sendable {
-    /// The next rows; `nil` once every row has been read. Called by one consumer at a time.
-    func nextBatch() async throws -> [SQLRow]?
+/// Where an ``SQLBatchStream`` gets its elements: a facade's connection, reading in batches.
+public protocol SQLBatchSource<Element>: Sendable {
+    /// What the stream yields: rows, or chunks of `COPY` data.
+    associatedtype Element: Sendable
+    /// The next elements; `nil` once every one has been read. Called by one consumer at a time.
+    func nextBatch() async throws -> [Element]?
     /// Called when the consumer stops early: stop the statement and free the connection. Must
     /// not block; the clean-up must be ordered before any statement submitted after this call.
     func abandon()
 }
 
-/// The rows of a statement, read from the server in batches as they are consumed, so that a
-/// result of any size runs in bounded memory: the server waits while the consumer is busy.
+/// The rows of a statement (``SQLRowStream``), or another result read from the server in batches
+/// as it is consumed, so that a result of any size runs in bounded memory: the server waits while
+/// the consumer is busy.
 ///
 /// ```swift
 /// for try await row in try await client.stream("SELECT id, payload FROM events") {
@@ -20,15 +23,12 @@ public protocol SQLRowBatchSource: Sendable {
 ///
 /// Single pass: iterate it once. Dropping it early (a `break`, a thrown error, a cancelled task)
 /// stops the statement on the server and returns the connection.
-public struct SQLRowStream: AsyncSequence, Sendable {
-    /// Each element is one row.
-    public typealias Element = SQLRow
-
+public struct SQLBatchStream<Element: Sendable>: AsyncSequence, Sendable {
     private let state: StreamState
 
     /// Wraps a batch source; `firstBatch` was already read (so that errors such as a syntax error
     /// surface where the stream is created).
-    public init(source: any SQLRowBatchSource, firstBatch: [SQLRow]?) {
+    public init(source: any SQLBatchSource<Element>, firstBatch: [Element]?) {
         state = StreamState(source: source, firstBatch: firstBatch)
     }
 
@@ -37,36 +37,36 @@ public struct SQLRowStream: AsyncSequence, Sendable {
         Iterator(state: state)
     }
 
-    /// Reads every remaining row into an array: for results known to be small.
-    public func collect() async throws -> [SQLRow] {
-        var rows: [SQLRow] = []
-        for try await row in self { rows.append(row) }
-        return rows
+    /// Reads every remaining element into an array: for results known to be small.
+    public func collect() async throws -> [Element] {
+        var elements: [Element] = []
+        for try await element in self { elements.append(element) }
+        return elements
     }
 
-    /// Iterates the rows.
+    /// Iterates the elements.
     public struct Iterator: AsyncIteratorProtocol {
         let state: StreamState
 
-        /// The next row, or `nil` after the last one.
-        public mutating func next() async throws -> SQLRow? {
+        /// The next element, or `nil` after the last one.
+        public mutating func next() async throws -> Element? {
             try await state.next()
         }
     }
 
     /// Shared by the sequence and its iterator; abandons the statement when dropped unfinished.
     final class StreamState: Sendable {
-        private let source: any SQLRowBatchSource
-        private let buffer: Locked<(rows: [SQLRow], position: Int, finished: Bool)>
+        private let source: any SQLBatchSource<Element>
+        private let buffer: Locked<(rows: [Element], position: Int, finished: Bool)>
 
-        init(source: any SQLRowBatchSource, firstBatch: [SQLRow]?) {
+        init(source: any SQLBatchSource<Element>, firstBatch: [Element]?) {
             self.source = source
             buffer = Locked((firstBatch ?? [], 0, firstBatch == nil))
         }
 
-        func next() async throws -> SQLRow? {
+        func next() async throws -> Element? {
             while true {
-                let (row, needsBatch) = buffer.withLock { buffer -> (SQLRow?, Bool) in
+                let (row, needsBatch) = buffer.withLock { buffer -> (Element?, Bool) in
                     if buffer.position < buffer.rows.count {
                         defer { buffer.position += 1 }
                         return (buffer.rows[buffer.position], false)
@@ -97,3 +97,6 @@ public struct SQLRowStream: AsyncSequence, Sendable {
         }
     }
 }
+
+/// The rows of a statement, read in batches as they are consumed.
+public typealias SQLRowStream = SQLBatchStream<SQLRow>

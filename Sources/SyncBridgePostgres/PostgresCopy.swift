@@ -1,0 +1,198 @@
+import CLibPQ
+import SyncBridge
+public import SyncBridgeSQL
+
+extension PostgresConnection {
+    /// Bulk-loads data with `COPY … FROM STDIN`, streaming it from `data` chunk by chunk (for
+    /// rows already in memory, ``copyFrom(_:rows:)`` is simpler).
+    ///
+    /// - Parameters:
+    ///   - statement: A `COPY … FROM STDIN` statement (COPY takes no parameters; name tables with
+    ///     `\(unsafeSQL:)` from trusted values only).
+    ///   - data: The data in the statement's format (text format by default: one line per row,
+    ///     see ``PostgresCopy/textRow(_:)``). Chunks need not align with rows.
+    /// - Returns: The number of rows loaded.
+    /// - Throws: ``PostgresError`` when the server rejects the data (nothing is loaded then); the
+    ///   error `data` throws (the `COPY` is aborted first); `CancellationError` (aborted too).
+    @discardableResult
+    public func copyFrom<Data: AsyncSequence>(_ statement: SQLQuery, data: Data) async throws -> Int
+    where Data.Element == [UInt8] {
+        let sql = try Self.copySQL(statement)
+        try await withSession { session, _ in try session.beginCopy(sql, direction: PGRES_COPY_IN) }
+        do {
+            for try await chunk in data {
+                try Task.checkCancellation()
+                guard !chunk.isEmpty else { continue }
+                try await withSession { session, _ in try session.putCopyData(chunk) }
+            }
+        } catch {
+            let reason = error is CancellationError ? "cancelled by the client" : "the client's data failed: \(error)"
+            _ = try? await withSessionIgnoringCancellation { session in try session.endCopyIn(errorMessage: reason) }
+            throw error
+        }
+        return try await withSessionIgnoringCancellation { session in try session.endCopyIn(errorMessage: nil) }
+    }
+
+    /// Bulk-loads rows with `COPY … FROM STDIN` in text format, sent in chunks of about 64 KB.
+    ///
+    /// ```swift
+    /// let count = try await connection.copyFrom(
+    ///     "COPY products (id, name) FROM STDIN",
+    ///     rows: products.map { [.int($0.id), .text($0.name)] }
+    /// )
+    /// ```
+    ///
+    /// - Parameters:
+    ///   - statement: A `COPY … FROM STDIN` statement in text format whose columns match the rows.
+    ///   - rows: The rows' values, in column order.
+    /// - Returns: The number of rows loaded.
+    /// - Throws: As ``copyFrom(_:data:)``; ``SQLEncodingError`` for a value COPY cannot carry.
+    @discardableResult
+    public func copyFrom(_ statement: SQLQuery, rows: some Sequence<[SQLValue]>) async throws -> Int {
+        var chunks: [[UInt8]] = []
+        var chunk: [UInt8] = []
+        for row in rows {
+            chunk += try PostgresCopy.textRow(row)
+            if chunk.count >= 64 * 1024 {
+                chunks.append(chunk)
+                chunk = []
+            }
+        }
+        if !chunk.isEmpty { chunks.append(chunk) }
+        return try await copyFrom(statement, data: CopyChunks(chunks: chunks))
+    }
+
+    /// Exports data with `COPY … TO STDOUT`, streamed in batches as it is consumed; each element
+    /// is one row in the statement's format.
+    ///
+    /// ```swift
+    /// for try await line in try await connection.copyTo("COPY products TO STDOUT") { … }
+    /// ```
+    ///
+    /// - Parameters:
+    ///   - statement: A `COPY … TO STDOUT` statement.
+    ///   - maximumBatchBytes: Roughly how much is read per trip to the connection's thread.
+    /// - Returns: The rows; dropping the sequence early cancels the `COPY` on the server.
+    public func copyTo(_ statement: SQLQuery, maximumBatchBytes: Int = 1 << 20) async throws -> SQLBatchStream<[UInt8]> {
+        try await copyTo(statement, maximumBatchBytes: maximumBatchBytes, onFinish: {})
+    }
+
+    /// `copyTo`; `onFinish` runs exactly once, when the data is exhausted, fails or is abandoned.
+    func copyTo(
+        _ statement: SQLQuery,
+        maximumBatchBytes: Int,
+        onFinish: @escaping @Sendable () -> Void
+    ) async throws -> SQLBatchStream<[UInt8]> {
+        let source = PostgresCopyOutSource(connection: self, maximumBytes: maximumBatchBytes, onFinish: onFinish)
+        let sql: String
+        do {
+            sql = try Self.copySQL(statement)
+            try await withSession { session, _ in try session.beginCopy(sql, direction: PGRES_COPY_OUT) }
+        } catch {
+            source.abandon()
+            throw error
+        }
+        let first: [[UInt8]]?
+        do {
+            first = try await source.nextBatch()
+        } catch {
+            source.abandon()
+            throw error
+        }
+        return SQLBatchStream(source: source, firstBatch: first)
+    }
+
+    static func copySQL(_ statement: SQLQuery) throws -> String {
+        guard statement.bindings.isEmpty else {
+            throw SQLEncodingError(
+                parameter: 1,
+                reason: "COPY takes no parameters; load values as COPY data instead"
+            )
+        }
+        return statement.render { "$\($0)" }
+    }
+}
+
+/// Helpers for COPY's text format.
+public enum PostgresCopy {
+    /// One row in COPY's text format: values separated by tabs, `\N` for NULL, backslash escapes
+    /// for tabs, newlines and backslashes, and a final newline.
+    public static func textRow(_ values: [SQLValue]) throws -> [UInt8] {
+        var line: [UInt8] = []
+        for (index, value) in values.enumerated() {
+            if index > 0 { line.append(UInt8(ascii: "\t")) }
+            guard case .null = value else {
+                let parameter = try PostgresTextFormat.parameter(value, index: index + 1)
+                let text: [UInt8]
+                if parameter.format == 1 {  // bytes: COPY's text format wants bytea's hex text
+                    text = Array(("\\x" + (parameter.bytes ?? []).map { byte in
+                        let digits = Array("0123456789abcdef")
+                        return String([digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
+                    }.joined()).utf8)
+                } else {
+                    text = parameter.bytes ?? []
+                }
+                for byte in text {
+                    switch byte {
+                    case UInt8(ascii: "\\"): line += Array("\\\\".utf8)
+                    case UInt8(ascii: "\t"): line += Array("\\t".utf8)
+                    case UInt8(ascii: "\n"): line += Array("\\n".utf8)
+                    case UInt8(ascii: "\r"): line += Array("\\r".utf8)
+                    default: line.append(byte)
+                    }
+                }
+                continue
+            }
+            line += Array("\\N".utf8)
+        }
+        line.append(UInt8(ascii: "\n"))
+        return line
+    }
+}
+
+/// Reads `COPY TO STDOUT` data in batches on the connection's thread.
+final class PostgresCopyOutSource: SQLBatchSource {
+    private let connection: PostgresConnection
+    private let maximumBytes: Int
+    private let onFinish: Locked<(@Sendable () -> Void)?>
+
+    init(connection: PostgresConnection, maximumBytes: Int, onFinish: @escaping @Sendable () -> Void) {
+        self.connection = connection
+        self.maximumBytes = maximumBytes
+        self.onFinish = Locked(onFinish)
+    }
+
+    func nextBatch() async throws -> [[UInt8]]? {
+        let maximumBytes = self.maximumBytes
+        let batch = try await connection.withSession { session, _ in
+            try session.nextCopyRows(maximumBytes: maximumBytes)
+        }
+        if batch == nil { finish() }
+        return batch
+    }
+
+    func abandon() {
+        connection.abandonCopy { [self] in finish() }
+    }
+
+    private func finish() {
+        let onFinish = self.onFinish.withLock { onFinish in
+            defer { onFinish = nil }
+            return onFinish
+        }
+        onFinish?()
+    }
+}
+
+/// Chunks already in memory, as the async sequence ``PostgresConnection/copyFrom(_:data:)`` takes.
+struct CopyChunks: AsyncSequence, Sendable {
+    typealias Element = [UInt8]
+    let chunks: [[UInt8]]
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var remaining: ArraySlice<[UInt8]>
+        mutating func next() async -> [UInt8]? { remaining.popFirst() }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(remaining: chunks[...]) }
+}
