@@ -78,7 +78,8 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
         case .selectOne:
             oursQuery = {
                 let rows = try await ours.query("SELECT 1")
-                precondition(try rows[0].decode(Int.self, at: 0) == 1)
+                let value = try rows[0].decode(Int.self, at: 0)
+                precondition(value == 1)
             }
             nioQuery = {
                 for try await value in try await nio.query("SELECT 1").decode(Int.self) { precondition(value == 1) }
@@ -140,14 +141,25 @@ func findPgbench() -> String? {
     return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
 }
 
-/// Runs pgbench with a custom script; returns its tps (without initial connection time).
+/// Runs pgbench with a custom script for about `seconds`; returns its tps (without initial
+/// connection time).
+///
+/// pgbench's `-T` relies on SIGALRM, which a child spawned from a Swift program inherits blocked
+/// (libdispatch's threads block it), so it would never stop: the run is sized with `-t` instead,
+/// from a short calibration run.
 func runPgbench(_ pgbench: String, server: TemporaryPostgres, script: String, clients: Int, seconds: Double) async throws -> Double {
+    let calibration = try await runPgbench(pgbench, server: server, script: script, clients: clients, transactionsPerClient: 500)
+    let perClient = max(500, Int(calibration * seconds / Double(clients)))
+    return try await runPgbench(pgbench, server: server, script: script, clients: clients, transactionsPerClient: perClient)
+}
+
+func runPgbench(_ pgbench: String, server: TemporaryPostgres, script: String, clients: Int, transactionsPerClient: Int) async throws -> Double {
     let scriptPath = NSTemporaryDirectory() + "/sb-pgbench-\(getpid()).sql"
     try script.write(toFile: scriptPath, atomically: true, encoding: .utf8)
     let process = Process()
     process.executableURL = URL(fileURLWithPath: pgbench)
     process.arguments = [
-        "-n", "-f", scriptPath, "-c", "\(clients)", "-j", "2", "-T", "\(max(1, Int(seconds.rounded())))",
+        "-n", "-f", scriptPath, "-c", "\(clients)", "-j", "2", "-t", "\(transactionsPerClient)",
         "-h", "127.0.0.1", "-p", "\(server.port)", "-U", server.user, server.database,
     ]
     process.environment = ["PGPASSWORD": server.password, "PATH": "/usr/bin:/bin"]
