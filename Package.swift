@@ -97,7 +97,10 @@ let package = Package(
         ),
         .testTarget(
             name: "SyncBridgePostgresTests",
-            dependencies: ["SyncBridge", "SyncBridgeSQL", "SyncBridgePostgres", "SyncBridgeTesting", "CLibPQ"],
+            dependencies: [
+                "SyncBridge", "SyncBridgeSQL", "SyncBridgePostgres", "SyncBridgeTesting", "CLibPQ",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -30,12 +30,15 @@ public final class PostgresClient: Sendable, Service {
     ///     ``PostgresConnection/connect(_:logger:)``).
     ///   - configuration: The pool's sizes and timeouts.
     ///   - name: Names the pool in logs, metrics and errors.
+    ///   - defaultStatementTimeout: Every connection's `statement_timeout`: the server cancels
+    ///     statements that run longer. `nil` keeps the server's default.
     ///   - logger: Receives pool and connection events; the password never appears.
-    ///   - metricsFactory: Receives the pool's metrics.
+    ///   - metricsFactory: Receives the pool's and the statements' metrics.
     public init(
         connectionString: String,
         configuration: ConnectionPoolConfiguration = .init(),
         name: String = "postgres",
+        defaultStatementTimeout: Duration? = nil,
         logger: Logger = Logger(label: "SyncBridge.Postgres"),
         metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) {
@@ -45,10 +48,15 @@ public final class PostgresClient: Sendable, Service {
             logger: logger,
             metricsFactory: metricsFactory
         ) {
-            try await PostgresConnection.connect(connectionString, logger: logger)
+            try await PostgresConnection.connect(
+                connectionString,
+                statementTimeout: defaultStatementTimeout,
+                logger: logger,
+                metricsFactory: metricsFactory
+            )
         }
         listener = PostgresListener(logger: logger) {
-            try await PostgresConnection.connect(connectionString, logger: logger)
+            try await PostgresConnection.connect(connectionString, logger: logger, metricsFactory: metricsFactory)
         }
     }
 
@@ -101,10 +109,11 @@ public final class PostgresClient: Sendable, Service {
         try await pool.withConnection(body)
     }
 
-    /// Runs a statement on a pooled connection and returns its rows.
+    /// Runs a statement on a pooled connection and returns its rows (see
+    /// ``PostgresConnection/query(_:timeout:)``).
     @discardableResult
-    public func query(_ query: SQLQuery) async throws -> [SQLRow] {
-        try await pool.withConnection { try await $0.query(query) }
+    public func query(_ query: SQLQuery, timeout: Duration? = nil) async throws -> [SQLRow] {
+        try await pool.withConnection { try await $0.query(query, timeout: timeout) }
     }
 
     /// Streams a statement's rows from a pooled connection, in batches as they are consumed (see
@@ -144,10 +153,11 @@ public final class PostgresClient: Sendable, Service {
         return try await lease.connection.copyTo(statement, maximumBatchBytes: maximumBatchBytes) { pool.release(lease) }
     }
 
-    /// Runs a statement on a pooled connection and returns the affected row count.
+    /// Runs a statement on a pooled connection and returns the affected row count (see
+    /// ``PostgresConnection/execute(_:timeout:)``).
     @discardableResult
-    public func execute(_ query: SQLQuery) async throws -> Int {
-        try await pool.withConnection { try await $0.execute(query) }
+    public func execute(_ query: SQLQuery, timeout: Duration? = nil) async throws -> Int {
+        try await pool.withConnection { try await $0.execute(query, timeout: timeout) }
     }
 
     /// Runs `body` in a transaction on one pooled connection (see

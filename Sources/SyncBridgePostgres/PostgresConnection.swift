@@ -1,5 +1,6 @@
 import CLibPQ
 public import Logging
+public import Metrics
 public import SyncBridge
 public import SyncBridgeSQL
 
@@ -31,6 +32,7 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
     private let session: ThreadBound<PostgresSession>
     private let canceller: PostgresCanceller
     private let transactionDepth = Locked(0)
+    private let metrics: PostgresMetrics
     /// Cleared once libpq reports the connection broken; a pool then discards it.
     private let usable = Locked(true)
 
@@ -41,13 +43,15 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
         session: ThreadBound<PostgresSession>,
         canceller: PostgresCanceller,
         description: String,
-        logger: Logger
+        logger: Logger,
+        metrics: PostgresMetrics
     ) {
         self.executor = executor
         self.session = session
         self.canceller = canceller
         self.description = description
         self.logger = logger
+        self.metrics = metrics
     }
 
     /// Connects to PostgreSQL on a new dedicated thread.
@@ -57,12 +61,17 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
     ///     (`postgres://user:password@host:5432/db?sslmode=require`), parsed by libpq itself, so
     ///     every libpq option works: several hosts with `target_session_attrs`, `sslmode`,
     ///     `connect_timeout` (10 s unless given), `application_name`…
+    ///   - statementTimeout: The session's default `statement_timeout`: the server cancels any
+    ///     statement that runs longer. `nil` keeps the server's default.
     ///   - logger: Receives the connection's logs; the password never appears in them.
+    ///   - metricsFactory: Receives statement metrics (`syncbridge.postgres.*`).
     /// - Throws: ``PostgresError`` with kind ``PostgresError/Kind/connectionFailed`` naming the host
     ///   that failed and libpq's reason.
     public static func connect(
         _ connectionString: String,
-        logger: Logger = Logger(label: "SyncBridge.Postgres")
+        statementTimeout: Duration? = nil,
+        logger: Logger = Logger(label: "SyncBridge.Postgres"),
+        metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) async throws -> PostgresConnection {
         let description = try redactedDescription(of: connectionString)
         let number = connectionNumbers.withLock { number in
@@ -71,7 +80,9 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
         }
         let executor = ThreadExecutor(name: "sb-pg-\(number)", logger: logger)
         do {
-            let session = try await ThreadBound(on: executor) { try PostgresSession.open(connectionString) }
+            let session = try await ThreadBound(on: executor) {
+                try PostgresSession.open(connectionString, statementTimeout: statementTimeout)
+            }
             let canceller = try await session.withResource { session in
                 PostgresCanceller(PQgetCancel(session.connection))
             }
@@ -83,7 +94,8 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
                 session: session,
                 canceller: canceller,
                 description: description,
-                logger: logger
+                logger: logger,
+                metrics: PostgresMetrics(factory: metricsFactory)
             )
         } catch {
             await executor.shutdownGracefully()
@@ -93,14 +105,17 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
 
     /// Runs a statement and returns all its rows.
     ///
-    /// - Parameter query: The statement; interpolated values are bound parameters.
+    /// - Parameters:
+    ///   - query: The statement; interpolated values are bound parameters.
+    ///   - timeout: Cancels the statement on the server if it runs longer, failing with
+    ///     ``PostgresError/Kind/timedOut``; `nil` for no limit beyond the session's.
     /// - Returns: The rows, each with its columns' names and types.
     /// - Throws: ``PostgresError`` from the server or the connection; ``SQLEncodingError`` for a
     ///   parameter that cannot be sent; `CancellationError` when the task was cancelled (the
     ///   statement is cancelled on the server).
     @discardableResult
-    public func query(_ query: SQLQuery) async throws -> [SQLRow] {
-        try await run(query).rows
+    public func query(_ query: SQLQuery, timeout: Duration? = nil) async throws -> [SQLRow] {
+        try await run(query, timeout: timeout).rows
     }
 
     /// Runs a statement and streams its rows: they are read from the server in batches as the
@@ -210,19 +225,32 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
 
     /// Runs a statement that returns no rows and reports how many rows it affected.
     ///
+    /// - Parameters:
+    ///   - query: The statement; interpolated values are bound parameters.
+    ///   - timeout: As in ``query(_:timeout:)``.
     /// - Returns: The affected row count (`INSERT`, `UPDATE`, `DELETE`, `COPY`…; 0 otherwise).
-    /// - Throws: As ``query(_:)``.
+    /// - Throws: As ``query(_:timeout:)``.
     @discardableResult
-    public func execute(_ query: SQLQuery) async throws -> Int {
-        try await run(query).rowsAffected
+    public func execute(_ query: SQLQuery, timeout: Duration? = nil) async throws -> Int {
+        try await run(query, timeout: timeout).rowsAffected
     }
 
-    private func run(_ query: SQLQuery) async throws -> PostgresSession.Outcome {
+    private func run(_ query: SQLQuery, timeout: Duration?) async throws -> PostgresSession.Outcome {
         let canceller = self.canceller
         let usable = self.usable
-        return try await session.withResource { session, job in
-            defer { if !session.isHealthy { usable.withLock { $0 = false } } }
-            return try Self.cancellable(job, canceller) { try session.run(query) }
+        let start = monotonicNanoseconds()
+        let deadline = timeout.map { start &+ UInt64(max(0, $0.components.seconds * 1_000_000_000 + $0.components.attoseconds / 1_000_000_000)) }
+        do {
+            let outcome = try await session.withResource { session, job in
+                defer { if !session.isHealthy { usable.withLock { $0 = false } } }
+                return try Self.cancellable(job, canceller) { try session.run(query, deadline: deadline) }
+            }
+            metrics.record(start: start, failed: false)
+            return outcome
+        } catch {
+            metrics.record(start: start, failed: true)
+            logger.debug("statement failed", metadata: ["pg.query": "\(query)", "error": "\(error)"])
+            throw error
         }
     }
 
@@ -493,5 +521,24 @@ final class PostgresBatchSource: SQLBatchSource {
             return onFinish
         }
         onFinish?()
+    }
+}
+
+/// The swift-metrics instruments of PostgreSQL statements.
+struct PostgresMetrics: Sendable {
+    let statements: Counter
+    let failures: Counter
+    let duration: Timer
+
+    init(factory: any MetricsFactory) {
+        statements = Counter(label: "syncbridge.postgres.statements", factory: factory)
+        failures = Counter(label: "syncbridge.postgres.statement_failures", factory: factory)
+        duration = Timer(label: "syncbridge.postgres.statement_duration", factory: factory)
+    }
+
+    func record(start: UInt64, failed: Bool) {
+        statements.increment()
+        if failed { failures.increment() }
+        duration.recordNanoseconds(Int64(monotonicNanoseconds() &- start))
     }
 }

@@ -23,6 +23,7 @@ public struct PostgresError: SQLServerError, CustomStringConvertible {
             case connectionClosed
             case server
             case connectionBusy
+            case timedOut
             case protocolViolation
         }
 
@@ -38,6 +39,9 @@ public struct PostgresError: SQLServerError, CustomStringConvertible {
         public static let server = Kind(base: .server)
         /// The connection is streaming another statement's rows; finish or drop that stream first.
         public static let connectionBusy = Kind(base: .connectionBusy)
+        /// The statement ran past the timeout given to it and was cancelled on the server; the
+        /// connection stays usable.
+        public static let timedOut = Kind(base: .timedOut)
         /// libpq reported something SyncBridge did not expect.
         public static let protocolViolation = Kind(base: .protocolViolation)
 
@@ -48,6 +52,7 @@ public struct PostgresError: SQLServerError, CustomStringConvertible {
             case .connectionClosed: "connectionClosed"
             case .server: "server"
             case .connectionBusy: "connectionBusy"
+            case .timedOut: "timedOut"
             case .protocolViolation: "protocolViolation"
             }
         }
@@ -116,6 +121,11 @@ public struct PostgresError: SQLServerError, CustomStringConvertible {
     public var isSerializationFailure: Bool { sqlState == "40001" }
     /// SQLSTATE 57014: the statement was cancelled (by a cancel request or `statement_timeout`).
     public var isQueryCanceled: Bool { sqlState == "57014" }
+    /// The statement ran too long: past a per-statement timeout given to SyncBridge
+    /// (``Kind/timedOut``), or past the server's `statement_timeout`.
+    public var isStatementTimeout: Bool {
+        kind == .timedOut || (sqlState == "57014" && message.contains("statement timeout"))
+    }
     /// A deadlock, a serialization failure or a lock timeout (55P03): retrying the transaction
     /// may succeed.
     public var isTransient: Bool { isDeadlock || isSerializationFailure || sqlState == "55P03" }

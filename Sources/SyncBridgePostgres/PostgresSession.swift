@@ -9,6 +9,13 @@ import Musl
 import SyncBridge
 import SyncBridgeSQL
 
+/// Monotonic nanoseconds.
+func monotonicNanoseconds() -> UInt64 {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+}
+
 /// The libpq side of one connection. It lives on the connection's ``ThreadExecutor`` thread
 /// (inside a ``ThreadBound``) and is only ever touched there: every libpq call on the `PGconn`
 /// happens on that one thread.
@@ -39,8 +46,9 @@ final class PostgresSession {
 
     // MARK: Connecting
 
-    /// Connects (blocking) and prepares the session: UTF-8, UTC, ISO dates.
-    static func open(_ connectionString: String) throws -> PostgresSession {
+    /// Connects (blocking) and prepares the session: UTF-8, UTC, ISO dates, and the default
+    /// statement timeout when one is given.
+    static func open(_ connectionString: String, statementTimeout: Duration? = nil) throws -> PostgresSession {
         // Defaults come before `dbname`, whose expansion (the user's connection string or URL)
         // overrides them; `client_encoding` comes after, since results are decoded as UTF-8.
         let keywords = ["connect_timeout", "dbname", "client_encoding"]
@@ -61,7 +69,13 @@ final class PostgresSession {
         }
         let session = PostgresSession(connection: connection)
         do {
-            try session.runSimple("SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO, MDY'; SET extra_float_digits TO 1")
+            var setup = "SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO, MDY'; SET extra_float_digits TO 1"
+            if let statementTimeout {
+                let (seconds, attoseconds) = statementTimeout.components
+                let milliseconds = max(1, seconds * 1000 + attoseconds / 1_000_000_000_000_000)
+                setup += "; SET statement_timeout TO \(milliseconds)"
+            }
+            try session.runSimple(setup)
         } catch {
             PQfinish(connection)
             throw error
@@ -96,11 +110,16 @@ final class PostgresSession {
         _ = try outcome(of: result, sql: sql)
     }
 
-    /// Runs `query` with its bound parameters, preparing it on first use.
-    func run(_ query: SQLQuery) throws -> Outcome {
+    /// Runs `query` with its bound parameters, preparing it on first use. With a `deadline`
+    /// (monotonic nanoseconds), a statement still running then is cancelled on the server and
+    /// fails with ``PostgresError/Kind/timedOut``.
+    func run(_ query: SQLQuery, deadline: UInt64? = nil) throws -> Outcome {
         try refuseWhileStreaming()
         let statement = try Statement(query)
         let name = try prepare(statement)
+        if let deadline {
+            return try runWithDeadline(statement, name: name, deadline: deadline)
+        }
         let result = withParameterArrays(statement.parameters) { values, lengths, formats in
             if let name {
                 return PQexecPrepared(connection, name, Int32(statement.parameters.count), values, lengths, formats, 0)
@@ -118,6 +137,56 @@ final class PostgresSession {
             statements[statement.key] = nil
             throw error
         }
+    }
+
+    /// Sends the statement, then waits for its result no longer than `deadline`; past it, cancels
+    /// the statement from this same thread, so the cancel can only hit this statement.
+    private func runWithDeadline(_ statement: Statement, name: String?, deadline: UInt64) throws -> Outcome {
+        let sent = withParameterArrays(statement.parameters) { values, lengths, formats in
+            if let name {
+                return PQsendQueryPrepared(connection, name, Int32(statement.parameters.count), values, lengths, formats, 0)
+            }
+            return statement.types.withUnsafeBufferPointer { types in
+                PQsendQueryParams(connection, statement.sql, Int32(types.count), types.baseAddress, values, lengths, formats, 0)
+            }
+        }
+        guard sent == 1 else { throw connectionError(query: statement.sql) }
+        var timedOut = false
+        while PQisBusy(connection) == 1 {
+            let now = monotonicNanoseconds()
+            if !timedOut && now >= deadline {
+                timedOut = true
+                if let cancel = PQgetCancel(connection) {
+                    var buffer = [CChar](repeating: 0, count: 256)
+                    _ = PQcancel(cancel, &buffer, Int32(buffer.count))
+                    PQfreeCancel(cancel)
+                }
+            }
+            var descriptor = pollfd(fd: PQsocket(connection), events: Int16(POLLIN), revents: 0)
+            let waitMilliseconds = timedOut ? 1000 : Int32(clamping: (deadline - min(deadline, now)) / 1_000_000 + 1)
+            _ = poll(&descriptor, 1, waitMilliseconds)
+            guard PQconsumeInput(connection) == 1 else { throw connectionError(query: statement.sql) }
+        }
+        var outcome = Outcome(rows: [], rowsAffected: 0)
+        var failure: (any Error)?
+        while let result = PQgetResult(connection) {
+            defer { PQclear(result) }
+            do {
+                outcome = try self.outcome(of: result, sql: statement.sql)
+            } catch let error as PostgresError where timedOut && error.isQueryCanceled {
+                failure = failure ?? PostgresError(
+                    kind: .timedOut,
+                    message: "the statement did not finish in time and was cancelled on the server",
+                    sqlState: error.sqlState,
+                    severity: error.severity,
+                    query: statement.sql
+                )
+            } catch {
+                failure = failure ?? error
+            }
+        }
+        if let failure { throw failure }
+        return outcome
     }
 
     /// A query rendered for libpq, with its parameters encoded.

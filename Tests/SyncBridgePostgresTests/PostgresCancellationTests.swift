@@ -2,6 +2,8 @@ import Foundation
 import SyncBridge
 import SyncBridgePostgres
 import SyncBridgeSQL
+import MetricsTestKit
+import SyncBridgeTesting
 import Testing
 
 @Suite("PostgreSQL cancellation and transactions")
@@ -145,5 +147,49 @@ final class Gate: Sendable {
 
     func wait() async {
         for await _ in stream.stream {}
+    }
+}
+
+@Suite("PostgreSQL timeouts and metrics")
+struct PostgresTimeoutTests {
+    @Test("a per-statement timeout cancels the statement on the server; the connection stays usable")
+    func perStatementTimeout() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            let start = ContinuousClock.now
+            let error = try await #require(throws: PostgresError.self) {
+                try await connection.query("SELECT pg_sleep(10)", timeout: .milliseconds(100))
+            }
+            let elapsed = ContinuousClock.now - start
+            #expect(error.kind == .timedOut)
+            #expect(error.isStatementTimeout)
+            #expect(elapsed < .seconds(5), "took \(elapsed)")
+            #expect(try await connection.query("SELECT 1", timeout: .seconds(5)).count == 1)
+            #expect(try await connection.execute("SELECT 1", timeout: .seconds(5)) == 1)
+        }
+    }
+
+    @Test("a client's default statement timeout applies to every connection")
+    func defaultTimeout() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let client = PostgresClient(connectionString: server.connectionString, defaultStatementTimeout: .milliseconds(50))
+        let error = try await #require(throws: PostgresError.self) { try await client.query("SELECT pg_sleep(5)") }
+        #expect(error.isStatementTimeout)
+        #expect(error.kind == .server)
+        let setting = try await client.query("SHOW statement_timeout").first?.decode(String.self, at: 0)
+        #expect(setting == "50ms")
+        await client.shutdown()
+    }
+
+    @Test("statements are counted and timed in swift-metrics")
+    func metrics() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let metrics = TestMetrics()
+        let connection = try await PostgresConnection.connect(server.connectionString, metricsFactory: metrics)
+        try await connection.query("SELECT 1")
+        _ = try? await connection.query("SELEC 1")
+        #expect(try metrics.expectCounter("syncbridge.postgres.statements").totalValue == 2)
+        #expect(try metrics.expectCounter("syncbridge.postgres.statement_failures").totalValue == 1)
+        #expect(try metrics.expectTimer("syncbridge.postgres.statement_duration").values.count == 2)
+        await connection.close()
     }
 }
