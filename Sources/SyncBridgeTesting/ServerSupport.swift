@@ -234,7 +234,15 @@ enum ServerSupport {
     /// Sends `signal` to `pid` and waits up to `seconds` for it to exit.
     static func stopProcess(_ pid: Int32, signal: Int32, seconds: Double) -> Bool {
         guard kill(pid, signal) == 0 else { return true }
-        return waitFor(seconds: seconds) { kill(pid, 0) != 0 }
+        return waitFor(seconds: seconds) { !isAlive(pid) }
+    }
+
+    /// Whether `pid` still runs. A child of ours that exited stays a zombie (and answers
+    /// `kill(pid, 0)`) until it is reaped, so reap it here.
+    static func isAlive(_ pid: Int32) -> Bool {
+        var status: Int32 = 0
+        if waitpid(pid, &status, WNOHANG) == pid { return false }
+        return kill(pid, 0) == 0
     }
 
     /// A random password of letters and digits.

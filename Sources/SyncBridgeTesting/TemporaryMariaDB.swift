@@ -238,12 +238,7 @@ public final class TemporaryMariaDB: Sendable {
         if let guardian { kill(guardian, SIGKILL) }
         if let pid, !ServerSupport.stopProcess(pid, signal: signal, seconds: 15) {
             kill(pid, SIGKILL)
-            _ = ServerSupport.waitFor(seconds: 5) { kill(pid, 0) != 0 }
-        }
-        // Reap the child so it does not linger as a zombie.
-        if let pid {
-            var status: Int32 = 0
-            waitpid(pid, &status, WNOHANG)
+            _ = ServerSupport.waitFor(seconds: 5) { !ServerSupport.isAlive(pid) }
         }
     }
 

@@ -287,7 +287,7 @@ public final class TemporaryPostgres: Sendable {
         if let guardian { kill(guardian, SIGKILL) }
         if let pid, !ServerSupport.stopProcess(pid, signal: signal, seconds: 10) {
             kill(pid, SIGKILL)
-            _ = ServerSupport.waitFor(seconds: 5) { kill(pid, 0) != 0 }
+            _ = ServerSupport.waitFor(seconds: 5) { !ServerSupport.isAlive(pid) }
         }
     }
 

@@ -128,7 +128,7 @@ struct PostgresCancellationTests {
                     try await tx.query("SELECT pg_sleep(10)")
                 }
             }
-            await inserted.wait()
+            try await inserted.wait()
             task.cancel()
             await #expect(throws: CancellationError.self) { try await task.value }
             #expect(try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0) == 0)
@@ -145,8 +145,13 @@ final class Gate: Sendable {
 
     func open() { stream.continuation.finish() }
 
-    func wait() async {
-        for await _ in stream.stream {}
+    /// Waits until the gate opens; throws ``DeadlineExceeded`` after `seconds`, so that a gate
+    /// that never opens (the code meant to open it failed) fails the test instead of hanging it.
+    func wait(seconds: Double = 30) async throws {
+        let stream = self.stream.stream
+        try await withDeadline(seconds) {
+            for await _ in stream {}
+        }
     }
 }
 
