@@ -463,7 +463,7 @@ final class PostgresBatchSource: SQLBatchSource {
     private let canceller: PostgresCanceller
     private let usable: Locked<Bool>
     private let batchSize: Int
-    private let onFinish: Locked<(@Sendable () -> Void)?>
+    private let finish: RunOnce
 
     init(
         session: ThreadBound<PostgresSession>,
@@ -476,7 +476,7 @@ final class PostgresBatchSource: SQLBatchSource {
         self.canceller = canceller
         self.usable = usable
         self.batchSize = batchSize
-        self.onFinish = Locked(onFinish)
+        self.finish = RunOnce(onFinish)
     }
 
     /// Sends the statement and reads the first batch.
@@ -513,14 +513,6 @@ final class PostgresBatchSource: SQLBatchSource {
             },
             ifClosed: { [self] in finish() }
         )
-    }
-
-    private func finish() {
-        let onFinish = self.onFinish.withLock { onFinish in
-            defer { onFinish = nil }
-            return onFinish
-        }
-        onFinish?()
     }
 }
 

@@ -154,12 +154,12 @@ public enum PostgresCopy {
 final class PostgresCopyOutSource: SQLBatchSource {
     private let connection: PostgresConnection
     private let maximumBytes: Int
-    private let onFinish: Locked<(@Sendable () -> Void)?>
+    private let finish: RunOnce
 
     init(connection: PostgresConnection, maximumBytes: Int, onFinish: @escaping @Sendable () -> Void) {
         self.connection = connection
         self.maximumBytes = maximumBytes
-        self.onFinish = Locked(onFinish)
+        self.finish = RunOnce(onFinish)
     }
 
     func nextBatch() async throws -> [[UInt8]]? {
@@ -173,14 +173,6 @@ final class PostgresCopyOutSource: SQLBatchSource {
 
     func abandon() {
         connection.abandonCopy { [self] in finish() }
-    }
-
-    private func finish() {
-        let onFinish = self.onFinish.withLock { onFinish in
-            defer { onFinish = nil }
-            return onFinish
-        }
-        onFinish?()
     }
 }
 

@@ -139,9 +139,9 @@ final class PostgresSession {
         }
     }
 
-    /// Sends the statement, then waits for its result no longer than `deadline`; past it, cancels
-    /// the statement from this same thread, so the cancel can only hit this statement.
-    private func runWithDeadline(_ statement: Statement, name: String?, deadline: UInt64) throws -> Outcome {
+    /// Sends a statement without waiting for its result (libpq's asynchronous API): prepared
+    /// when `name` is given.
+    private func send(_ statement: Statement, name: String?) throws {
         let sent = withParameterArrays(statement.parameters) { values, lengths, formats in
             if let name {
                 return PQsendQueryPrepared(connection, name, Int32(statement.parameters.count), values, lengths, formats, 0)
@@ -151,6 +151,12 @@ final class PostgresSession {
             }
         }
         guard sent == 1 else { throw connectionError(query: statement.sql) }
+    }
+
+    /// Sends the statement, then waits for its result no longer than `deadline`; past it, cancels
+    /// the statement from this same thread, so the cancel can only hit this statement.
+    private func runWithDeadline(_ statement: Statement, name: String?, deadline: UInt64) throws -> Outcome {
+        try send(statement, name: name)
         var timedOut = false
         while PQisBusy(connection) == 1 {
             let now = monotonicNanoseconds()
@@ -385,15 +391,7 @@ final class PostgresSession {
         try refuseWhileStreaming()
         let statement = try Statement(query)
         let name = try prepare(statement)
-        let sent = withParameterArrays(statement.parameters) { values, lengths, formats in
-            if let name {
-                return PQsendQueryPrepared(connection, name, Int32(statement.parameters.count), values, lengths, formats, 0)
-            }
-            return statement.types.withUnsafeBufferPointer { types in
-                PQsendQueryParams(connection, statement.sql, Int32(types.count), types.baseAddress, values, lengths, formats, 0)
-            }
-        }
-        guard sent == 1 else { throw connectionError(query: statement.sql) }
+        try send(statement, name: name)
         guard PQsetSingleRowMode(connection) == 1 else {
             drainResults()
             throw PostgresError(kind: .protocolViolation, message: "libpq refused single-row mode", sqlState: "XX000", query: statement.sql)

@@ -100,3 +100,22 @@ public struct SQLBatchStream<Element: Sendable>: AsyncSequence, Sendable {
 
 /// The rows of a statement, read in batches as they are consumed.
 public typealias SQLRowStream = SQLBatchStream<SQLRow>
+
+/// A closure that runs at most once, however many times and from however many threads it is
+/// called: the "release the connection" of a stream, which several paths may reach.
+package final class RunOnce: Sendable {
+    private let action: Locked<(@Sendable () -> Void)?>
+
+    package init(_ action: @escaping @Sendable () -> Void) {
+        self.action = Locked(action)
+    }
+
+    /// Runs the closure the first time; does nothing after that.
+    package func callAsFunction() {
+        let action = self.action.withLock { action in
+            defer { action = nil }
+            return action
+        }
+        action?()
+    }
+}
