@@ -269,7 +269,10 @@ public final class TemporaryPostgres: Sendable {
         try ServerSupport.run(
             [
                 binaries.psql, "-X", "-q", "-h", directory, "-p", "\(port)", "-U", "postgres", "-d", database,
-                "-v", "ON_ERROR_STOP=1", "-c", "ALTER ROLE \(user) PASSWORD '\(escapedPassword)'",
+                // Durable at once: the server runs with synchronous_commit=off, and a crash-like
+                // restart() right after start must not lose the password.
+                "-v", "ON_ERROR_STOP=1", "-c", "SET synchronous_commit = on",
+                "-c", "ALTER ROLE \(user) PASSWORD '\(escapedPassword)'",
             ],
             asUser: Self.serverUser,
             what: "setting the test user's password"

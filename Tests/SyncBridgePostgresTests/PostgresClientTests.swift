@@ -196,7 +196,14 @@ struct PostgresClientTests {
                     }
                 }
                 group.addTask {
-                    try await Task.sleep(for: .milliseconds(200))
+                    // Restart once statements are running on the server.
+                    let observer = try await PostgresConnection.connect(server.connectionString)
+                    while try await observer.query(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sb-restart' AND state = 'active'"
+                    ).first?.decode(Int.self, at: 0) == 0 {
+                        try await Task.sleep(for: .milliseconds(5))
+                    }
+                    await observer.close()
                     try await server.restart()
                     return "restarted"
                 }
