@@ -13,6 +13,7 @@ let package = Package(
     targets: [
         // libpq itself, for the raw synchronous floor.
         .systemLibrary(name: "CLibPQBench", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .target(name: "CBenchShims"),
         .executableTarget(
             name: "SyncBridgeBenchmarks",
             dependencies: [
@@ -22,6 +23,7 @@ let package = Package(
                 .product(name: "SyncBridgeTesting", package: "SyncBridge"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 "CLibPQBench",
+                "CBenchShims",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
