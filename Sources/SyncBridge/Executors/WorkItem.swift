@@ -1,5 +1,3 @@
-import Synchronization
-
 /// One closure submitted with `run` to a ``BlockingPool`` or a ``ThreadExecutor``, with the state
 /// that cancellation and interruption need.
 ///
