@@ -22,6 +22,7 @@ public final class PostgresClient: Sendable, Service {
     /// The pool of connections.
     public let pool: ConnectionPool<PostgresConnection>
     private let listener: PostgresListener
+    private let lanes: PostgresStatementLanes
 
     /// Creates a client; connections are opened when needed.
     ///
@@ -55,6 +56,7 @@ public final class PostgresClient: Sendable, Service {
                 metricsFactory: metricsFactory
             )
         }
+        lanes = PostgresStatementLanes(pool: pool)
         listener = PostgresListener(logger: logger) {
             try await PostgresConnection.connect(connectionString, logger: logger, metricsFactory: metricsFactory)
         }
@@ -111,9 +113,14 @@ public final class PostgresClient: Sendable, Service {
 
     /// Runs a statement on a pooled connection and returns its rows (see
     /// ``PostgresConnection/query(_:timeout:)``).
+    ///
+    /// When every connection is busy, the statement queues on the least loaded connection's
+    /// thread rather than waiting for a connection of its own, so connections run statements back
+    /// to back under load. For several statements that must share a session, use
+    /// ``withConnection(_:)`` or ``withTransaction(isolation:readOnly:_:)``.
     @discardableResult
     public func query(_ query: SQLQuery, timeout: Duration? = nil) async throws -> [SQLRow] {
-        try await pool.withConnection { try await $0.query(query, timeout: timeout) }
+        try await lanes.run { try await $0.query(query, timeout: timeout) }
     }
 
     /// Streams a statement's rows from a pooled connection, in batches as they are consumed (see
@@ -157,7 +164,7 @@ public final class PostgresClient: Sendable, Service {
     /// ``PostgresConnection/execute(_:timeout:)``).
     @discardableResult
     public func execute(_ query: SQLQuery, timeout: Duration? = nil) async throws -> Int {
-        try await pool.withConnection { try await $0.execute(query, timeout: timeout) }
+        try await lanes.run { try await $0.execute(query, timeout: timeout) }
     }
 
     /// Runs `body` in a transaction on one pooled connection (see

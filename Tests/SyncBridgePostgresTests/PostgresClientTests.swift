@@ -225,6 +225,53 @@ struct PostgresClientTests {
         await server.stop()
     }
 
+    @Test("under load single statements share connections, and exclusive leases still get theirs")
+    func sharedStatements() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let client = makeClient(server, application: "sb-lanes") {
+            $0.maximumConnections = 2
+            $0.acquireTimeout = .seconds(30)
+        }
+        let table = uniqueTable("lanes")
+        try await client.execute("CREATE TABLE \(unsafeSQL: table) (task int, item int)")
+        let stop = Shared(false)
+        let statements = Shared(0)
+        let load = Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for task in 0..<32 {
+                    group.addTask {
+                        var item = 0
+                        while !stop.value {
+                            try await client.execute("INSERT INTO \(unsafeSQL: table) VALUES (\(task), \(item))")
+                            item += 1
+                            statements.withLock { $0 += 1 }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        // While 32 tasks keep both connections busy, a transaction still gets a connection.
+        while statements.value < 200 { try await Task.sleep(for: .milliseconds(5)) }
+        let inTransaction = try await withDeadline(30) {
+            try await client.withTransaction { connection in
+                try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first!.decode(Int.self, at: 0)
+            }
+        }
+        #expect(inTransaction >= 200)
+        stop.withLock { $0 = true }
+        try await load.value
+        // Every statement that reported success is in the table, and never more than two
+        // connections were open.
+        let rows = try #require(try await client.query("SELECT count(*) FROM \(unsafeSQL: table)").first).decode(Int.self, at: 0)
+        #expect(rows == statements.value)
+        let backends = try #require(
+            try await client.query("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sb-lanes'").first
+        ).decode(Int.self, at: 0)
+        #expect(backends <= 2)
+        await client.shutdown()
+    }
+
     @Test("connections older than the maximum lifetime are replaced")
     func maximumLifetime() async throws {
         let server = try await TemporaryPostgres.shared()
