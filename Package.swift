@@ -100,6 +100,8 @@ let package = Package(
             dependencies: [
                 "SyncBridge", "SyncBridgeSQL", "SyncBridgePostgres", "SyncBridgeTesting", "CLibPQ",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -3,6 +3,8 @@ import SyncBridge
 import SyncBridgePostgres
 import SyncBridgeSQL
 import SyncBridgeTesting
+import Logging
+import ServiceLifecycle
 import Testing
 
 @Suite("PostgreSQL client and pool")
@@ -331,4 +333,22 @@ func withDeadline<T: Sendable>(_ seconds: Double, _ operation: @escaping @Sendab
 struct DeadlineExceeded: Error, CustomStringConvertible {
     let seconds: Double
     var description: String { "still running after \(seconds) s: it hangs" }
+}
+
+@Suite("PostgreSQL client as a service")
+struct PostgresClientServiceTests {
+    @Test("in a ServiceGroup the client serves queries and shuts its pool down with the group")
+    func serviceGroup() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let client = PostgresClient(connectionString: server.connectionString)
+        let group = ServiceGroup(
+            configuration: .init(services: [.init(service: client)], logger: Logger(label: "test"))
+        )
+        let running = Task { try await group.run() }
+        #expect(try await client.query("SELECT 5").first?.decode(Int.self, at: 0) == 5)
+        await group.triggerGracefulShutdown()
+        try await withDeadline(30) { try await running.value }
+        let refused = try await #require(throws: ConnectionPoolError.self) { try await client.query("SELECT 1") }
+        #expect(refused.code == .shutDown)
+    }
 }
