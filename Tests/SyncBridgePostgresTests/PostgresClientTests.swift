@@ -39,7 +39,12 @@ struct PostgresClientTests {
     @Test("connections are reused, never more than the maximum, and closed at shutdown")
     func reuseAndShutdown() async throws {
         let server = try await TemporaryPostgres.shared()
-        let client = makeClient(server, application: "sb-reuse") { $0.maximumConnections = 2 }
+        // 100 statements at once through 2 connections: under ThreadSanitizer the last of them
+        // waits longer than the default acquire timeout.
+        let client = makeClient(server, application: "sb-reuse") {
+            $0.maximumConnections = 2
+            $0.acquireTimeout = .seconds(60)
+        }
         let pids = try await withThrowingTaskGroup(of: Int32.self) { group in
             for _ in 0..<100 { group.addTask { try await backendPID(client) } }
             return try await group.reduce(into: Set<Int32>()) { $0.insert($1) }
