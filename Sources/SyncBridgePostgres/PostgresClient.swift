@@ -22,7 +22,7 @@ public final class PostgresClient: Sendable, Service {
     /// The pool of connections.
     public let pool: ConnectionPool<PostgresConnection>
     private let listener: PostgresListener
-    private let lanes: PostgresStatementLanes
+    private let lanes: StatementLanes<PostgresConnection>
 
     /// Creates a client; connections are opened when needed.
     ///
@@ -56,7 +56,7 @@ public final class PostgresClient: Sendable, Service {
                 metricsFactory: metricsFactory
             )
         }
-        lanes = PostgresStatementLanes(pool: pool)
+        lanes = StatementLanes(pool: pool)
         listener = PostgresListener(logger: logger) {
             try await PostgresConnection.connect(connectionString, logger: logger, metricsFactory: metricsFactory)
         }

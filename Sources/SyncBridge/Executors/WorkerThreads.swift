@@ -326,6 +326,10 @@ final class WorkerThreads: @unchecked Sendable {
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
             lock.lock()
             let wake = state.shutdown()
+            if wake {
+                // Logged before any thread can see the new state, so "stopped" always follows.
+                logger.debug("shutting down", metadata: ["executor": "\(name)", "kind": "\(kind.rawValue)"])
+            }
             if state.lifecycle == .stopped {
                 lock.unlock()
                 continuation.resume()
@@ -333,10 +337,7 @@ final class WorkerThreads: @unchecked Sendable {
             }
             shutdownWaiters.append(continuation)
             lock.unlock()
-            if wake {
-                logger.debug("shutting down", metadata: ["executor": "\(name)", "kind": "\(kind.rawValue)"])
-                lock.broadcast()
-            }
+            if wake { lock.broadcast() }
         }
     }
 
@@ -344,11 +345,11 @@ final class WorkerThreads: @unchecked Sendable {
     func beginShutdown() {
         lock.lock()
         let wake = state.shutdown()
-        lock.unlock()
         if wake {
             logger.debug("shutting down", metadata: ["executor": "\(name)", "kind": "\(kind.rawValue)"])
-            lock.broadcast()
         }
+        lock.unlock()
+        if wake { lock.broadcast() }
     }
 
     /// Blocks the calling thread until every thread has exited (after `beginShutdown`).

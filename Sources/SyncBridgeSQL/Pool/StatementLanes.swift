@@ -1,10 +1,9 @@
 import SyncBridge
-import SyncBridgeSQL
 
 /// Shares pooled connections between single statements.
 ///
-/// A statement that needs no session of its own (``PostgresClient/query(_:timeout:)``,
-/// ``PostgresClient/execute(_:timeout:)``) does not have to own a connection: it can wait in the
+/// A statement that needs no session of its own (a client's `query` or `execute`) does not have
+/// to own a connection: it can wait in the
 /// queue of a connection's thread, which runs queued statements back to back. So once every
 /// connection is busy, further statements join the least loaded connection instead of waiting
 /// for one to be handed over, and no connection idles while the next task is being scheduled.
@@ -13,28 +12,29 @@ import SyncBridgeSQL
 /// in flight on it. A lane goes back to the pool as soon as its last statement ends. Statements
 /// only join busy lanes when the pool cannot lease another connection and no task waits for an
 /// exclusive connection, so transactions and other exclusive leases are not starved.
-final class PostgresStatementLanes: Sendable {
-    private let pool: ConnectionPool<PostgresConnection>
+package final class StatementLanes<Connection: PooledConnection>: Sendable {
+    private let pool: ConnectionPool<Connection>
     private let lanes = Locked<[Lane]>([])
 
     private final class Lane: Sendable {
-        let lease: ConnectionPool<PostgresConnection>.Lease
+        let lease: ConnectionPool<Connection>.Lease
         /// Statements queued or running on the lane; guarded by the lanes' lock.
         let inFlight: Locked<Int>
 
-        init(lease: ConnectionPool<PostgresConnection>.Lease) {
+        init(lease: ConnectionPool<Connection>.Lease) {
             self.lease = lease
             self.inFlight = Locked(1)
         }
     }
 
-    init(pool: ConnectionPool<PostgresConnection>) {
+    /// Shares `pool`'s connections between single statements.
+    package init(pool: ConnectionPool<Connection>) {
         self.pool = pool
     }
 
     /// Runs `body` on a connection: a new lane while the pool can lease one, otherwise the least
     /// loaded busy lane.
-    func run<Result: Sendable>(_ body: (PostgresConnection) async throws -> Result) async throws -> Result {
+    package func run<Result: Sendable>(_ body: (Connection) async throws -> Result) async throws -> Result {
         let lane = try await acquireLane()
         do {
             let result = try await body(lane.lease.connection)
