@@ -149,13 +149,7 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
         onFinish: @escaping @Sendable () -> Void
     ) async throws -> SQLRowStream {
         precondition(batchSize > 0, "batchSize must be positive")
-        let source = PostgresBatchSource(
-            session: session,
-            canceller: canceller,
-            usable: usable,
-            batchSize: batchSize,
-            onFinish: onFinish
-        )
+        let source = PostgresBatchSource(connection: self, batchSize: batchSize, onFinish: onFinish)
         let first: [SQLRow]?
         do {
             first = try await source.start(query)
@@ -192,6 +186,19 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
         }.value
     }
 
+    /// Abandons a streamed statement in progress, ordered before any later statement; then runs
+    /// `done`.
+    func abandonStream(then done: @escaping @Sendable () -> Void) {
+        let canceller = self.canceller
+        session.withResourceDetached(
+            { session in
+                session.abandonStream { canceller.cancel() }
+                done()
+            },
+            ifClosed: done
+        )
+    }
+
     /// Abandons a `COPY` in progress, ordered before any later statement; then runs `done`.
     func abandonCopy(then done: @escaping @Sendable () -> Void) {
         let canceller = self.canceller
@@ -207,20 +214,14 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
     /// Waits up to `timeout` for notifications on the channels this connection listens to.
     func pollNotifications(timeout: Duration) async throws -> [PostgresNotification] {
         let milliseconds = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
-        let usable = self.usable
-        return try await session.withResource { session in
-            defer { if !session.isHealthy { usable.withLock { $0 = false } } }
-            return try session.pollNotifications(timeoutMilliseconds: milliseconds)
+        return try await withSession { session, _ in
+            try session.pollNotifications(timeoutMilliseconds: milliseconds)
         }
     }
 
     /// Runs a statement through the simple protocol (no parameters): `LISTEN`, `UNLISTEN`.
     func runSimple(_ sql: String) async throws {
-        let usable = self.usable
-        try await session.withResource { session in
-            defer { if !session.isHealthy { usable.withLock { $0 = false } } }
-            try session.runSimple(sql)
-        }
+        try await withSession { session, _ in try session.runSimple(sql) }
     }
 
     /// Runs a statement that returns no rows and reports how many rows it affected.
@@ -236,15 +237,10 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
     }
 
     private func run(_ query: SQLQuery, timeout: Duration?) async throws -> PostgresSession.Outcome {
-        let canceller = self.canceller
-        let usable = self.usable
         let start = monotonicNanoseconds()
         let deadline = timeout.map { start &+ UInt64(max(0, $0.components.seconds * 1_000_000_000 + $0.components.attoseconds / 1_000_000_000)) }
         do {
-            let outcome = try await session.withResource { session, job in
-                defer { if !session.isHealthy { usable.withLock { $0 = false } } }
-                return try Self.cancellable(job, canceller) { try session.run(query, deadline: deadline) }
-            }
+            let outcome = try await withSession { session, _ in try session.run(query, deadline: deadline) }
             metrics.record(start: start, failed: false)
             return outcome
         } catch {
@@ -381,18 +377,16 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
     }
 
     private func runControl(_ sql: String) async throws {
-        try await session.withResource { session in try session.runSimple(sql) }
+        try await withSession { session, _ in try session.runSimple(sql) }
     }
 
     /// Rolls back even when the task is cancelled: the statement runs in a task of its own, which
     /// the caller's cancellation does not reach.
     private func rollBack(depth: Int, savepoint: String) async {
         let sql = depth == 1 ? "ROLLBACK" : "ROLLBACK TO SAVEPOINT \(savepoint); RELEASE SAVEPOINT \(savepoint)"
-        let session = self.session
-        let outcome = await Task.detached {
-            try await session.withResource { session in try session.runSimple(sql) }
-        }.result
-        if case .failure(let error) = outcome {
+        do {
+            try await withSessionIgnoringCancellation { session in try session.runSimple(sql) }
+        } catch {
             logger.warning("rollback failed", metadata: ["error": "\(error)"])
         }
     }
@@ -459,44 +453,30 @@ final class PostgresCanceller: Sendable {
 
 /// Reads a streamed statement's rows in batches on the connection's thread.
 final class PostgresBatchSource: SQLBatchSource {
-    private let session: ThreadBound<PostgresSession>
-    private let canceller: PostgresCanceller
-    private let usable: Locked<Bool>
+    private let connection: PostgresConnection
     private let batchSize: Int
     private let finish: RunOnce
 
-    init(
-        session: ThreadBound<PostgresSession>,
-        canceller: PostgresCanceller,
-        usable: Locked<Bool>,
-        batchSize: Int,
-        onFinish: @escaping @Sendable () -> Void
-    ) {
-        self.session = session
-        self.canceller = canceller
-        self.usable = usable
+    init(connection: PostgresConnection, batchSize: Int, onFinish: @escaping @Sendable () -> Void) {
+        self.connection = connection
         self.batchSize = batchSize
         self.finish = RunOnce(onFinish)
     }
 
     /// Sends the statement and reads the first batch.
     func start(_ query: SQLQuery) async throws -> [SQLRow]? {
-        let (canceller, usable, limit) = (self.canceller, self.usable, batchSize)
-        let batch = try await session.withResource { session, job in
-            defer { if !session.isHealthy { usable.withLock { $0 = false } } }
+        let limit = batchSize
+        let batch = try await connection.withSession { session, _ in
             try session.beginStream(query)
-            return try PostgresConnection.cancellable(job, canceller) { try session.nextBatch(limit: limit) }
+            return try session.nextBatch(limit: limit)
         }
         if batch == nil { finish() }
         return batch
     }
 
     func nextBatch() async throws -> [SQLRow]? {
-        let (canceller, usable, limit) = (self.canceller, self.usable, batchSize)
-        let batch = try await session.withResource { session, job in
-            defer { if !session.isHealthy { usable.withLock { $0 = false } } }
-            return try PostgresConnection.cancellable(job, canceller) { try session.nextBatch(limit: limit) }
-        }
+        let limit = batchSize
+        let batch = try await connection.withSession { session, _ in try session.nextBatch(limit: limit) }
         if batch == nil { finish() }
         return batch
     }
@@ -505,14 +485,7 @@ final class PostgresBatchSource: SQLBatchSource {
     /// thread, before any statement submitted after this call; then runs `onFinish`. Does not
     /// wait, so `deinit`s and cancelled tasks can call it.
     func abandon() {
-        let canceller = self.canceller
-        session.withResourceDetached(
-            { [self] session in
-                session.abandonStream { canceller.cancel() }
-                finish()
-            },
-            ifClosed: { [self] in finish() }
-        )
+        connection.abandonStream { [finish] in finish() }
     }
 }
 
