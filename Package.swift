@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "SyncBridge", targets: ["SyncBridge"]),
         .library(name: "SyncBridgeSQL", targets: ["SyncBridgeSQL"]),
         .library(name: "SyncBridgePostgres", targets: ["SyncBridgePostgres"]),
+        .library(name: "SyncBridgeMariaDB", targets: ["SyncBridgeMariaDB"]),
         .library(name: "SyncBridgeTesting", targets: ["SyncBridgeTesting"]),
     ],
     dependencies: [
@@ -72,11 +73,30 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "SyncBridgeMariaDB",
+            dependencies: [
+                "SyncBridge",
+                "SyncBridgeSQL",
+                "CMariaDB",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "SyncBridgeTesting",
             dependencies: [
                 "SyncBridge",
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        // Helpers the database test targets share (deadlines, gates); not a product.
+        .target(
+            name: "SharedTestSupport",
+            dependencies: ["SyncBridge"],
+            path: "Tests/SharedTestSupport",
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -98,7 +118,17 @@ let package = Package(
         .testTarget(
             name: "SyncBridgePostgresTests",
             dependencies: [
-                "SyncBridge", "SyncBridgeSQL", "SyncBridgePostgres", "SyncBridgeTesting", "CLibPQ",
+                "SyncBridge", "SyncBridgeSQL", "SyncBridgePostgres", "SyncBridgeTesting", "CLibPQ", "SharedTestSupport",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SyncBridgeMariaDBTests",
+            dependencies: [
+                "SyncBridge", "SyncBridgeSQL", "SyncBridgeMariaDB", "SyncBridgeTesting", "CMariaDB", "SharedTestSupport",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

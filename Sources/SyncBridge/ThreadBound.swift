@@ -24,7 +24,9 @@ public final class ThreadBound<Resource>: Sendable {
     private final class Storage: @unchecked Sendable {
         // Safe to share: `resource` is read and written only inside closures that
         // `ThreadBound` submits to `executor`, which runs them one at a time on its one thread
-        // (checked by `precondition(executor.isCurrent)` at each access).
+        // (checked by `precondition(executor.isCurrent)` at each access). The one exception,
+        // `init(on:adopting:)`, writes it before the `ThreadBound` exists for anyone else; the
+        // executor's queue lock orders that write before every job.
         var resource: Resource?
     }
 
@@ -46,6 +48,16 @@ public final class ThreadBound<Resource>: Sendable {
             precondition(executor.isCurrent)
             storage.resource = try open()
         }
+    }
+
+    /// Hands `resource`, made elsewhere, to `executor`'s thread: from now on only that thread
+    /// touches it. For resources that need no setup on the thread (an empty table of handles),
+    /// so that synchronous code can create the `ThreadBound`.
+    package init(on executor: ThreadExecutor, adopting resource: sending Resource) {
+        self.executor = executor
+        let storage = Storage()
+        storage.resource = resource
+        self.storage = storage
     }
 
     /// Runs `body` with the resource on the executor's thread and returns its result.

@@ -16,6 +16,15 @@ public protocol SQLDecodable {
 /// A type that can be both sent and read.
 public typealias SQLCodable = SQLEncodable & SQLDecodable
 
+extension SQLValue: SQLCodable {
+    /// The value itself: interpolate an explicit ``SQLValue`` to choose how a value is sent, such
+    /// as `\(SQLValue.date(day))` for a calendar date or `\(SQLValue.decimal("1.50"))`.
+    public var sqlValue: SQLValue { self }
+
+    /// The column's value as the facade read it, undecoded.
+    public static func decode(from value: SQLValue, column: SQLColumn) throws -> SQLValue { value }
+}
+
 extension SQLDecodable {
     /// The error for a value of the wrong kind.
     static func mismatch(_ value: SQLValue, _ column: SQLColumn) -> SQLDecodingError {

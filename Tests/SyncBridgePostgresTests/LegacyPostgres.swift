@@ -1,3 +1,4 @@
+import SharedTestSupport
 import CLibPQ
 
 /// Stands for existing synchronous code that calls libpq directly.

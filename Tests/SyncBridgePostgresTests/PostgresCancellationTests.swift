@@ -1,3 +1,4 @@
+import SharedTestSupport
 import Foundation
 import SyncBridge
 import SyncBridgePostgres
@@ -144,21 +145,6 @@ struct PostgresCancellationTests {
     }
 }
 
-/// A one-shot signal between tasks.
-final class Gate: Sendable {
-    private let stream = AsyncStream<Void>.makeStream()
-
-    func open() { stream.continuation.finish() }
-
-    /// Waits until the gate opens; throws ``DeadlineExceeded`` after `seconds`, so that a gate
-    /// that never opens (the code meant to open it failed) fails the test instead of hanging it.
-    func wait(seconds: Double = 30) async throws {
-        let stream = self.stream.stream
-        try await withDeadline(seconds) {
-            for await _ in stream {}
-        }
-    }
-}
 
 @Suite("PostgreSQL timeouts and metrics")
 struct PostgresTimeoutTests {

@@ -1,3 +1,4 @@
+import SharedTestSupport
 import Foundation
 import SyncBridge
 import SyncBridgePostgres
@@ -308,36 +309,6 @@ struct PostgresClientTests {
         #expect(thread.hasPrefix("sb-pg-"))
         await client.shutdown()
     }
-}
-
-/// A value shared between tasks.
-final class Shared<Value: Sendable>: Sendable {
-    private let storage: Locked<Value>
-    init(_ value: Value) { storage = Locked(value) }
-    func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { storage.withLock { body(&$0) } }
-    var value: Value { storage.current }
-}
-
-/// Fails with a timeout error if `operation` takes longer than `seconds`.
-func withDeadline<T: Sendable>(_ seconds: Double, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await operation() }
-        group.addTask {
-            try await Task.sleep(for: .seconds(seconds))
-            return nil
-        }
-        guard let first = try await group.next(), let value = first else {
-            group.cancelAll()
-            throw DeadlineExceeded(seconds: seconds)
-        }
-        group.cancelAll()
-        return value
-    }
-}
-
-struct DeadlineExceeded: Error, CustomStringConvertible {
-    let seconds: Double
-    var description: String { "still running after \(seconds) s: it hangs" }
 }
 
 @Suite("PostgreSQL client as a service")

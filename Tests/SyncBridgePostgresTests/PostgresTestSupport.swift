@@ -1,3 +1,4 @@
+import SharedTestSupport
 import Foundation
 import SyncBridgePostgres
 import SyncBridgeSQL
@@ -21,13 +22,3 @@ func withTestConnection<T: Sendable>(_ body: (PostgresConnection) async throws -
         throw error
     }
 }
-
-/// A table name unique to one test, so that tests running in parallel never share tables.
-func uniqueTable(_ prefix: String) -> String {
-    "\(prefix)_\(UInt32.random(in: 0...UInt32.max))"
-}
-
-/// How much slower than normal this process runs: 10 under ThreadSanitizer (whose runtime is
-/// loaded when `__tsan_init` resolves), which slows code 5 to 15 times; 1 otherwise. Latency
-/// bounds in tests are multiplied by it.
-let slowdown: Int64 = dlsym(dlopen(nil, RTLD_NOW), "__tsan_init") != nil ? 10 : 1

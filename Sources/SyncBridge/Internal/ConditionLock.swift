@@ -14,7 +14,7 @@ package final class ConditionLock: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let condition: UnsafeMutablePointer<pthread_cond_t>
 
-    init() {
+    package init() {
         mutex = .allocate(capacity: 1)
         condition = .allocate(capacity: 1)
         let mutexResult = pthread_mutex_init(mutex, nil)
@@ -34,33 +34,33 @@ package final class ConditionLock: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    func lock() {
+    package func lock() {
         let result = pthread_mutex_lock(mutex)
         precondition(result == 0, "pthread_mutex_lock failed: \(result)")
     }
 
-    func unlock() {
+    package func unlock() {
         let result = pthread_mutex_unlock(mutex)
         precondition(result == 0, "pthread_mutex_unlock failed: \(result)")
     }
 
     /// Runs `body` with the mutex held.
     @inline(__always)
-    func withLock<Result>(_ body: () throws -> Result) rethrows -> Result {
+    package func withLock<Result>(_ body: () throws -> Result) rethrows -> Result {
         lock()
         defer { unlock() }
         return try body()
     }
 
     /// Waits for a signal. The mutex must be held; it is held again on return.
-    func wait() {
+    package func wait() {
         let result = pthread_cond_wait(condition, mutex)
         precondition(result == 0, "pthread_cond_wait failed: \(result)")
     }
 
     /// Waits for a signal or until `deadline` (CLOCK_MONOTONIC, nanoseconds). The mutex must be
     /// held. Returns `false` when the deadline passed.
-    func wait(untilMonotonicNanoseconds deadline: UInt64) -> Bool {
+    package func wait(untilMonotonicNanoseconds deadline: UInt64) -> Bool {
         var time = timespec(
             tv_sec: Int(deadline / 1_000_000_000),
             tv_nsec: Int(deadline % 1_000_000_000)
@@ -71,12 +71,12 @@ package final class ConditionLock: @unchecked Sendable {
     }
 
     /// Wakes one waiter.
-    func signal() {
+    package func signal() {
         pthread_cond_signal(condition)
     }
 
     /// Wakes every waiter.
-    func broadcast() {
+    package func broadcast() {
         pthread_cond_broadcast(condition)
     }
 }

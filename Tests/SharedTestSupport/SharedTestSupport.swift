@@ -1,0 +1,75 @@
+import Foundation
+import SyncBridge
+
+// Helpers shared by the test targets that talk to database servers. A plain target, not a
+// product: users never see it.
+
+/// Thrown by ``withDeadline(_:_:)`` when the operation is still running at the deadline.
+public struct DeadlineExceeded: Error, CustomStringConvertible {
+    /// The deadline that passed.
+    public let seconds: Double
+    /// Says that the operation hangs.
+    public var description: String { "still running after \(seconds) s: it hangs" }
+}
+
+/// Runs `operation` and fails with ``DeadlineExceeded`` if it has not finished within `seconds`
+/// (the operation is then cancelled), so that a hang fails the test instead of stalling the run.
+public func withDeadline<T: Sendable>(
+    _ seconds: Double,
+    _ operation: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await operation() }
+        group.addTask {
+            try await Task.sleep(for: .seconds(seconds))
+            return nil
+        }
+        guard let first = try await group.next(), let value = first else {
+            group.cancelAll()
+            throw DeadlineExceeded(seconds: seconds)
+        }
+        group.cancelAll()
+        return value
+    }
+}
+
+/// A value shared between tasks.
+public final class Shared<Value: Sendable>: Sendable {
+    private let storage: Locked<Value>
+    /// Shares `value`.
+    public init(_ value: Value) { storage = Locked(value) }
+    /// Reads or changes the value under the lock.
+    public func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { storage.withLock { body(&$0) } }
+    /// The current value.
+    public var value: Value { storage.current }
+}
+
+/// A one-shot gate that tasks wait on, opened by the test.
+public final class Gate: Sendable {
+    private let stream = AsyncStream<Void>.makeStream()
+
+    /// A closed gate.
+    public init() {}
+
+    /// Opens the gate: every waiter, present and future, goes through.
+    public func open() { stream.continuation.finish() }
+
+    /// Waits until the gate opens; throws ``DeadlineExceeded`` after `seconds`, so that a gate
+    /// that never opens (the code meant to open it failed) fails the test instead of hanging it.
+    public func wait(seconds: Double = 30) async throws {
+        let stream = self.stream.stream
+        try await withDeadline(seconds) {
+            for await _ in stream {}
+        }
+    }
+}
+
+/// A table name unique to one test, so that tests running in parallel never share tables.
+public func uniqueTable(_ prefix: String) -> String {
+    "\(prefix)_\(UInt32.random(in: 0...UInt32.max))"
+}
+
+/// How much slower than normal this process runs: 10 under ThreadSanitizer (whose runtime is
+/// loaded when `__tsan_init` resolves), which slows code 5 to 15 times; 1 otherwise. Latency
+/// bounds in tests are multiplied by it.
+public let slowdown: Int64 = dlsym(dlopen(nil, RTLD_NOW), "__tsan_init") != nil ? 10 : 1

@@ -1,0 +1,35 @@
+import Foundation
+import SharedTestSupport
+import SyncBridgeMariaDB
+import SyncBridgeSQL
+import SyncBridgeTesting
+
+/// The configuration of the process's shared throwaway server.
+func testConfiguration() async throws -> MariaDBConfiguration {
+    let server = try await TemporaryMariaDB.shared()
+    return MariaDBConfiguration(
+        host: server.host,
+        port: server.port,
+        user: server.user,
+        password: server.password,
+        database: server.database
+    )
+}
+
+/// Connects to the process's shared throwaway server.
+func connectToTestServer() async throws -> MariaDBConnection {
+    try await MariaDBConnection.connect(configuration: testConfiguration())
+}
+
+/// Runs `body` with a fresh connection and closes it afterwards.
+func withTestConnection<T: Sendable>(_ body: (MariaDBConnection) async throws -> T) async throws -> T {
+    let connection = try await connectToTestServer()
+    do {
+        let result = try await body(connection)
+        await connection.close()
+        return result
+    } catch {
+        await connection.close()
+        throw error
+    }
+}
