@@ -19,6 +19,7 @@ let package = Package(
             dependencies: [
                 .product(name: "SyncBridge", package: "SyncBridge"),
                 .product(name: "SyncBridgePostgres", package: "SyncBridge"),
+                .product(name: "SyncBridgeMariaDB", package: "SyncBridge"),
                 .product(name: "SyncBridgeSQL", package: "SyncBridge"),
                 .product(name: "SyncBridgeTesting", package: "SyncBridge"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),

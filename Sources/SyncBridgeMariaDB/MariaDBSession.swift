@@ -282,6 +282,11 @@ final class MariaDBSession {
                     query: sql
                 )
             }
+            // Connector/C refuses an execution whose column count differs from the result
+            // buffers bound for the previous one (CR_NEW_STMT_METADATA), after the server has
+            // already run it, which would leave no safe way to retry. Marking the buffers unbound
+            // makes it take the new metadata instead; they are bound again after every execution.
+            statement.handle.pointee.bind_result_done = 0
             let succeeded = try ParameterBinding.withBound(query.bindings, to: statement) {
                 mysql_stmt_execute(statement.handle) == 0
             }
@@ -295,12 +300,36 @@ final class MariaDBSession {
                 forget(statement)
                 continue
             }
+            // CR_NEW_STMT_METADATA: the table gained or lost columns since the statement was
+            // prepared. The server ran it, but Connector/C cannot read its rows. A read is
+            // prepared anew and run once more; anything else is not run twice.
+            if error.number == 2057 {
+                forget(statement)
+                if attempt == 1 && Self.isRead(sql) { continue }
+                throw MariaDBError(
+                    kind: .client,
+                    number: 2057,
+                    message: "the result's columns changed since the statement was prepared (the table was altered); it ran on the server but its rows could not be read, and it was not run again. It is prepared anew on the next call",
+                    query: sql
+                )
+            }
             if error.kind == .client && error.number == 2014 {
                 statement.discardResults()
             }
             throw error
         }
         preconditionFailure("unreachable: the loop returns or throws")
+    }
+
+    /// Whether `sql` only reads (`SELECT`, `WITH`, `SHOW`…), so that running it again changes
+    /// nothing.
+    static func isRead(_ sql: String) -> Bool {
+        let words = sql.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "(" })
+        var first = words.first.map { $0.uppercased() } ?? ""
+        if first == "SET", let forIndex = words.firstIndex(where: { $0.uppercased() == "FOR" }), forIndex + 1 < words.count {
+            first = words[forIndex + 1].uppercased()  // SET STATEMENT max_statement_time = … FOR SELECT …
+        }
+        return ["SELECT", "WITH", "SHOW", "VALUES", "TABLE", "DESCRIBE", "EXPLAIN"].contains(first)
     }
 
     /// The prepared statement for `sql`, preparing it on first use.
@@ -417,13 +446,34 @@ final class PreparedStatement {
     private var nulls: UnsafeMutablePointer<my_bool>?
     private var truncations: UnsafeMutablePointer<my_bool>?
 
-    /// What decides how a column is read: Connector/C's type, flags and character set.
-    private struct FieldShape: Equatable {
+    /// What decides how a column is read: Connector/C's type, flags and character set, and the
+    /// column's name.
+    private struct FieldShape {
         let type: enum_field_types
         let flags: UInt32
         let charset: UInt32
-        let name: String
+        let nameBytes: [UInt8]
+        var name: String { String(decoding: nameBytes, as: UTF8.self) }
         var category: ColumnCategory { ColumnCategory(type: type, flags: flags, charset: charset) }
+
+        init(_ field: MYSQL_FIELD) {
+            type = field.type
+            flags = field.flags
+            charset = field.charsetnr
+            nameBytes = field.name.map { name in
+                Array(UnsafeRawBufferPointer(start: name, count: Int(field.name_length)))
+            } ?? []
+        }
+
+        /// Whether `field` describes the same column, compared without allocating.
+        func matches(_ field: MYSQL_FIELD) -> Bool {
+            guard field.type == type, field.flags == flags, field.charsetnr == charset,
+                Int(field.name_length) == nameBytes.count
+            else { return false }
+            guard !nameBytes.isEmpty else { return true }
+            guard let name = field.name else { return false }
+            return nameBytes.withUnsafeBytes { memcmp($0.baseAddress!, name, nameBytes.count) == 0 }
+        }
     }
 
     init(handle: UnsafeMutablePointer<MYSQL_STMT>, sql: String) {
@@ -458,32 +508,28 @@ final class PreparedStatement {
     }
 
     /// Reads the executed statement's result columns and binds buffers for them; reuses the
-    /// previous columns and buffers when the shape has not changed.
+    /// previous columns and buffers when the shape has not changed (the usual case, checked
+    /// without allocating).
     func readMetadata(session: MariaDBSession) throws {
-        let count = Int(mysql_stmt_field_count(handle))
+        // The connection holds the metadata the server sent with this execution; the
+        // statement's own copy keeps the column names from when it was prepared.
+        let count = Int(handle.pointee.field_count)
         guard count > 0 else {
             columns = nil
             return
         }
-        guard let metadata = mysql_stmt_result_metadata(handle) else { throw session.statementError(self) }
-        defer { mysql_free_result(metadata) }
-        guard let fieldArray = mysql_fetch_fields(metadata) else { throw session.statementError(self) }
+        let connection = session.mysql.pointee
+        guard let fieldArray = Int(connection.field_count) == count ? connection.fields ?? handle.pointee.fields : handle.pointee.fields else {
+            throw session.statementError(self)
+        }
+        if count == fields.count, columns != nil, binds != nil, (0..<count).allSatisfy({ fields[$0].matches(fieldArray[$0]) }) {
+            guard mysql_stmt_bind_result(handle, binds) == 0 else { throw session.statementError(self) }
+            return
+        }
         var shapes: [FieldShape] = []
         shapes.reserveCapacity(count)
         for index in 0..<count {
-            let field = fieldArray[index]
-            shapes.append(
-                FieldShape(
-                    type: field.type,
-                    flags: field.flags,
-                    charset: field.charsetnr,
-                    name: field.name.map { String(cString: $0) } ?? ""
-                )
-            )
-        }
-        if shapes == fields, columns != nil, binds != nil {
-            guard mysql_stmt_bind_result(handle, binds) == 0 else { throw session.statementError(self) }
-            return
+            shapes.append(FieldShape(fieldArray[index]))
         }
         releaseBuffers()
         fields = shapes

@@ -117,6 +117,33 @@ struct MariaDBConnectionTests {
         }
     }
 
+    @Test("a cached statement follows the table when its shape changes")
+    func shapeChange() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            let table = uniqueTable("shape")
+            try await connection.execute("CREATE TABLE \(unsafeSQL: table) (a INT)")
+            try await connection.execute("INSERT INTO \(unsafeSQL: table) VALUES (1)")
+            let before = try #require(try await connection.query("SELECT * FROM \(unsafeSQL: table)").first)
+            #expect(before.columns.all.map(\.name) == ["a"])
+            try await connection.execute("ALTER TABLE \(unsafeSQL: table) ADD COLUMN b VARCHAR(10) DEFAULT 'two'")
+            let after = try #require(try await connection.query("SELECT * FROM \(unsafeSQL: table)").first)
+            #expect(after.columns.all.map(\.name) == ["a", "b"])
+            #expect(try after.decode((Int, String).self) == (1, "two"))
+            try await connection.execute("ALTER TABLE \(unsafeSQL: table) CHANGE b c VARCHAR(10)")
+            #expect(try await connection.query("SELECT * FROM \(unsafeSQL: table)").first?.columns.all.map(\.name) == ["a", "c"])
+            // A statement that writes is never run twice: its shape change is a typed error.
+            try await connection.execute("CREATE TABLE \(unsafeSQL: table)_log (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+            try await connection.query("INSERT INTO \(unsafeSQL: table)_log (v) VALUES (1) RETURNING *")
+            try await connection.execute("ALTER TABLE \(unsafeSQL: table)_log ADD COLUMN w INT")
+            let changed = try await #require(throws: MariaDBError.self) {
+                try await connection.query("INSERT INTO \(unsafeSQL: table)_log (v) VALUES (1) RETURNING *")
+            }
+            #expect(changed.number == 2057, "\(changed)")
+            #expect(try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)_log").first?.decode(Int.self, at: 0) == 2)
+            #expect(try await connection.query("INSERT INTO \(unsafeSQL: table)_log (v) VALUES (1) RETURNING *").first?.count == 3)
+        }
+    }
+
     @Test("errors carry the number, SQLSTATE and message; duplicate keys are easy to tell")
     func errors() async throws {
         try await withTestConnection { (connection) async throws -> Void in

@@ -1,6 +1,6 @@
 import Foundation
 
-// Usage: swift run -c release SyncBridgeBenchmarks [hop] [--rounds N]
+// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb] [--rounds N] [--seconds S]
 // Prints Markdown tables of medians and the ratios the targets are stated in.
 
 let arguments = CommandLine.arguments.dropFirst()
@@ -51,6 +51,24 @@ if suites.isEmpty || suites.contains("postgres") {
         let pgbench = comparison.median("pgbench -c 8 -j 2")
         if !pgbench.isNaN {
             print("- SyncBridge, 8 tasks: \(ratio(comparison.median("SyncBridge PostgresClient, 8 tasks"), pgbench))x pgbench")
+        }
+    }
+}
+
+if suites.isEmpty || suites.contains("mariadb") {
+    let seconds = arguments.firstIndex(of: "--seconds").flatMap { Double(arguments[arguments.index(after: $0)]) } ?? 2
+    print("\n## MariaDB (\(rounds) interleaved rounds, medians)")
+    for comparison in try await mariadbBenchmarks(rounds: rounds, seconds: seconds) {
+        report(comparison)
+        let slap = comparison.median("mysqlslap --concurrency=8")
+        print("\nRatios (target: SyncBridge >= 0.5x mysqlslap at 8 connections; >= 2x the asyncio clients):\n")
+        for tasks in [8, 64] {
+            let ours = comparison.median("SyncBridge MariaDBClient, \(tasks) tasks")
+            print("- SyncBridge, \(tasks) tasks: \(ratio(ours, slap))x mysqlslap")
+            for driver in ["asyncmy", "aiomysql"] {
+                let python = comparison.median("Python \(driver) (asyncio), 8 connections, \(tasks) tasks")
+                if !python.isNaN { print("- SyncBridge, \(tasks) tasks: \(ratio(ours, python))x Python \(driver) at \(tasks) tasks") }
+            }
         }
     }
 }

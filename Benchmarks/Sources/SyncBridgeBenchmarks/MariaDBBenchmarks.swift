@@ -1,0 +1,192 @@
+import CMariaDB
+import Foundation
+import SyncBridgeMariaDB
+import SyncBridgeSQL
+import SyncBridgeTesting
+
+/// The two statements measured.
+enum MariaDBWorkload: String, CaseIterable {
+    case selectOne = "SELECT 1"
+    case hundredRows = "100-row select"
+
+    var sql: String {
+        switch self {
+        case .selectOne: "SELECT 1"
+        case .hundredRows: "SELECT id, name FROM bench_rows"
+        }
+    }
+
+    var rows: Int { self == .selectOne ? 1 : 100 }
+}
+
+/// SyncBridge's client, mysqlslap, raw Connector/C and Python's asyncio clients against one
+/// throwaway server, all over TCP on loopback.
+func mariadbBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison] {
+    let server = try await TemporaryMariaDB.start()
+    defer { Task { await server.stop() } }
+    let configuration = MariaDBConfiguration(
+        host: server.host, port: server.port, user: server.user, password: server.password, database: server.database
+    )
+    var poolConfiguration = ConnectionPoolConfiguration()
+    poolConfiguration.minimumConnections = 8
+    poolConfiguration.maximumConnections = 8
+    let ours = MariaDBClient(configuration: configuration, poolConfiguration: poolConfiguration, name: "bench")
+    let oursRun = Task { try await ours.run() }
+
+    try await ours.execute("CREATE TABLE bench_rows (id INT PRIMARY KEY, name VARCHAR(64) NOT NULL)")
+    try await ours.execute("INSERT INTO bench_rows SELECT seq, CONCAT('name number ', seq) FROM seq_1_to_100")
+    // Let the pool open its 8 connections before measuring.
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for _ in 0..<8 { group.addTask { try await ours.query("SELECT SLEEP(0.05)") } }
+        try await group.waitForAll()
+    }
+
+    let pythonDrivers = ["asyncmy", "aiomysql"].filter(pythonModuleExists)
+    var comparisons: [Comparison] = []
+    for workload in MariaDBWorkload.allCases {
+        let sql = workload.sql
+        let oursQuery: @Sendable () async throws -> Void
+        switch workload {
+        case .selectOne:
+            oursQuery = {
+                let rows = try await ours.query("SELECT 1")
+                let value = try rows[0].decode(Int.self, at: 0)
+                precondition(value == 1)
+            }
+        case .hundredRows:
+            oursQuery = {
+                var count = 0
+                for row in try await ours.query("SELECT id, name FROM bench_rows") {
+                    let (_, _) = try row.decode((Int, String).self)
+                    count += 1
+                }
+                precondition(count == 100)
+            }
+        }
+        var contenders: [Contender] = []
+        for tasks in [8, 64] {
+            contenders.append(Contender(name: "SyncBridge MariaDBClient, \(tasks) tasks") {
+                try await queriesPerSecond(tasks: tasks, seconds: seconds, oursQuery)
+            })
+        }
+        contenders.append(Contender(name: "mysqlslap --concurrency=8") {
+            try await runMysqlslap(server: server, sql: sql, concurrency: 8, seconds: seconds)
+        })
+        contenders.append(Contender(name: "raw Connector/C, 1 connection, 1 thread (floor of one connection)") {
+            await onDedicatedThread { rawConnectorC(server, sql: sql, seconds: seconds) }
+        })
+        for driver in pythonDrivers {
+            for tasks in [8, 64] {
+                contenders.append(Contender(name: "Python \(driver) (asyncio), 8 connections, \(tasks) tasks") {
+                    try await runPython(driver, server: server, sql: sql, rows: workload.rows, tasks: tasks, seconds: seconds)
+                })
+            }
+        }
+        comparisons.append(
+            try await compare(
+                "MariaDB \(workload.rawValue): queries per second (8 connections; \(seconds) s per round)",
+                unit: "queries/s",
+                rounds: rounds,
+                contenders
+            )
+        )
+    }
+    oursRun.cancel()
+    _ = await oursRun.result
+    return comparisons
+}
+
+/// Runs mysqlslap for about `seconds` (sized from a calibration run) and returns queries/s: the
+/// total number of queries over mysqlslap's own average run time.
+func runMysqlslap(server: TemporaryMariaDB, sql: String, concurrency: Int, seconds: Double) async throws -> Double {
+    let calibration = try await runMysqlslap(server: server, sql: sql, concurrency: concurrency, queries: 4_000)
+    let queries = max(4_000, Int(calibration * seconds))
+    return try await runMysqlslap(server: server, sql: sql, concurrency: concurrency, queries: queries)
+}
+
+func runMysqlslap(server: TemporaryMariaDB, sql: String, concurrency: Int, queries: Int) async throws -> Double {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/mysqlslap")
+    process.arguments = [
+        "--no-defaults", "-h", server.host, "-P", "\(server.port)", "-u", server.user,
+        // --create-schema: without it mysqlslap prints plausible numbers for runs that failed.
+        "--create-schema=\(server.database)", "--concurrency=\(concurrency)", "--iterations=1",
+        "--number-of-queries=\(queries)", "--query=\(sql)",
+    ]
+    process.environment = ["MYSQL_PWD": server.password, "PATH": "/usr/bin:/bin"]
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    try process.run()
+    let data = await onDedicatedThread { output.fileHandleForReading.readDataToEndOfFile() }
+    process.waitUntilExit()
+    let text = String(decoding: data, as: UTF8.self)
+    let prefix = "Average number of seconds to run all queries: "
+    guard process.terminationStatus == 0,
+        let line = text.split(separator: "\n").first(where: { $0.contains(prefix) }),
+        let value = Double(line.split(separator: ":").last!.trimmingCharacters(in: .whitespaces).prefix { $0 != " " }),
+        value > 0
+    else {
+        throw BenchmarkError("mysqlslap failed: \(text)")
+    }
+    return Double(queries) / value
+}
+
+/// Runs the Python asyncio peer (Benchmarks/Peers/mariadb_asyncio.py) and returns its queries/s.
+func runPython(_ driver: String, server: TemporaryMariaDB, sql: String, rows: Int, tasks: Int, seconds: Double) async throws -> Double {
+    let script = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Peers/mariadb_asyncio.py").path
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = [
+        "python3", script, driver, server.host, "\(server.port)", server.user, server.password, server.database,
+        "\(tasks)", "\(seconds)", sql, "\(rows)",
+    ]
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    try process.run()
+    let data = await onDedicatedThread { output.fileHandleForReading.readDataToEndOfFile() }
+    process.waitUntilExit()
+    let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    guard process.terminationStatus == 0, let value = Double(text.split(separator: "\n").last ?? "") else {
+        throw BenchmarkError("python \(driver) failed: \(text)")
+    }
+    return value
+}
+
+func pythonModuleExists(_ module: String) -> Bool {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["python3", "-c", "import \(module)"]
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    guard (try? process.run()) != nil else { return false }
+    process.waitUntilExit()
+    return process.terminationStatus == 0
+}
+
+/// Synchronous Connector/C on one thread (text protocol, every value read): the most one
+/// connection can do with no bridging at all.
+func rawConnectorC(_ server: TemporaryMariaDB, sql: String, seconds: Double) -> Double {
+    guard let mysql = mysql_init(nil) else { return .nan }
+    defer { mysql_close(mysql) }
+    guard mysql_real_connect(mysql, server.host, server.user, server.password, server.database, UInt32(server.port), nil, 0) != nil else {
+        return .nan
+    }
+    let deadline = now() + UInt64(seconds * 1e9)
+    let start = now()
+    var count = 0
+    while now() < deadline {
+        precondition(mysql_real_query(mysql, sql, UInt(sql.utf8.count)) == 0)
+        let result = mysql_store_result(mysql)!
+        let fields = Int(mysql_num_fields(result))
+        while let row = mysql_fetch_row(result) {
+            for column in 0..<fields { _ = String(cString: row[column]!) }
+        }
+        mysql_free_result(result)
+        count += 1
+    }
+    return Double(count) / (Double(now() - start) / 1e9)
+}
