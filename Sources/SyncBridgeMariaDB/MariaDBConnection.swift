@@ -36,7 +36,7 @@ public final class MariaDBConnection: PooledConnection, CustomStringConvertible 
     private let session: ThreadBound<MariaDBSession>
     private let canceller: MariaDBCanceller
     private let transactionDepth = Locked(0)
-    private let metrics: MariaDBMetrics
+    private let metrics: SQLStatementMetrics
     /// Cleared once the connection broke; a pool then discards it.
     private let usable = Locked(true)
 
@@ -48,7 +48,7 @@ public final class MariaDBConnection: PooledConnection, CustomStringConvertible 
         serverConnectionID: UInt,
         configuration: MariaDBConfiguration,
         logger: Logger,
-        metrics: MariaDBMetrics
+        metrics: SQLStatementMetrics
     ) {
         self.executor = executor
         self.session = session
@@ -90,7 +90,7 @@ public final class MariaDBConnection: PooledConnection, CustomStringConvertible 
                 serverConnectionID: serverConnectionID,
                 configuration: configuration,
                 logger: logger,
-                metrics: MariaDBMetrics(factory: metricsFactory)
+                metrics: SQLStatementMetrics(prefix: "syncbridge.mariadb", factory: metricsFactory)
             )
         } catch {
             await executor.shutdownGracefully()
@@ -373,38 +373,26 @@ public final class MariaDBConnection: PooledConnection, CustomStringConvertible 
             return depth
         }
         defer { transactionDepth.withLock { $0 -= 1 } }
-        let savepoint = "sb_savepoint_\(depth)"
-        if depth == 1 {
-            if let isolation { try await runControl("SET TRANSACTION ISOLATION LEVEL \(isolation.rawValue)") }
-            try await runControl(readOnly ? "START TRANSACTION READ ONLY" : "START TRANSACTION")
-        } else {
-            try await runControl("SAVEPOINT \(savepoint)")
+        var begin: [String] = []
+        if let isolation { begin.append("SET TRANSACTION ISOLATION LEVEL \(isolation.rawValue)") }
+        begin.append(readOnly ? "START TRANSACTION READ ONLY" : "START TRANSACTION")
+        return try await SQLTransaction.run(
+            depth: depth,
+            begin: begin,
+            execute: runControl,
+            executeIgnoringCancellation: rollBack
+        ) {
+            try await body(self)
         }
-        let result: Result
-        do {
-            result = try await body(self)
-            try Task.checkCancellation()
-        } catch {
-            await rollBack(depth: depth, savepoint: savepoint)
-            throw error
-        }
-        do {
-            try await runControl(depth == 1 ? "COMMIT" : "RELEASE SAVEPOINT \(savepoint)")
-        } catch {
-            await rollBack(depth: depth, savepoint: savepoint)
-            throw error
-        }
-        return result
     }
 
     private func runControl(_ sql: String) async throws {
         try await withSession { session, _ in try session.runText(sql) }
     }
 
-    /// Rolls back even when the task is cancelled: the statements run in a task of their own,
-    /// which the caller's cancellation does not reach.
-    private func rollBack(depth: Int, savepoint: String) async {
-        let statements = depth == 1 ? ["ROLLBACK"] : ["ROLLBACK TO SAVEPOINT \(savepoint)", "RELEASE SAVEPOINT \(savepoint)"]
+    /// Runs rollback statements even when the task is cancelled: they run in a task of their
+    /// own, which the caller's cancellation does not reach.
+    private func rollBack(_ statements: [String]) async {
         do {
             try await withSessionIgnoringCancellation { session in
                 for sql in statements { try session.runText(sql) }
@@ -450,24 +438,5 @@ final class MariaDBBatchSource: SQLBatchSource {
     /// wait.
     func abandon() {
         connection.abandonStream { [finish] in finish() }
-    }
-}
-
-/// The swift-metrics instruments of MariaDB statements.
-struct MariaDBMetrics: Sendable {
-    let statements: Counter
-    let failures: Counter
-    let duration: Timer
-
-    init(factory: any MetricsFactory) {
-        statements = Counter(label: "syncbridge.mariadb.statements", factory: factory)
-        failures = Counter(label: "syncbridge.mariadb.statement_failures", factory: factory)
-        duration = Timer(label: "syncbridge.mariadb.statement_duration", factory: factory)
-    }
-
-    func record(start: UInt64, failed: Bool) {
-        statements.increment()
-        if failed { failures.increment() }
-        duration.recordNanoseconds(Int64(monotonicNanoseconds() &- start))
     }
 }

@@ -8,13 +8,6 @@ import Glibc
 import Musl
 #endif
 
-/// Monotonic nanoseconds.
-func monotonicNanoseconds() -> UInt64 {
-    var time = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &time)
-    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-}
-
 /// The Connector/C side of one connection. It lives on the connection's ``ThreadExecutor``
 /// thread (inside a ``ThreadBound``) and is only ever touched there: every Connector/C call on the
 /// `MYSQL` handle and its statements happens on that one thread.

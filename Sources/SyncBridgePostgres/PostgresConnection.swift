@@ -32,7 +32,7 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
     private let session: ThreadBound<PostgresSession>
     private let canceller: PostgresCanceller
     private let transactionDepth = Locked(0)
-    private let metrics: PostgresMetrics
+    private let metrics: SQLStatementMetrics
     /// Cleared once libpq reports the connection broken; a pool then discards it.
     private let usable = Locked(true)
 
@@ -44,7 +44,7 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
         canceller: PostgresCanceller,
         description: String,
         logger: Logger,
-        metrics: PostgresMetrics
+        metrics: SQLStatementMetrics
     ) {
         self.executor = executor
         self.session = session
@@ -95,7 +95,7 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
                 canceller: canceller,
                 description: description,
                 logger: logger,
-                metrics: PostgresMetrics(factory: metricsFactory)
+                metrics: SQLStatementMetrics(prefix: "syncbridge.postgres", factory: metricsFactory)
             )
         } catch {
             await executor.shutdownGracefully()
@@ -350,42 +350,30 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
             return depth
         }
         defer { transactionDepth.withLock { $0 -= 1 } }
-        let savepoint = "sb_savepoint_\(depth)"
-        if depth == 1 {
-            var begin = "BEGIN"
-            if let isolation { begin += " ISOLATION LEVEL \(isolation.rawValue)" }
-            if readOnly { begin += " READ ONLY" }
-            try await runControl(begin)
-        } else {
-            try await runControl("SAVEPOINT \(savepoint)")
+        var begin = "BEGIN"
+        if let isolation { begin += " ISOLATION LEVEL \(isolation.rawValue)" }
+        if readOnly { begin += " READ ONLY" }
+        return try await SQLTransaction.run(
+            depth: depth,
+            begin: [begin],
+            execute: runControl,
+            executeIgnoringCancellation: rollBack
+        ) {
+            try await body(self)
         }
-        let result: Result
-        do {
-            result = try await body(self)
-            try Task.checkCancellation()
-        } catch {
-            await rollBack(depth: depth, savepoint: savepoint)
-            throw error
-        }
-        do {
-            try await runControl(depth == 1 ? "COMMIT" : "RELEASE SAVEPOINT \(savepoint)")
-        } catch {
-            await rollBack(depth: depth, savepoint: savepoint)
-            throw error
-        }
-        return result
     }
 
     private func runControl(_ sql: String) async throws {
         try await withSession { session, _ in try session.runSimple(sql) }
     }
 
-    /// Rolls back even when the task is cancelled: the statement runs in a task of its own, which
-    /// the caller's cancellation does not reach.
-    private func rollBack(depth: Int, savepoint: String) async {
-        let sql = depth == 1 ? "ROLLBACK" : "ROLLBACK TO SAVEPOINT \(savepoint); RELEASE SAVEPOINT \(savepoint)"
+    /// Runs rollback statements even when the task is cancelled: they run in a task of their
+    /// own, which the caller's cancellation does not reach.
+    private func rollBack(_ statements: [String]) async {
         do {
-            try await withSessionIgnoringCancellation { session in try session.runSimple(sql) }
+            try await withSessionIgnoringCancellation { session in
+                for sql in statements { try session.runSimple(sql) }
+            }
         } catch {
             logger.warning("rollback failed", metadata: ["error": "\(error)"])
         }
@@ -486,24 +474,5 @@ final class PostgresBatchSource: SQLBatchSource {
     /// wait, so `deinit`s and cancelled tasks can call it.
     func abandon() {
         connection.abandonStream { [finish] in finish() }
-    }
-}
-
-/// The swift-metrics instruments of PostgreSQL statements.
-struct PostgresMetrics: Sendable {
-    let statements: Counter
-    let failures: Counter
-    let duration: Timer
-
-    init(factory: any MetricsFactory) {
-        statements = Counter(label: "syncbridge.postgres.statements", factory: factory)
-        failures = Counter(label: "syncbridge.postgres.statement_failures", factory: factory)
-        duration = Timer(label: "syncbridge.postgres.statement_duration", factory: factory)
-    }
-
-    func record(start: UInt64, failed: Bool) {
-        statements.increment()
-        if failed { failures.increment() }
-        duration.recordNanoseconds(Int64(monotonicNanoseconds() &- start))
     }
 }

@@ -9,13 +9,6 @@ import Musl
 import SyncBridge
 import SyncBridgeSQL
 
-/// Monotonic nanoseconds.
-func monotonicNanoseconds() -> UInt64 {
-    var time = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &time)
-    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-}
-
 /// The libpq side of one connection. It lives on the connection's ``ThreadExecutor`` thread
 /// (inside a ``ThreadBound``) and is only ever touched there: every libpq call on the `PGconn`
 /// happens on that one thread.

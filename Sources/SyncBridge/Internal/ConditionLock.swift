@@ -83,7 +83,7 @@ package final class ConditionLock: @unchecked Sendable {
 
 /// Nanoseconds on CLOCK_MONOTONIC: the clock of every SyncBridge timestamp and deadline.
 @inline(__always)
-func monotonicNanoseconds() -> UInt64 {
+package func monotonicNanoseconds() -> UInt64 {
     var time = timespec()
     clock_gettime(CLOCK_MONOTONIC, &time)
     return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)

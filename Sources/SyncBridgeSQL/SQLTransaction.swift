@@ -1,0 +1,46 @@
+/// The commit-or-roll-back logic both facades' `withTransaction` share: a transaction at the
+/// outermost level, a savepoint at every level inside it.
+package enum SQLTransaction {
+    /// Runs `body` at nesting level `depth` (1 for the outermost): begins (`begin`, or a
+    /// savepoint), commits (or releases the savepoint) when `body` returns, and rolls back (to the
+    /// savepoint) when it throws, when the task is cancelled, or when the commit fails.
+    ///
+    /// - Parameters:
+    ///   - depth: The nesting level, from 1.
+    ///   - begin: The statements that start the outermost transaction.
+    ///   - execute: Runs one control statement.
+    ///   - executeIgnoringCancellation: Runs the rollback statements even when the task is
+    ///     cancelled, and logs rather than throws their failure.
+    ///   - body: The work.
+    /// - Returns: What `body` returns.
+    package static func run<Result: Sendable>(
+        depth: Int,
+        begin: [String],
+        execute: (String) async throws -> Void,
+        executeIgnoringCancellation: ([String]) async -> Void,
+        _ body: () async throws -> Result
+    ) async throws -> Result {
+        let savepoint = "sb_savepoint_\(depth)"
+        if depth == 1 {
+            for statement in begin { try await execute(statement) }
+        } else {
+            try await execute("SAVEPOINT \(savepoint)")
+        }
+        let rollBack = depth == 1 ? ["ROLLBACK"] : ["ROLLBACK TO SAVEPOINT \(savepoint)", "RELEASE SAVEPOINT \(savepoint)"]
+        let result: Result
+        do {
+            result = try await body()
+            try Task.checkCancellation()
+        } catch {
+            await executeIgnoringCancellation(rollBack)
+            throw error
+        }
+        do {
+            try await execute(depth == 1 ? "COMMIT" : "RELEASE SAVEPOINT \(savepoint)")
+        } catch {
+            await executeIgnoringCancellation(rollBack)
+            throw error
+        }
+        return result
+    }
+}
