@@ -95,7 +95,7 @@ let package = Package(
         // Helpers the database test targets share (deadlines, gates); not a product.
         .target(
             name: "SharedTestSupport",
-            dependencies: ["SyncBridge"],
+            dependencies: ["SyncBridge", "SyncBridgeSQL"],
             path: "Tests/SharedTestSupport",
             swiftSettings: swiftSettings
         ),

@@ -69,30 +69,25 @@ enum ParameterBinding {
             var text = text
             text.withUTF8 { bytes(type, $0) }
         }
+        func fixed<Value>(_ type: enum_field_types, _ value: Value) {
+            memory.storeBytes(of: value, as: Value.self)
+            bind.buffer_type = type
+            bind.buffer = memory
+        }
         switch value {
         case .null:
             bind.buffer_type = MYSQL_TYPE_NULL
         case .bool(let bool):
-            memory.storeBytes(of: bool ? 1 : 0, as: Int8.self)
-            bind.buffer_type = MYSQL_TYPE_TINY
-            bind.buffer = memory
+            fixed(MYSQL_TYPE_TINY, Int8(bool ? 1 : 0))
         case .int(let int):
-            memory.storeBytes(of: int, as: Int64.self)
-            bind.buffer_type = MYSQL_TYPE_LONGLONG
-            bind.buffer = memory
+            fixed(MYSQL_TYPE_LONGLONG, int)
         case .uint(let uint):
-            memory.storeBytes(of: uint, as: UInt64.self)
-            bind.buffer_type = MYSQL_TYPE_LONGLONG
-            bind.buffer = memory
+            fixed(MYSQL_TYPE_LONGLONG, uint)
             bind.is_unsigned = 1
         case .float(let float):
-            memory.storeBytes(of: float, as: Float.self)
-            bind.buffer_type = MYSQL_TYPE_FLOAT
-            bind.buffer = memory
+            fixed(MYSQL_TYPE_FLOAT, float)
         case .double(let double):
-            memory.storeBytes(of: double, as: Double.self)
-            bind.buffer_type = MYSQL_TYPE_DOUBLE
-            bind.buffer = memory
+            fixed(MYSQL_TYPE_DOUBLE, double)
         case .decimal(let decimal):
             text(MYSQL_TYPE_NEWDECIMAL, decimal)
         case .text(let string):
@@ -104,17 +99,11 @@ enum ParameterBinding {
         case .uuid(let uuid):
             text(MYSQL_TYPE_STRING, uuid.uuidString.lowercased())
         case .timestamp(let date):
-            memory.storeBytes(of: MariaDBTime.time(from: date, type: MYSQL_TIMESTAMP_DATETIME), as: MYSQL_TIME.self)
-            bind.buffer_type = MYSQL_TYPE_DATETIME
-            bind.buffer = memory
+            fixed(MYSQL_TYPE_DATETIME, MariaDBTime.time(from: date, type: MYSQL_TIMESTAMP_DATETIME))
         case .date(let date):
-            memory.storeBytes(of: MariaDBTime.time(from: date, type: MYSQL_TIMESTAMP_DATE), as: MYSQL_TIME.self)
-            bind.buffer_type = MYSQL_TYPE_DATE
-            bind.buffer = memory
+            fixed(MYSQL_TYPE_DATE, MariaDBTime.time(from: date, type: MYSQL_TIMESTAMP_DATE))
         case .time(let duration):
-            memory.storeBytes(of: MariaDBTime.time(from: duration), as: MYSQL_TIME.self)
-            bind.buffer_type = MYSQL_TYPE_TIME
-            bind.buffer = memory
+            fixed(MYSQL_TYPE_TIME, MariaDBTime.time(from: duration))
         case .array:
             preconditionFailure("arrays are refused by byteCount(of:parameter:)")
         }

@@ -35,7 +35,7 @@ public final class MariaDBConnection: PooledConnection, CustomStringConvertible 
     public let description: String
     private let session: ThreadBound<MariaDBSession>
     private let canceller: MariaDBCanceller
-    private let transactionDepth = Locked(0)
+    private let transactions = SQLTransactionNesting()
     private let metrics: SQLStatementMetrics
     /// Cleared once the connection broke; a pool then discards it.
     private let usable = Locked(true)
@@ -197,15 +197,17 @@ public final class MariaDBConnection: PooledConnection, CustomStringConvertible 
         onFinish: @escaping @Sendable () -> Void
     ) async throws -> SQLRowStream {
         precondition(batchSize > 0, "batchSize must be positive")
-        let source = MariaDBBatchSource(connection: self, batchSize: batchSize, onFinish: onFinish)
-        let first: [SQLRow]?
-        do {
-            first = try await source.start(query)
-        } catch {
-            source.abandon()
-            throw error
-        }
-        return SQLRowStream(source: source, firstBatch: first)
+        return try await .start(
+            first: {
+                try await withSession { session, _ in
+                    try session.beginStream(query)
+                    return try session.nextBatch(limit: batchSize)
+                }
+            },
+            next: { [self] in try await withSession { session, _ in try session.nextBatch(limit: batchSize) } },
+            abandon: { [self] done in abandonStream(then: done) },
+            onFinish: onFinish
+        )
     }
 
     /// Runs `body` with the session on the connection's thread, with server-side cancellation,
@@ -368,16 +370,10 @@ public final class MariaDBConnection: PooledConnection, CustomStringConvertible 
         readOnly: Bool = false,
         _ body: (MariaDBConnection) async throws -> Result
     ) async throws -> Result {
-        let depth = transactionDepth.withLock { depth in
-            depth += 1
-            return depth
-        }
-        defer { transactionDepth.withLock { $0 -= 1 } }
         var begin: [String] = []
         if let isolation { begin.append("SET TRANSACTION ISOLATION LEVEL \(isolation.rawValue)") }
         begin.append(readOnly ? "START TRANSACTION READ ONLY" : "START TRANSACTION")
-        return try await SQLTransaction.run(
-            depth: depth,
+        return try await transactions.run(
             begin: begin,
             execute: runControl,
             executeIgnoringCancellation: rollBack
@@ -400,43 +396,5 @@ public final class MariaDBConnection: PooledConnection, CustomStringConvertible 
         } catch {
             logger.warning("rollback failed", metadata: ["error": "\(error)"])
         }
-    }
-}
-
-/// Reads a streamed statement's rows in batches on the connection's thread.
-final class MariaDBBatchSource: SQLBatchSource {
-    private let connection: MariaDBConnection
-    private let batchSize: Int
-    private let finish: RunOnce
-
-    init(connection: MariaDBConnection, batchSize: Int, onFinish: @escaping @Sendable () -> Void) {
-        self.connection = connection
-        self.batchSize = batchSize
-        self.finish = RunOnce(onFinish)
-    }
-
-    /// Executes the statement and reads the first batch.
-    func start(_ query: SQLQuery) async throws -> [SQLRow]? {
-        let limit = batchSize
-        let batch = try await connection.withSession { session, _ in
-            try session.beginStream(query)
-            return try session.nextBatch(limit: limit)
-        }
-        if batch == nil { finish() }
-        return batch
-    }
-
-    func nextBatch() async throws -> [SQLRow]? {
-        let limit = batchSize
-        let batch = try await connection.withSession { session, _ in try session.nextBatch(limit: limit) }
-        if batch == nil { finish() }
-        return batch
-    }
-
-    /// Interrupts what is left of the statement and frees the connection, on the connection's
-    /// thread, before any statement submitted after this call; then runs `onFinish`. Does not
-    /// wait.
-    func abandon() {
-        connection.abandonStream { [finish] in finish() }
     }
 }

@@ -275,11 +275,6 @@ final class MariaDBSession {
                     query: sql
                 )
             }
-            // Connector/C refuses an execution whose column count differs from the result
-            // buffers bound for the previous one (CR_NEW_STMT_METADATA), after the server has
-            // already run it, which would leave no safe way to retry. Marking the buffers unbound
-            // makes it take the new metadata instead; they are bound again after every execution.
-            statement.handle.pointee.bind_result_done = 0
             let succeeded = try ParameterBinding.withBound(query.bindings, to: statement) {
                 mysql_stmt_execute(statement.handle) == 0
             }
@@ -446,13 +441,15 @@ final class PreparedStatement {
         let flags: UInt32
         let charset: UInt32
         let nameBytes: [UInt8]
+        /// How the column is read, decided once per result shape rather than per value.
+        let category: ColumnCategory
         var name: String { String(decoding: nameBytes, as: UTF8.self) }
-        var category: ColumnCategory { ColumnCategory(type: type, flags: flags, charset: charset) }
 
         init(_ field: MYSQL_FIELD) {
             type = field.type
             flags = field.flags
             charset = field.charsetnr
+            category = ColumnCategory(type: field.type, flags: field.flags, charset: field.charsetnr)
             nameBytes = field.name.map { name in
                 Array(UnsafeRawBufferPointer(start: name, count: Int(field.name_length)))
             } ?? []
@@ -511,11 +508,11 @@ final class PreparedStatement {
             columns = nil
             return
         }
-        let connection = session.mysql.pointee
-        guard let fieldArray = Int(connection.field_count) == count ? connection.fields ?? handle.pointee.fields : handle.pointee.fields else {
-            throw session.statementError(self)
-        }
+        let current = Int(session.mysql.pointee.field_count) == count ? session.mysql.pointee.fields : nil
+        guard let fieldArray = current ?? handle.pointee.fields else { throw session.statementError(self) }
         if count == fields.count, columns != nil, binds != nil, (0..<count).allSatisfy({ fields[$0].matches(fieldArray[$0]) }) {
+            // Same buffers; binding them again is a few stores per column and does not rely on
+            // what Connector/C keeps across a reset (an abandoned or failed result).
             guard mysql_stmt_bind_result(handle, binds) == 0 else { throw session.statementError(self) }
             return
         }

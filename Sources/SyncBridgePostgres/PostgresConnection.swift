@@ -31,7 +31,7 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
     public let description: String
     private let session: ThreadBound<PostgresSession>
     private let canceller: PostgresCanceller
-    private let transactionDepth = Locked(0)
+    private let transactions = SQLTransactionNesting()
     private let metrics: SQLStatementMetrics
     /// Cleared once libpq reports the connection broken; a pool then discards it.
     private let usable = Locked(true)
@@ -149,15 +149,17 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
         onFinish: @escaping @Sendable () -> Void
     ) async throws -> SQLRowStream {
         precondition(batchSize > 0, "batchSize must be positive")
-        let source = PostgresBatchSource(connection: self, batchSize: batchSize, onFinish: onFinish)
-        let first: [SQLRow]?
-        do {
-            first = try await source.start(query)
-        } catch {
-            source.abandon()
-            throw error
-        }
-        return SQLRowStream(source: source, firstBatch: first)
+        return try await .start(
+            first: {
+                try await withSession { session, _ in
+                    try session.beginStream(query)
+                    return try session.nextBatch(limit: batchSize)
+                }
+            },
+            next: { [self] in try await withSession { session, _ in try session.nextBatch(limit: batchSize) } },
+            abandon: { [self] done in abandonStream(then: done) },
+            onFinish: onFinish
+        )
     }
 
     /// Runs `body` with the session on the connection's thread, with server-side cancellation,
@@ -345,16 +347,10 @@ public final class PostgresConnection: PooledConnection, CustomStringConvertible
         readOnly: Bool = false,
         _ body: (PostgresConnection) async throws -> Result
     ) async throws -> Result {
-        let depth = transactionDepth.withLock { depth in
-            depth += 1
-            return depth
-        }
-        defer { transactionDepth.withLock { $0 -= 1 } }
         var begin = "BEGIN"
         if let isolation { begin += " ISOLATION LEVEL \(isolation.rawValue)" }
         if readOnly { begin += " READ ONLY" }
-        return try await SQLTransaction.run(
-            depth: depth,
+        return try await transactions.run(
             begin: [begin],
             execute: runControl,
             executeIgnoringCancellation: rollBack
@@ -436,43 +432,5 @@ final class PostgresCanceller: Sendable {
             if let current = handle { PQfreeCancel(current) }
             handle = nil
         }
-    }
-}
-
-/// Reads a streamed statement's rows in batches on the connection's thread.
-final class PostgresBatchSource: SQLBatchSource {
-    private let connection: PostgresConnection
-    private let batchSize: Int
-    private let finish: RunOnce
-
-    init(connection: PostgresConnection, batchSize: Int, onFinish: @escaping @Sendable () -> Void) {
-        self.connection = connection
-        self.batchSize = batchSize
-        self.finish = RunOnce(onFinish)
-    }
-
-    /// Sends the statement and reads the first batch.
-    func start(_ query: SQLQuery) async throws -> [SQLRow]? {
-        let limit = batchSize
-        let batch = try await connection.withSession { session, _ in
-            try session.beginStream(query)
-            return try session.nextBatch(limit: limit)
-        }
-        if batch == nil { finish() }
-        return batch
-    }
-
-    func nextBatch() async throws -> [SQLRow]? {
-        let limit = batchSize
-        let batch = try await connection.withSession { session, _ in try session.nextBatch(limit: limit) }
-        if batch == nil { finish() }
-        return batch
-    }
-
-    /// Cancels what is left of the statement and frees the connection, on the connection's
-    /// thread, before any statement submitted after this call; then runs `onFinish`. Does not
-    /// wait, so `deinit`s and cancelled tasks can call it.
-    func abandon() {
-        connection.abandonStream { [finish] in finish() }
     }
 }

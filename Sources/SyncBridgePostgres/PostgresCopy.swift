@@ -83,23 +83,20 @@ extension PostgresConnection {
         maximumBatchBytes: Int,
         onFinish: @escaping @Sendable () -> Void
     ) async throws -> SQLBatchStream<[UInt8]> {
-        let source = PostgresCopyOutSource(connection: self, maximumBytes: maximumBatchBytes, onFinish: onFinish)
-        let sql: String
-        do {
-            sql = try Self.copySQL(statement)
-            try await withSession { session, _ in try session.beginCopy(sql, direction: PGRES_COPY_OUT) }
-        } catch {
-            source.abandon()
-            throw error
+        let next: @Sendable () async throws -> [[UInt8]]? = { [self] in
+            try await withSession { session, _ in try session.nextCopyRows(maximumBytes: maximumBatchBytes) }
         }
-        let first: [[UInt8]]?
-        do {
-            first = try await source.nextBatch()
-        } catch {
-            source.abandon()
-            throw error
-        }
-        return SQLBatchStream(source: source, firstBatch: first)
+        return try await .start(
+            first: {
+                // Inside `first`, so that a statement refused here still runs `onFinish`.
+                let sql = try Self.copySQL(statement)
+                try await withSession { session, _ in try session.beginCopy(sql, direction: PGRES_COPY_OUT) }
+                return try await next()
+            },
+            next: next,
+            abandon: { [self] done in abandonCopy(then: done) },
+            onFinish: onFinish
+        )
     }
 
     static func copySQL(_ statement: SQLQuery) throws -> String {
@@ -147,32 +144,6 @@ public enum PostgresCopy {
         }
         line.append(UInt8(ascii: "\n"))
         return line
-    }
-}
-
-/// Reads `COPY TO STDOUT` data in batches on the connection's thread.
-final class PostgresCopyOutSource: SQLBatchSource {
-    private let connection: PostgresConnection
-    private let maximumBytes: Int
-    private let finish: RunOnce
-
-    init(connection: PostgresConnection, maximumBytes: Int, onFinish: @escaping @Sendable () -> Void) {
-        self.connection = connection
-        self.maximumBytes = maximumBytes
-        self.finish = RunOnce(onFinish)
-    }
-
-    func nextBatch() async throws -> [[UInt8]]? {
-        let maximumBytes = self.maximumBytes
-        let batch = try await connection.withSession { session, _ in
-            try session.nextCopyRows(maximumBytes: maximumBytes)
-        }
-        if batch == nil { finish() }
-        return batch
-    }
-
-    func abandon() {
-        connection.abandonCopy { [self] in finish() }
     }
 }
 

@@ -119,3 +119,55 @@ package final class RunOnce: Sendable {
         action?()
     }
 }
+
+extension SQLBatchStream {
+    /// Starts a stream over a facade's connection: reads the first batch with `first` (so that
+    /// errors such as a syntax error surface here), later ones with `next`. `abandon` stops what
+    /// is left on the connection's thread, without waiting, and then runs the closure it is
+    /// given. `onFinish` runs exactly once: when the elements are exhausted, when reading fails,
+    /// or after `abandon` (a pool releases its lease there).
+    package static func start(
+        first: () async throws -> [Element]?,
+        next: @escaping @Sendable () async throws -> [Element]?,
+        abandon: @escaping @Sendable (_ then: @escaping @Sendable () -> Void) -> Void,
+        onFinish: @escaping @Sendable () -> Void
+    ) async throws -> SQLBatchStream {
+        let source = ConnectionBatchSource(next: next, abandon: abandon, onFinish: onFinish)
+        let batch: [Element]?
+        do {
+            batch = try await first()
+        } catch {
+            source.abandon()
+            throw error
+        }
+        if batch == nil { source.finish() }
+        return SQLBatchStream(source: source, firstBatch: batch)
+    }
+}
+
+/// The batch source of ``SQLBatchStream/start(first:next:abandon:onFinish:)``.
+private final class ConnectionBatchSource<Element: Sendable>: SQLBatchSource {
+    private let next: @Sendable () async throws -> [Element]?
+    private let stop: @Sendable (_ then: @escaping @Sendable () -> Void) -> Void
+    let finish: RunOnce
+
+    init(
+        next: @escaping @Sendable () async throws -> [Element]?,
+        abandon: @escaping @Sendable (_ then: @escaping @Sendable () -> Void) -> Void,
+        onFinish: @escaping @Sendable () -> Void
+    ) {
+        self.next = next
+        self.stop = abandon
+        self.finish = RunOnce(onFinish)
+    }
+
+    func nextBatch() async throws -> [Element]? {
+        let batch = try await next()
+        if batch == nil { finish() }
+        return batch
+    }
+
+    func abandon() {
+        stop { [finish] in finish() }
+    }
+}

@@ -1,5 +1,6 @@
 import Foundation
 import SyncBridge
+public import SyncBridgeSQL
 
 // Helpers shared by the test targets that talk to database servers. A plain target, not a
 // product: users never see it.
@@ -73,3 +74,18 @@ public func uniqueTable(_ prefix: String) -> String {
 /// loaded when `__tsan_init` resolves), which slows code 5 to 15 times; 1 otherwise. Latency
 /// bounds in tests are multiplied by it.
 public let slowdown: Int64 = dlsym(dlopen(nil, RTLD_NOW), "__tsan_init") != nil ? 10 : 1
+
+/// Runs `body` with `connection` and closes the connection afterwards, also when `body` throws.
+public func withClosing<Connection: PooledConnection, T: Sendable>(
+    _ connection: Connection,
+    _ body: (Connection) async throws -> T
+) async throws -> T {
+    do {
+        let result = try await body(connection)
+        await connection.close()
+        return result
+    } catch {
+        await connection.close()
+        throw error
+    }
+}

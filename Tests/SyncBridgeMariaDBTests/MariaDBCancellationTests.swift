@@ -236,6 +236,14 @@ struct MariaDBCancellationTests {
             #expect(try await connection.query("SELECT 3").first?.decode(Int.self, at: 0) == 3)
             #expect(ContinuousClock.now - start < .seconds(5 * slowdown), "the rest of the rows were read instead of stopped")
             #expect(try await processState(observer, connection.serverConnectionID)?.command == "Sleep")
+            // The same statement, cached, reads its rows correctly after being abandoned.
+            var again: [Int] = []
+            for try await row in try await connection.stream("SELECT seq FROM seq_1_to_100000000", batchSize: 100) {
+                again.append(try row.decode(Int.self, at: 0))
+                if again.count == 3 { break }
+            }
+            #expect(again == [1, 2, 3])
+            #expect(try await connection.query("SELECT 4").first?.decode(Int.self, at: 0) == 4)
             await observer.close()
         }
     }

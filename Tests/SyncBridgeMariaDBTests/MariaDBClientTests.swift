@@ -74,9 +74,7 @@ struct MariaDBClientTests {
     @Test("a server restart under a load of 100 tasks: typed errors for in-flight queries, reconnection, success afterwards")
     func serverRestart() async throws {
         let server = try await TemporaryMariaDB.start()
-        let configuration = MariaDBConfiguration(
-            host: server.host, port: server.port, user: server.user, password: server.password, database: server.database
-        )
+        let configuration = configuration(for: server)
         let client = makeClient(configuration) {
             $0.maximumConnections = 8
             $0.acquireTimeout = .seconds(30)

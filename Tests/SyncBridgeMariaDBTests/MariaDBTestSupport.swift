@@ -6,14 +6,12 @@ import SyncBridgeTesting
 
 /// The configuration of the process's shared throwaway server.
 func testConfiguration() async throws -> MariaDBConfiguration {
-    let server = try await TemporaryMariaDB.shared()
-    return MariaDBConfiguration(
-        host: server.host,
-        port: server.port,
-        user: server.user,
-        password: server.password,
-        database: server.database
-    )
+    configuration(for: try await TemporaryMariaDB.shared())
+}
+
+/// A TCP configuration for `server`, as its user.
+func configuration(for server: TemporaryMariaDB) -> MariaDBConfiguration {
+    MariaDBConfiguration(host: server.host, port: server.port, user: server.user, password: server.password, database: server.database)
 }
 
 /// Connects to the process's shared throwaway server.
@@ -23,13 +21,5 @@ func connectToTestServer() async throws -> MariaDBConnection {
 
 /// Runs `body` with a fresh connection and closes it afterwards.
 func withTestConnection<T: Sendable>(_ body: (MariaDBConnection) async throws -> T) async throws -> T {
-    let connection = try await connectToTestServer()
-    do {
-        let result = try await body(connection)
-        await connection.close()
-        return result
-    } catch {
-        await connection.close()
-        throw error
-    }
+    try await withClosing(connectToTestServer(), body)
 }

@@ -12,13 +12,5 @@ func connectToTestServer() async throws -> PostgresConnection {
 
 /// Runs `body` with a fresh connection and closes it afterwards.
 func withTestConnection<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
-    let connection = try await connectToTestServer()
-    do {
-        let result = try await body(connection)
-        await connection.close()
-        return result
-    } catch {
-        await connection.close()
-        throw error
-    }
+    try await withClosing(connectToTestServer(), body)
 }

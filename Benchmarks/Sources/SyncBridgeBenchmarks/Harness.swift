@@ -69,6 +69,27 @@ func onDedicatedThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -
     }
 }
 
+/// Runs a program to its end and returns its exit status and its output (stdout and, unless
+/// `keepStandardError` is false, stderr). The output is read on a dedicated thread.
+func runProgram(
+    _ path: String,
+    _ arguments: [String],
+    environment: [String: String]? = nil,
+    keepStandardError: Bool = true
+) async throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    if let environment { process.environment = environment }
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = keepStandardError ? output : FileHandle.nullDevice
+    try process.run()
+    let data = await onDedicatedThread { output.fileHandleForReading.readDataToEndOfFile() }
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
 /// A counter mutated by the benchmarked closures, so that no hop is optimised away.
 final class Counter: @unchecked Sendable {
     // Only ever mutated by one thread at a time: each benchmark awaits every closure it submits

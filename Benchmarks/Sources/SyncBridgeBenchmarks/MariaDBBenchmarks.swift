@@ -41,7 +41,8 @@ func mariadbBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison
         try await group.waitForAll()
     }
 
-    let pythonDrivers = ["asyncmy", "aiomysql"].filter(pythonModuleExists)
+    var pythonDrivers: [String] = []
+    for driver in ["asyncmy", "aiomysql"] where await pythonModuleExists(driver) { pythonDrivers.append(driver) }
     var comparisons: [Comparison] = []
     for workload in MariaDBWorkload.allCases {
         let sql = workload.sql
@@ -105,24 +106,18 @@ func runMysqlslap(server: TemporaryMariaDB, sql: String, concurrency: Int, secon
 }
 
 func runMysqlslap(server: TemporaryMariaDB, sql: String, concurrency: Int, queries: Int) async throws -> Double {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/mysqlslap")
-    process.arguments = [
-        "--no-defaults", "-h", server.host, "-P", "\(server.port)", "-u", server.user,
-        // --create-schema: without it mysqlslap prints plausible numbers for runs that failed.
-        "--create-schema=\(server.database)", "--concurrency=\(concurrency)", "--iterations=1",
-        "--number-of-queries=\(queries)", "--query=\(sql)",
-    ]
-    process.environment = ["MYSQL_PWD": server.password, "PATH": "/usr/bin:/bin"]
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = output
-    try process.run()
-    let data = await onDedicatedThread { output.fileHandleForReading.readDataToEndOfFile() }
-    process.waitUntilExit()
-    let text = String(decoding: data, as: UTF8.self)
+    let (status, text) = try await runProgram(
+        "/usr/bin/mysqlslap",
+        [
+            "--no-defaults", "-h", server.host, "-P", "\(server.port)", "-u", server.user,
+            // --create-schema: without it mysqlslap prints plausible numbers for runs that failed.
+            "--create-schema=\(server.database)", "--concurrency=\(concurrency)", "--iterations=1",
+            "--number-of-queries=\(queries)", "--query=\(sql)",
+        ],
+        environment: ["MYSQL_PWD": server.password, "PATH": "/usr/bin:/bin"]
+    )
     let prefix = "Average number of seconds to run all queries: "
-    guard process.terminationStatus == 0,
+    guard status == 0,
         let line = text.split(separator: "\n").first(where: { $0.contains(prefix) }),
         let value = Double(line.split(separator: ":").last!.trimmingCharacters(in: .whitespaces).prefix { $0 != " " }),
         value > 0
@@ -137,34 +132,22 @@ func runPython(_ driver: String, server: TemporaryMariaDB, sql: String, rows: In
     let script = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Peers/mariadb_asyncio.py").path
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = [
-        "python3", script, driver, server.host, "\(server.port)", server.user, server.password, server.database,
-        "\(tasks)", "\(seconds)", sql, "\(rows)",
-    ]
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = output
-    try process.run()
-    let data = await onDedicatedThread { output.fileHandleForReading.readDataToEndOfFile() }
-    process.waitUntilExit()
-    let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-    guard process.terminationStatus == 0, let value = Double(text.split(separator: "\n").last ?? "") else {
+    let (status, output) = try await runProgram(
+        "/usr/bin/env",
+        [
+            "python3", script, driver, server.host, "\(server.port)", server.user, server.password, server.database,
+            "\(tasks)", "\(seconds)", sql, "\(rows)",
+        ]
+    )
+    let text = output.trimmingCharacters(in: .whitespacesAndNewlines)
+    guard status == 0, let value = Double(text.split(separator: "\n").last ?? "") else {
         throw BenchmarkError("python \(driver) failed: \(text)")
     }
     return value
 }
 
-func pythonModuleExists(_ module: String) -> Bool {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3", "-c", "import \(module)"]
-    process.standardOutput = FileHandle.nullDevice
-    process.standardError = FileHandle.nullDevice
-    guard (try? process.run()) != nil else { return false }
-    process.waitUntilExit()
-    return process.terminationStatus == 0
+func pythonModuleExists(_ module: String) async -> Bool {
+    (try? await runProgram("/usr/bin/env", ["python3", "-c", "import \(module)"]))?.status == 0
 }
 
 /// Synchronous Connector/C on one thread (text protocol, every value read): the most one

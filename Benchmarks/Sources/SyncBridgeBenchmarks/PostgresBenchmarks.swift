@@ -156,21 +156,16 @@ func runPgbench(_ pgbench: String, server: TemporaryPostgres, script: String, cl
 func runPgbench(_ pgbench: String, server: TemporaryPostgres, script: String, clients: Int, transactionsPerClient: Int) async throws -> Double {
     let scriptPath = NSTemporaryDirectory() + "/sb-pgbench-\(getpid()).sql"
     try script.write(toFile: scriptPath, atomically: true, encoding: .utf8)
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: pgbench)
-    process.arguments = [
-        "-n", "-f", scriptPath, "-c", "\(clients)", "-j", "2", "-t", "\(transactionsPerClient)",
-        "-h", "127.0.0.1", "-p", "\(server.port)", "-U", server.user, server.database,
-    ]
-    process.environment = ["PGPASSWORD": server.password, "PATH": "/usr/bin:/bin"]
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    let data = await onDedicatedThread { output.fileHandleForReading.readDataToEndOfFile() }
-    process.waitUntilExit()
-    let text = String(decoding: data, as: UTF8.self)
-    guard process.terminationStatus == 0,
+    let (status, text) = try await runProgram(
+        pgbench,
+        [
+            "-n", "-f", scriptPath, "-c", "\(clients)", "-j", "2", "-t", "\(transactionsPerClient)",
+            "-h", "127.0.0.1", "-p", "\(server.port)", "-U", server.user, server.database,
+        ],
+        environment: ["PGPASSWORD": server.password, "PATH": "/usr/bin:/bin"],
+        keepStandardError: false
+    )
+    guard status == 0,
         let line = text.split(separator: "\n").first(where: { $0.hasPrefix("tps = ") }),
         let value = Double(line.dropFirst(6).prefix { $0 != " " })
     else {

@@ -1,25 +1,36 @@
+import SyncBridge
+
 /// The commit-or-roll-back logic both facades' `withTransaction` share: a transaction at the
-/// outermost level, a savepoint at every level inside it.
-package enum SQLTransaction {
-    /// Runs `body` at nesting level `depth` (1 for the outermost): begins (`begin`, or a
+/// outermost level, a savepoint at every level inside it. One per connection: it counts how
+/// deeply transactions are nested on it.
+package final class SQLTransactionNesting: Sendable {
+    private let depth = Locked(0)
+
+    /// No transaction open.
+    package init() {}
+
+    /// Runs `body` one level deeper than the transactions already open: begins (`begin`, or a
     /// savepoint), commits (or releases the savepoint) when `body` returns, and rolls back (to the
     /// savepoint) when it throws, when the task is cancelled, or when the commit fails.
     ///
     /// - Parameters:
-    ///   - depth: The nesting level, from 1.
     ///   - begin: The statements that start the outermost transaction.
     ///   - execute: Runs one control statement.
     ///   - executeIgnoringCancellation: Runs the rollback statements even when the task is
     ///     cancelled, and logs rather than throws their failure.
     ///   - body: The work.
     /// - Returns: What `body` returns.
-    package static func run<Result: Sendable>(
-        depth: Int,
+    package func run<Result: Sendable>(
         begin: [String],
         execute: (String) async throws -> Void,
         executeIgnoringCancellation: ([String]) async -> Void,
         _ body: () async throws -> Result
     ) async throws -> Result {
+        let depth = self.depth.withLock { depth in
+            depth += 1
+            return depth
+        }
+        defer { self.depth.withLock { $0 -= 1 } }
         let savepoint = "sb_savepoint_\(depth)"
         if depth == 1 {
             for statement in begin { try await execute(statement) }
