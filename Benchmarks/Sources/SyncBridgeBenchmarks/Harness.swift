@@ -29,9 +29,16 @@ struct Comparison {
     }
 }
 
+/// The `--only` argument, if given.
+let onlyContenders: String? = CommandLine.arguments.firstIndex(of: "--only").flatMap {
+    $0 + 1 < CommandLine.arguments.count ? CommandLine.arguments[$0 + 1] : nil
+}
+
 /// Runs every contender once per round, interleaved, so that the machine's noise hits them all
 /// alike; a warm-up round is discarded.
 func compare(_ title: String, unit: String, rounds: Int, _ contenders: [Contender]) async throws -> Comparison {
+    // `--only TEXT` keeps the contenders whose name contains TEXT (for profiling one of them).
+    let contenders = onlyContenders.map { only in contenders.filter { $0.name.contains(only) } } ?? contenders
     var comparison = Comparison(title: title, unit: unit, order: contenders.map(\.name))
     for contender in contenders { _ = try await contender.round() }  // warm-up
     for round in 1...rounds {

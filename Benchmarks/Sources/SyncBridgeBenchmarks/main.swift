@@ -1,6 +1,6 @@
 import Foundation
 
-// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb] [--rounds N] [--seconds S]
+// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb] [--rounds N] [--seconds S] [--only NAME]
 // Prints Markdown tables of medians and the ratios the targets are stated in.
 
 let arguments = CommandLine.arguments.dropFirst()
