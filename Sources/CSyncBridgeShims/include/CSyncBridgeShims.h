@@ -34,6 +34,50 @@ void sb_set_current_worker(void *_Nullable worker);
 int sb_thread_create(pthread_t *_Nonnull thread, void *_Nullable (*_Nonnull body)(void *_Nullable),
                      void *_Nullable context, size_t stack_size);
 
+/// The most frames a stack sample keeps.
+#define SB_STACK_MAX_FRAMES 128
+
+/// The stack of one thread, captured by ``sb_stack_capture``.
+typedef struct {
+    /// The sampled thread's kernel id.
+    int32_t tid;
+    /// How many entries of `frames` are valid.
+    int32_t count;
+    /// 1 when the thread was draining Swift's global concurrent queue (a cooperative thread).
+    int32_t cooperative;
+    /// Where the thread was interrupted (the first frame of its own code), or 0 when unknown.
+    uintptr_t interrupted_pc;
+    /// Return addresses, innermost first.
+    void *_Nullable frames[SB_STACK_MAX_FRAMES];
+} sb_stack_sample;
+
+/// Installs the SIGPROF handler that samples stacks (once per process; later calls do nothing).
+/// SIGPROF signals that are not sample requests go to the handler that was installed before.
+/// Returns 0 or an errno value.
+int sb_stack_capture_install(void);
+
+/// Samples the stack of thread `tid` of this process while it keeps running (or stays
+/// blocked): sends it SIGPROF, whose handler records `backtrace()` into `sample`, and waits at
+/// most `timeout_ns`. One capture at a time: callers serialize. Returns 0, ESRCH when the thread is
+/// gone, ETIMEDOUT when it did not answer (its signal mask blocks SIGPROF), or another errno value.
+int sb_stack_capture(int32_t tid, sb_stack_sample *_Nonnull sample, int64_t timeout_ns);
+
+/// Records the calling thread's return addresses, innermost first; returns how many.
+int32_t sb_backtrace(void *_Nullable *_Nonnull frames, int32_t capacity);
+
+/// Writes the kernel ids of this process's threads into `tids` (at most `capacity`); returns how
+/// many there are (which may exceed `capacity`), or -1.
+int32_t sb_list_threads(int32_t *_Nonnull tids, int32_t capacity);
+
+/// Copies the name of thread `tid` (`/proc/self/task/<tid>/comm`) into `buffer`. Returns 0 or -1.
+int sb_thread_name(int32_t tid, char *_Nonnull buffer, size_t size);
+
+/// Describes the code at `address`: the image's path and load address and the nearest exported
+/// symbol and its address (`dladdr`). Returns 0 when nothing is known.
+int sb_describe_address(const void *_Nullable address, const char *_Nullable *_Nonnull image,
+                        const void *_Nullable *_Nonnull image_base, const char *_Nullable *_Nonnull symbol,
+                        const void *_Nullable *_Nonnull symbol_address);
+
 /// Tells the CPU the caller is spinning (x86 `pause`, ARM `yield`): saves power and lets a
 /// sibling hyper-thread run.
 static inline void sb_cpu_relax(void) {

@@ -142,9 +142,12 @@ public final class ThreadExecutor: SerialExecutor, TaskExecutor, Sendable {
     /// `main` before exit.
     ///
     /// - Throws: ``GuardedWaitError`` when called on this executor's own thread, which could never
-    ///   see the queue drain.
+    ///   see the queue drain; ``BlockingCallError`` on a cooperative thread under
+    ///   ``Blocking/Policy/throwError`` (under the default policy the call is reported and goes
+    ///   ahead).
     @available(*, noasync, message: "blocks the calling thread", renamed: "shutdownGracefully()")
     public func syncShutdownGracefully(fileID: StaticString = #fileID, line: UInt = #line) throws {
+        try Blocking.check("ThreadExecutor.syncShutdownGracefully", callSite: CallSite(fileID: fileID, line: line))
         if isCurrent {
             throw GuardedWaitError(
                 reason: .awaitedWorkNeedsBlockedThread(executor: name, kind: .threadExecutor),

@@ -106,7 +106,8 @@ public func waitForAsync<Success: Sendable>(
     _ operation: sending @escaping () async throws -> Success
 ) throws -> Success {
     let callSite = CallSite(fileID: fileID, line: line)
-    if CooperativePool.isCurrentThread {
+    if Blocking.isCooperativeThread {
+        Blocking.report("waitForAsync", callSite: callSite)
         throw GuardedWaitError(reason: .cooperativeThread, callSite: callSite, thread: .current)
     }
     let worker = WorkerThread.current

@@ -1,0 +1,140 @@
+import FoundationEssentials
+import Logging
+
+/// Detects blocking calls made on Swift's cooperative threads, whatever their duration, and
+/// reports them with their call site, as BlockHound does for the JVM.
+///
+/// Mark your own blocking functions, and they report when they are called from a task instead of
+/// from a ``BlockingPool`` or ``ThreadExecutor`` thread:
+///
+/// ```swift
+/// func legacyFetch(_ id: Int) throws -> Row {
+///     try Blocking.call("legacyFetch") { LegacyDB.fetch(id) }   // reported when on the cooperative pool
+/// }
+/// ```
+///
+/// SyncBridge's own blocking entry points check the same way: ``waitForAsync(timeout:fileID:line:_:)``
+/// (which also refuses to wait there) and ``ThreadExecutor/syncShutdownGracefully(fileID:line:)``.
+///
+/// Reports go to every running ``Watchdog`` (its logger, metrics, callback and JSON-lines file);
+/// when none runs, to a logger labelled `SyncBridge.Blocking`. What happens to the call is the
+/// ``Policy``: by default it is logged and goes ahead.
+public enum Blocking {
+    /// What a blocking call on a cooperative thread does after it is reported.
+    public enum Policy: Sendable, Hashable {
+        /// Goes ahead (the report is the only effect). The default.
+        case log
+        /// Throws ``BlockingCallError`` instead of making the call.
+        case throwError
+        /// Stops the process with the report (for test runs that must never block).
+        case trap
+    }
+
+    private static let defaultPolicy = Locked(Policy.log)
+    private static let fallbackLogger = Logger(label: "SyncBridge.Blocking")
+
+    /// The policy of calls that do not name one. Process-wide; default ``Policy/log``.
+    public static var policy: Policy {
+        get { defaultPolicy.current }
+        set { defaultPolicy.withLock { $0 = newValue } }
+    }
+
+    /// Runs `body`, a blocking call, after checking where it runs: on a cooperative thread the
+    /// call is reported with its call site and then handled as `policy` says.
+    ///
+    /// - Parameters:
+    ///   - operation: Names the call in the report.
+    ///   - policy: What to do on a cooperative thread; ``policy`` when `nil`.
+    ///   - fileID: The call site; leave the default.
+    ///   - line: The call site; leave the default.
+    ///   - body: The blocking work.
+    /// - Returns: What `body` returns.
+    /// - Throws: ``BlockingCallError`` under ``Policy/throwError`` on a cooperative thread; what
+    ///   `body` throws.
+    public static func call<Result>(
+        _ operation: String = "Blocking.call",
+        policy: Policy? = nil,
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
+        _ body: () throws -> Result
+    ) throws -> Result {
+        try check(operation, policy: policy, callSite: CallSite(fileID: fileID, line: line))
+        return try body()
+    }
+
+    /// Checks that the calling thread may block: reports and applies `policy` when it is a
+    /// cooperative thread; does nothing otherwise (about 10 ns).
+    ///
+    /// - Throws: ``BlockingCallError`` under ``Policy/throwError`` on a cooperative thread.
+    public static func check(_ operation: String, policy: Policy? = nil, callSite: CallSite) throws {
+        guard isCooperativeThread else { return }
+        let report = report(operation, callSite: callSite)
+        switch policy ?? Self.policy {
+        case .log:
+            return
+        case .throwError:
+            throw BlockingCallError(operation: operation, callSite: callSite)
+        case .trap:
+            fatalError(report.description)
+        }
+    }
+
+    /// Whether the calling thread is one the blocking-call check guards: a thread of Swift's
+    /// cooperative pool.
+    static var isCooperativeThread: Bool {
+        CooperativePool.isCurrentThread
+    }
+
+    /// Reports a blocking call made on a cooperative thread, with the calling thread's stack, to
+    /// every running watchdog (or the fallback logger), and returns the report.
+    @discardableResult
+    static func report(_ operation: String, callSite: CallSite) -> WatchdogReport {
+        let report = WatchdogReport(
+            kind: .blockingCall,
+            startedAt: Date(),
+            duration: .zero,
+            isOngoing: false,
+            threshold: .zero,
+            operation: operation,
+            callSite: callSite.description,
+            stacks: [StackSampler.currentStack()],
+            scopeID: WatchdogScope.current
+        )
+        let watchdogs = WatchdogRegistry.all
+        if watchdogs.isEmpty {
+            fallbackLogger.warning("\(report.description)", metadata: ["watchdog.call_site": "\(callSite)"])
+        }
+        for watchdog in watchdogs { watchdog.enqueue(report) }
+        return report
+    }
+}
+
+/// A blocking call was refused because it was made on a cooperative thread (policy
+/// ``Blocking/Policy/throwError``).
+public struct BlockingCallError: Error, Hashable, CustomStringConvertible {
+    /// The call.
+    public let operation: String
+    /// Where it was made.
+    public let callSite: CallSite
+
+    /// Says what was refused, where, and what to do.
+    public var description: String {
+        "\(operation) at \(callSite) would block a thread of Swift's cooperative pool; run it on a BlockingPool or ThreadExecutor instead"
+    }
+}
+
+/// The test (or other scope) a report belongs to: a task-local that test traits set, so that a
+/// blocking call is attributed to the test whose task made it even when tests run in parallel.
+package enum WatchdogScope {
+    @TaskLocal package static var current: UInt64?
+
+    private static let counter = Locked<UInt64>(0)
+
+    /// A new scope identifier.
+    package static func next() -> UInt64 {
+        counter.withLock { value in
+            value += 1
+            return value
+        }
+    }
+}

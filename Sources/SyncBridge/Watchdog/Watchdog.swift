@@ -1,0 +1,404 @@
+import CSyncBridgeShims
+import FoundationEssentials
+public import Logging
+public import Metrics
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Watches Swift's cooperative pool for synchronous code that blocks it, and reports what it sees
+/// with the stacks of the blocked threads.
+///
+/// The watchdog runs on its own dedicated thread, never a cooperative one. Every few milliseconds
+/// it sends a tiny probe task to each band (QoS) of the global executor; a band whose probe has
+/// not run after ``Configuration/threshold`` is stalled: all its threads are busy or blocked. The
+/// watchdog then samples the stacks of that band's threads while they are still blocked, and
+/// reports. When the band recovers, a second report gives the total duration.
+///
+/// ```swift
+/// let watchdog = Watchdog(configuration: .init(threshold: .milliseconds(100)), logger: logger)
+/// // As a service…
+/// let group = ServiceGroup(services: [watchdog, server], logger: logger)
+/// // …or explicitly.
+/// watchdog.start()
+/// defer { watchdog.stop() }
+/// ```
+///
+/// Reports go to the logger (warnings with structured metadata), to swift-metrics
+/// (`syncbridge.watchdog.stalls` and the `syncbridge.watchdog.lag` timer, both with a `band`
+/// dimension), to ``Configuration/onReport``, and to a JSON-lines file when
+/// ``Configuration/jsonLinesPath`` is set. Blocking calls that ``Blocking`` detects are reported
+/// through every running watchdog too.
+///
+/// The lag probe cannot see one blocked thread while another thread of the band is free; the
+/// per-job mode of the test support can (see `SyncBridgeTesting`).
+///
+/// Sampling a stack sends the thread SIGPROF, as sampling profilers do: once per stall, only to
+/// the stalled band's threads. A system call it interrupts resumes when it is restartable (`read`,
+/// `write`, `recv`…); sleeps and polls return early with `EINTR`, which code that blocks must
+/// handle anyway. Set ``Configuration/captureStacks`` to `false` to report without stacks.
+///
+/// Symbols come from the process itself (`dladdr`, exported symbols only, demangled); each frame
+/// keeps its image and offset so that `llvm-symbolizer --obj=IMAGE OFFSET` names the rest.
+public final class Watchdog: Sendable {
+    /// How the watchdog watches and where it reports.
+    public struct Configuration: Sendable {
+        /// A band whose probe has waited longer than this is reported. Default 100 ms.
+        public var threshold: Duration
+        /// How often each band is probed. Default 5 ms.
+        public var probeInterval: Duration
+        /// The bands to probe. Default: all four (user-initiated, default, utility, background).
+        public var bands: [TaskPriority]
+        /// Whether to sample the stacks of a stalled band's threads. Default `true`.
+        public var captureStacks: Bool
+        /// A file that receives each report as one line of JSON (appended). Default none.
+        public var jsonLinesPath: String?
+        /// Called with each report, on the watchdog's thread.
+        public var onReport: (@Sendable (WatchdogReport) -> Void)?
+
+        /// A configuration; every parameter has the default described on its property.
+        public init(
+            threshold: Duration = .milliseconds(100),
+            probeInterval: Duration = .milliseconds(5),
+            bands: [TaskPriority] = [.userInitiated, .medium, .utility, .background],
+            captureStacks: Bool = true,
+            jsonLinesPath: String? = nil,
+            onReport: (@Sendable (WatchdogReport) -> Void)? = nil
+        ) {
+            self.threshold = threshold
+            self.probeInterval = probeInterval
+            self.bands = bands
+            self.captureStacks = captureStacks
+            self.jsonLinesPath = jsonLinesPath
+            self.onReport = onReport
+        }
+    }
+
+    /// The configuration in force.
+    public let configuration: Configuration
+    private let logger: Logger
+    private let stallCounters: [UInt8: Counter]
+    private let lagTimers: [UInt8: Timer]
+    private let blockingCallCounter: Counter
+    private let condition = ConditionLock()
+    private let state: Locked<State>
+
+    private struct BandState {
+        let priority: TaskPriority
+        var sequence: UInt64 = 0
+        /// When the outstanding probe was sent (monotonic ns); `nil` when none is outstanding.
+        var sentAt: UInt64?
+        /// When the latest probe ran, and how long it had waited.
+        var acknowledgedAt: UInt64?
+        /// Set while the band is reported stalled: when the stall started (monotonic and wall).
+        var stallStart: (monotonic: UInt64, wall: Date)?
+        /// Set by the probe that ends a stall; the watchdog's thread reports it.
+        var stallEnd: UInt64?
+    }
+
+    private struct State {
+        var running = false
+        var stopRequested = false
+        /// Resumed when the watchdog's thread has ended.
+        var stopWaiters: [CheckedContinuation<Void, Never>] = []
+        var bands: [UInt8: BandState] = [:]
+        /// Which band each cooperative thread was last seen serving.
+        var bandOfThread: [Int32: UInt8] = [:]
+        /// Reports waiting to be delivered on the watchdog's thread.
+        var pending: [WatchdogReport] = []
+        var watchdogThreadID: Int32 = 0
+    }
+
+    /// Creates a watchdog; call ``start()`` (or run it as a `Service`) to start watching.
+    ///
+    /// - Parameters:
+    ///   - configuration: Threshold, probe interval, bands and report destinations.
+    ///   - logger: Receives each report as a warning.
+    ///   - metricsFactory: Receives the stall counter and lag timers.
+    public init(
+        configuration: Configuration = Configuration(),
+        logger: Logger = Logger(label: "SyncBridge.Watchdog"),
+        metricsFactory: any MetricsFactory = MetricsSystem.factory
+    ) {
+        self.configuration = configuration
+        self.logger = logger
+        var stalls: [UInt8: Counter] = [:]
+        var lags: [UInt8: Timer] = [:]
+        var bands: [UInt8: BandState] = [:]
+        for priority in configuration.bands {
+            let name = Self.bandName(priority)
+            stalls[priority.rawValue] = Counter(label: "syncbridge.watchdog.stalls", dimensions: [("band", name)], factory: metricsFactory)
+            lags[priority.rawValue] = Timer(label: "syncbridge.watchdog.lag", dimensions: [("band", name)], factory: metricsFactory)
+            bands[priority.rawValue] = BandState(priority: priority)
+        }
+        stallCounters = stalls
+        lagTimers = lags
+        blockingCallCounter = Counter(label: "syncbridge.watchdog.blocking_calls", factory: metricsFactory)
+        state = Locked(State(bands: bands))
+    }
+
+    /// The name of a band: `userInitiated`, `default`, `utility`, `background`, or the raw value.
+    public static func bandName(_ priority: TaskPriority) -> String {
+        switch priority {
+        case .userInitiated: "userInitiated"
+        case .medium: "default"
+        case .utility: "utility"
+        case .background: "background"
+        default: "priority \(priority.rawValue)"
+        }
+    }
+
+    /// Starts the watchdog's thread. Does nothing when it already runs.
+    public func start() {
+        let shouldStart = state.withLock { state -> Bool in
+            guard !state.running else { return false }
+            state.running = true
+            state.stopRequested = false
+            return true
+        }
+        guard shouldStart else { return }
+        if configuration.captureStacks { _ = StackSampler.install() }
+        let context = Unmanaged.passRetained(self).toOpaque()
+        var handle = pthread_t()
+        let result = sb_thread_create(&handle, { context in
+            let watchdog = Unmanaged<Watchdog>.fromOpaque(context!).takeRetainedValue()
+            _ = sb_set_current_thread_name("sb-watchdog")
+            watchdog.watch()
+            return nil
+        }, context, 0)
+        precondition(result == 0, "Watchdog: pthread_create failed with \(result)")
+        pthread_detach(handle)
+        WatchdogRegistry.add(self)
+        logger.debug("watchdog started", metadata: ["threshold": "\(WatchdogReport.milliseconds(configuration.threshold))"])
+    }
+
+    /// Stops the watchdog and waits for its thread to end; reports still pending are delivered
+    /// first. Does nothing when it is not running. Blocks for about one probe interval: from async
+    /// code, use ``shutdown()``.
+    public func stop() {
+        guard requestStop() else { return }
+        condition.lock()
+        while state.withLock({ $0.running }) { condition.wait() }
+        condition.unlock()
+    }
+
+    /// Stops the watchdog and suspends until its thread has ended; reports still pending are
+    /// delivered first.
+    public func shutdown() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let running = state.withLock { state -> Bool in
+                guard state.running else { return false }
+                state.stopWaiters.append(continuation)
+                return true
+            }
+            if running { _ = requestStop() } else { continuation.resume() }
+        }
+    }
+
+    /// Asks the thread to stop; `false` when it is not running.
+    private func requestStop() -> Bool {
+        WatchdogRegistry.remove(self)
+        let running = state.withLock { state -> Bool in
+            guard state.running else { return false }
+            state.stopRequested = true
+            return true
+        }
+        if running { condition.withLock { condition.broadcast() } }
+        return running
+    }
+
+    /// Whether a probe has run on band `priority` since the watchdog started.
+    func hasProbed(_ priority: TaskPriority) -> Bool {
+        state.withLock { $0.bands[priority.rawValue]?.acknowledgedAt != nil }
+    }
+
+    /// Whether the watchdog's thread is running.
+    public var isRunning: Bool {
+        state.withLock { $0.running }
+    }
+
+    // MARK: The watchdog's thread
+
+    private func watch() {
+        state.withLock { $0.watchdogThreadID = sb_gettid() }
+        let interval = Self.nanoseconds(configuration.probeInterval)
+        while true {
+            let stop = state.withLock { $0.stopRequested }
+            tick()
+            deliverPending()
+            if stop { break }
+            condition.lock()
+            _ = condition.wait(untilMonotonicNanoseconds: monotonicNanoseconds() + interval)
+            condition.unlock()
+        }
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.running = false
+            defer { state.stopWaiters.removeAll() }
+            return state.stopWaiters
+        }
+        condition.withLock { condition.broadcast() }
+        for waiter in waiters { waiter.resume() }
+        logger.debug("watchdog stopped")
+    }
+
+    /// Probes every band, reports stalls that began or ended.
+    private func tick() {
+        let now = monotonicNanoseconds()
+        let threshold = Self.nanoseconds(configuration.threshold)
+        var probes: [(TaskPriority, UInt8, UInt64)] = []
+        var began: [(UInt8, UInt64, Date)] = []
+        var ended: [(UInt8, UInt64, Date, UInt64)] = []
+        state.withLock { state in
+            for (key, var band) in state.bands {
+                if let end = band.stallEnd, let start = band.stallStart {
+                    ended.append((key, end - start.monotonic, start.wall, 0))
+                    band.stallStart = nil
+                    band.stallEnd = nil
+                }
+                if let sentAt = band.sentAt {
+                    if band.stallStart == nil && now - sentAt > threshold {
+                        let wall = Date(timeIntervalSinceNow: -Double(now - sentAt) / 1e9)
+                        band.stallStart = (sentAt, wall)
+                        began.append((key, now - sentAt, wall))
+                    }
+                } else {
+                    band.sequence += 1
+                    band.sentAt = now
+                    probes.append((band.priority, key, band.sequence))
+                }
+                state.bands[key] = band
+            }
+        }
+        for (priority, key, sequence) in probes {
+            Task.detached(priority: priority) { [self] in
+                acknowledge(band: key, sequence: sequence, threadID: sb_gettid())
+            }
+        }
+        for (key, lag, wall) in began {
+            stallCounters[key]?.increment()
+            let stacks = configuration.captureStacks ? stacksOfBand(key) : []
+            enqueue(
+                WatchdogReport(
+                    kind: .stall,
+                    band: Self.bandName(TaskPriority(rawValue: key)),
+                    startedAt: wall,
+                    duration: .nanoseconds(Int64(lag)),
+                    isOngoing: true,
+                    threshold: configuration.threshold,
+                    stacks: stacks
+                )
+            )
+        }
+        for (key, duration, wall, _) in ended {
+            enqueue(
+                WatchdogReport(
+                    kind: .stall,
+                    band: Self.bandName(TaskPriority(rawValue: key)),
+                    startedAt: wall,
+                    duration: .nanoseconds(Int64(duration)),
+                    isOngoing: false,
+                    threshold: configuration.threshold
+                )
+            )
+        }
+    }
+
+    /// Runs in a probe task, on a thread of the band.
+    private func acknowledge(band key: UInt8, sequence: UInt64, threadID: Int32) {
+        let now = monotonicNanoseconds()
+        let lag = state.withLock { state -> UInt64? in
+            state.bandOfThread[threadID] = key
+            guard var band = state.bands[key], band.sequence == sequence, let sentAt = band.sentAt else { return nil }
+            band.sentAt = nil
+            band.acknowledgedAt = now
+            if band.stallStart != nil { band.stallEnd = now }
+            state.bands[key] = band
+            return now - sentAt
+        }
+        if let lag { lagTimers[key]?.recordNanoseconds(Int64(lag)) }
+    }
+
+    /// Samples the threads that serve band `key` (or whose band is not known yet) and keeps the
+    /// cooperative ones.
+    private func stacksOfBand(_ key: UInt8) -> [ThreadStack] {
+        let (bandOfThread, own) = state.withLock { ($0.bandOfThread, $0.watchdogThreadID) }
+        var stacks: [ThreadStack] = []
+        for threadID in StackSampler.threadIDs() where threadID != own {
+            if let band = bandOfThread[threadID], band != key { continue }
+            guard let stack = StackSampler.sample(threadID), stack.isCooperative else { continue }
+            stacks.append(stack)
+        }
+        return stacks
+    }
+
+    // MARK: Delivering reports
+
+    /// Queues a report for delivery on the watchdog's thread.
+    func enqueue(_ report: WatchdogReport) {
+        if report.kind == .blockingCall { blockingCallCounter.increment() }
+        state.withLock { $0.pending.append(report) }
+        condition.withLock { condition.broadcast() }
+    }
+
+    private func deliverPending() {
+        let reports = state.withLock { state -> [WatchdogReport] in
+            defer { state.pending.removeAll() }
+            return state.pending
+        }
+        for report in reports { deliver(report) }
+    }
+
+    private func deliver(_ report: WatchdogReport) {
+        var metadata: Logger.Metadata = [
+            "watchdog.kind": "\(report.kind.rawValue)",
+            "watchdog.duration_ms": "\(report.duration.components.seconds * 1000 + report.duration.components.attoseconds / 1_000_000_000_000_000)",
+            "watchdog.ongoing": "\(report.isOngoing)",
+        ]
+        if let band = report.band { metadata["watchdog.band"] = "\(band)" }
+        if let callSite = report.callSite { metadata["watchdog.call_site"] = "\(callSite)" }
+        logger.warning("\(report.description)", metadata: metadata)
+        configuration.onReport?(report)
+        if let path = configuration.jsonLinesPath { Self.append(report, toJSONLines: path, logger: logger) }
+    }
+
+    private static func append(_ report: WatchdogReport, toJSONLines path: String, logger: Logger) {
+        do {
+            var line = try JSONEncoder().encode(report)
+            line.append(UInt8(ascii: "\n"))
+            let file = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+            guard file >= 0 else {
+                logger.error("watchdog: cannot open the JSON-lines file", metadata: ["path": "\(path)", "errno": "\(errno)"])
+                return
+            }
+            defer { close(file) }
+            _ = line.withUnsafeBytes { write(file, $0.baseAddress, $0.count) }
+        } catch {
+            logger.error("watchdog: cannot encode a report", metadata: ["error": "\(error)"])
+        }
+    }
+
+    static func nanoseconds(_ duration: Duration) -> UInt64 {
+        let (seconds, attoseconds) = duration.components
+        return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds / 1_000_000_000))
+    }
+}
+
+/// The watchdogs running in this process, which blocking-call reports go to.
+enum WatchdogRegistry {
+    private static let running = Locked<[Watchdog]>([])
+
+    static func add(_ watchdog: Watchdog) {
+        running.withLock { $0.append(watchdog) }
+    }
+
+    static func remove(_ watchdog: Watchdog) {
+        running.withLock { $0.removeAll { $0 === watchdog } }
+    }
+
+    static var all: [Watchdog] {
+        running.current
+    }
+}
