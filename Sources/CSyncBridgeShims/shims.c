@@ -196,3 +196,85 @@ int sb_describe_address(const void *address, const char **image, const void **im
     *symbol_address = info.dli_saddr;
     return 1;
 }
+
+// MARK: Redirecting the global executor's jobs (test-only per-job timing)
+
+// The runtime's hook and job runner use the Swift calling convention.
+typedef __attribute__((swiftcall)) void (*sb_enqueue_original)(void *job);
+typedef __attribute__((swiftcall)) void (*sb_enqueue_hook)(void *job, sb_enqueue_original original);
+typedef struct {
+    void *identity;
+    uintptr_t implementation;
+} sb_serial_executor_ref;
+typedef __attribute__((swiftcall)) void (*sb_job_run_function)(void *job, sb_serial_executor_ref executor);
+
+static sb_job_sink _Atomic sb_sink = NULL;
+static sb_enqueue_hook sb_previous_hook = NULL;
+static int sb_hook_installed = 0;
+static pthread_mutex_t sb_hook_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+__attribute__((swiftcall)) static void sb_enqueue_redirect(void *job, sb_enqueue_original original) {
+    sb_job_sink sink = atomic_load(&sb_sink);
+    if (sink != NULL) {
+        sink(job);
+    } else {
+        original(job);
+    }
+}
+
+static sb_enqueue_hook *sb_hook_slot(void) {
+    return (sb_enqueue_hook *)dlsym(RTLD_DEFAULT, "swift_task_enqueueGlobal_hook");
+}
+
+int sb_global_enqueue_hook_install(sb_job_sink sink) {
+    sb_enqueue_hook *slot = sb_hook_slot();
+    if (slot == NULL) return ENOSYS;
+    pthread_mutex_lock(&sb_hook_mutex);
+    if (sb_hook_installed) {
+        pthread_mutex_unlock(&sb_hook_mutex);
+        return EBUSY;
+    }
+    atomic_store(&sb_sink, sink);
+    sb_previous_hook = __atomic_exchange_n(slot, sb_enqueue_redirect, __ATOMIC_SEQ_CST);
+    sb_hook_installed = 1;
+    pthread_mutex_unlock(&sb_hook_mutex);
+    return 0;
+}
+
+int sb_global_enqueue_hook_uninstall(void) {
+    sb_enqueue_hook *slot = sb_hook_slot();
+    if (slot == NULL) return ENOSYS;
+    pthread_mutex_lock(&sb_hook_mutex);
+    if (!sb_hook_installed) {
+        pthread_mutex_unlock(&sb_hook_mutex);
+        return ENOENT;
+    }
+    __atomic_store_n(slot, sb_previous_hook, __ATOMIC_SEQ_CST);
+    // A hook call already under way still finds the sink and hands its job over.
+    sb_hook_installed = 0;
+    pthread_mutex_unlock(&sb_hook_mutex);
+    return 0;
+}
+
+int sb_run_global_job(void *job) {
+    static sb_job_run_function _Atomic cached = NULL;
+    sb_job_run_function run = atomic_load(&cached);
+    if (run == NULL) {
+        run = (sb_job_run_function)dlsym(RTLD_DEFAULT, "swift_job_run");
+        atomic_store(&cached, run);
+    }
+    if (run == NULL) return ENOSYS;
+    sb_serial_executor_ref generic = {NULL, 0};
+    run(job, generic);
+    return 0;
+}
+
+static _Thread_local int sb_global_job_thread = 0;
+
+void sb_set_runs_global_jobs(int value) {
+    sb_global_job_thread = value;
+}
+
+int sb_runs_global_jobs(void) {
+    return sb_global_job_thread;
+}

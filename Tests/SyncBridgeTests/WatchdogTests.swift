@@ -63,10 +63,12 @@ struct WatchdogTests {
     @Test("the stack of another thread is sampled while it stays blocked, with its blocking frame")
     func sampleBlockedThread() async throws {
         let blocked = Locked<Int32>(0)
+        let released = Locked(false)
         var handle = pthread_t()
-        let box = Unmanaged.passRetained(Box { 
+        let box = Unmanaged.passRetained(Box {
             blocked.withLock { $0 = sb_gettid() }
-            sleepBlocking(milliseconds: 300)
+            // Sleeps until released, sleeping again when a sample's signal interrupts it.
+            while !released.current { _ = usleep(100_000) }
         }).toOpaque()
         let created = sb_thread_create(&handle, { context in
             Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
@@ -75,14 +77,16 @@ struct WatchdogTests {
         #expect(created == 0)
         try await waitUntil("the thread started") { blocked.current != 0 }
         try await waitUntil("the thread is inside usleep") {
-            StackSampler.sample(blocked.current)?.contains(symbol: "sleep") == true
+            StackSampler.sample(blocked.current)?.contains(symbol: "usleep") == true
         }
-        let stack = try #require(StackSampler.sample(blocked.current))
+        let stack = try #require(StackSampler.sample(blocked.current, timeout: .seconds(5)))
+        released.withLock { $0 = true }
+        pthread_join(handle, nil)
         #expect(stack.threadID == blocked.current)
         #expect(!stack.isCooperative)
-        #expect(stack.contains(symbol: "sleep"), "\(stack)")
+        #expect(stack.frames.first?.symbol?.contains("sleep") == true, "\(stack)")
         #expect(stack.frames.allSatisfy { $0.image != nil && $0.imageOffset != nil })
-        pthread_join(handle, nil)
+        #expect(StackSampler.sample(blocked.current) == nil, "the thread has ended")
     }
 
     @Test("a band blocked on every thread is reported within threshold + 20 ms, with the blocked stacks; the end is reported with the total")
@@ -118,7 +122,7 @@ struct WatchdogTests {
     @Test("the same work offloaded to a BlockingPool produces no report")
     func offloadedWorkIsQuiet() async throws {
         let collector = ReportCollector()
-        let watchdog = Watchdog(configuration: .init(threshold: .milliseconds(50), onReport: collector.record))
+        let watchdog = Watchdog(configuration: .init(threshold: .milliseconds(50), bands: [.utility], onReport: collector.record))
         watchdog.start()
         let pool = BlockingPool(name: "sb-offload", threadCount: cooperativeWidth * 2)
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -166,6 +170,65 @@ struct WatchdogTests {
         #expect(first.callSite == "SyncBridgeTests/WatchdogTests.swift:\(line)")
         #expect(first.stacks.count == 1 && first.stacks[0].isCooperative)
         #expect(first.headline.contains("legacyFetch") && first.headline.contains("WatchdogTests.swift"))
+    }
+
+    @Test("per-job mode catches one blocking job while other threads are free; the lag probe alone does not")
+    func perJobMode() async throws {
+        // One blocked thread of two: the lag probe, whose probes run on the free thread, sees nothing.
+        let probesOnly = ReportCollector()
+        let probing = Watchdog(configuration: .init(threshold: .milliseconds(50), bands: [.utility], onReport: probesOnly.record))
+        probing.start()
+        try await waitUntil("the band was probed") { probing.hasProbed(.utility) }
+        await Task.detached(priority: .utility) { sleepBlocking(milliseconds: 200) }.value
+        await probing.shutdown()
+        #expect(probesOnly.all.filter { $0.kind == .stall }.isEmpty, "\(probesOnly.all)")
+
+        // The same job with every job timed: reported while it runs, with its stack, and when it ends.
+        let perJob = ReportCollector()
+        let timing = Watchdog(configuration: .init(threshold: .milliseconds(50), bands: [], onReport: perJob.record, timesEveryJob: true, perJobThreads: 4))
+        timing.start()
+        let ranOn = await Task.detached(priority: .utility) { () -> Bool in
+            sleepBlocking(milliseconds: 200)
+            return InstrumentedGlobalExecutor.isCurrentThread
+        }.value
+        try await waitUntil("the end of the slow job is reported") {
+            let running = perJob.first { $0.isOngoing && $0.containsFrame("usleep") }?.report
+            return running.map { running in perJob.first { !$0.isOngoing && $0.startedAt == running.startedAt } != nil } ?? false
+        }
+        await timing.shutdown()
+        #expect(ranOn)
+        // Jobs of other suites running meanwhile are timed too: find this test's job by its stack.
+        let running = try #require(perJob.first { $0.kind == .slowJob && $0.isOngoing && $0.containsFrame("usleep") }).report
+        #expect(running.headline.contains("one job"))
+        let finished = try #require(perJob.first { $0.kind == .slowJob && !$0.isOngoing && $0.startedAt == running.startedAt }).report
+        #expect(finished.duration >= .milliseconds(150))
+    }
+
+    @Test("per-job mode installs and uninstalls cleanly and loses no job")
+    func perJobModeLosesNothing() async throws {
+        let counter = Locked(0)
+        let before = InstrumentedGlobalExecutor.completedJobs
+        for round in 0..<5 {
+            let watchdog = Watchdog(configuration: .init(bands: [], timesEveryJob: true, perJobThreads: 4))
+            watchdog.start()
+            // Tasks run while the hook comes and goes.
+            let work = Task.detached {
+                await withTaskGroup(of: Void.self) { group in
+                    for _ in 0..<2_000 { group.addTask { counter.withLock { $0 += 1 } } }
+                }
+            }
+            if round % 2 == 0 { await watchdog.shutdown() }
+            try await withDeadline(30) { await work.value }
+            await watchdog.shutdown()
+        }
+        #expect(counter.current == 10_000)
+        #expect(InstrumentedGlobalExecutor.completedJobs > before)
+        // Uninstalled: tasks run on Swift's own cooperative pool again.
+        let label = await Task.detached { sb_current_dispatch_queue_label().map { String(cString: $0) } }.value
+        #expect(label == CooperativePool.knownLabel)
+        let after = InstrumentedGlobalExecutor.completedJobs
+        await Task.detached {}.value
+        #expect(InstrumentedGlobalExecutor.completedJobs == after)
     }
 
     @Test("reports reach metrics, the callback and a JSON-lines file a program can decode")

@@ -78,6 +78,28 @@ int sb_describe_address(const void *_Nullable address, const char *_Nullable *_N
                         const void *_Nullable *_Nonnull image_base, const char *_Nullable *_Nonnull symbol,
                         const void *_Nullable *_Nonnull symbol_address);
 
+/// Receives a job of Swift's global executor that the enqueue hook redirected.
+typedef void (*sb_job_sink)(void *_Nonnull job);
+
+/// Installs `swift_task_enqueueGlobal_hook` so that every job enqueued on Swift's global executor
+/// goes to `sink` instead (the previous hook is kept and restored by the uninstall). Returns 0,
+/// ENOSYS when the runtime has no such hook, or EBUSY when one is already installed by us.
+int sb_global_enqueue_hook_install(sb_job_sink _Nonnull sink);
+
+/// Restores the hook that was there before ``sb_global_enqueue_hook_install``. Returns 0 or
+/// ENOENT when ours was not installed.
+int sb_global_enqueue_hook_uninstall(void);
+
+/// Runs a redirected job as the global executor would (`swift_job_run` with the generic
+/// executor). Returns 0, or ENOSYS when the runtime has no `swift_job_run`.
+int sb_run_global_job(void *_Nonnull job);
+
+/// Marks the calling thread as one that runs redirected jobs (1) or not (0).
+void sb_set_runs_global_jobs(int value);
+
+/// Whether the calling thread runs redirected jobs of Swift's global executor.
+int sb_runs_global_jobs(void);
+
 /// Tells the CPU the caller is spinning (x86 `pause`, ARM `yield`): saves power and lets a
 /// sibling hyper-thread run.
 static inline void sb_cpu_relax(void) {

@@ -38,9 +38,12 @@ public enum CooperativePool {
         }
     }
 
-    /// Whether the calling thread is one of Swift's cooperative-pool threads.
+    /// Whether the calling thread is one of Swift's cooperative-pool threads (or, while a
+    /// watchdog times every job, one of the threads that run the global executor's jobs in its
+    /// place).
     public static var isCurrentThread: Bool {
         if !probeStarted.load(ordering: .relaxed) { startProbe() }
+        if InstrumentedGlobalExecutor.isCurrentThread { return true }
         guard let label = sb_current_dispatch_queue_label() else { return false }
         if strcmp(label, knownLabel) == 0 { return true }
         guard let override = labelOverride.withLock({ $0 }) else { return false }

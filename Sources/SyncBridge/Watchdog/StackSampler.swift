@@ -77,8 +77,8 @@ enum StackSampler {
     }
 
     /// The stack of thread `threadID`, or `nil` when it is gone or did not answer within
-    /// `timeout` (a thread that blocks SIGPROF).
-    static func sample(_ threadID: Int32, timeout: Duration = .milliseconds(50)) -> ThreadStack? {
+    /// `timeout` (a thread that blocks SIGPROF, or one the scheduler did not run in time).
+    static func sample(_ threadID: Int32, timeout: Duration = .milliseconds(100)) -> ThreadStack? {
         guard install() else { return nil }
         let sample = UnsafeMutablePointer<sb_stack_sample>.allocate(capacity: 1)
         defer { sample.deallocate() }

@@ -50,7 +50,9 @@ public final class Watchdog: Sendable {
         public var threshold: Duration
         /// How often each band is probed. Default 5 ms.
         public var probeInterval: Duration
-        /// The bands to probe. Default: all four (user-initiated, default, utility, background).
+        /// The bands to probe. Default: user-initiated, default and utility. Add `.background`
+        /// when your code uses it: the kernel runs that band's threads at a lower priority, so on a
+        /// saturated machine its probes can wait past the threshold without any blocking code.
         public var bands: [TaskPriority]
         /// Whether to sample the stacks of a stalled band's threads. Default `true`.
         public var captureStacks: Bool
@@ -58,16 +60,28 @@ public final class Watchdog: Sendable {
         public var jsonLinesPath: String?
         /// Called with each report, on the watchdog's thread.
         public var onReport: (@Sendable (WatchdogReport) -> Void)?
+        /// Per-job mode, for tests: every job of Swift's global executor runs on the watchdog's own
+        /// threads and is timed, so that a single job that runs longer than the threshold is
+        /// reported even while other cooperative threads are free. Adds a lock and a thread
+        /// hand-off to every job (see Benchmarks/README.md). Default `false`.
+        public var timesEveryJob: Bool
+        /// The threads that run the jobs in per-job mode. Default (`nil` in the initializer): one
+        /// per CPU, as each band of the cooperative pool has.
+        public var perJobThreads: Int
 
         /// A configuration; every parameter has the default described on its property.
         public init(
             threshold: Duration = .milliseconds(100),
             probeInterval: Duration = .milliseconds(5),
-            bands: [TaskPriority] = [.userInitiated, .medium, .utility, .background],
+            bands: [TaskPriority] = [.userInitiated, .medium, .utility],
             captureStacks: Bool = true,
             jsonLinesPath: String? = nil,
-            onReport: (@Sendable (WatchdogReport) -> Void)? = nil
+            onReport: (@Sendable (WatchdogReport) -> Void)? = nil,
+            timesEveryJob: Bool = false,
+            perJobThreads: Int? = nil
         ) {
+            self.timesEveryJob = timesEveryJob
+            self.perJobThreads = max(1, perJobThreads ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
             self.threshold = threshold
             self.probeInterval = probeInterval
             self.bands = bands
@@ -110,6 +124,9 @@ public final class Watchdog: Sendable {
         /// Reports waiting to be delivered on the watchdog's thread.
         var pending: [WatchdogReport] = []
         var watchdogThreadID: Int32 = 0
+        /// Per-job mode: the slow jobs reported while running, by sequence, with their start.
+        var reportedJobs: [UInt64: Date] = [:]
+        var timingJobs = false
     }
 
     /// Creates a watchdog; call ``start()`` (or run it as a `Service`) to start watching.
@@ -161,6 +178,14 @@ public final class Watchdog: Sendable {
         }
         guard shouldStart else { return }
         if configuration.captureStacks { _ = StackSampler.install() }
+        if configuration.timesEveryJob {
+            let installed = InstrumentedGlobalExecutor.acquire(threadCount: configuration.perJobThreads, slowThreshold: configuration.threshold)
+            if installed {
+                state.withLock { $0.timingJobs = true }
+            } else {
+                logger.error("watchdog: this Swift runtime has no swift_task_enqueueGlobal_hook; per-job timing is off")
+            }
+        }
         let context = Unmanaged.passRetained(self).toOpaque()
         var handle = pthread_t()
         let result = sb_thread_create(&handle, { context in
@@ -228,14 +253,21 @@ public final class Watchdog: Sendable {
         while true {
             let stop = state.withLock { $0.stopRequested }
             tick()
+            if state.withLock({ $0.timingJobs }) { checkJobs() }
             deliverPending()
             if stop { break }
             condition.lock()
             _ = condition.wait(untilMonotonicNanoseconds: monotonicNanoseconds() + interval)
             condition.unlock()
         }
+        if state.withLock({ $0.timingJobs }) {
+            InstrumentedGlobalExecutor.release(slowThreshold: configuration.threshold)
+            checkJobs()
+            deliverPending()
+        }
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             state.running = false
+            state.timingJobs = false
             defer { state.stopWaiters.removeAll() }
             return state.stopWaiters
         }
@@ -305,6 +337,48 @@ public final class Watchdog: Sendable {
             )
         }
     }
+
+    /// Per-job mode: reports jobs running past the threshold (with their stack, sampled while they
+    /// run) and the end of each.
+    private func checkJobs() {
+        let now = monotonicNanoseconds()
+        let threshold = Self.nanoseconds(configuration.threshold)
+        let reported = state.withLock { $0.reportedJobs }
+        // Jobs may start after `now` was read: subtract with saturation.
+        func age(_ start: UInt64) -> UInt64 { now > start ? now - start : 0 }
+        for job in InstrumentedGlobalExecutor.running where age(job.startedAt) > threshold && reported[job.sequence] == nil {
+            let wall = Date(timeIntervalSinceNow: -Double(age(job.startedAt)) / 1e9)
+            let stack = configuration.captureStacks ? StackSampler.sample(job.threadID) : nil
+            state.withLock { $0.reportedJobs[job.sequence] = wall }
+            enqueue(
+                WatchdogReport(
+                    kind: .slowJob,
+                    band: Self.perJobBand,
+                    startedAt: wall,
+                    duration: .nanoseconds(Int64(age(job.startedAt))),
+                    isOngoing: true,
+                    threshold: configuration.threshold,
+                    stacks: stack.map { [$0] } ?? []
+                )
+            )
+        }
+        for job in InstrumentedGlobalExecutor.takeFinishedSlowJobs() where job.endedAt - job.startedAt > threshold {
+            let started = state.withLock { $0.reportedJobs.removeValue(forKey: job.sequence) }
+            enqueue(
+                WatchdogReport(
+                    kind: .slowJob,
+                    band: Self.perJobBand,
+                    startedAt: started ?? Date(timeIntervalSinceNow: -Double(monotonicNanoseconds() - job.startedAt) / 1e9),
+                    duration: .nanoseconds(Int64(job.endedAt - job.startedAt)),
+                    isOngoing: false,
+                    threshold: configuration.threshold
+                )
+            )
+        }
+    }
+
+    /// The band named in per-job reports: the redirected jobs of every band share one executor.
+    static let perJobBand = "all (per-job mode)"
 
     /// Runs in a probe task, on a thread of the band.
     private func acknowledge(band key: UInt8, sequence: UInt64, threadID: Int32) {
