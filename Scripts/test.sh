@@ -1,10 +1,31 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need, then runs the whole suite. The tests start
-# their own throwaway PostgreSQL and MariaDB servers; nothing needs to be configured.
-# Extra arguments go to `swift test` (for example `--filter ThreadExecutor`).
+# The test command: installs what the tests need, then runs the whole suite, the watchdog's
+# per-job tests in a pass of their own, and the suite again with the watchdog on (no report
+# allowed). The tests start their own throwaway PostgreSQL and MariaDB servers; nothing needs to
+# be configured. Extra arguments go to `swift test` alone (for example `--filter ThreadExecutor`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash Scripts/install-dependencies.sh
 swift build --build-tests -Xswiftc -warnings-as-errors
 swift test --skip-build "$@"
+
+if [ $# -eq 0 ]; then
+    echo "== The watchdog's per-job mode, in a pass of its own =="
+    # Per-job mode takes over every job of the process; beside other tests it would disturb them.
+    SYNCBRIDGE_PER_JOB_TESTS=1 swift test --skip-build --filter PerJob
+
+    echo "== The whole suite with the watchdog on: it must report nothing =="
+    # SYNCBRIDGE_WATCHDOG starts a process-wide watchdog (threshold in ms) whose reports go to the
+    # JSON-lines file. The suites that block the cooperative pool on purpose, to test the watchdog
+    # itself, are left out of this pass.
+    reports="$(mktemp)"
+    SYNCBRIDGE_WATCHDOG=100 SYNCBRIDGE_WATCHDOG_JSONL="$reports" \
+        swift test --skip-build --skip "WatchdogTests|WatchdogTraitTests|WatchdogXCTests"
+    if [ -s "$reports" ]; then
+        echo "The watchdog reported $(wc -l < "$reports") problem(s) in the test suite:"
+        cat "$reports"
+        exit 1
+    fi
+    echo "The watchdog reported nothing."
+fi

@@ -172,6 +172,23 @@ int32_t sb_list_threads(int32_t *tids, int32_t capacity) {
     return count;
 }
 
+int sb_thread_schedstat(int32_t tid, uint64_t *running_ns, uint64_t *waiting_ns) {
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", tid);
+    int file = open(path, O_RDONLY | O_CLOEXEC);
+    if (file < 0) return -1;
+    char buffer[128];
+    ssize_t length = read(file, buffer, sizeof(buffer) - 1);
+    close(file);
+    if (length <= 0) return -1;
+    buffer[length] = '\0';
+    unsigned long long running = 0, waiting = 0;
+    if (sscanf(buffer, "%llu %llu", &running, &waiting) != 2) return -1;
+    *running_ns = running;
+    *waiting_ns = waiting;
+    return 0;
+}
+
 int sb_thread_name(int32_t tid, char *buffer, size_t size) {
     char path[64];
     snprintf(path, sizeof(path), "/proc/self/task/%d/comm", tid);

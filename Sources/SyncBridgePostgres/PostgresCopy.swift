@@ -49,17 +49,7 @@ extension PostgresConnection {
     /// - Throws: As ``copyFrom(_:data:)``; ``SQLEncodingError`` for a value COPY cannot carry.
     @discardableResult
     public func copyFrom(_ statement: SQLQuery, rows: some Sequence<[SQLValue]>) async throws -> Int {
-        var chunks: [[UInt8]] = []
-        var chunk: [UInt8] = []
-        for row in rows {
-            chunk += try PostgresCopy.textRow(row)
-            if chunk.count >= 64 * 1024 {
-                chunks.append(chunk)
-                chunk = []
-            }
-        }
-        if !chunk.isEmpty { chunks.append(chunk) }
-        return try await copyFrom(statement, data: CopyChunks(chunks: chunks))
+        try await copyFrom(statement, data: CopyRowChunks(rows: rows))
     }
 
     /// Exports data with `COPY … TO STDOUT`, streamed in batches as it is consumed; each element
@@ -147,15 +137,29 @@ public enum PostgresCopy {
     }
 }
 
-/// Chunks already in memory, as the async sequence ``PostgresConnection/copyFrom(_:data:)`` takes.
-struct CopyChunks: AsyncSequence, Sendable {
+/// Rows encoded into `COPY` text lazily, about 64 KB per chunk as the copy consumes them: memory
+/// stays bounded and no single step keeps the caller's thread for long, whatever the row count.
+struct CopyRowChunks<Rows: Sequence<[SQLValue]>>: AsyncSequence {
     typealias Element = [UInt8]
-    let chunks: [[UInt8]]
+    let rows: Rows
 
     struct AsyncIterator: AsyncIteratorProtocol {
-        var remaining: ArraySlice<[UInt8]>
-        mutating func next() async -> [UInt8]? { remaining.popFirst() }
+        var rows: Rows.Iterator
+        var finished = false
+
+        mutating func next() async throws -> [UInt8]? {
+            guard !finished else { return nil }
+            var chunk: [UInt8] = []
+            while chunk.count < 64 * 1024 {
+                guard let row = rows.next() else {
+                    finished = true
+                    break
+                }
+                chunk += try PostgresCopy.textRow(row)
+            }
+            return chunk.isEmpty ? nil : chunk
+        }
     }
 
-    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(remaining: chunks[...]) }
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(rows: rows.makeIterator()) }
 }

@@ -9,7 +9,7 @@ import Testing
 struct PostgresNotificationTests {
     /// Waits until the listener's connection listens to `channel`.
     func waitUntilListening(_ client: PostgresClient, _ channel: String) async throws {
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(10 * slowdown)
         while ContinuousClock.now < deadline {
             let listening = try await client.query(
                 "SELECT count(*) FROM pg_stat_activity WHERE query = \("LISTEN \"\(channel)\"")"
@@ -58,7 +58,7 @@ struct PostgresNotificationTests {
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = \("LISTEN \"\(channel)\"")"
         )
         // The new connection listens again.
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(10 * slowdown)
         var iterator = notifications.makeAsyncIterator()
         let sender = Task {
             while !Task.isCancelled && ContinuousClock.now < deadline {

@@ -10,6 +10,18 @@ func legacyWait<T: Sendable>(
     do { return .success(try waitForAsync(operation)) } catch { return .failure(error) }
 }
 
+/// Runs `body` in a watchdog scope of its own and returns the blocking calls it made, which
+/// reach no other watchdog (such as one `SYNCBRIDGE_WATCHDOG` started for the test run).
+func withBlockingCallReports<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> (T, [WatchdogReport]) {
+    let scope = WatchdogScope.next()
+    let collector = ReportCollector()
+    let watchdog = Watchdog(configuration: .init(bands: [], onReport: collector.record), scope: scope)
+    watchdog.start()
+    let result = try await WatchdogScope.$current.withValue(scope) { try await body() }
+    await watchdog.shutdown()
+    return (result, collector.all.filter { $0.kind == .blockingCall && $0.scopeID == scope })
+}
+
 /// An actor on a ``ThreadExecutor`` whose synchronous method waits for async work that needs the
 /// actor again: the classic self-deadlock.
 actor LegacyService {
@@ -65,11 +77,13 @@ struct GuardedWaitTests {
         #expect(throws: Boom.self) { try result.get() }
     }
 
-    @Test("inside a Task it throws at once, naming the call site and the thread")
+    @Test("inside a Task it throws at once, naming the call site and the thread, and is reported as a blocking call")
     func insideTask() async throws {
-        let result = try await withDeadline {
-            await Task.detached { legacyWait { 1 } }.value
+        let (result, reports) = try await withBlockingCallReports {
+            try await withDeadline { await Task { legacyWait { 1 } }.value }
         }
+        #expect(reports.map(\.operation) == ["waitForAsync"])
+        #expect(reports.first?.callSite == "SyncBridgeTests/GuardedWaitTests.swift:10")
         let error = try #require(throws: GuardedWaitError.self) { try result.get() }
         #expect(error.reason == .cooperativeThread)
         #expect(error.callSite.fileID == "SyncBridgeTests/GuardedWaitTests.swift")
@@ -81,7 +95,10 @@ struct GuardedWaitTests {
 
     @Test("inside a default actor it throws at once")
     func insideActor() async throws {
-        let result = try await withDeadline { await DefaultActor().waitInside() }
+        let (result, reports) = try await withBlockingCallReports {
+            try await withDeadline { await DefaultActor().waitInside() }
+        }
+        #expect(reports.count == 1)
         let error = try #require(throws: GuardedWaitError.self) { try result.get() }
         #expect(error.reason == .cooperativeThread)
     }

@@ -69,6 +69,10 @@ int32_t sb_backtrace(void *_Nullable *_Nonnull frames, int32_t capacity);
 /// many there are (which may exceed `capacity`), or -1.
 int32_t sb_list_threads(int32_t *_Nonnull tids, int32_t capacity);
 
+/// Reads thread `tid`'s scheduler statistics (`/proc/self/task/<tid>/schedstat`): nanoseconds
+/// spent on a CPU and nanoseconds spent runnable but waiting for one. Returns 0 or -1.
+int sb_thread_schedstat(int32_t tid, uint64_t *_Nonnull running_ns, uint64_t *_Nonnull waiting_ns);
+
 /// Copies the name of thread `tid` (`/proc/self/task/<tid>/comm`) into `buffer`. Returns 0 or -1.
 int sb_thread_name(int32_t tid, char *_Nonnull buffer, size_t size);
 

@@ -76,6 +76,7 @@ final class WorkerThreads: @unchecked Sendable {
     /// Starts the threads. `threadName(i)` names thread `i` (the kernel keeps 15 bytes).
     func start(runner: Runner, threadName: (Int) -> String) {
         precondition(self.runner == nil, "SyncBridge bug: worker threads started twice")
+        _ = Watchdog.environment  // starts the watchdog SYNCBRIDGE_WATCHDOG asks for, once
         self.runner = runner
         for index in 0..<threadCount {
             let thread = WorkerThread(group: self, index: index, name: threadName(index))

@@ -64,7 +64,16 @@ public enum CooperativePool {
     private static func startProbe() {
         guard !probeStarted.exchange(true, ordering: .relaxed) else { return }
         Task.detached {
-            if let label = sb_current_dispatch_queue_label().map({ String(cString: $0) }), label != knownLabel {
+            // On a thread of the watchdog's per-job mode the label says nothing: probe again later.
+            if InstrumentedGlobalExecutor.isCurrentThread {
+                probeStarted.store(false, ordering: .relaxed)
+                return
+            }
+            // libdispatch's root queues are what every thread outside a queue reports (a plain
+            // thread shows the default-QoS root queue's label): never adopt one of those.
+            if let label = sb_current_dispatch_queue_label().map({ String(cString: $0) }), label != knownLabel,
+                !label.hasPrefix("com.apple.root.")
+            {
                 labelOverride.withLock { $0 = label }
             }
         }

@@ -100,7 +100,10 @@ public enum Blocking {
             stacks: [StackSampler.currentStack()],
             scopeID: WatchdogScope.current
         )
-        let watchdogs = WatchdogRegistry.all
+        // A call made in a scope that has its own watchdog (a test's) goes to that one alone.
+        let all = WatchdogRegistry.all
+        let scoped = report.scopeID.map { scope in all.filter { $0.scope == scope } } ?? []
+        let watchdogs = scoped.isEmpty ? all : scoped
         if watchdogs.isEmpty {
             fallbackLogger.warning("\(report.description)", metadata: ["watchdog.call_site": "\(callSite)"])
         }
@@ -130,11 +133,41 @@ package enum WatchdogScope {
 
     private static let counter = Locked<UInt64>(0)
 
+    private static let turns = AsyncSerializer()
+
+    /// Runs `body` while no other `exclusively` body runs in the process: tests that watch for
+    /// stalls, and tests that block the cooperative pool on purpose, take turns, since a stall
+    /// cannot be attributed to the task that caused it.
+    package static func exclusively<Result: Sendable>(_ body: @Sendable () async throws -> Result) async throws -> Result {
+        try await turns.run(body)
+    }
+
     /// A new scope identifier.
     package static func next() -> UInt64 {
         counter.withLock { value in
             value += 1
             return value
         }
+    }
+}
+
+/// Runs async operations one at a time, in arrival order.
+actor AsyncSerializer {
+    private var busy = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    func run<Result: Sendable>(_ operation: @Sendable () async throws -> Result) async throws -> Result {
+        if busy {
+            await withCheckedContinuation { waiters.append($0) }
+        }
+        busy = true
+        defer {
+            if waiters.isEmpty {
+                busy = false
+            } else {
+                waiters.removeFirst().resume()
+            }
+        }
+        return try await operation()
     }
 }

@@ -29,9 +29,13 @@ import Musl
 ///
 /// Reports go to the logger (warnings with structured metadata), to swift-metrics
 /// (`syncbridge.watchdog.stalls` and the `syncbridge.watchdog.lag` timer, both with a `band`
-/// dimension), to ``Configuration/onReport``, and to a JSON-lines file when
+/// dimension, and `syncbridge.watchdog.blocking_calls`), to ``Configuration/onReport``, and to a JSON-lines file when
 /// ``Configuration/jsonLinesPath`` is set. Blocking calls that ``Blocking`` detects are reported
 /// through every running watchdog too.
+///
+/// A band whose threads spent the wait runnable but off the CPU (the kernel's scheduler
+/// statistics say so) was starved by an overloaded machine, not blocked by its code: that is
+/// counted in `syncbridge.watchdog.starvations` and logged at debug level, not reported.
 ///
 /// The lag probe cannot see one blocked thread while another thread of the band is free; the
 /// per-job mode of the test support can (see `SyncBridgeTesting`).
@@ -93,8 +97,11 @@ public final class Watchdog: Sendable {
 
     /// The configuration in force.
     public let configuration: Configuration
+    /// The scope whose blocking calls this watchdog alone receives, if any.
+    let scope: UInt64?
     private let logger: Logger
     private let stallCounters: [UInt8: Counter]
+    private let starvationCounters: [UInt8: Counter]
     private let lagTimers: [UInt8: Timer]
     private let blockingCallCounter: Counter
     private let condition = ConditionLock()
@@ -111,6 +118,22 @@ public final class Watchdog: Sendable {
         var stallStart: (monotonic: UInt64, wall: Date)?
         /// Set by the probe that ends a stall; the watchdog's thread reports it.
         var stallEnd: UInt64?
+        /// The band's threads' scheduler times, read when the outstanding probe had waited half
+        /// the threshold (see `isStarved`).
+        var schedulerSnapshot: [Int32: SchedulerTimes]?
+        /// The outstanding probe's wait is CPU starvation, not blocking: not reported.
+        var starved = false
+    }
+
+    /// Nanoseconds a thread spent on a CPU and waiting for one.
+    struct SchedulerTimes {
+        var running: UInt64
+        var waiting: UInt64
+
+        static func of(_ threadID: Int32) -> SchedulerTimes? {
+            var times = SchedulerTimes(running: 0, waiting: 0)
+            return sb_thread_schedstat(threadID, &times.running, &times.waiting) == 0 ? times : nil
+        }
     }
 
     private struct State {
@@ -135,23 +158,38 @@ public final class Watchdog: Sendable {
     ///   - configuration: Threshold, probe interval, bands and report destinations.
     ///   - logger: Receives each report as a warning.
     ///   - metricsFactory: Receives the stall counter and lag timers.
-    public init(
+    public convenience init(
         configuration: Configuration = Configuration(),
         logger: Logger = Logger(label: "SyncBridge.Watchdog"),
         metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) {
+        self.init(configuration: configuration, logger: logger, metricsFactory: metricsFactory, scope: nil)
+    }
+
+    /// A watchdog for one scope (a test): blocking calls made in that scope's tasks are reported to
+    /// it alone, not to the process's other watchdogs.
+    package init(
+        configuration: Configuration,
+        logger: Logger = Logger(label: "SyncBridge.Watchdog"),
+        metricsFactory: any MetricsFactory = MetricsSystem.factory,
+        scope: UInt64?
+    ) {
+        self.scope = scope
         self.configuration = configuration
         self.logger = logger
         var stalls: [UInt8: Counter] = [:]
+        var starvations: [UInt8: Counter] = [:]
         var lags: [UInt8: Timer] = [:]
         var bands: [UInt8: BandState] = [:]
         for priority in configuration.bands {
             let name = Self.bandName(priority)
             stalls[priority.rawValue] = Counter(label: "syncbridge.watchdog.stalls", dimensions: [("band", name)], factory: metricsFactory)
+            starvations[priority.rawValue] = Counter(label: "syncbridge.watchdog.starvations", dimensions: [("band", name)], factory: metricsFactory)
             lags[priority.rawValue] = Timer(label: "syncbridge.watchdog.lag", dimensions: [("band", name)], factory: metricsFactory)
             bands[priority.rawValue] = BandState(priority: priority)
         }
         stallCounters = stalls
+        starvationCounters = starvations
         lagTimers = lags
         blockingCallCounter = Counter(label: "syncbridge.watchdog.blocking_calls", factory: metricsFactory)
         state = Locked(State(bands: bands))
@@ -283,20 +321,26 @@ public final class Watchdog: Sendable {
         var probes: [(TaskPriority, UInt8, UInt64)] = []
         var began: [(UInt8, UInt64, Date)] = []
         var ended: [(UInt8, UInt64, Date, UInt64)] = []
+        var snapshots: [UInt8] = []
         state.withLock { state in
             for (key, var band) in state.bands {
                 if let end = band.stallEnd, let start = band.stallStart {
-                    ended.append((key, end - start.monotonic, start.wall, 0))
+                    if !band.starved { ended.append((key, end - start.monotonic, start.wall, 0)) }
                     band.stallStart = nil
                     band.stallEnd = nil
+                    band.starved = false
                 }
                 if let sentAt = band.sentAt {
+                    if band.schedulerSnapshot == nil && now - sentAt > threshold / 2 {
+                        snapshots.append(key)
+                    }
                     if band.stallStart == nil && now - sentAt > threshold {
                         let wall = Date(timeIntervalSinceNow: -Double(now - sentAt) / 1e9)
                         band.stallStart = (sentAt, wall)
                         began.append((key, now - sentAt, wall))
                     }
                 } else {
+                    band.schedulerSnapshot = nil
                     band.sequence += 1
                     band.sentAt = now
                     probes.append((band.priority, key, band.sequence))
@@ -304,12 +348,27 @@ public final class Watchdog: Sendable {
                 state.bands[key] = band
             }
         }
+        for key in snapshots {
+            let threads = state.withLock { state in state.bandOfThread.filter { $0.value == key }.map(\.key) }
+            var snapshot: [Int32: SchedulerTimes] = [:]
+            for threadID in threads { snapshot[threadID] = SchedulerTimes.of(threadID) }
+            state.withLock { $0.bands[key]?.schedulerSnapshot = snapshot }
+        }
         for (priority, key, sequence) in probes {
             Task.detached(priority: priority) { [self] in
                 acknowledge(band: key, sequence: sequence, threadID: sb_gettid())
             }
         }
         for (key, lag, wall) in began {
+            if isStarved(band: key) {
+                state.withLock { $0.bands[key]?.starved = true }
+                starvationCounters[key]?.increment()
+                logger.debug(
+                    "watchdog: a band's threads waited for a CPU rather than blocking; not reported",
+                    metadata: ["watchdog.band": "\(Self.bandName(TaskPriority(rawValue: key)))", "watchdog.lag_ms": "\(lag / 1_000_000)"]
+                )
+                continue
+            }
             stallCounters[key]?.increment()
             let stacks = configuration.captureStacks ? stacksOfBand(key) : []
             enqueue(
@@ -379,6 +438,24 @@ public final class Watchdog: Sendable {
 
     /// The band named in per-job reports: the redirected jobs of every band share one executor.
     static let perJobBand = "all (per-job mode)"
+
+    /// Whether the band's threads spent the stall mostly runnable but off the CPU: the machine
+    /// was overloaded, and no code of the band blocked. Compares the scheduler times of the band's
+    /// known threads since the snapshot taken halfway to the threshold; a blocked thread neither
+    /// runs nor waits for a CPU, a busy one runs.
+    private func isStarved(band key: UInt8) -> Bool {
+        guard let snapshot = state.withLock({ $0.bands[key]?.schedulerSnapshot }), !snapshot.isEmpty else { return false }
+        var running: UInt64 = 0
+        var waiting: UInt64 = 0
+        for (threadID, before) in snapshot {
+            guard let after = SchedulerTimes.of(threadID) else { continue }
+            running += after.running &- before.running
+            waiting += after.waiting &- before.waiting
+        }
+        // Half the threshold went by since the snapshot, for each thread.
+        let window = Self.nanoseconds(configuration.threshold) / 2 * UInt64(snapshot.count)
+        return waiting > running && waiting > window / 4
+    }
 
     /// Runs in a probe task, on a thread of the band.
     private func acknowledge(band key: UInt8, sequence: UInt64, threadID: Int32) {

@@ -1,0 +1,115 @@
+import Foundation
+import SyncBridge
+import SyncBridgeTesting
+import Testing
+import XCTest
+
+/// Blocks every thread of the utility band for `milliseconds` (sleeping again when a stack
+/// sample's signal interrupts the sleep).
+private func blockUtilityBand(milliseconds: Int) async {
+    let width = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+    await Task.detached(priority: .utility) {
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<width {
+                group.addTask(priority: .utility) {
+                    let end = ContinuousClock.now + .milliseconds(milliseconds)
+                    while ContinuousClock.now < end { _ = usleep(10_000) }
+                }
+            }
+        }
+    }.value
+}
+
+@Suite("The watchdog trait")
+struct WatchdogTraitTests {
+    @Test("a test that offloads its blocking work passes under the trait", .watchdog(threshold: .milliseconds(50)))
+    func offloadedWorkPasses() async throws {
+        let pool = BlockingPool(name: "sb-trait", threadCount: 4)
+        await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<4 { group.addTask { try await pool.run { _ in _ = usleep(200_000) } } }
+        }
+        await pool.shutdownGracefully()
+    }
+
+    @Test("a test that makes a blocking call on a cooperative thread fails with the report")
+    func blockingCallFails() async throws {
+        let trait = WatchdogTrait.watchdog(threshold: .milliseconds(50))
+        try await withKnownIssue {
+            try await trait.provideScope(for: Test.current!, testCase: Test.Case.current) {
+                try Blocking.call("legacyFetch") { _ = usleep(1_000) }
+            }
+        } matching: { issue in
+            issue.comments.contains { $0.rawValue.contains("blocking call legacyFetch") && $0.rawValue.contains("WatchdogTraitTests.swift") }
+        }
+    }
+
+    @Test("a test that blocks a whole band fails with the stall and the blocked stacks")
+    func stallFails() async throws {
+        let seen = Locked<[String]>([])
+        let trait = WatchdogTrait.watchdog(threshold: .milliseconds(50))
+        try await withKnownIssue {
+            try await trait.provideScope(for: Test.current!, testCase: Test.Case.current) {
+                await blockUtilityBand(milliseconds: 300)
+            }
+        } matching: { issue in
+            let text = issue.comments.map(\.rawValue).joined()
+            seen.withLock { $0.append(text) }
+            // Awaiting the blocking tasks escalates them to the waiter's band: match any band.
+            return text.contains("Swift's cooperative pool (band")
+        }
+        // The report made while the band was blocked carries the blocked threads' stacks.
+        #expect(seen.current.contains { $0.contains("its threads are blocked") && $0.contains("usleep") }, "\(seen.current)")
+    }
+
+    @Test(
+        "with timesEveryJob, one slow job fails the test although other threads are free",
+        .enabled(
+            if: ProcessInfo.processInfo.environment["SYNCBRIDGE_PER_JOB_TESTS"] == "1",
+            "per-job mode runs in its own pass: SYNCBRIDGE_PER_JOB_TESTS=1 swift test --filter PerJob"
+        )
+    )
+    func testPerJobSlowJobFails() async throws {
+        let seen = Locked<[String]>([])
+        let trait = WatchdogTrait.watchdog(threshold: .milliseconds(50), timesEveryJob: true)
+        try await withKnownIssue {
+            try await trait.provideScope(for: Test.current!, testCase: Test.Case.current) {
+                await Task.detached {
+                    let end = ContinuousClock.now + .milliseconds(200)
+                    while ContinuousClock.now < end { _ = usleep(10_000) }
+                }.value
+            }
+        } matching: { issue in
+            let text = issue.comments.map(\.rawValue).joined()
+            seen.withLock { $0.append(text) }
+            return text.contains("one job")
+        }
+        #expect(seen.current.contains { $0.contains("has run") && $0.contains("usleep") }, "\(seen.current)")
+    }
+
+    @Test("blocking calls of other tests running in parallel are not counted against this one")
+    func attribution() async throws {
+        let trait = WatchdogTrait.watchdog(threshold: .seconds(5))
+        let outsider = Task.detached {
+            // Outside any watchdog scope, as a test without the trait running in parallel.
+            for _ in 0..<20 {
+                try Blocking.call("outsider") { _ = usleep(1_000) }
+                await Task.yield()
+            }
+        }
+        try await trait.provideScope(for: Test.current!, testCase: Test.Case.current) {
+            try await outsider.value
+        }
+    }
+}
+
+/// The XCTest helper, in an XCTest test case.
+final class WatchdogXCTests: XCTestCase {
+    func testOffloadedWorkPasses() async throws {
+        let pool = BlockingPool(name: "sb-xctest", threadCount: 2)
+        let reports = try await assertNoCooperativeBlocking(threshold: .milliseconds(50)) {
+            try await pool.run { _ in _ = usleep(100_000) }
+        }
+        XCTAssertTrue(reports.isEmpty)
+        await pool.shutdownGracefully()
+    }
+}
