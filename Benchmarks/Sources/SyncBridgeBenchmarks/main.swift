@@ -1,6 +1,6 @@
 import Foundation
 
-// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb] [--rounds N] [--seconds S] [--only NAME]
+// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb|watchdog] [--rounds N] [--seconds S] [--trials N] [--only NAME]
 // Prints Markdown tables of medians and the ratios the targets are stated in.
 
 let arguments = CommandLine.arguments.dropFirst()
@@ -71,4 +71,24 @@ if suites.isEmpty || suites.contains("mariadb") {
             }
         }
     }
+}
+
+if suites.isEmpty || suites.contains("watchdog") {
+    let trials = arguments.firstIndex(of: "--trials").flatMap { Int(arguments[arguments.index(after: $0)]) } ?? 50
+    let seconds = arguments.firstIndex(of: "--seconds").flatMap { Double(arguments[arguments.index(after: $0)]) } ?? 60
+    print("\n## Watchdog (\(rounds) interleaved rounds, medians)")
+    let results = try await watchdogBenchmarks(rounds: rounds, trials: trials, healthySeconds: seconds)
+    let latencies = results[0].samples["detection time - threshold"] ?? []
+    print("\n### \(results[0].title)\n")
+    print("median \(String(format: "%.1f", percentile(latencies, 50))) ms, p99 \(String(format: "%.1f", percentile(latencies, 99))) ms, max \(String(format: "%.1f", latencies.max() ?? .nan)) ms after the threshold (target: p99 <= 15 ms)")
+    for comparison in results[1...2] {
+        report(comparison)
+        let off = comparison.samples.first { $0.key.hasSuffix("off") }.map { _ in comparison.median(comparison.order[0]) } ?? .nan
+        print("")
+        for name in comparison.order.dropFirst() {
+            print("- \(name): \(String(format: "%+.1f %%", (comparison.median(name) / off - 1) * 100)) against off (target for the lag probe: <= 2 %; per-job mode is test-only)")
+        }
+    }
+    print("\n### \(results[3].title)\n")
+    print("\(Int(results[3].samples["watchdog reports"]?.first ?? -1)) reports (target: 0)")
 }

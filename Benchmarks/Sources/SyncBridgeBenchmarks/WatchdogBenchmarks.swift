@@ -1,0 +1,174 @@
+import Foundation
+import Synchronization
+import SyncBridge
+
+/// The threads of one band of Swift's cooperative pool: one per CPU.
+let cooperativeWidth = ProcessInfo.processInfo.activeProcessorCount
+
+/// Reports a watchdog delivered, with their arrival times.
+final class ReportLog: Sendable {
+    private let entries = Mutex<[(WatchdogReport, UInt64)]>([])
+
+    func record(_ report: WatchdogReport) {
+        let at = now()
+        entries.withLock { $0.append((report, at)) }
+    }
+
+    var all: [(report: WatchdogReport, at: UInt64)] { entries.withLock { $0.map { (report: $0.0, at: $0.1) } } }
+
+    func removeAll() { entries.withLock { $0.removeAll() } }
+}
+
+/// Blocks every thread of the utility band for `milliseconds` (sleeping again when a stack
+/// sample interrupts the sleep); returns when they have all started blocking, with that instant,
+/// and the task that ends with them.
+func blockUtilityBand(milliseconds: Int) async -> (blockedAt: UInt64, done: Task<Void, Never>) {
+    let started = AsyncStream<UInt64>.makeStream()
+    let done = Task.detached(priority: .utility) {
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<cooperativeWidth {
+                group.addTask(priority: .utility) {
+                    started.continuation.yield(now())
+                    let end = now() + UInt64(milliseconds) * 1_000_000
+                    while now() < end { usleep(UInt32(max(1, (end - min(end, now())) / 1000))) }
+                }
+            }
+        }
+    }
+    var last: UInt64 = 0
+    var count = 0
+    for await instant in started.stream {
+        last = max(last, instant)
+        count += 1
+        if count == cooperativeWidth { break }
+    }
+    return (last, done)
+}
+
+/// The watchdog's detection latency, its overhead on busy async code, and its false positives.
+func watchdogBenchmarks(rounds: Int, trials: Int, healthySeconds: Double) async throws -> [Comparison] {
+    var comparisons: [Comparison] = []
+
+    // Detection latency: full-band stalls of the utility band at a 50 ms threshold.
+    let log = ReportLog()
+    let threshold = 50
+    let watchdog = Watchdog(configuration: .init(threshold: .milliseconds(threshold), bands: [.utility], onReport: log.record))
+    watchdog.start()
+    var latencies: [Double] = []
+    for trial in 1...trials {
+        // Let the band run probes again, so that no stale probe shortens the measurement.
+        try await Task.sleep(for: .milliseconds(30))
+        log.removeAll()
+        let (blockedAt, done) = await blockUtilityBand(milliseconds: threshold * 3)
+        await done.value
+        while !log.all.contains(where: { !$0.report.isOngoing }) { try await Task.sleep(for: .milliseconds(5)) }
+        if let detected = log.all.first(where: { $0.report.isOngoing }) {
+            latencies.append(Double(Int64(detected.at) - Int64(blockedAt)) / 1e6 - Double(threshold))
+        }
+        FileHandle.standardError.write(Data("\rdetection latency: trial \(trial)/\(trials)".utf8))
+    }
+    FileHandle.standardError.write(Data("\n".utf8))
+    await watchdog.shutdown()
+    var detection = Comparison(title: "Detection latency of a full-band stall, threshold \(threshold) ms (\(trials) trials)", unit: "ms after the threshold", order: ["detection time - threshold"])
+    detection.samples["detection time - threshold"] = latencies
+    comparisons.append(detection)
+
+    // Overhead: the core hop and a 64-task Task.yield loop, watchdog off / lag probe on / per-job mode on.
+    let pool = BlockingPool(name: "bench-watchdog-pool", threadCount: 1)
+    let counter = Counter()
+    // Rounds of about a second each: this VM's noise is several percent per short round.
+    let hops = 100_000
+    let yields = 20_000
+    func withWatchdog(_ mode: String, _ body: () async throws -> Double) async rethrows -> Double {
+        guard mode != "off" else { return try await body() }
+        let watchdog = Watchdog(configuration: .init(timesEveryJob: mode == "per-job"))
+        watchdog.start()
+        let result = try await body()
+        await watchdog.shutdown()
+        return result
+    }
+    let hop: (String) -> Contender = { mode in
+        Contender(name: "hop, watchdog \(mode)") {
+            try await withWatchdog(mode) {
+                try await Task.detached {
+                    let start = now()
+                    for _ in 0..<hops { try await pool.run { counter.value &+= 1 } }
+                    return Double(now() - start) / Double(hops)
+                }.value
+            }
+        }
+    }
+    let yieldLoop: (String) -> Contender = { mode in
+        Contender(name: "64 tasks x Task.yield, watchdog \(mode)") {
+            await withWatchdog(mode) {
+                let start = now()
+                await withTaskGroup(of: Void.self) { group in
+                    for _ in 0..<64 {
+                        group.addTask {
+                            for _ in 0..<yields { await Task.yield() }
+                        }
+                    }
+                }
+                return Double(now() - start) / Double(64 * yields)
+            }
+        }
+    }
+    comparisons.append(
+        try await compare("Watchdog overhead on the core hop", unit: "ns per hop", rounds: rounds, ["off", "on", "per-job"].map(hop))
+    )
+    comparisons.append(
+        try await compare("Watchdog overhead on busy async code", unit: "ns per yield", rounds: rounds, ["off", "on", "per-job"].map(yieldLoop))
+    )
+    await pool.shutdownGracefully()
+
+    // False positives: a healthy load (blocking work offloaded, busy async tasks) under the watchdog.
+    let healthyLog = ReportLog()
+    let healthyWatchdog = Watchdog(configuration: .init(onReport: healthyLog.record))
+    let offload = BlockingPool(name: "bench-healthy", threadCount: 8)
+    healthyWatchdog.start()
+    let deadline = now() + UInt64(healthySeconds * 1e9)
+    let operations = OperationCount()
+    await withTaskGroup(of: Void.self) { group in
+        for task in 0..<32 {
+            group.addTask {
+                var state = UInt64(task)
+                while now() < deadline {
+                    if task % 4 == 0 {
+                        // Legacy blocking call, offloaded.
+                        _ = try? await offload.run { _ in usleep(2_000) }
+                    } else {
+                        // Async work: a little computation, then a suspension.
+                        for _ in 0..<1_000 { state = state &* 6364136223846793005 &+ 1442695040888963407 }
+                        await Task.yield()
+                    }
+                    operations.value.add(1, ordering: .relaxed)
+                }
+                if state == 42 { print("") }  // keep the computation
+            }
+        }
+    }
+    await healthyWatchdog.shutdown()
+    await offload.shutdownGracefully()
+    var healthy = Comparison(
+        title: "False positives: \(healthySeconds) s of healthy load (32 tasks: blocking calls offloaded, busy async code; \(operations.value.load(ordering: .relaxed)) operations)",
+        unit: "reports",
+        order: ["watchdog reports"]
+    )
+    healthy.samples["watchdog reports"] = [Double(healthyLog.all.count)]
+    comparisons.append(healthy)
+    for entry in healthyLog.all { print(entry.report) }
+    return comparisons
+}
+
+/// The `p`-th percentile (0...100) of `values`, nearest rank.
+func percentile(_ values: [Double], _ p: Double) -> Double {
+    let sorted = values.sorted()
+    guard !sorted.isEmpty else { return .nan }
+    let rank = Int((p / 100 * Double(sorted.count)).rounded(.up))
+    return sorted[max(0, min(sorted.count - 1, rank - 1))]
+}
+
+/// A count shared by the load's tasks.
+final class OperationCount: Sendable {
+    let value = Atomic<Int>(0)
+}
