@@ -72,6 +72,8 @@ int sb_thread_create(pthread_t *thread, void *(*body)(void *), void *context, si
 
 // The sample being taken: the thread that must answer, where it writes, and whether it did. Set
 // by the one capturing thread before it sends SIGPROF; read by the handler on the target thread.
+typedef __attribute__((swiftcall)) void *(*sb_current_task_function)(void);
+static sb_current_task_function _Atomic sb_current_task = NULL;
 static _Atomic int32_t sb_sample_tid = 0;
 static sb_stack_sample *_Atomic sb_sample_target = NULL;
 static _Atomic int sb_sample_done = 0;
@@ -92,6 +94,8 @@ static void sb_sigprof_handler(int signal, siginfo_t *info, void *context) {
 #else
         sample->interrupted_pc = 0;
 #endif
+        sb_current_task_function current_task = atomic_load(&sb_current_task);
+        sample->task = current_task != NULL ? (uintptr_t)current_task() : 0;
         const char *label = dispatch_queue_get_label(NULL);
         sample->cooperative = label != NULL && strcmp(label, "Swift global concurrent queue") == 0;
         atomic_store(&sb_sample_target, NULL);
@@ -107,6 +111,8 @@ static void sb_sigprof_handler(int signal, siginfo_t *info, void *context) {
 
 int sb_stack_capture_install(void) {
     if (atomic_flag_test_and_set(&sb_sigprof_installed)) return 0;
+    // Resolved here, not in the handler: dlsym is not async-signal-safe.
+    atomic_store(&sb_current_task, (sb_current_task_function)dlsym(RTLD_DEFAULT, "swift_task_getCurrent"));
     // The first backtrace() loads the unwinder (and allocates): do it here, not in the handler.
     void *warm[4];
     (void)backtrace(warm, 4);
@@ -130,6 +136,7 @@ int sb_stack_capture(int32_t tid, sb_stack_sample *sample, int64_t timeout_ns) {
     sample->count = 0;
     sample->cooperative = 0;
     sample->interrupted_pc = 0;
+    sample->task = 0;
     atomic_store(&sb_sample_done, 0);
     atomic_store(&sb_sample_tid, tid);
     atomic_store(&sb_sample_target, sample);
@@ -187,6 +194,22 @@ int sb_thread_schedstat(int32_t tid, uint64_t *running_ns, uint64_t *waiting_ns)
     *running_ns = running;
     *waiting_ns = waiting;
     return 0;
+}
+
+char sb_thread_state(int32_t tid) {
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+    int file = open(path, O_RDONLY | O_CLOEXEC);
+    if (file < 0) return 0;
+    char buffer[512];
+    ssize_t length = read(file, buffer, sizeof(buffer) - 1);
+    close(file);
+    if (length <= 0) return 0;
+    buffer[length] = '\0';
+    // The state follows the name, which is in parentheses and may itself contain ") ".
+    char *end = strrchr(buffer, ')');
+    if (end == NULL || end[1] != ' ') return 0;
+    return end[2];
 }
 
 int sb_thread_name(int32_t tid, char *buffer, size_t size) {

@@ -4,6 +4,9 @@ import SyncBridgeTesting
 import Testing
 import XCTest
 
+/// How much slower than normal this process runs: 10 under ThreadSanitizer, 1 otherwise.
+let slowdown: Int64 = dlsym(dlopen(nil, RTLD_NOW), "__tsan_init") != nil ? 10 : 1
+
 /// Blocks every thread of the utility band for `milliseconds` (sleeping again when a stack
 /// sample's signal interrupts the sleep).
 private func blockUtilityBand(milliseconds: Int) async {
@@ -22,18 +25,23 @@ private func blockUtilityBand(milliseconds: Int) async {
 
 @Suite("The watchdog trait")
 struct WatchdogTraitTests {
-    @Test("a test that offloads its blocking work passes under the trait", .watchdog(threshold: .milliseconds(50)))
+    // Expects no report. Tests without the trait run beside this one and keep the default band
+    // busy for tens of milliseconds at times (ten times longer under ThreadSanitizer), so the
+    // threshold is 250 ms, and the offloaded calls block for 600 ms: on the cooperative pool they
+    // would stall it well past the threshold.
+    @Test("a test that offloads its blocking work passes under the trait", .watchdog(threshold: .milliseconds(250 * slowdown)))
     func offloadedWorkPasses() async throws {
         let pool = BlockingPool(name: "sb-trait", threadCount: 4)
         await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0..<4 { group.addTask { try await pool.run { _ in _ = usleep(200_000) } } }
+            for _ in 0..<4 { group.addTask { try await pool.run { _ in _ = usleep(UInt32(600_000 * slowdown)) } } }
         }
         await pool.shutdownGracefully()
     }
 
     @Test("a test that makes a blocking call on a cooperative thread fails with the report")
     func blockingCallFails() async throws {
-        let trait = WatchdogTrait.watchdog(threshold: .milliseconds(50))
+        // Only the blocking call matters here: a high threshold keeps stalls of other tests out.
+        let trait = WatchdogTrait.watchdog(threshold: .seconds(5))
         try await withKnownIssue {
             try await trait.provideScope(for: Test.current!, testCase: Test.Case.current) {
                 try Blocking.call("legacyFetch") { _ = usleep(1_000) }
@@ -64,11 +72,11 @@ struct WatchdogTraitTests {
     @Test(
         "with timesEveryJob, one slow job fails the test although other threads are free",
         .enabled(
-            if: ProcessInfo.processInfo.environment["SYNCBRIDGE_PER_JOB_TESTS"] == "1",
-            "per-job mode runs in its own pass: SYNCBRIDGE_PER_JOB_TESTS=1 swift test --filter PerJob"
+            if: ProcessInfo.processInfo.environment["SYNCBRIDGE_SOLO_TESTS"] == "1",
+            "per-job mode takes over every job of the process; it runs in a pass of its own: SYNCBRIDGE_SOLO_TESTS=1 swift test --filter Solo"
         )
     )
-    func testPerJobSlowJobFails() async throws {
+    func testSoloPerJobSlowJobFails() async throws {
         let seen = Locked<[String]>([])
         let trait = WatchdogTrait.watchdog(threshold: .milliseconds(50), timesEveryJob: true)
         try await withKnownIssue {
@@ -106,7 +114,7 @@ struct WatchdogTraitTests {
 final class WatchdogXCTests: XCTestCase {
     func testOffloadedWorkPasses() async throws {
         let pool = BlockingPool(name: "sb-xctest", threadCount: 2)
-        let reports = try await assertNoCooperativeBlocking(threshold: .milliseconds(50)) {
+        let reports = try await assertNoCooperativeBlocking(threshold: .milliseconds(50 * slowdown)) {
             try await pool.run { _ in _ = usleep(100_000) }
         }
         XCTAssertTrue(reports.isEmpty)

@@ -31,10 +31,12 @@ func sleepBlocking(milliseconds: Int) {
     }
 }
 
-/// Per-job mode takes over every job of the process, so its tests would disturb the tests that
-/// run beside them: they run in a pass of their own (`Scripts/test.sh` sets the variable).
-let perJobTestsEnabled = ProcessInfo.processInfo.environment["SYNCBRIDGE_PER_JOB_TESTS"] == "1"
-let perJobTestsNote: Comment = "per-job mode runs in its own pass: SYNCBRIDGE_PER_JOB_TESTS=1 swift test --filter PerJob"
+/// Tests that must run without other tests beside them: per-job mode takes over every job of the
+/// process (it would disturb the tests that run beside it), and a latency bound needs a machine
+/// that other tests do not load. They run in a pass of their own (`Scripts/test.sh` sets the
+/// variable): `SYNCBRIDGE_SOLO_TESTS=1 swift test --filter Solo`.
+let soloTestsEnabled = ProcessInfo.processInfo.environment["SYNCBRIDGE_SOLO_TESTS"] == "1"
+let soloTestsNote: Comment = "runs in a pass of its own: SYNCBRIDGE_SOLO_TESTS=1 swift test --filter Solo"
 
 /// The number of threads of each band of Swift's cooperative pool: one per CPU.
 let cooperativeWidth = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
@@ -94,15 +96,18 @@ struct WatchdogTests {
         #expect(StackSampler.sample(blocked.current) == nil, "the thread has ended")
     }
 
-    @Test("a band blocked on every thread is reported within threshold + 20 ms, with the blocked stacks; the end is reported with the total")
-    func fullBandStall() async throws {
+    @Test(
+        "a band blocked on every thread is reported within threshold + 20 ms, with the blocked stacks; the end is reported with the total",
+        .enabled(if: soloTestsEnabled, soloTestsNote)
+    )
+    func testSoloFullBandStall() async throws {
         // Tests that block the pool or watch for stalls take turns across the process.
         try await WatchdogScope.exclusively {
             let threshold = Duration.milliseconds(50)
             var best = Duration.seconds(3600)
-            // Other suites load this 2-core machine at the same time: the latency is the best of five
-            // trials, and every trial must report the stall with its stacks.
-            for _ in 0..<5 where best > .milliseconds(20 * slowdown) {
+            // The latency is the best of five trials (the machine is shared), and every trial must
+            // report the stall with its stacks.
+            for _ in 0..<(slowdown == 1 ? 5 : 1) where best > .milliseconds(20) {
                 let collector = ReportCollector()
                 let watchdog = Watchdog(configuration: .init(threshold: threshold, bands: [.utility], onReport: collector.record))
                 watchdog.start()
@@ -123,7 +128,11 @@ struct WatchdogTests {
                 #expect(end.duration >= .milliseconds(250), "total \(end.duration)")
                 #expect(end.startedAt == report.startedAt)
             }
-            #expect(best <= .milliseconds(20 * slowdown), "detected \(best) after the threshold")
+            // Under ThreadSanitizer the sampled threads answer the signal 10-20 times slower: the
+            // latency bound holds in the normal pass (and the benchmark measures its p99).
+            if slowdown == 1 {
+                #expect(best <= .milliseconds(20), "detected \(best) after the threshold")
+            }
         }
     }
 
@@ -132,7 +141,8 @@ struct WatchdogTests {
         // Tests that block the pool or watch for stalls take turns across the process.
         try await WatchdogScope.exclusively {
             let collector = ReportCollector()
-            let watchdog = Watchdog(configuration: .init(threshold: .milliseconds(50), bands: [.utility], onReport: collector.record))
+            // Expects no report: under ThreadSanitizer the band's own jobs may take longer than 50 ms.
+            let watchdog = Watchdog(configuration: .init(threshold: .milliseconds(50 * slowdown), bands: [.utility], onReport: collector.record))
             watchdog.start()
             let pool = BlockingPool(name: "sb-offload", threadCount: cooperativeWidth * 2)
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -188,14 +198,14 @@ struct WatchdogTests {
 
     @Test(
         "per-job mode catches one blocking job while other threads are free; the lag probe alone does not",
-        .enabled(if: perJobTestsEnabled, perJobTestsNote)
+        .enabled(if: soloTestsEnabled, soloTestsNote)
     )
-    func testPerJobMode() async throws {
+    func testSoloPerJobMode() async throws {
         // Tests that block the pool or watch for stalls take turns across the process.
         try await WatchdogScope.exclusively {
             // One blocked thread of two: the lag probe, whose probes run on the free thread, sees nothing.
             let probesOnly = ReportCollector()
-            let probing = Watchdog(configuration: .init(threshold: .milliseconds(50), bands: [.utility], onReport: probesOnly.record))
+            let probing = Watchdog(configuration: .init(threshold: .milliseconds(50 * slowdown), bands: [.utility], onReport: probesOnly.record))
             probing.start()
             try await waitUntil("the band was probed") { probing.hasProbed(.utility) }
             await Task.detached(priority: .utility) { sleepBlocking(milliseconds: 200) }.value
@@ -224,8 +234,8 @@ struct WatchdogTests {
         }
     }
 
-    @Test("per-job mode installs and uninstalls cleanly and loses no job", .enabled(if: perJobTestsEnabled, perJobTestsNote))
-    func testPerJobModeLosesNothing() async throws {
+    @Test("per-job mode installs and uninstalls cleanly and loses no job", .enabled(if: soloTestsEnabled, soloTestsNote))
+    func testSoloPerJobModeLosesNothing() async throws {
         // Tests that block the pool or watch for stalls take turns across the process.
         try await WatchdogScope.exclusively {
             let counter = Locked(0)
@@ -251,6 +261,65 @@ struct WatchdogTests {
             let after = InstrumentedGlobalExecutor.completedJobs
             await Task.detached {}.value
             #expect(InstrumentedGlobalExecutor.completedJobs == after)
+        }
+    }
+
+    @Test("a band saturated with short jobs is counted, not reported as a long call")
+    func saturatedBandIsNotAStall() async throws {
+        try await WatchdogScope.exclusively {
+            let metrics = TestMetrics()
+            let collector = ReportCollector()
+            let watchdog = Watchdog(
+                configuration: .init(threshold: .milliseconds(50), bands: [.utility], onReport: collector.record),
+                metricsFactory: metrics
+            )
+            watchdog.start()
+            try await waitUntil("the band was probed") { watchdog.hasProbed(.utility) }
+            // 200 tasks, each computing in 2 ms slices between suspensions: 400 ms of work queued
+            // at once, so the probe waits far past the threshold behind jobs that all end quickly.
+            // The test waits on a stream, not on the task's value: awaiting it from this task
+            // would escalate the load to this task's band.
+            let finished = AsyncStream<Void>.makeStream()
+            Task.detached(priority: .utility) {
+                await withTaskGroup(of: Void.self) { group in
+                    for _ in 0..<200 {
+                        group.addTask(priority: .utility) {
+                            for _ in 0..<3 {
+                                let end = ContinuousClock.now + .milliseconds(2)
+                                var spin = 0
+                                while ContinuousClock.now < end { spin &+= 1 }
+                                await Task.yield()
+                            }
+                        }
+                    }
+                }
+                finished.continuation.finish()
+            }
+            for await _ in finished.stream {}
+            await watchdog.shutdown()
+            #expect(collector.all.filter { $0.kind == .stall }.isEmpty, "\(collector.all)")
+            // Alone, the wait is saturation; with other suites loading the machine, the kernel's
+            // statistics may first show the threads waiting for a CPU: either way, not a stall.
+            let saturations = try metrics.expectCounter("syncbridge.watchdog.saturations", [("band", "utility")]).totalValue
+            let starvations = try metrics.expectCounter("syncbridge.watchdog.starvations", [("band", "utility")]).totalValue
+            #expect(saturations + starvations >= 1)
+        }
+    }
+
+    @Test("under the trap policy a blocking call on a cooperative thread stops the process")
+    func trapPolicy() async {
+        let trapped = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            try await Task.detached {
+                try Blocking.call("legacyFetch", policy: .trap) { _ = usleep(1_000) }
+            }.value
+        }
+        let message = String(decoding: trapped?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(message.contains("blocking call legacyFetch on a cooperative thread"), "\(message)")
+        // On a thread that may block, the same call goes ahead.
+        await #expect(processExitsWith: .success) {
+            let pool = BlockingPool(name: "sb-trap", threadCount: 1)
+            try await pool.run { _ in try Blocking.call("legacyFetch", policy: .trap) { _ = usleep(1_000) } }
+            exit(0)
         }
     }
 

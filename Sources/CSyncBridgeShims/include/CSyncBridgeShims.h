@@ -47,6 +47,8 @@ typedef struct {
     int32_t cooperative;
     /// Where the thread was interrupted (the first frame of its own code), or 0 when unknown.
     uintptr_t interrupted_pc;
+    /// The Swift task the thread was running (`swift_task_getCurrent`), or 0.
+    uintptr_t task;
     /// Return addresses, innermost first.
     void *_Nullable frames[SB_STACK_MAX_FRAMES];
 } sb_stack_sample;
@@ -72,6 +74,10 @@ int32_t sb_list_threads(int32_t *_Nonnull tids, int32_t capacity);
 /// Reads thread `tid`'s scheduler statistics (`/proc/self/task/<tid>/schedstat`): nanoseconds
 /// spent on a CPU and nanoseconds spent runnable but waiting for one. Returns 0 or -1.
 int sb_thread_schedstat(int32_t tid, uint64_t *_Nonnull running_ns, uint64_t *_Nonnull waiting_ns);
+
+/// Thread `tid`'s scheduling state as `/proc/self/task/<tid>/stat` shows it: 'R' running or
+/// runnable, 'S' sleeping, 'D' waiting for I/O…; 0 when unknown.
+char sb_thread_state(int32_t tid);
 
 /// Copies the name of thread `tid` (`/proc/self/task/<tid>/comm`) into `buffer`. Returns 0 or -1.
 int sb_thread_name(int32_t tid, char *_Nonnull buffer, size_t size);

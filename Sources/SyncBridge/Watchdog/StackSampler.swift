@@ -38,17 +38,63 @@ public struct ThreadStack: Sendable, Hashable, Codable, CustomStringConvertible 
     public let name: String
     /// Whether the thread was draining Swift's global concurrent queue when it was sampled.
     public let isCooperative: Bool
+    /// Whether the thread was on a CPU (or runnable) rather than waiting in the kernel (sleep,
+    /// I/O, a lock) just before it was sampled.
+    public let wasRunning: Bool
     /// The frames, innermost first.
     public let frames: [StackFrame]
+    /// The address of the Swift task the thread was running, or 0: two samples with the same
+    /// task show a thread that stayed in that task.
+    let task: UInt
 
     /// Whether any frame's symbol contains `text` (`"usleep"`, `"nanosleep"`).
     public func contains(symbol text: String) -> Bool {
         frames.contains { $0.symbol?.contains(text) == true }
     }
 
+    private enum CodingKeys: String, CodingKey {
+        case threadID, name, isCooperative, wasRunning, frames
+    }
+
+    /// Creates a stack (decoding); the task is not kept.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        threadID = try container.decode(Int32.self, forKey: .threadID)
+        name = try container.decode(String.self, forKey: .name)
+        isCooperative = try container.decode(Bool.self, forKey: .isCooperative)
+        wasRunning = try container.decode(Bool.self, forKey: .wasRunning)
+        frames = try container.decode([StackFrame].self, forKey: .frames)
+        task = 0
+    }
+
+    init(threadID: Int32, name: String, isCooperative: Bool, wasRunning: Bool, frames: [StackFrame], task: UInt) {
+        self.threadID = threadID
+        self.name = name
+        self.isCooperative = isCooperative
+        self.wasRunning = wasRunning
+        self.frames = frames
+        self.task = task
+    }
+
+    /// Equal when everything but the task is: the task's address is only meaningful within one
+    /// process run.
+    public static func == (lhs: ThreadStack, rhs: ThreadStack) -> Bool {
+        lhs.threadID == rhs.threadID && lhs.name == rhs.name && lhs.isCooperative == rhs.isCooperative
+            && lhs.wasRunning == rhs.wasRunning && lhs.frames == rhs.frames
+    }
+
+    /// Hashes what `==` compares.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(threadID)
+        hasher.combine(name)
+        hasher.combine(isCooperative)
+        hasher.combine(wasRunning)
+        hasher.combine(frames)
+    }
+
     /// A header line, then one numbered line per frame.
     public var description: String {
-        let header = "thread \(threadID)\(name.isEmpty ? "" : " '\(name)'")\(isCooperative ? " (cooperative)" : ""):"
+        let header = "thread \(threadID)\(name.isEmpty ? "" : " '\(name)'")\(isCooperative ? " (cooperative)" : ""), \(wasRunning ? "running" : "waiting in the kernel"):"
         return ([header] + frames.enumerated().map { "  #\($0.offset) \($0.element)" }).joined(separator: "\n")
     }
 }
@@ -83,6 +129,8 @@ enum StackSampler {
         let sample = UnsafeMutablePointer<sb_stack_sample>.allocate(capacity: 1)
         defer { sample.deallocate() }
         let (seconds, attoseconds) = timeout.components
+        // Read before the signal, which wakes a sleeping thread.
+        let running = sb_thread_state(threadID) == CChar(UInt8(ascii: "R"))
         let result = captureLock.withLock { _ in
             sb_stack_capture(threadID, sample, seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
         }
@@ -104,7 +152,9 @@ enum StackSampler {
             threadID: threadID,
             name: threadName(threadID),
             isCooperative: sample.pointee.cooperative != 0,
-            frames: frames
+            wasRunning: running,
+            frames: frames,
+            task: UInt(sample.pointee.task)
         )
     }
 
@@ -117,7 +167,9 @@ enum StackSampler {
             threadID: sb_gettid(),
             name: threadName(sb_gettid()),
             isCooperative: CooperativePool.isCurrentThread,
-            frames: Array(frames.dropFirst())
+            wasRunning: true,
+            frames: Array(frames.dropFirst()),
+            task: 0
         )
     }
 

@@ -33,15 +33,17 @@ import Musl
 /// ``Configuration/jsonLinesPath`` is set. Blocking calls that ``Blocking`` detects are reported
 /// through every running watchdog too.
 ///
-/// A band whose threads spent the wait runnable but off the CPU (the kernel's scheduler
-/// statistics say so) was starved by an overloaded machine, not blocked by its code: that is
-/// counted in `syncbridge.watchdog.starvations` and logged at debug level, not reported.
+/// Two kinds of wait are not blocking, and are counted and logged at debug level rather than
+/// reported: a band whose threads spent the wait runnable but off the CPU (the kernel's scheduler
+/// statistics say so) was starved by an overloaded machine (`syncbridge.watchdog.starvations`);
+/// a band whose every thread moved on to another task between two samples was saturated with
+/// short jobs, with no single long call (`syncbridge.watchdog.saturations`).
 ///
 /// The lag probe cannot see one blocked thread while another thread of the band is free; the
 /// per-job mode of the test support can (see `SyncBridgeTesting`).
 ///
-/// Sampling a stack sends the thread SIGPROF, as sampling profilers do: once per stall, only to
-/// the stalled band's threads. A system call it interrupts resumes when it is restartable (`read`,
+/// Sampling a stack sends the thread SIGPROF, as sampling profilers do: at most twice per stall
+/// (halfway to the threshold, and at it), only to the stalled band's threads. A system call it interrupts resumes when it is restartable (`read`,
 /// `write`, `recv`…); sleeps and polls return early with `EINTR`, which code that blocks must
 /// handle anyway. Set ``Configuration/captureStacks`` to `false` to report without stacks.
 ///
@@ -102,6 +104,7 @@ public final class Watchdog: Sendable {
     private let logger: Logger
     private let stallCounters: [UInt8: Counter]
     private let starvationCounters: [UInt8: Counter]
+    private let saturationCounters: [UInt8: Counter]
     private let lagTimers: [UInt8: Timer]
     private let blockingCallCounter: Counter
     private let condition = ConditionLock()
@@ -121,6 +124,8 @@ public final class Watchdog: Sendable {
         /// The band's threads' scheduler times, read when the outstanding probe had waited half
         /// the threshold (see `isStarved`).
         var schedulerSnapshot: [Int32: SchedulerTimes]?
+        /// The task each of the band's threads ran at that time (see `isSaturated`).
+        var taskSnapshot: [Int32: UInt] = [:]
         /// The outstanding probe's wait is CPU starvation, not blocking: not reported.
         var starved = false
     }
@@ -179,17 +184,20 @@ public final class Watchdog: Sendable {
         self.logger = logger
         var stalls: [UInt8: Counter] = [:]
         var starvations: [UInt8: Counter] = [:]
+        var saturations: [UInt8: Counter] = [:]
         var lags: [UInt8: Timer] = [:]
         var bands: [UInt8: BandState] = [:]
         for priority in configuration.bands {
             let name = Self.bandName(priority)
             stalls[priority.rawValue] = Counter(label: "syncbridge.watchdog.stalls", dimensions: [("band", name)], factory: metricsFactory)
             starvations[priority.rawValue] = Counter(label: "syncbridge.watchdog.starvations", dimensions: [("band", name)], factory: metricsFactory)
+            saturations[priority.rawValue] = Counter(label: "syncbridge.watchdog.saturations", dimensions: [("band", name)], factory: metricsFactory)
             lags[priority.rawValue] = Timer(label: "syncbridge.watchdog.lag", dimensions: [("band", name)], factory: metricsFactory)
             bands[priority.rawValue] = BandState(priority: priority)
         }
         stallCounters = stalls
         starvationCounters = starvations
+        saturationCounters = saturations
         lagTimers = lags
         blockingCallCounter = Counter(label: "syncbridge.watchdog.blocking_calls", factory: metricsFactory)
         state = Locked(State(bands: bands))
@@ -341,6 +349,7 @@ public final class Watchdog: Sendable {
                     }
                 } else {
                     band.schedulerSnapshot = nil
+                    band.taskSnapshot = [:]
                     band.sequence += 1
                     band.sentAt = now
                     probes.append((band.priority, key, band.sequence))
@@ -352,7 +361,14 @@ public final class Watchdog: Sendable {
             let threads = state.withLock { state in state.bandOfThread.filter { $0.value == key }.map(\.key) }
             var snapshot: [Int32: SchedulerTimes] = [:]
             for threadID in threads { snapshot[threadID] = SchedulerTimes.of(threadID) }
-            state.withLock { $0.bands[key]?.schedulerSnapshot = snapshot }
+            var tasks: [Int32: UInt] = [:]
+            if configuration.captureStacks {
+                for stack in stacksOfBand(key) { tasks[stack.threadID] = stack.task }
+            }
+            state.withLock { state in
+                state.bands[key]?.schedulerSnapshot = snapshot
+                state.bands[key]?.taskSnapshot = tasks
+            }
         }
         for (priority, key, sequence) in probes {
             Task.detached(priority: priority) { [self] in
@@ -369,8 +385,17 @@ public final class Watchdog: Sendable {
                 )
                 continue
             }
-            stallCounters[key]?.increment()
             let stacks = configuration.captureStacks ? stacksOfBand(key) : []
+            if isSaturated(band: key, stacks: stacks) {
+                state.withLock { $0.bands[key]?.starved = true }
+                saturationCounters[key]?.increment()
+                logger.debug(
+                    "watchdog: a band's threads kept running different tasks (a saturated pool, no single long call); not reported",
+                    metadata: ["watchdog.band": "\(Self.bandName(TaskPriority(rawValue: key)))", "watchdog.lag_ms": "\(lag / 1_000_000)"]
+                )
+                continue
+            }
+            stallCounters[key]?.increment()
             enqueue(
                 WatchdogReport(
                     kind: .stall,
@@ -457,6 +482,19 @@ public final class Watchdog: Sendable {
         return waiting > running && waiting > window / 4
     }
 
+    /// Whether every thread of the stalled band moved on to another task since halfway to the
+    /// threshold: the pool was saturated with work, and no single call kept a thread. A blocked
+    /// or long-running call keeps its thread in the same task. `false` when a thread was not
+    /// sampled then (its band was not known yet).
+    private func isSaturated(band key: UInt8, stacks: [ThreadStack]) -> Bool {
+        let earlier = state.withLock { $0.bands[key]?.taskSnapshot ?? [:] }
+        guard !stacks.isEmpty else { return false }
+        return stacks.allSatisfy { stack in
+            guard let before = earlier[stack.threadID] else { return false }
+            return stack.task == 0 || before != stack.task
+        }
+    }
+
     /// Runs in a probe task, on a thread of the band.
     private func acknowledge(band key: UInt8, sequence: UInt64, threadID: Int32) {
         let now = monotonicNanoseconds()
@@ -472,17 +510,19 @@ public final class Watchdog: Sendable {
         if let lag { lagTimers[key]?.recordNanoseconds(Int64(lag)) }
     }
 
-    /// Samples the threads that serve band `key` (or whose band is not known yet) and keeps the
-    /// cooperative ones.
+    /// Samples the threads that may serve band `key` (those that ran its probes, and those whose
+    /// band is not known yet, except SyncBridge's own `sb-` threads) and keeps the cooperative
+    /// ones. Which threads serve a band is up to libdispatch (an escalated task may run on another
+    /// root queue's thread), so names are not trusted beyond SyncBridge's own.
     private func stacksOfBand(_ key: UInt8) -> [ThreadStack] {
         let (bandOfThread, own) = state.withLock { ($0.bandOfThread, $0.watchdogThreadID) }
-        var stacks: [ThreadStack] = []
-        for threadID in StackSampler.threadIDs() where threadID != own {
-            if let band = bandOfThread[threadID], band != key { continue }
-            guard let stack = StackSampler.sample(threadID), stack.isCooperative else { continue }
-            stacks.append(stack)
+        return StackSampler.threadIDs().compactMap { threadID in
+            guard threadID != own, (bandOfThread[threadID] ?? key) == key,
+                bandOfThread[threadID] != nil || !StackSampler.threadName(threadID).hasPrefix("sb-"),
+                let stack = StackSampler.sample(threadID), stack.isCooperative
+            else { return nil }
+            return stack
         }
-        return stacks
     }
 
     // MARK: Delivering reports

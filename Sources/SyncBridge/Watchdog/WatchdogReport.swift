@@ -8,7 +8,7 @@ public import FoundationEssentials
 /// ```
 /// Swift's cooperative pool (band default) ran no task for 312 ms (threshold 100 ms): its threads are blocked
 ///   since: 2026-11-27T01:40:12.345Z, still blocked when reported
-///   thread 4242 (cooperative):
+///   thread 4242 (cooperative), waiting in the kernel:
 ///     #0 __GI___clock_nanosleep + 0x5d (libc.so.6 +0xe3fed)
 ///     #1 usleep + 0x34 (libc.so.6 +0xf0b14)
 ///     #2 MyApp.LegacyCache.refresh() -> () + 0x2c (MyApp +0x4a21c)
@@ -77,7 +77,8 @@ public struct WatchdogReport: Sendable, Hashable, Codable, CustomStringConvertib
     public var headline: String {
         switch kind {
         case .stall:
-            let state = isOngoing ? "its threads are blocked" : "it has recovered"
+            let busy = !stacks.isEmpty && stacks.allSatisfy(\.wasRunning)
+            let state = !isOngoing ? "it has recovered" : busy ? "its threads are busy running synchronous code" : "its threads are blocked"
             return "Swift's cooperative pool (band \(band ?? "?")) ran no task for \(Self.milliseconds(duration)) (threshold \(Self.milliseconds(threshold))): \(state)"
         case .slowJob:
             return "one job on Swift's cooperative pool (band \(band ?? "?")) \(isOngoing ? "has run" : "ran") for \(Self.milliseconds(duration)) (threshold \(Self.milliseconds(threshold))) without suspending"
