@@ -123,9 +123,12 @@ public final class BlockingPool: TaskExecutor, Sendable {
 
     /// Blocking form of ``shutdownGracefully()`` for synchronous code.
     ///
-    /// - Throws: ``GuardedWaitError`` when called on one of the pool's own threads.
+    /// - Throws: ``GuardedWaitError`` when called on one of the pool's own threads;
+    ///   ``BlockingCallError`` on a cooperative thread under ``Blocking/Policy/throwError`` (under
+    ///   the default policy the call is reported and goes ahead).
     @available(*, noasync, message: "blocks the calling thread", renamed: "shutdownGracefully()")
     public func syncShutdownGracefully(fileID: StaticString = #fileID, line: UInt = #line) throws {
+        try Blocking.check("BlockingPool.syncShutdownGracefully", callSite: CallSite(fileID: fileID, line: line))
         if isCurrent {
             throw GuardedWaitError(
                 reason: .awaitedWorkNeedsBlockedThread(executor: name, kind: .blockingPool),
