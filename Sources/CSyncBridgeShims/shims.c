@@ -318,3 +318,17 @@ void sb_set_runs_global_jobs(int value) {
 int sb_runs_global_jobs(void) {
     return sb_global_job_thread;
 }
+
+// MARK: ThreadSanitizer annotations
+
+// ThreadSanitizer's annotation entry points, weak: present only when its runtime is linked.
+extern void __tsan_release(void *address) __attribute__((weak));
+extern void __tsan_acquire(void *address) __attribute__((weak));
+
+void sb_tsan_release(void *address) {
+    if (__tsan_release) __tsan_release(address);
+}
+
+void sb_tsan_acquire(void *address) {
+    if (__tsan_acquire) __tsan_acquire(address);
+}

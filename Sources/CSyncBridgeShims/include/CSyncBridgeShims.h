@@ -110,6 +110,15 @@ void sb_set_runs_global_jobs(int value);
 /// Whether the calling thread runs redirected jobs of Swift's global executor.
 int sb_runs_global_jobs(void);
 
+/// Tells ThreadSanitizer, when the process runs under it, that everything this thread did before
+/// happens before whatever a thread does after ``sb_tsan_acquire`` on the same address. Swift's
+/// continuations hand results between threads with atomics TSan cannot see; these annotations
+/// make SyncBridge's hand-offs visible to it. Nothing happens without TSan.
+void sb_tsan_release(void *_Nonnull address);
+
+/// The other side of ``sb_tsan_release``.
+void sb_tsan_acquire(void *_Nonnull address);
+
 /// Tells the CPU the caller is spinning (x86 `pause`, ARM `yield`): saves power and lets a
 /// sibling hyper-thread run.
 static inline void sb_cpu_relax(void) {

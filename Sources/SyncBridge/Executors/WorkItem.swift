@@ -1,3 +1,4 @@
+import CSyncBridgeShims
 /// One closure submitted with `run` to a ``BlockingPool`` or a ``ThreadExecutor``, with the state
 /// that cancellation and interruption need.
 ///
@@ -71,9 +72,11 @@ final class TypedWorkItem<Success>: WorkItem, @unchecked Sendable {
         do {
             let value = try body(context)
             finish()
+            sb_tsan_release(Unmanaged.passUnretained(self).toOpaque())
             continuation.resume(returning: value)
         } catch {
             finish()
+            sb_tsan_release(Unmanaged.passUnretained(self).toOpaque())
             continuation.resume(throwing: error)
         }
     }

@@ -129,8 +129,9 @@ public final class Watchdog: Sendable {
         var schedulerSnapshot: [Int32: SchedulerTimes]?
         /// The task each of the band's threads ran at that time (see `isSaturated`).
         var taskSnapshot: [Int32: UInt] = [:]
-        /// The outstanding probe's wait is CPU starvation, not blocking: not reported.
-        var starved = false
+        /// The outstanding probe's wait is starvation or saturation, not blocking: its end is not
+        /// reported either.
+        var dismissed = false
     }
 
     /// Nanoseconds a thread spent on a CPU and waiting for one.
@@ -337,15 +338,15 @@ public final class Watchdog: Sendable {
         let threshold = Self.nanoseconds(configuration.threshold)
         var probes: [(TaskPriority, UInt8, UInt64)] = []
         var began: [(UInt8, UInt64, Date)] = []
-        var ended: [(UInt8, UInt64, Date, UInt64)] = []
+        var ended: [(UInt8, UInt64, Date)] = []
         var snapshots: [UInt8] = []
         state.withLock { state in
             for (key, var band) in state.bands {
                 if let end = band.stallEnd, let start = band.stallStart {
-                    if !band.starved { ended.append((key, end - start.monotonic, start.wall, 0)) }
+                    if !band.dismissed { ended.append((key, end - start.monotonic, start.wall)) }
                     band.stallStart = nil
                     band.stallEnd = nil
-                    band.starved = false
+                    band.dismissed = false
                 }
                 if let sentAt = band.sentAt {
                     if band.schedulerSnapshot == nil && now - sentAt > threshold / 2 {
@@ -385,21 +386,22 @@ public final class Watchdog: Sendable {
             }
         }
         for (key, lag, wall) in began {
+            // Two kinds of wait are not blocking: they are counted, not reported.
+            var stacks: [ThreadStack] = []
+            var dismissal: (counter: Counter?, reason: String)?
             if isStarved(band: key) {
-                state.withLock { $0.bands[key]?.starved = true }
-                starvationCounters[key]?.increment()
-                logger.debug(
-                    "watchdog: a band's threads waited for a CPU rather than blocking; not reported",
-                    metadata: ["watchdog.band": "\(Self.bandName(TaskPriority(rawValue: key)))", "watchdog.lag_ms": "\(lag / 1_000_000)"]
-                )
-                continue
+                dismissal = (starvationCounters[key], "the band's threads waited for a CPU rather than blocking")
+            } else {
+                stacks = configuration.captureStacks ? stacksOfBand(key) : []
+                if isSaturated(band: key, stacks: stacks) {
+                    dismissal = (saturationCounters[key], "the band's threads kept running different tasks: a saturated pool, no single long call")
+                }
             }
-            let stacks = configuration.captureStacks ? stacksOfBand(key) : []
-            if isSaturated(band: key, stacks: stacks) {
-                state.withLock { $0.bands[key]?.starved = true }
-                saturationCounters[key]?.increment()
+            if let dismissal {
+                state.withLock { $0.bands[key]?.dismissed = true }
+                dismissal.counter?.increment()
                 logger.debug(
-                    "watchdog: a band's threads kept running different tasks (a saturated pool, no single long call); not reported",
+                    "watchdog: \(dismissal.reason); not reported",
                     metadata: ["watchdog.band": "\(Self.bandName(TaskPriority(rawValue: key)))", "watchdog.lag_ms": "\(lag / 1_000_000)"]
                 )
                 continue
@@ -417,7 +419,7 @@ public final class Watchdog: Sendable {
                 )
             )
         }
-        for (key, duration, wall, _) in ended {
+        for (key, duration, wall) in ended {
             enqueue(
                 WatchdogReport(
                     kind: .stall,
