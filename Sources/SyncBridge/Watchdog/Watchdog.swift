@@ -166,7 +166,8 @@ public final class Watchdog: Sendable {
     /// - Parameters:
     ///   - configuration: Threshold, probe interval, bands and report destinations.
     ///   - logger: Receives each report as a warning.
-    ///   - metricsFactory: Receives the stall counter and lag timers.
+    ///   - metricsFactory: Receives the `syncbridge.watchdog.*` metrics: stalls, starvations and
+    ///     saturations per band, the lag timer per band, blocking calls.
     public convenience init(
         configuration: Configuration = Configuration(),
         logger: Logger = Logger(label: "SyncBridge.Watchdog"),
