@@ -501,15 +501,12 @@ public final class Watchdog: Sendable {
     private func isSaturated(band key: UInt8, stacks: [ThreadStack]) -> Bool {
         let earlier = state.withLock { $0.bands[key]?.taskSnapshot ?? [:] }
         guard !stacks.isEmpty else { return false }
-        // A task address of 0 says nothing (a thread between jobs, or a runtime where the signal
-        // handler cannot see the task): saturation needs some thread to have shown a task.
-        var sawTasks = false
-        for stack in stacks {
-            guard let before = earlier[stack.threadID] else { return false }
-            if before != 0 && before == stack.task { return false }  // still in the same task
-            if before != 0 || stack.task != 0 { sawTasks = true }
+        // Every thread must have been in a task halfway (a thread idle then may have started the
+        // call that blocks it now) and be out of that task now.
+        return stacks.allSatisfy { stack in
+            guard let before = earlier[stack.threadID], before != 0 else { return false }
+            return stack.task != before
         }
-        return sawTasks
     }
 
     /// Runs in a probe task, on a thread of the band.
