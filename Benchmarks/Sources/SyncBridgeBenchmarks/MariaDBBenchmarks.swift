@@ -23,7 +23,6 @@ enum MariaDBWorkload: String, CaseIterable {
 /// throwaway server, all over TCP on loopback.
 func mariadbBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison] {
     let server = try await TemporaryMariaDB.start()
-    defer { Task { await server.stop() } }
     let configuration = MariaDBConfiguration(
         host: server.host, port: server.port, user: server.user, password: server.password, database: server.database
     )
@@ -94,6 +93,8 @@ func mariadbBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison
     }
     oursRun.cancel()
     _ = await oursRun.result
+    // Stopped here, before the process ends (a task started from a `defer` would never run).
+    await server.stop()
     return comparisons
 }
 

@@ -44,7 +44,6 @@ func queriesPerSecond(tasks: Int, seconds: Double, _ body: @escaping @Sendable (
 /// SyncBridge's client, PostgresNIO's client, pgbench and raw libpq against one throwaway server.
 func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison] {
     let server = try await TemporaryPostgres.start()
-    defer { Task { await server.stop() } }
 
     var configuration = ConnectionPoolConfiguration()
     configuration.minimumConnections = 8
@@ -131,6 +130,8 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
     nioRun.cancel()
     _ = await oursRun.result
     _ = await nioRun.result
+    // Stopped here, before the process ends (a task started from a `defer` would never run).
+    await server.stop()
     return comparisons
 }
 
