@@ -27,6 +27,19 @@ struct Comparison {
         return sorted.count.isMultiple(of: 2)
             ? (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2 : sorted[sorted.count / 2]
     }
+
+    /// The median over rounds of `name`'s figure divided by `reference`'s figure in the same
+    /// round, minus one: the change a contender makes, with the noise that moves whole rounds
+    /// (neighbours on the VM) cancelled out.
+    func pairedChange(_ name: String, against reference: String) -> Double {
+        let ours = samples[name, default: []]
+        let theirs = samples[reference, default: []]
+        let ratios = zip(ours, theirs).map { $0 / $1 }.sorted()
+        guard !ratios.isEmpty else { return .nan }
+        let median = ratios.count.isMultiple(of: 2)
+            ? (ratios[ratios.count / 2 - 1] + ratios[ratios.count / 2]) / 2 : ratios[ratios.count / 2]
+        return median - 1
+    }
 }
 
 /// The `--only` argument, if given.
@@ -35,14 +48,15 @@ let onlyContenders: String? = CommandLine.arguments.firstIndex(of: "--only").fla
 }
 
 /// Runs every contender once per round, interleaved, so that the machine's noise hits them all
-/// alike; a warm-up round is discarded.
+/// alike; every other round runs them in reverse order, so that none always follows another. A
+/// warm-up round is discarded.
 func compare(_ title: String, unit: String, rounds: Int, _ contenders: [Contender]) async throws -> Comparison {
     // `--only TEXT` keeps the contenders whose name contains TEXT (for profiling one of them).
     let contenders = onlyContenders.map { only in contenders.filter { $0.name.contains(only) } } ?? contenders
     var comparison = Comparison(title: title, unit: unit, order: contenders.map(\.name))
     for contender in contenders { _ = try await contender.round() }  // warm-up
     for round in 1...rounds {
-        for contender in contenders {
+        for contender in round.isMultiple(of: 2) ? contenders.reversed() : contenders {
             comparison.samples[contender.name, default: []].append(try await contender.round())
         }
         FileHandle.standardError.write(Data("\r\(title): round \(round)/\(rounds)".utf8))

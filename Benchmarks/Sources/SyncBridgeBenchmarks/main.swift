@@ -81,7 +81,7 @@ if suites.isEmpty || suites.contains("watchdog") {
     let latencies = results[0].samples["detection time - threshold"] ?? []
     print("\n### \(results[0].title)\n")
     print("median \(String(format: "%.1f", percentile(latencies, 50))) ms, p99 \(String(format: "%.1f", percentile(latencies, 99))) ms, max \(String(format: "%.1f", latencies.max() ?? .nan)) ms after the threshold (target: p99 <= 15 ms)")
-    for comparison in results[1...2] {
+    for comparison in results[1...4] {
         report(comparison)
         let off = comparison.samples.first { $0.key.hasSuffix("off") }.map { _ in comparison.median(comparison.order[0]) } ?? .nan
         print("")
@@ -91,12 +91,13 @@ if suites.isEmpty || suites.contains("watchdog") {
             return values.isEmpty ? .nan : values[values.count / 2]
         }
         for name in comparison.order.dropFirst() {
-            print("- \(name): wall time \(String(format: "%+.1f %%", (comparison.median(name) / off - 1) * 100)), CPU time \(String(format: "%+.1f %%", (cpuMedian(name) / cpuMedian(comparison.order[0]) - 1) * 100)) against off (target for the lag probe: <= 2 %; per-job mode is test-only)")
+            let cpuChange = cpuMedian(name) / cpuMedian(comparison.order[0]) - 1
+            print("- \(name): wall time \(String(format: "%+.1f %%", comparison.pairedChange(name, against: comparison.order[0]) * 100)) (median of the round-by-round ratios; ratio of medians \(String(format: "%+.1f %%", (comparison.median(name) / off - 1) * 100))), CPU time \(String(format: "%+.1f %%", cpuChange * 100)) against off (target for the lag probe: <= 2 %; per-job mode is test-only)")
         }
         print("- CPU ns per operation, medians: " + comparison.order.map { "\($0): \(String(format: "%.0f", cpuMedian($0)))" }.joined(separator: "; "))
     }
-    report(results[3])
-    print("\nThe lag probe costs \(String(format: "%.2f", results[3].median("on") - results[3].median("off"))) % of one CPU; on this \(ProcessInfo.processInfo.activeProcessorCount)-CPU machine, a fully busy process would lose at most \(String(format: "%.2f", (results[3].median("on") - results[3].median("off")) / Double(ProcessInfo.processInfo.activeProcessorCount))) % (target: <= 2 %).")
-    print("\n### \(results[4].title)\n")
-    print("\(Int(results[4].samples["watchdog reports"]?.first ?? -1)) reports (target: 0)")
+    report(results[5])
+    print("\nThe lag probe costs \(String(format: "%.2f", results[5].median("on") - results[5].median("off"))) % of one CPU; on this \(ProcessInfo.processInfo.activeProcessorCount)-CPU machine, a fully busy process would lose at most \(String(format: "%.2f", (results[5].median("on") - results[5].median("off")) / Double(ProcessInfo.processInfo.activeProcessorCount))) % (target: <= 2 %).")
+    print("\n### \(results[6].title)\n")
+    print("\(Int(results[6].samples["watchdog reports"]?.first ?? -1)) reports (target: 0)")
 }

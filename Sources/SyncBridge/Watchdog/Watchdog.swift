@@ -54,10 +54,11 @@ public final class Watchdog: Sendable {
     public struct Configuration: Sendable {
         /// A band whose probe has waited longer than this is reported. Default 100 ms.
         public var threshold: Duration
-        /// How often each band is probed. Default: a tenth of the threshold (10 ms at 100 ms), so
-        /// that a stall is reported at most two intervals after the threshold. Each probe of an
-        /// idle band wakes one of its threads: on this package's 2-CPU test VM, probing three idle
-        /// bands every 10 ms costs about 2 % of one CPU (see Benchmarks/README.md).
+        /// How often each band is probed. Default: a fifth of the threshold (20 ms at 100 ms). A
+        /// stall is reported at most one interval after the threshold: the watchdog wakes exactly
+        /// when an outstanding probe reaches the threshold, so the only delay is the wait for the
+        /// first probe sent after the stall began. Each probe of an idle band wakes one of its
+        /// threads, so a shorter interval costs CPU (see Benchmarks/README.md).
         public var probeInterval: Duration
         /// The bands to probe. Default: user-initiated, default and utility. Add `.background`
         /// when your code uses it: the kernel runs that band's threads at a lower priority, so on a
@@ -92,7 +93,7 @@ public final class Watchdog: Sendable {
             self.timesEveryJob = timesEveryJob
             self.perJobThreads = max(1, perJobThreads ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
             self.threshold = threshold
-            self.probeInterval = probeInterval ?? max(.milliseconds(1), threshold / 10)
+            self.probeInterval = probeInterval ?? max(.milliseconds(1), threshold / 5)
             self.bands = bands
             self.captureStacks = captureStacks
             self.jsonLinesPath = jsonLinesPath
@@ -313,8 +314,11 @@ public final class Watchdog: Sendable {
             if state.withLock({ $0.timingJobs }) { checkJobs() }
             deliverPending()
             if stop { break }
+            // Wake at the next interval, or earlier when an outstanding probe reaches half the
+            // threshold (the starvation/saturation snapshot) or the threshold itself.
+            let deadline = min(monotonicNanoseconds() + interval, nextProbeDeadline())
             condition.lock()
-            _ = condition.wait(untilMonotonicNanoseconds: monotonicNanoseconds() + interval)
+            _ = condition.wait(untilMonotonicNanoseconds: deadline)
             condition.unlock()
         }
         if state.withLock({ $0.timingJobs }) {
@@ -331,6 +335,21 @@ public final class Watchdog: Sendable {
         condition.withLock { condition.broadcast() }
         for waiter in waiters { waiter.resume() }
         logger.debug("watchdog stopped")
+    }
+
+    /// The earliest moment an outstanding probe needs a look: half the threshold after it was sent
+    /// (for the snapshot `isStarved` and `isSaturated` compare with), then the threshold.
+    private func nextProbeDeadline() -> UInt64 {
+        let threshold = Self.nanoseconds(configuration.threshold)
+        return state.withLock { state in
+            var earliest = UInt64.max
+            for band in state.bands.values {
+                guard let sentAt = band.sentAt, band.stallStart == nil else { continue }
+                let due = band.schedulerSnapshot == nil ? sentAt + threshold / 2 : sentAt + threshold
+                earliest = min(earliest, due + 1)
+            }
+            return earliest
+        }
     }
 
     /// Probes every band, reports stalls that began or ended.
@@ -566,23 +585,7 @@ public final class Watchdog: Sendable {
         if let callSite = report.callSite { metadata["watchdog.call_site"] = "\(callSite)" }
         logger.warning("\(report.description)", metadata: metadata)
         configuration.onReport?(report)
-        if let path = configuration.jsonLinesPath { Self.append(report, toJSONLines: path, logger: logger) }
-    }
-
-    private static func append(_ report: WatchdogReport, toJSONLines path: String, logger: Logger) {
-        do {
-            var line = try JSONEncoder().encode(report)
-            line.append(UInt8(ascii: "\n"))
-            let file = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
-            guard file >= 0 else {
-                logger.error("watchdog: cannot open the JSON-lines file", metadata: ["path": "\(path)", "errno": "\(errno)"])
-                return
-            }
-            defer { close(file) }
-            _ = line.withUnsafeBytes { write(file, $0.baseAddress, $0.count) }
-        } catch {
-            logger.error("watchdog: cannot encode a report", metadata: ["error": "\(error)"])
-        }
+        if let path = configuration.jsonLinesPath { appendJSONLine(report, to: path, logger: logger) }
     }
 
     static func nanoseconds(_ duration: Duration) -> UInt64 {
