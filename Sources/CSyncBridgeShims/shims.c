@@ -50,6 +50,26 @@ void sb_set_current_worker(void *worker) {
     sb_worker_slot = worker;
 }
 
+static _Thread_local void *sb_held_locks_slot = NULL;
+
+void *sb_held_locks(void) {
+    return sb_held_locks_slot;
+}
+
+void sb_set_held_locks(void *list) {
+    sb_held_locks_slot = list;
+}
+
+static _Thread_local uintptr_t sb_job_submitter_slot = 0;
+
+uintptr_t sb_job_submitter(void) {
+    return sb_job_submitter_slot;
+}
+
+void sb_set_job_submitter(uintptr_t task) {
+    sb_job_submitter_slot = task;
+}
+
 int sb_thread_create(pthread_t *thread, void *(*body)(void *), void *context, size_t stack_size) {
     pthread_attr_t attributes;
     int result = pthread_attr_init(&attributes);

@@ -2,6 +2,7 @@ public import CMariaDB
 public import Logging
 public import Metrics
 public import ServiceLifecycle
+import SyncBridge
 public import SyncBridgeSQL
 
 /// MariaDB/MySQL through a pool of connections, each on its own thread: the entry point for
@@ -72,9 +73,11 @@ public final class MariaDBClient: Sendable, Service {
     /// - Throws: ``ConnectionPoolError`` when no connection is free within the acquire timeout;
     ///   what `body` throws.
     public func withConnection<Result>(
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
         _ body: (MariaDBConnection) async throws -> sending Result
     ) async throws -> sending Result {
-        try await pool.withConnection(body)
+        try await pool.withConnection(fileID: fileID, line: line, body)
     }
 
     /// Runs a statement on a pooled connection and returns its rows (see
@@ -82,31 +85,51 @@ public final class MariaDBClient: Sendable, Service {
     ///
     /// When every connection is busy, the statement queues on the least loaded connection's
     /// thread rather than waiting for a connection of its own. For several statements that must
-    /// share a session, use ``withConnection(_:)`` or ``withTransaction(isolation:readOnly:_:)``.
+    /// share a session, use ``withConnection(fileID:line:_:)`` or ``withTransaction(isolation:readOnly:fileID:line:_:)``.
     @discardableResult
-    public func query(_ query: SQLQuery, timeout: Duration? = nil) async throws -> [SQLRow] {
-        try await lanes.run { try await $0.query(query, timeout: timeout) }
+    public func query(
+        _ query: SQLQuery,
+        timeout: Duration? = nil,
+        fileID: StaticString = #fileID,
+        line: UInt = #line
+    ) async throws -> [SQLRow] {
+        try await lanes.run(at: CallSite(fileID: fileID, line: line)) { try await $0.query(query, timeout: timeout) }
     }
 
     /// Runs a statement on a pooled connection and returns the number of rows it matched (see
     /// ``MariaDBConnection/execute(_:timeout:)``).
     @discardableResult
-    public func execute(_ query: SQLQuery, timeout: Duration? = nil) async throws -> Int {
-        try await lanes.run { try await $0.execute(query, timeout: timeout) }
+    public func execute(
+        _ query: SQLQuery,
+        timeout: Duration? = nil,
+        fileID: StaticString = #fileID,
+        line: UInt = #line
+    ) async throws -> Int {
+        try await lanes.run(at: CallSite(fileID: fileID, line: line)) { try await $0.execute(query, timeout: timeout) }
     }
 
     /// Runs an `INSERT` on a pooled connection and returns the `AUTO_INCREMENT` value it
     /// generated (see ``MariaDBConnection/insert(_:timeout:)``).
     @discardableResult
-    public func insert(_ query: SQLQuery, timeout: Duration? = nil) async throws -> UInt64 {
-        try await lanes.run { try await $0.insert(query, timeout: timeout) }
+    public func insert(
+        _ query: SQLQuery,
+        timeout: Duration? = nil,
+        fileID: StaticString = #fileID,
+        line: UInt = #line
+    ) async throws -> UInt64 {
+        try await lanes.run(at: CallSite(fileID: fileID, line: line)) { try await $0.insert(query, timeout: timeout) }
     }
 
     /// Streams a statement's rows from a pooled connection, in batches as they are consumed (see
     /// ``MariaDBConnection/stream(_:batchSize:)``). The connection goes back to the pool when the
     /// rows are exhausted or the stream is dropped.
-    public func stream(_ query: SQLQuery, batchSize: Int = 1000) async throws -> SQLRowStream {
-        let lease = try await pool.leaseConnection()
+    public func stream(
+        _ query: SQLQuery,
+        batchSize: Int = 1000,
+        fileID: StaticString = #fileID,
+        line: UInt = #line
+    ) async throws -> SQLRowStream {
+        let lease = try await pool.leaseConnection(at: CallSite(fileID: fileID, line: line))
         let pool = self.pool
         return try await lease.connection.stream(query, batchSize: batchSize) { pool.release(lease) }
     }
@@ -117,9 +140,11 @@ public final class MariaDBClient: Sendable, Service {
     public func withTransaction<Result: Sendable>(
         isolation: MariaDBConnection.IsolationLevel? = nil,
         readOnly: Bool = false,
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
         _ body: (MariaDBConnection) async throws -> Result
     ) async throws -> Result {
-        try await pool.withConnection { connection in
+        try await pool.withConnection(fileID: fileID, line: line) { connection in
             try await connection.withTransaction(isolation: isolation, readOnly: readOnly, body)
         }
     }
@@ -127,9 +152,11 @@ public final class MariaDBClient: Sendable, Service {
     /// Runs legacy synchronous Connector/C code with a pooled connection's raw `MYSQL*`, on that
     /// connection's own thread (see ``MariaDBConnection/withRawConnection(_:)``).
     public func withRawConnection<Result>(
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
         _ body: sending @escaping (UnsafeMutablePointer<MYSQL>) throws -> sending Result
     ) async throws -> sending Result {
-        let lease = try await pool.leaseConnection()
+        let lease = try await pool.leaseConnection(at: CallSite(fileID: fileID, line: line))
         defer { pool.release(lease) }
         return try await lease.connection.withRawConnection(body)
     }

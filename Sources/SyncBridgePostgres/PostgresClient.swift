@@ -1,6 +1,7 @@
 public import Logging
 public import Metrics
 public import ServiceLifecycle
+import SyncBridge
 public import SyncBridgeSQL
 
 /// PostgreSQL through a pool of connections, each on its own thread: the entry point for
@@ -106,9 +107,11 @@ public final class PostgresClient: Sendable, Service {
     /// - Throws: ``ConnectionPoolError`` when no connection is free within the acquire timeout;
     ///   what `body` throws.
     public func withConnection<Result>(
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
         _ body: (PostgresConnection) async throws -> sending Result
     ) async throws -> sending Result {
-        try await pool.withConnection(body)
+        try await pool.withConnection(fileID: fileID, line: line, body)
     }
 
     /// Runs a statement on a pooled connection and returns its rows (see
@@ -117,17 +120,27 @@ public final class PostgresClient: Sendable, Service {
     /// When every connection is busy, the statement queues on the least loaded connection's
     /// thread rather than waiting for a connection of its own, so connections run statements back
     /// to back under load. For several statements that must share a session, use
-    /// ``withConnection(_:)`` or ``withTransaction(isolation:readOnly:_:)``.
+    /// ``withConnection(fileID:line:_:)`` or ``withTransaction(isolation:readOnly:fileID:line:_:)``.
     @discardableResult
-    public func query(_ query: SQLQuery, timeout: Duration? = nil) async throws -> [SQLRow] {
-        try await lanes.run { try await $0.query(query, timeout: timeout) }
+    public func query(
+        _ query: SQLQuery,
+        timeout: Duration? = nil,
+        fileID: StaticString = #fileID,
+        line: UInt = #line
+    ) async throws -> [SQLRow] {
+        try await lanes.run(at: CallSite(fileID: fileID, line: line)) { try await $0.query(query, timeout: timeout) }
     }
 
     /// Streams a statement's rows from a pooled connection, in batches as they are consumed (see
     /// ``PostgresConnection/stream(_:batchSize:)``). The connection goes back to the pool when the
     /// rows are exhausted or the stream is dropped.
-    public func stream(_ query: SQLQuery, batchSize: Int = 1000) async throws -> SQLRowStream {
-        let lease = try await pool.leaseConnection()
+    public func stream(
+        _ query: SQLQuery,
+        batchSize: Int = 1000,
+        fileID: StaticString = #fileID,
+        line: UInt = #line
+    ) async throws -> SQLRowStream {
+        let lease = try await pool.leaseConnection(at: CallSite(fileID: fileID, line: line))
         let pool = self.pool
         return try await lease.connection.stream(query, batchSize: batchSize) { pool.release(lease) }
     }
@@ -135,9 +148,14 @@ public final class PostgresClient: Sendable, Service {
     /// Bulk-loads data with `COPY … FROM STDIN` on a pooled connection (see
     /// ``PostgresConnection/copyFrom(_:data:)``).
     @discardableResult
-    public func copyFrom<Data: AsyncSequence>(_ statement: SQLQuery, data: Data) async throws -> Int
+    public func copyFrom<Data: AsyncSequence>(
+        _ statement: SQLQuery,
+        data: Data,
+        fileID: StaticString = #fileID,
+        line: UInt = #line
+    ) async throws -> Int
     where Data.Element == [UInt8] {
-        let lease = try await pool.leaseConnection()
+        let lease = try await pool.leaseConnection(at: CallSite(fileID: fileID, line: line))
         defer { pool.release(lease) }
         return try await lease.connection.copyFrom(statement, data: data)
     }
@@ -145,8 +163,13 @@ public final class PostgresClient: Sendable, Service {
     /// Bulk-loads rows with `COPY … FROM STDIN` on a pooled connection (see
     /// ``PostgresConnection/copyFrom(_:rows:)``).
     @discardableResult
-    public func copyFrom(_ statement: SQLQuery, rows: some Sequence<[SQLValue]>) async throws -> Int {
-        let lease = try await pool.leaseConnection()
+    public func copyFrom(
+        _ statement: SQLQuery,
+        rows: some Sequence<[SQLValue]>,
+        fileID: StaticString = #fileID,
+        line: UInt = #line
+    ) async throws -> Int {
+        let lease = try await pool.leaseConnection(at: CallSite(fileID: fileID, line: line))
         defer { pool.release(lease) }
         return try await lease.connection.copyFrom(statement, rows: rows)
     }
@@ -154,8 +177,13 @@ public final class PostgresClient: Sendable, Service {
     /// Exports data with `COPY … TO STDOUT` from a pooled connection, which goes back to the pool
     /// when the data is exhausted or the sequence is dropped (see
     /// ``PostgresConnection/copyTo(_:maximumBatchBytes:)``).
-    public func copyTo(_ statement: SQLQuery, maximumBatchBytes: Int = 1 << 20) async throws -> SQLBatchStream<[UInt8]> {
-        let lease = try await pool.leaseConnection()
+    public func copyTo(
+        _ statement: SQLQuery,
+        maximumBatchBytes: Int = 1 << 20,
+        fileID: StaticString = #fileID,
+        line: UInt = #line
+    ) async throws -> SQLBatchStream<[UInt8]> {
+        let lease = try await pool.leaseConnection(at: CallSite(fileID: fileID, line: line))
         let pool = self.pool
         return try await lease.connection.copyTo(statement, maximumBatchBytes: maximumBatchBytes) { pool.release(lease) }
     }
@@ -163,8 +191,13 @@ public final class PostgresClient: Sendable, Service {
     /// Runs a statement on a pooled connection and returns the affected row count (see
     /// ``PostgresConnection/execute(_:timeout:)``).
     @discardableResult
-    public func execute(_ query: SQLQuery, timeout: Duration? = nil) async throws -> Int {
-        try await lanes.run { try await $0.execute(query, timeout: timeout) }
+    public func execute(
+        _ query: SQLQuery,
+        timeout: Duration? = nil,
+        fileID: StaticString = #fileID,
+        line: UInt = #line
+    ) async throws -> Int {
+        try await lanes.run(at: CallSite(fileID: fileID, line: line)) { try await $0.execute(query, timeout: timeout) }
     }
 
     /// Runs `body` in a transaction on one pooled connection (see
@@ -173,9 +206,11 @@ public final class PostgresClient: Sendable, Service {
     public func withTransaction<Result: Sendable>(
         isolation: PostgresConnection.IsolationLevel? = nil,
         readOnly: Bool = false,
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
         _ body: (PostgresConnection) async throws -> Result
     ) async throws -> Result {
-        try await pool.withConnection { connection in
+        try await pool.withConnection(fileID: fileID, line: line) { connection in
             try await connection.withTransaction(isolation: isolation, readOnly: readOnly, body)
         }
     }
@@ -183,9 +218,11 @@ public final class PostgresClient: Sendable, Service {
     /// Runs legacy synchronous libpq code with a pooled connection's raw `PGconn*`, on that
     /// connection's own thread (see ``PostgresConnection/withRawConnection(_:)``).
     public func withRawConnection<Result>(
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
         _ body: sending @escaping (OpaquePointer) throws -> sending Result
     ) async throws -> sending Result {
-        let lease = try await pool.leaseConnection()
+        let lease = try await pool.leaseConnection(at: CallSite(fileID: fileID, line: line))
         defer { pool.release(lease) }
         return try await lease.connection.withRawConnection(body)
     }

@@ -30,6 +30,20 @@ void *_Nullable sb_current_worker(void);
 /// Records which SyncBridge worker owns the calling thread (NULL to clear).
 void sb_set_current_worker(void *_Nullable worker);
 
+/// The calling thread's held-lock list for the deadlock detector (a retained object pointer owned
+/// by Swift code), or NULL.
+void *_Nullable sb_held_locks(void);
+
+/// Replaces the calling thread's held-lock list.
+void sb_set_held_locks(void *_Nullable list);
+
+/// The task that submitted the closure the calling SyncBridge thread runs now (0 when none is
+/// known); the deadlock detector treats the thread as acting for that task.
+uintptr_t sb_job_submitter(void);
+
+/// Records the submitting task of the closure about to run on the calling thread (0 to clear).
+void sb_set_job_submitter(uintptr_t task);
+
 /// Starts a detached-from-Swift pthread that runs `body(context)`. Returns 0 or an errno value.
 int sb_thread_create(pthread_t *_Nonnull thread, void *_Nullable (*_Nonnull body)(void *_Nullable),
                      void *_Nullable context, size_t stack_size);

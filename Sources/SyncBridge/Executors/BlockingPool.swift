@@ -130,6 +130,12 @@ public final class BlockingPool: TaskExecutor, Sendable {
     public func syncShutdownGracefully(fileID: StaticString = #fileID, line: UInt = #line) throws {
         try Blocking.check("BlockingPool.syncShutdownGracefully", callSite: CallSite(fileID: fileID, line: line))
         if isCurrent {
+            if WaitGraph.isActive {
+                let report = BridgingReports.selfWait(
+                    "BlockingPool.syncShutdownGracefully", executor: name, kind: .blockingPool, at: CallSite(fileID: fileID, line: line), thread: .current
+                )
+                DeadlockDetector.report(report, refusing: true)
+            }
             throw GuardedWaitError(
                 reason: .awaitedWorkNeedsBlockedThread(executor: name, kind: .blockingPool),
                 callSite: CallSite(fileID: fileID, line: line),

@@ -149,6 +149,12 @@ public final class ThreadExecutor: SerialExecutor, TaskExecutor, Sendable {
     public func syncShutdownGracefully(fileID: StaticString = #fileID, line: UInt = #line) throws {
         try Blocking.check("ThreadExecutor.syncShutdownGracefully", callSite: CallSite(fileID: fileID, line: line))
         if isCurrent {
+            if WaitGraph.isActive {
+                let report = BridgingReports.selfWait(
+                    "ThreadExecutor.syncShutdownGracefully", executor: name, kind: .threadExecutor, at: CallSite(fileID: fileID, line: line), thread: .current
+                )
+                DeadlockDetector.report(report, refusing: true)
+            }
             throw GuardedWaitError(
                 reason: .awaitedWorkNeedsBlockedThread(executor: name, kind: .threadExecutor),
                 callSite: CallSite(fileID: fileID, line: line),

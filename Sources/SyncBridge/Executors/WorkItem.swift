@@ -32,6 +32,12 @@ class WorkItem: @unchecked Sendable {
     final let neededBy: GuardedWaitRecord?
     /// When it was submitted (monotonic nanoseconds): the start of its queue wait.
     final let submittedAt: UInt64
+    /// The submitting task's address while a deadlock detector runs, 0 otherwise. Written before
+    /// the item is published to the queue.
+    final var submitter: UInt = 0
+    /// The submitting task's report scope (a test's) while a deadlock detector runs: the closure
+    /// runs in it, so that what it does is reported to that scope.
+    final var scope: UInt64?
 
     init(neededBy: GuardedWaitRecord?, submittedAt: UInt64) {
         self.neededBy = neededBy

@@ -104,6 +104,7 @@ final class WorkerThreads: @unchecked Sendable {
         let action = state.enqueue(job)
         entryCount.store(state.entries.count, ordering: .relaxed)
         let deadlocked = blockedWaitCount.load(ordering: .relaxed) > 0 ? deadlockedWait(forJob: job) : nil
+        let blocked = deadlocked == nil ? [] : blockedWaits.map { (thread: $0.thread, callSite: $0.callSite) }
         lock.unlock()
         switch action {
         case .queued(let wakeThread):
@@ -111,7 +112,20 @@ final class WorkerThreads: @unchecked Sendable {
         case .stopped:
             runAfterStop(job)
         }
-        deadlocked?.fail(reason: .awaitedWorkNeedsBlockedThread(executor: name, kind: kind))
+        if let deadlocked { refuse(deadlocked, blocked: blocked) }
+    }
+
+    /// Ends `record`, a guarded wait on one of these threads that can never end because the work
+    /// it awaits needs these threads, all of which are `blocked`; reports it to the detector.
+    private func refuse(_ record: GuardedWaitRecord, blocked: [(thread: ThreadIdentity, callSite: CallSite)]) {
+        if WaitGraph.isActive {
+            let report =
+                kind == .threadExecutor
+                ? BridgingReports.selfWait("waitForAsync", executor: name, kind: kind, at: record.callSite, thread: record.thread, scope: record.scope)
+                : BridgingReports.poolStarvation(pool: name, waits: blocked, scope: record.scope)
+            DeadlockDetector.report(report, refusing: true)
+        }
+        record.fail(reason: .awaitedWorkNeedsBlockedThread(executor: name, kind: kind))
     }
 
     /// Runs `body` on one of the threads and returns its result to the suspended caller.
@@ -120,6 +134,11 @@ final class WorkerThreads: @unchecked Sendable {
     ) async throws -> sending Success {
         let neededBy = blockedWaitCount.load(ordering: .relaxed) > 0 ? GuardedWaitRecord.awaitedBy : nil
         let item = TypedWorkItem(body: body, neededBy: neededBy, submittedAt: monotonicNanoseconds())
+        if WaitGraph.isActive {
+            // The deadlock detector sees the thread that runs the closure act for this task.
+            item.submitter = withUnsafeCurrentTask { $0.map { unsafeBitCast($0, to: UInt.self) } } ?? 0
+            item.scope = WatchdogScope.current
+        }
         // What the job did on its thread happens before what the task does next: the continuation
         // guarantees it, and the annotation shows it to ThreadSanitizer (a no-op otherwise).
         defer { sb_tsan_acquire(Unmanaged.passUnretained(item).toOpaque()) }
@@ -130,6 +149,7 @@ final class WorkerThreads: @unchecked Sendable {
                 let action = state.submit(item)
                 entryCount.store(state.entries.count, ordering: .relaxed)
                 let deadlocked = neededBy.flatMap { deadlockedWait(neededBy: $0) }
+                let blocked = deadlocked == nil ? [] : blockedWaits.map { (thread: $0.thread, callSite: $0.callSite) }
                 let depth = state.entries.count + state.awaitingAdmissionCount
                 lock.unlock()
                 metrics.queueDepth.set(depth)
@@ -144,7 +164,7 @@ final class WorkerThreads: @unchecked Sendable {
                     metrics.rejected.increment()
                     item.resume(throwing: ExecutorError(code: .shutDown, executorName: name, kind: kind))
                 }
-                deadlocked?.fail(reason: .awaitedWorkNeedsBlockedThread(executor: name, kind: kind))
+                if let deadlocked { refuse(deadlocked, blocked: blocked) }
             }
         } onCancel: {
             cancel(item)
@@ -290,15 +310,25 @@ final class WorkerThreads: @unchecked Sendable {
             let start = monotonicNanoseconds()
             metrics.queueDepth.set(depth)
             metrics.waitDuration.recordNanoseconds(Int64(start &- item.submittedAt))
-            item.execute(context: BlockingJobContext(item: item, workers: self)) {
-                lock.lock()
-                while item.interruptInProgress {
-                    lock.unlock()
-                    sched_yield()
-                    lock.lock()
+            let submitter = item.submitter
+            if submitter != 0 { sb_set_job_submitter(submitter) }
+            defer { if submitter != 0 { sb_set_job_submitter(0) } }
+            let execute = {
+                item.execute(context: BlockingJobContext(item: item, workers: self)) {
+                    self.lock.lock()
+                    while item.interruptInProgress {
+                        self.lock.unlock()
+                        sched_yield()
+                        self.lock.lock()
+                    }
+                    self.state.finished(item)
+                    self.lock.unlock()
                 }
-                state.finished(item)
-                lock.unlock()
+            }
+            if let scope = item.scope {
+                WatchdogScope.$current.withValue(scope, operation: execute)
+            } else {
+                execute()
             }
             metrics.runDuration.recordNanoseconds(Int64(monotonicNanoseconds() &- start))
         }

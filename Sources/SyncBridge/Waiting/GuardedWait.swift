@@ -7,6 +7,7 @@ public struct GuardedWaitError: Error, Hashable, CustomStringConvertible {
             case cooperativeThread
             case awaitedWorkNeedsBlockedThread(executor: String, kind: String)
             case timedOut(nanoseconds: Int64)
+            case deadlock(headline: String)
         }
 
         let base: Base
@@ -19,6 +20,10 @@ public struct GuardedWaitError: Error, Hashable, CustomStringConvertible {
             Reason(base: .awaitedWorkNeedsBlockedThread(executor: executor, kind: kind.rawValue))
         }
 
+        static func deadlock(_ report: DeadlockReport) -> Reason {
+            Reason(base: .deadlock(headline: report.headline))
+        }
+
         static func timedOut(_ timeout: Duration) -> Reason {
             let (seconds, attoseconds) = timeout.components
             return Reason(base: .timedOut(nanoseconds: seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
@@ -28,6 +33,13 @@ public struct GuardedWaitError: Error, Hashable, CustomStringConvertible {
         /// (a ``ThreadExecutor``'s thread, or every thread of a ``BlockingPool``).
         public var isAwaitedWorkNeedsBlockedThread: Bool {
             if case .awaitedWorkNeedsBlockedThread = base { return true }
+            return false
+        }
+
+        /// Whether a ``DeadlockDetector`` in throw mode ended the wait: the awaited work waits,
+        /// directly or through others, for something the waiting code holds.
+        public var isDeadlock: Bool {
+            if case .deadlock = base { return true }
             return false
         }
 
@@ -46,6 +58,8 @@ public struct GuardedWaitError: Error, Hashable, CustomStringConvertible {
                 "the awaited work needs \(kind) '\(executor)', whose thread is the one that would wait for it"
             case .timedOut(let nanoseconds):
                 "the awaited work did not finish within \(Double(nanoseconds) / 1e6) ms"
+            case .deadlock(let headline):
+                "deadlock: \(headline)"
             }
         }
     }
@@ -67,6 +81,8 @@ public struct GuardedWaitError: Error, Hashable, CustomStringConvertible {
                 "Await the work instead of waiting for it, or run the waiting code on another executor."
             case .timedOut:
                 "The awaited work was cancelled."
+            case .deadlock:
+                "The awaited work was cancelled; the detector's report shows the cycle."
             }
         return "waitForAsync at \(callSite) refused to block thread \(thread): \(reason). \(advice)"
     }
@@ -108,6 +124,9 @@ public func waitForAsync<Success: Sendable>(
     let callSite = CallSite(fileID: fileID, line: line)
     if Blocking.isCooperativeThread {
         Blocking.report("waitForAsync", callSite: callSite)
+        if WaitGraph.isActive {
+            DeadlockDetector.report(BridgingReports.cooperativeThreadWait("waitForAsync", at: callSite), refusing: true)
+        }
         throw GuardedWaitError(reason: .cooperativeThread, callSite: callSite, thread: .current)
     }
     let worker = WorkerThread.current
@@ -115,15 +134,35 @@ public func waitForAsync<Success: Sendable>(
     let result = GuardedWaitResult<Success>()
     worker?.group.beginGuardedWait(record)
     defer { worker?.group.endGuardedWait(record) }
+    let tracked = WaitGraph.isActive
+    let waitID: UInt64? =
+        tracked
+        ? WaitGraph.beginWait(
+            for: .object(record.resourceID),
+            describedAs: "the task awaited by waitForAsync at \(callSite)",
+            by: Party.current,
+            at: callSite,
+            interrupt: { error in record.fail(reason: .deadlock(error.report)) }
+        ) : nil
+    defer { if let waitID { WaitGraph.endWait(waitID) } }
+    let scope = record.scope
 
     let task = Task.detached {
+        let token =
+            tracked
+            ? WaitGraph.acquired(.object(record.resourceID), describedAs: "the task awaited by waitForAsync at \(callSite)", by: Party.current, at: callSite)
+            : nil
+        defer { if let token { WaitGraph.released(.object(record.resourceID), token: token) } }
         record.awaitedTaskStarted()
+        // The awaited work belongs to the caller's scope (a test's), for reports.
+        await WatchdogScope.$current.withValue(scope) {
         await GuardedWaitRecord.$awaitedBy.withValue(record) {
             do {
                 result.store(.success(try await operation()))
             } catch {
                 result.store(.failure(error))
             }
+        }
         }
         record.complete()
     }
@@ -167,6 +206,10 @@ final class GuardedWaitRecord: @unchecked Sendable {
 
     let callSite: CallSite
     let thread = ThreadIdentity.current
+    /// The awaited task's completion, as the deadlock detector's graph names it.
+    let resourceID = WaitGraph.newResourceID()
+    /// The report scope (a test's) of the waiting code.
+    let scope = WatchdogScope.current
     /// The SyncBridge threads one of which this wait blocks.
     let blockedGroup: WorkerThreads?
     private let condition = ConditionLock()

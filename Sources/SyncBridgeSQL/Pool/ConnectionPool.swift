@@ -2,7 +2,7 @@ import DequeModule
 public import Logging
 public import Metrics
 public import ServiceLifecycle
-import SyncBridge
+package import SyncBridge
 
 #if canImport(Glibc)
 import Glibc
@@ -138,6 +138,14 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         var pendingCloses = 0
         var shutdownComplete = false
         var shutdownWaiters: [UnsafeContinuation<Void, Never>] = []
+        /// The errors of waits a deadlock detector ended (throw mode), by waiter.
+        var deadlockErrors: [UInt64: DeadlockError] = [:]
+    }
+
+    /// The pool as the deadlock detector's wait-for graph names it.
+    private let resourceID = WaitGraph.newResourceID()
+    private var resourceDescription: String {
+        "connection pool '\(name)' (\(configuration.maximumConnections) connections)"
     }
 
     /// Creates a pool; no connection is opened until one is needed (or ``run()`` keeps the
@@ -178,57 +186,93 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
     /// Leases a connection for the duration of `body`, then returns it to the pool (or, if it
     /// broke, closes it and opens a replacement).
     ///
-    /// - Parameter body: The work; the connection is this task's alone until `body` returns.
+    /// While a ``DeadlockDetector`` runs, the lease is recorded (task-locally and in the detector's
+    /// graph): asking the same pool for a second connection inside `body` while the pool cannot
+    /// grow is reported at once with both lease sites, and so is a cycle of tasks leasing from
+    /// several pools in opposite orders.
+    ///
+    /// - Parameters:
+    ///   - fileID: The lease site, for reports; leave the default.
+    ///   - line: The lease site, for reports; leave the default.
+    ///   - body: The work; the connection is this task's alone until `body` returns.
     /// - Returns: What `body` returns.
     /// - Throws: ``ConnectionPoolError`` when no connection becomes free within the acquire
     ///   timeout or the pool is shut down; `CancellationError` when the task is cancelled while
-    ///   waiting; what `body` throws.
+    ///   waiting; `DeadlockError` when a detector in throw mode finds the wait can never end;
+    ///   what `body` throws.
     public func withConnection<Result>(
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
         _ body: (Connection) async throws -> sending Result
     ) async throws -> sending Result {
-        let entry = try await lease()
+        let lease = try await leaseConnection(at: CallSite(fileID: fileID, line: line))
         let result: Result
         do {
-            result = try await body(entry.connection)
+            if let record = lease.record {
+                let transfer = try await PoolLeaseRecord.$current.withValue(record) {
+                    SendingTransfer(value: try await body(lease.connection))
+                }
+                result = transfer.value
+            } else {
+                result = try await body(lease.connection)
+            }
         } catch {
-            release(entry)
+            release(lease)
             throw error
         }
-        release(entry)
+        release(lease)
         return result
     }
 
     /// A leased connection that must be handed back with ``release(_:)`` exactly once.
     package struct Lease: Sendable {
         let entry: ConnectionPoolState<Connection>.Entry
+        /// The lease in the deadlock detector's graph, while one runs.
+        let token: UInt64?
+        /// The lease for the task-local record, while a detector runs.
+        let record: PoolLeaseRecord?
         /// The connection.
         package var connection: Connection { entry.connection }
     }
 
-    /// Leases a connection; the caller must ``release(_:)`` it. Prefer ``withConnection(_:)``.
-    package func leaseConnection() async throws -> Lease {
-        Lease(entry: try await lease())
+    /// Leases a connection; the caller must ``release(_:)`` it. Prefer ``withConnection(fileID:line:_:)``.
+    package func leaseConnection(at callSite: CallSite) async throws -> Lease {
+        guard WaitGraph.isActive else {
+            return Lease(entry: try await lease(party: nil, callSite: callSite), token: nil, record: nil)
+        }
+        let party = Party.current
+        let entry = try await lease(party: party, callSite: callSite)
+        let token = WaitGraph.acquired(.object(resourceID), describedAs: resourceDescription, by: party, at: callSite)
+        let record = PoolLeaseRecord(pool: resourceID, callSite: callSite, party: party.label, next: PoolLeaseRecord.current)
+        return Lease(entry: entry, token: token, record: record)
     }
 
-    /// Returns a connection from ``leaseConnection()``.
+    /// Returns a connection from ``leaseConnection(at:)``.
     package func release(_ lease: Lease) {
+        if let token = lease.token { WaitGraph.released(.object(resourceID), token: token) }
         release(lease.entry)
     }
 
-    private func lease() async throws -> ConnectionPoolState<Connection>.Entry {
+    private func lease(party: Party?, callSite: CallSite) async throws -> ConnectionPoolState<Connection>.Entry {
         let waiter = shared.withLock { shared in
             shared.nextWaiterID += 1
             return shared.nextWaiterID
         }
         let start = monotonicNow()
+        let wait = PoolWaitSlot()
+        defer { wait.end() }
         let entry = try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { continuation in
-                let actions = shared.withLock { shared -> [ConnectionPoolState<Connection>.Action] in
+                let (actions, waiting, canGrow) = shared.withLock { shared -> ([ConnectionPoolState<Connection>.Action], Bool, Bool) in
                     shared.continuations[waiter] = continuation
                     if shared.cancelledBeforeWaiting.remove(waiter) != nil {
-                        return [.fail(waiter, .cancelled)]
+                        return ([.fail(waiter, .cancelled)], false, true)
                     }
-                    return shared.state.lease(waiter, now: monotonicNow())
+                    let actions = shared.state.lease(waiter, now: monotonicNow())
+                    return (actions, shared.state.waiters.contains(waiter), shared.state.canServeWithoutRelease)
+                }
+                if let party, waiting {
+                    wait.id = beginWait(waiter, party: party, callSite: callSite, canGrow: canGrow)
                 }
                 perform(actions)
                 startTimerIfWaiting(waiter)
@@ -245,6 +289,57 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         }
         metrics.acquireDuration.recordNanoseconds(Int64(monotonicNow() - start))
         return entry
+    }
+
+    /// Enters a waiting lease in the detector's graph, after reporting a nested lease: the task
+    /// already holds a connection of this pool, and the pool cannot grow.
+    private func beginWait(_ waiter: UInt64, party: Party, callSite: CallSite, canGrow: Bool) -> UInt64? {
+        let interrupt: @Sendable (DeadlockError) -> Void = { [weak self] error in
+            guard let self else { return }
+            let actions = self.shared.withLock { shared in
+                shared.deadlockErrors[waiter] = error
+                return shared.state.abandon(waiter, because: .deadlock)
+            }
+            self.perform(actions)
+        }
+        if !canGrow, let outer = PoolLeaseRecord.current?.first(where: { $0.pool == resourceID }) {
+            let report = DeadlockReport(
+                pattern: .nestedPoolLease,
+                headline: "a task that holds a connection of \(resourceDescription) asks it for another, and the pool cannot grow",
+                chain: [
+                    .init(party: party.label, action: "asks for a second connection of", object: resourceDescription, callSite: "\(callSite)"),
+                    .init(party: "  while holding one, leased by \(outer.party)", action: "", object: "", callSite: "\(outer.callSite)"),
+                    .init(party: "  every connection is leased;", action: "this wait ends only when another task releases one", object: "", callSite: nil),
+                ],
+                advice: "run the inner statement on the connection you already hold (pass it down), or lease once for the whole unit of work; with N such tasks at once the pool deadlocks",
+                scopeID: WatchdogScope.current
+            )
+            if DeadlockDetector.report(report, refusing: true) == .throwError {
+                var thrown = report
+                thrown.thrown = true
+                interrupt(DeadlockError(report: thrown))
+                return nil
+            }
+            // Reported: the cycle it closes (when this task holds the only connections) is not
+            // reported a second time.
+            return WaitGraph.beginWait(
+                for: .object(resourceID),
+                describedAs: resourceDescription,
+                by: party,
+                at: callSite,
+                mayGrow: canGrow,
+                alreadyReported: true,
+                interrupt: interrupt
+            )
+        }
+        return WaitGraph.beginWait(
+            for: .object(resourceID),
+            describedAs: resourceDescription,
+            by: party,
+            at: callSite,
+            mayGrow: canGrow,
+            interrupt: interrupt
+        )
     }
 
     private func startTimerIfWaiting(_ waiter: UInt64) {
@@ -322,7 +417,8 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
             case .fail(let waiter, let failure):
                 let (continuation, error) = shared.withLock { shared in
                     shared.timers.removeValue(forKey: waiter)?.cancel()
-                    return (shared.continuations.removeValue(forKey: waiter), makeError(failure, shared))
+                    defer { shared.deadlockErrors[waiter] = nil }
+                    return (shared.continuations.removeValue(forKey: waiter), makeError(failure, waiter: waiter, shared))
                 }
                 continuation?.resume(throwing: error)
             case .shutdownComplete:
@@ -342,7 +438,7 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         return shared.shutdownWaiters
     }
 
-    private func makeError(_ failure: ConnectionPoolState<Connection>.Failure, _ shared: Shared) -> any Error {
+    private func makeError(_ failure: ConnectionPoolState<Connection>.Failure, waiter: UInt64, _ shared: Shared) -> any Error {
         func poolError(_ code: ConnectionPoolError.Code, timeout: Duration?) -> ConnectionPoolError {
             ConnectionPoolError(
                 code: code,
@@ -356,6 +452,8 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
             )
         }
         switch failure {
+        case .deadlock:
+            return shared.deadlockErrors[waiter] ?? CancellationError()
         case .cancelled: return CancellationError()
         case .shutDown: return poolError(.shutDown, timeout: nil)
         case .timedOut:
@@ -365,7 +463,10 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
     }
 
     private func recordGauges() {
-        let (idle, leased, waiting) = shared.withLock { ($0.state.idle.count, $0.state.leased.count, $0.state.waiters.count) }
+        let (idle, leased, waiting, canGrow) = shared.withLock {
+            ($0.state.idle.count, $0.state.leased.count, $0.state.waiters.count, $0.state.canServeWithoutRelease)
+        }
+        if waiting > 0 && WaitGraph.isActive { WaitGraph.setMayGrow(.object(resourceID), canGrow) }
         metrics.idle.set(idle)
         metrics.leased.set(leased)
         metrics.waiting.set(waiting)
@@ -468,4 +569,50 @@ extension Duration {
         let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
         return overflow ? .max : scaled &+ attoseconds / 1_000_000_000
     }
+}
+
+/// The pool leases the current task holds, newest first, while a deadlock detector runs: how a
+/// second lease from the same pool is recognised as nested.
+package final class PoolLeaseRecord: Sendable {
+    let pool: UInt64
+    let callSite: CallSite
+    let party: String
+    let next: PoolLeaseRecord?
+
+    init(pool: UInt64, callSite: CallSite, party: String, next: PoolLeaseRecord?) {
+        self.pool = pool
+        self.callSite = callSite
+        self.party = party
+        self.next = next
+    }
+
+    @TaskLocal static var current: PoolLeaseRecord?
+
+    func first(where predicate: (PoolLeaseRecord) -> Bool) -> PoolLeaseRecord? {
+        var node: PoolLeaseRecord? = self
+        while let record = node {
+            if predicate(record) { return record }
+            node = record.next
+        }
+        return nil
+    }
+}
+
+/// The wait-graph entry of one waiting lease, written inside the continuation's closure and ended
+/// by the waiting task after it resumes.
+private final class PoolWaitSlot: @unchecked Sendable {
+    // Safe to share: written before the continuation can resume the task (inside its closure, on
+    // the waiting task) and read after the task resumed; the continuation orders the two.
+    var id: UInt64?
+
+    func end() {
+        if let id { WaitGraph.endWait(id) }
+    }
+}
+
+/// Carries a `sending` result out of `TaskLocal.withValue`, whose result is not `sending`.
+private struct SendingTransfer<Value>: @unchecked Sendable {
+    // Safe: the value comes from a `sending` result, so nothing else refers to it; it is moved
+    // out once, on the same task.
+    let value: Value
 }

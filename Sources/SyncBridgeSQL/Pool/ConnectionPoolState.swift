@@ -39,6 +39,8 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
         case shutDown
         case timedOut
         case cancelled
+        /// A deadlock detector in throw mode ended the wait.
+        case deadlock
     }
 
     enum Action {
@@ -77,6 +79,12 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
 
     /// Connections that exist or are being opened.
     var totalConnections: Int { idle.count + leased.count + connecting + checking }
+
+    /// Whether a waiter can be served without a leased connection coming back: one is idle, being
+    /// opened or checked, or the pool is below its maximum.
+    var canServeWithoutRelease: Bool {
+        !idle.isEmpty || connecting > 0 || checking > 0 || totalConnections < limits.maximumConnections
+    }
 
     // MARK: Events
 

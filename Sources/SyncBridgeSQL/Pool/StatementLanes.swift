@@ -1,4 +1,4 @@
-import SyncBridge
+package import SyncBridge
 
 /// Shares pooled connections between single statements.
 ///
@@ -34,8 +34,8 @@ package final class StatementLanes<Connection: PooledConnection>: Sendable {
 
     /// Runs `body` on a connection: a new lane while the pool can lease one, otherwise the least
     /// loaded busy lane.
-    package func run<Result: Sendable>(_ body: (Connection) async throws -> Result) async throws -> Result {
-        let lane = try await acquireLane()
+    package func run<Result: Sendable>(at callSite: CallSite, _ body: (Connection) async throws -> Result) async throws -> Result {
+        let lane = try await acquireLane(at: callSite)
         do {
             let result = try await body(lane.lease.connection)
             finish(lane)
@@ -46,7 +46,7 @@ package final class StatementLanes<Connection: PooledConnection>: Sendable {
         }
     }
 
-    private func acquireLane() async throws -> Lane {
+    private func acquireLane(at callSite: CallSite) async throws -> Lane {
         let statistics = pool.statistics
         let poolCanLease = statistics.idle > 0
             || statistics.leased + statistics.connecting < pool.configuration.maximumConnections
@@ -58,7 +58,7 @@ package final class StatementLanes<Connection: PooledConnection>: Sendable {
             }
             if let joined { return joined }
         }
-        let lane = Lane(lease: try await pool.leaseConnection())
+        let lane = Lane(lease: try await pool.leaseConnection(at: callSite))
         lanes.withLock { $0.append(lane) }
         return lane
     }

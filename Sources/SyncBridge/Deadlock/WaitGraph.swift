@@ -1,0 +1,385 @@
+import CSyncBridgeShims
+import Synchronization
+
+/// Who waits or holds: a task, or a thread that runs no task. A SyncBridge thread that runs a
+/// closure submitted with `run` acts for the task that submitted it (that task is suspended until
+/// the closure returns), so what the thread waits for, its task waits for.
+package struct Party: Hashable, Sendable, CustomStringConvertible {
+    package enum Identity: Hashable, Sendable {
+        case task(UInt)
+        case thread(Int32)
+    }
+
+    package let identity: Identity
+    /// How reports name it: `task 'name' (0x…)`, `thread sb-pool-1 (tid 42)`.
+    package let label: String
+
+    package static func == (lhs: Party, rhs: Party) -> Bool { lhs.identity == rhs.identity }
+    package func hash(into hasher: inout Hasher) { hasher.combine(identity) }
+    package var description: String { label }
+
+    /// The calling task, the task the calling SyncBridge thread acts for, or the calling thread.
+    package static var current: Party {
+        if let task = withUnsafeCurrentTask(body: { $0.map { unsafeBitCast($0, to: UInt.self) } }) {
+            return Party(identity: .task(task), label: taskLabel(task, name: Task.name))
+        }
+        let submitter = sb_job_submitter()
+        let thread = ThreadIdentity.current
+        if submitter != 0 {
+            return Party(identity: .task(submitter), label: "\(taskLabel(submitter, name: nil)) (its closure on thread \(thread))")
+        }
+        return Party(identity: .thread(thread.tid), label: "thread \(thread)")
+    }
+
+    /// The party of a task known by its address.
+    package static func task(_ address: UInt, role: String? = nil) -> Party {
+        Party(identity: .task(address), label: taskLabel(address, name: nil) + (role.map { " (\($0))" } ?? ""))
+    }
+
+    private static func taskLabel(_ address: UInt, name: String?) -> String {
+        let hex = "0x" + String(address, radix: 16)
+        return name.map { "task '\($0)' (\(hex))" } ?? "task \(hex)"
+    }
+}
+
+/// What can be waited for: a lock, a pool, a semaphore, the completion of a task.
+package enum ResourceKey: Hashable, Sendable {
+    case object(UInt64)
+    case taskCompletion(UInt)
+}
+
+/// The process-wide wait-for graph of the deadlock detector: who holds which SyncBridge resource
+/// (async locks, pool connections, the task a guarded wait awaits), who waits for which, and since
+/// when. It is only kept while a ``DeadlockDetector`` runs; otherwise each hook costs one relaxed
+/// atomic load.
+///
+/// A set of waiting parties is deadlocked when none of them can go on: each waits for a resource
+/// that nobody outside the set holds, that cannot grow, and whose holders are all in the set (the
+/// knot of an OR wait-for graph: a pool's waiter can go on if any holder releases). Cycles through
+/// locks, pools and guarded waits are all this one rule.
+package enum WaitGraph {
+    private static let nextID = Atomic<UInt64>(1)
+    /// Whether a detector runs in a mode other than off; read by every hook.
+    static let active = Atomic<Bool>(false)
+
+    package static var isActive: Bool { active.load(ordering: .relaxed) }
+
+    /// A new resource identifier, for an object that can be held or waited for.
+    package static func newResourceID() -> UInt64 {
+        nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+    }
+
+    struct Holding {
+        let party: Party
+        let callSite: CallSite
+    }
+
+    struct Resource {
+        var description: String
+        var holders: [UInt64: Holding] = [:]
+        /// Nobody is known to hold it (a semaphore): a waiter may always be woken by someone.
+        var ownerless = false
+        /// The resource can serve a waiter without any holder releasing (a pool opening a new
+        /// connection).
+        var mayGrow = false
+        /// Waits for it in the graph.
+        var waiters = 0
+    }
+
+    final class Wait: @unchecked Sendable {
+        // Safe to share: the `var`s are read and written with the graph's lock held.
+        let id: UInt64
+        let party: Party
+        let key: ResourceKey
+        let callSite: CallSite
+        let since: UInt64
+        let scope: UInt64?
+        /// Wakes the waiter with an error (throw mode); `nil` when the wait cannot be interrupted.
+        let interrupt: (@Sendable (DeadlockError) -> Void)?
+        var deadlockReported = false
+        var stuckReported = false
+
+        init(id: UInt64, party: Party, key: ResourceKey, callSite: CallSite, scope: UInt64?, interrupt: (@Sendable (DeadlockError) -> Void)?) {
+            self.id = id
+            self.party = party
+            self.key = key
+            self.callSite = callSite
+            self.since = monotonicNanoseconds()
+            self.scope = scope
+            self.interrupt = interrupt
+        }
+    }
+
+    struct State {
+        var resources: [ResourceKey: Resource] = [:]
+        var waits: [UInt64: Wait] = [:]
+        var waitOfParty: [Party.Identity: UInt64] = [:]
+    }
+
+    static let state = Locked(State())
+
+    // MARK: Hooks
+
+    /// `party` now holds `key`; returns the token that ``released(_:token:)`` takes.
+    package static func acquired(
+        _ key: ResourceKey,
+        describedAs description: @autoclosure () -> String,
+        by party: Party,
+        at callSite: CallSite,
+        ownerless: Bool = false
+    ) -> UInt64 {
+        let token = newResourceID()
+        state.withLock { state in
+            state.resources[key, default: Resource(description: description(), ownerless: ownerless)].holders[token] = Holding(party: party, callSite: callSite)
+        }
+        return token
+    }
+
+    /// The holding `token` of `key` ended.
+    package static func released(_ key: ResourceKey, token: UInt64) {
+        state.withLock { state in
+            guard var resource = state.resources[key] else { return }
+            resource.holders[token] = nil
+            if resource.holders.isEmpty && resource.waiters == 0 {
+                state.resources[key] = nil
+            } else {
+                state.resources[key] = resource
+            }
+        }
+    }
+
+    /// Whether `key` can serve a waiter without a holder releasing it (a pool below its maximum).
+    package static func setMayGrow(_ key: ResourceKey, _ mayGrow: Bool) {
+        state.withLock { state in state.resources[key]?.mayGrow = mayGrow }
+    }
+
+    /// `party` starts waiting for `key`. When the wait completes a deadlock, it is reported at
+    /// once (unless `alreadyReported`), and in throw mode `interrupt` is called with the error
+    /// (before this returns, without the graph's lock held).
+    /// - Returns: The wait's identifier for ``endWait(_:)``.
+    package static func beginWait(
+        for key: ResourceKey,
+        describedAs description: @autoclosure () -> String,
+        by party: Party,
+        at callSite: CallSite,
+        ownerless: Bool = false,
+        mayGrow: Bool = false,
+        alreadyReported: Bool = false,
+        interrupt: (@Sendable (DeadlockError) -> Void)? = nil
+    ) -> UInt64 {
+        let wait = Wait(id: newResourceID(), party: party, key: key, callSite: callSite, scope: WatchdogScope.current, interrupt: interrupt)
+        wait.deadlockReported = alreadyReported
+        let report = state.withLock { state -> (DeadlockReport, Wait)? in
+            if state.resources[key] == nil {
+                state.resources[key] = Resource(description: description(), ownerless: ownerless)
+            }
+            state.resources[key]?.mayGrow = mayGrow
+            state.resources[key]?.waiters += 1
+            state.waits[wait.id] = wait
+            state.waitOfParty[party.identity] = wait.id
+            return cycleReport(&state, preferring: wait)
+        }
+        if let (report, victim) = report { DeadlockDetector.handle(report, waits: [victim]) }
+        return wait.id
+    }
+
+    /// The wait `id` ended (granted, cancelled, failed).
+    package static func endWait(_ id: UInt64) {
+        state.withLock { state in
+            guard let wait = state.waits.removeValue(forKey: id) else { return }
+            if state.waitOfParty[wait.party.identity] == id { state.waitOfParty[wait.party.identity] = nil }
+            guard var resource = state.resources[wait.key] else { return }
+            resource.waiters -= 1
+            state.resources[wait.key] = resource.holders.isEmpty && resource.waiters == 0 ? nil : resource
+        }
+    }
+
+    // MARK: Detection
+
+    /// With the lock held: the parties that wait and can never go on. A waiting party can go on
+    /// when its resource is free, ownerless or can grow, or when one of its holders can go on
+    /// (any release serves it). Found backwards from the parties that can, in linear time.
+    private static func deadlocked(_ state: State) -> Set<Party.Identity> {
+        var waiting: [Party.Identity: Wait] = [:]
+        for wait in state.waits.values { waiting[wait.party.identity] = wait }
+        var dependents: [Party.Identity: [Party.Identity]] = [:]
+        var free: [Party.Identity] = []
+        for (identity, wait) in waiting {
+            let holders = holders(of: wait.key, state)
+            guard let resource = state.resources[wait.key], !resource.ownerless, !resource.mayGrow, !holders.isEmpty,
+                !holders.contains(where: { waiting[$0.party.identity] == nil })
+            else {
+                free.append(identity)
+                continue
+            }
+            for holder in holders { dependents[holder.party.identity, default: []].append(identity) }
+        }
+        var canGoOn = Set(free)
+        while let identity = free.popLast() {
+            for dependent in dependents[identity] ?? [] where canGoOn.insert(dependent).inserted {
+                free.append(dependent)
+            }
+        }
+        return Set(waiting.keys).subtracting(canGoOn)
+    }
+
+    /// With the lock held: whether `wait`'s party can go on, following holders depth first; a
+    /// new wait usually reaches a running holder in one step.
+    private static func canGoOn(_ wait: Wait, _ state: State) -> Bool {
+        var visited: Set<Party.Identity> = []
+        var stack = [wait]
+        while let current = stack.popLast() {
+            guard visited.insert(current.party.identity).inserted else { continue }
+            let holders = holders(of: current.key, state)
+            guard let resource = state.resources[current.key], !resource.ownerless, !resource.mayGrow, !holders.isEmpty else {
+                return true
+            }
+            for holder in holders {
+                guard let next = state.waitOfParty[holder.party.identity].flatMap({ state.waits[$0] }) else { return true }
+                stack.append(next)
+            }
+        }
+        return false
+    }
+
+    private static func holders(of key: ResourceKey, _ state: State) -> [Holding] {
+        if case .taskCompletion(let task) = key {
+            // The awaited task holds its own completion.
+            return [Holding(party: .task(task), callSite: CallSite(fileID: "", line: 0))]
+        }
+        return state.resources[key].map { Array($0.holders.values) } ?? []
+    }
+
+    /// With the lock held: a report of the cycle `preferred` is part of, if it is deadlocked and
+    /// not yet reported; marks the cycle's waits reported.
+    private static func cycleReport(_ state: inout State, preferring preferred: Wait) -> (DeadlockReport, Wait)? {
+        guard !preferred.deadlockReported, !canGoOn(preferred, state) else { return nil }
+        let stuck = deadlocked(state)
+        guard stuck.contains(preferred.party.identity) else { return nil }
+        let cycle = cycle(from: preferred, among: stuck, state)
+        for wait in cycle { wait.deadlockReported = true }
+        preferred.deadlockReported = true
+        return (cycleReport(cycle, state), preferred)
+    }
+
+    /// With the lock held: every deadlocked wait not yet reported, each cycle once, with the wait
+    /// that closed it (the newest) as the victim.
+    static func unreportedCycles() -> [(DeadlockReport, Wait)] {
+        state.withLock { state in
+            var reports: [(DeadlockReport, Wait)] = []
+            let stuck = deadlocked(state)
+            let candidates = state.waits.values
+                .filter { stuck.contains($0.party.identity) && !$0.deadlockReported }
+                .sorted { $0.since > $1.since }
+            for wait in candidates where !wait.deadlockReported {
+                let cycle = cycle(from: wait, among: stuck, state)
+                for member in cycle { member.deadlockReported = true }
+                wait.deadlockReported = true
+                let victim = cycle.max { $0.since < $1.since } ?? wait
+                reports.append((cycleReport(cycle, state), victim))
+            }
+            return reports
+        }
+    }
+
+    /// Follows holders from `start` within `stuck` until a party repeats; returns the cycle's waits.
+    private static func cycle(from start: Wait, among stuck: Set<Party.Identity>, _ state: State) -> [Wait] {
+        var path: [Wait] = []
+        var seen: [Party.Identity: Int] = [:]
+        var current = start
+        while seen[current.party.identity] == nil {
+            seen[current.party.identity] = path.count
+            path.append(current)
+            guard
+                let next = holders(of: current.key, state).first(where: { stuck.contains($0.party.identity) }),
+                let nextWaitID = state.waitOfParty[next.party.identity],
+                let nextWait = state.waits[nextWaitID]
+            else { return path }
+            current = nextWait
+        }
+        return Array(path[seen[current.party.identity]!...])
+    }
+
+    private static func cycleReport(_ cycle: [Wait], _ state: State) -> DeadlockReport {
+        var chain: [DeadlockReport.Step] = []
+        var objects: [String] = []
+        for wait in cycle {
+            let object = state.resources[wait.key]?.description ?? "a resource"
+            objects.append(object)
+            chain.append(.init(party: wait.party.label, action: "waits for", object: object, callSite: "\(wait.callSite)"))
+            let holders = holders(of: wait.key, state)
+            for holder in holders where holder.callSite.line != 0 {
+                chain.append(.init(party: "  held by \(holder.party.label)", action: "who took it", object: "", callSite: "\(holder.callSite)"))
+            }
+        }
+        let parties = cycle.count == 1 ? "a task waits for what it holds itself" : "\(cycle.count) tasks wait for each other in a cycle"
+        let pools = objects.contains { $0.hasPrefix("connection pool") }
+        return DeadlockReport(
+            pattern: .waitCycle,
+            headline: "\(parties); none can go on",
+            chain: chain,
+            advice: pools
+                ? "lease from several pools in one order everywhere, and never lease a second connection while holding one (pass the held connection down instead)"
+                : "take the locks in one order everywhere, hold one at a time, or await the work instead of waiting for it",
+            scopeID: cycle.lazy.compactMap(\.scope).first
+        )
+    }
+
+    /// Waits older than `threshold` nanoseconds not yet reported as stuck, marked reported, with
+    /// the chain of holders behind each.
+    static func stuckWaits(olderThan threshold: UInt64) -> [DeadlockReport] {
+        let now = monotonicNanoseconds()
+        return state.withLock { state in
+            var reports: [DeadlockReport] = []
+            for wait in state.waits.values.sorted(by: { $0.since < $1.since })
+            where !wait.stuckReported && !wait.deadlockReported && now &- wait.since > threshold {
+                wait.stuckReported = true
+                reports.append(stuckReport(wait, now: now, state))
+            }
+            return reports
+        }
+    }
+
+    private static func stuckReport(_ wait: Wait, now: UInt64, _ state: State) -> DeadlockReport {
+        var chain: [DeadlockReport.Step] = []
+        var visited = Set<Party.Identity>()
+        func follow(_ wait: Wait, depth: Int) {
+            guard visited.insert(wait.party.identity).inserted, depth < 8 else { return }
+            let indent = String(repeating: "  ", count: depth)
+            let object = state.resources[wait.key]?.description ?? "a resource"
+            let seconds = Double(now &- wait.since) / 1e9
+            chain.append(.init(party: indent + wait.party.label, action: "has waited \(formatSeconds(seconds)) for", object: object, callSite: "\(wait.callSite)"))
+            let holders = holders(of: wait.key, state)
+            if state.resources[wait.key]?.ownerless == true {
+                chain.append(.init(party: indent + "  nobody holds it:", action: "any thread may signal it", object: "", callSite: nil))
+            }
+            for holder in holders {
+                let site = holder.callSite.line != 0 ? "\(holder.callSite)" : nil
+                chain.append(.init(party: indent + "  held by \(holder.party.label)", action: site == nil ? "" : "who took it", object: "", callSite: site))
+                if let holderWait = state.waitOfParty[holder.party.identity].flatMap({ state.waits[$0] }) {
+                    follow(holderWait, depth: depth + 2)
+                } else {
+                    chain.append(.init(party: indent + "    which", action: "is running, not waiting for SyncBridge", object: "", callSite: nil))
+                }
+            }
+        }
+        follow(wait, depth: 0)
+        return DeadlockReport(
+            pattern: .stuckWait,
+            headline: "a wait has lasted \(formatSeconds(Double(now &- wait.since) / 1e9)) (\(state.resources[wait.key]?.description ?? "a resource")); no cycle is known",
+            chain: chain,
+            advice: "find why the holders above do not release (a slow query, a lost signal, a leaked lease); give the wait a timeout",
+            scopeID: wait.scope
+        )
+    }
+
+    private static func formatSeconds(_ seconds: Double) -> String {
+        let tenths = (seconds * 10).rounded() / 10
+        return "\(tenths) s"
+    }
+
+    /// Forgets everything (tests).
+    package static func reset() {
+        state.withLock { $0 = State() }
+    }
+}
