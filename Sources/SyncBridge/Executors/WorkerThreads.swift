@@ -77,6 +77,7 @@ final class WorkerThreads: @unchecked Sendable {
     func start(runner: Runner, threadName: (Int) -> String) {
         precondition(self.runner == nil, "SyncBridge bug: worker threads started twice")
         _ = Watchdog.environment  // starts the watchdog SYNCBRIDGE_WATCHDOG asks for, once
+        _ = DeadlockDetector.environment  // and the detector SYNCBRIDGE_DEADLOCK asks for
         self.runner = runner
         for index in 0..<threadCount {
             let thread = WorkerThread(group: self, index: index, name: threadName(index))

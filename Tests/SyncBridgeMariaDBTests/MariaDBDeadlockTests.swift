@@ -1,0 +1,88 @@
+import Foundation
+import SharedTestSupport
+import SyncBridge
+import SyncBridgeMariaDB
+import SyncBridgeSQL
+import SyncBridgeTesting
+import Testing
+
+@Suite("MariaDB pools and the deadlock detector; transaction retries")
+struct MariaDBDeadlockTests {
+    func makeClient(connections: Int) async throws -> MariaDBClient {
+        var poolConfiguration = ConnectionPoolConfiguration()
+        poolConfiguration.maximumConnections = connections
+        poolConfiguration.acquireTimeout = .seconds(30)
+        return MariaDBClient(configuration: try await testConfiguration(), poolConfiguration: poolConfiguration)
+    }
+
+    @Test("pattern 4: a second lease from a full pool inside a transaction throws at once in throw mode, naming both lease sites")
+    func nestedLease() async throws {
+        let client = try await makeClient(connections: 1)
+        let start = ContinuousClock.now
+        let outer = #line + 5
+        let inner = #line + 5
+        let reports = try await DeadlockDetectorTrait.collectReports(mode: .throwError, stuckWaitThreshold: .seconds(60)) {
+            do {
+                _ = try await withDeadline(20) {
+                    try await client.withTransaction { _ in
+                        try await client.insert("INSERT INTO nowhere VALUES (1)")
+                    }
+                }
+                Issue.record("the nested lease did not throw")
+            } catch let error as DeadlockError {
+                #expect(error.report.pattern == .nestedPoolLease)
+            }
+        }
+        #expect(ContinuousClock.now - start < .seconds(2 * slowdown))
+        let report = try #require(reports.first)
+        #expect(reports.count == 1 && report.thrown)
+        #expect(
+            report.chain.compactMap(\.callSite)
+                == ["SyncBridgeMariaDBTests/MariaDBDeadlockTests.swift:\(inner)", "SyncBridgeMariaDBTests/MariaDBDeadlockTests.swift:\(outer)"]
+        )
+        #expect(try await client.query("SELECT 6 * 7").first?.decode(Int.self, at: 0) == 42)
+        await client.shutdown()
+    }
+
+    @Test("pattern 7: the deadlock victim (1213) is retried and commits; both transactions apply exactly once")
+    func deadlockRetry() async throws {
+        let client = try await makeClient(connections: 4)
+        let table = uniqueTable("retry")
+        try await client.execute("CREATE TABLE \(unsafeSQL: table) (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB")
+        try await client.execute("INSERT INTO \(unsafeSQL: table) VALUES (1, 0), (2, 0)")
+        let firstHolds = Gate()
+        let secondHolds = Gate()
+        let attempts = Shared<[String: Int]>([:])
+        let errors = Shared<[String]>([])
+        let policy = RetryPolicy(maximumAttempts: 3, initialBackoff: .milliseconds(5)) { error in
+            let retryable = RetryPolicy.isTransientServerError(error)
+            errors.withLock { $0.append("\(retryable): \(error)") }
+            return retryable
+        }
+        try await withDeadline(60) {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (name, first, second, mine, theirs) in [("a", 1, 2, firstHolds, secondHolds), ("b", 2, 1, secondHolds, firstHolds)] {
+                    group.addTask {
+                        try await withRetry(policy) { attempt in
+                            attempts.withLock { $0[name] = attempt }
+                            try await client.withTransaction { tx in
+                                try await tx.execute("UPDATE \(unsafeSQL: table) SET v = v + 1 WHERE id = \(first)")
+                                if attempt == 1 {
+                                    mine.open()
+                                    try await theirs.wait()
+                                }
+                                try await tx.execute("UPDATE \(unsafeSQL: table) SET v = v + 10 WHERE id = \(second)")
+                            }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        #expect(attempts.value.values.sorted() == [1, 2])
+        #expect(errors.value.count == 1 && errors.value[0].hasPrefix("true") && errors.value[0].contains("1213"), "\(errors.value)")
+        let values = try await client.query("SELECT v FROM \(unsafeSQL: table) ORDER BY id").map { try $0.decode(Int.self, at: 0) }
+        #expect(values == [11, 11])
+        await client.shutdown()
+    }
+}

@@ -1,0 +1,206 @@
+import Foundation
+import SharedTestSupport
+import SyncBridge
+import SyncBridgePostgres
+import SyncBridgeSQL
+import SyncBridgeTesting
+import Testing
+
+@Suite("PostgreSQL pools and the deadlock detector; transaction retries")
+struct PostgresDeadlockTests {
+    func makeClient(_ name: String, connections: Int) async throws -> PostgresClient {
+        let server = try await TemporaryPostgres.shared()
+        var configuration = ConnectionPoolConfiguration()
+        configuration.maximumConnections = connections
+        configuration.acquireTimeout = .seconds(30)
+        return PostgresClient(connectionString: server.connectionString + " application_name=\(name)", configuration: configuration, name: name)
+    }
+
+    @Test("pattern 4: a second lease from a full pool inside a transaction is reported at once with both lease sites, and throws in throw mode")
+    func nestedLease() async throws {
+        let client = try await makeClient("sb-nested", connections: 1)
+        let start = ContinuousClock.now
+        let outer = #line + 6
+        let inner = #line + 6
+        let reports = try await DeadlockDetectorTrait.collectReports(mode: .throwError, stuckWaitThreshold: .seconds(60)) {
+            // (Not inside #require: a macro's closure gives its calls the macro's line.)
+            do {
+                _ = try await withDeadline(20) {
+                    try await client.withTransaction { _ in
+                        try await client.query("SELECT 1")
+                    }
+                }
+                Issue.record("the nested lease did not throw")
+            } catch let error as DeadlockError {
+                #expect(error.report.pattern == .nestedPoolLease)
+            }
+        }
+        // At once, not after the 30 s acquire timeout.
+        #expect(ContinuousClock.now - start < .seconds(2 * slowdown))
+        let report = try #require(reports.first)
+        #expect(reports.count == 1)
+        #expect(report.thrown)
+        #expect(report.headline.contains("connection pool 'sb-nested' (1 connections)"))
+        let sites = report.chain.compactMap(\.callSite)
+        #expect(sites == ["SyncBridgePostgresTests/PostgresDeadlockTests.swift:\(inner)", "SyncBridgePostgresTests/PostgresDeadlockTests.swift:\(outer)"])
+        // The pool is whole: its one connection went back.
+        #expect(try await client.query("SELECT 41 + 1").first?.decode(Int.self, at: 0) == 42)
+        await client.shutdown()
+    }
+
+    @Test("pattern 4, report mode: the nested lease is reported when it starts waiting; the wait still ends when another task releases")
+    func nestedLeaseThatWaits() async throws {
+        let client = try await makeClient("sb-nested2", connections: 2)
+        let holding = Gate()
+        let release = Gate()
+        let released = Shared<Date?>(nil)
+        let reports = try await DeadlockDetectorTrait.collectReports(mode: .report, stuckWaitThreshold: .seconds(60)) {
+            try await withDeadline(20) {
+                let other = Task {
+                    try await client.withConnection { _ in
+                        holding.open()
+                        try await release.wait()
+                        released.withLock { $0 = Date() }
+                    }
+                }
+                try await holding.wait()
+                let value = try await client.withTransaction { _ in
+                    // Both connections are leased now: this lease waits for the other task's.
+                    Task {
+                        try await Task.sleep(for: .milliseconds(300))
+                        release.open()
+                    }
+                    return try await client.query("SELECT 7").first?.decode(Int.self, at: 0)
+                }
+                #expect(value == 7)
+                try await other.value
+            }
+        }
+        let report = try #require(reports.first { $0.pattern == .nestedPoolLease })
+        #expect(!report.thrown)
+        let releasedAt = try #require(released.value)
+        #expect(report.detectedAt < releasedAt)
+        await client.shutdown()
+    }
+
+    @Test("pattern 4: two tasks leasing from two pools in opposite orders are a cycle, reported with both pools; throw mode frees one")
+    func poolsInOppositeOrders() async throws {
+        let orders = try await makeClient("sb-orders", connections: 1)
+        let stock = try await makeClient("sb-stock", connections: 1)
+        let ordersHeld = Gate()
+        let stockHeld = Gate()
+        let start = ContinuousClock.now
+        let (outcomes, reports) = try await withReports(mode: .throwError) {
+            try await withDeadline(20) {
+                try await withThrowingTaskGroup(of: String.self) { group in
+                    group.addTask {
+                        do {
+                            return try await orders.withConnection { _ in
+                                ordersHeld.open()
+                                try await stockHeld.wait()
+                                return try await stock.withConnection { _ in "orders then stock" }
+                            }
+                        } catch is DeadlockError {
+                            return "refused"
+                        }
+                    }
+                    group.addTask {
+                        do {
+                            return try await stock.withConnection { _ in
+                                stockHeld.open()
+                                try await ordersHeld.wait()
+                                return try await orders.withConnection { _ in "stock then orders" }
+                            }
+                        } catch is DeadlockError {
+                            return "refused"
+                        }
+                    }
+                    return try await group.reduce(into: [String]()) { $0.append($1) }.sorted()
+                }
+            }
+        }
+        #expect(ContinuousClock.now - start < .seconds(2 * slowdown))
+        #expect(outcomes == ["orders then stock", "refused"] || outcomes == ["refused", "stock then orders"])
+        let cycle = try #require(reports.first { $0.pattern == .waitCycle })
+        let waited = Set(cycle.chain.filter { $0.action == "waits for" }.map(\.object))
+        #expect(waited == ["connection pool 'sb-orders' (1 connections)", "connection pool 'sb-stock' (1 connections)"])
+        #expect(cycle.advice.contains("one order"))
+        await orders.shutdown()
+        await stock.shutdown()
+    }
+
+    @Test("pattern 7: a deadlock victim (40P01) is retried and commits; a unique violation is thrown at once; lock timeouts stop after the last attempt")
+    func retries() async throws {
+        let client = try await makeClient("sb-retry", connections: 4)
+        let table = uniqueTable("retry")
+        try await client.execute("CREATE TABLE \(unsafeSQL: table) (id INT PRIMARY KEY, v INT NOT NULL)")
+        try await client.execute("INSERT INTO \(unsafeSQL: table) VALUES (1, 0), (2, 0)")
+        let firstHolds = Gate()
+        let secondHolds = Gate()
+        let attempts = Shared<[String: Int]>([:])
+        let policy = RetryPolicy(maximumAttempts: 3, initialBackoff: .milliseconds(5))
+        try await withDeadline(60) {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (name, first, second, mine, theirs) in [("a", 1, 2, firstHolds, secondHolds), ("b", 2, 1, secondHolds, firstHolds)] {
+                    group.addTask {
+                        try await withRetry(policy) { attempt in
+                            attempts.withLock { $0[name] = attempt }
+                            try await client.withTransaction { tx in
+                                try await tx.execute("UPDATE \(unsafeSQL: table) SET v = v + 1 WHERE id = \(first)")
+                                if attempt == 1 {
+                                    mine.open()
+                                    try await theirs.wait()
+                                }
+                                try await tx.execute("UPDATE \(unsafeSQL: table) SET v = v + 10 WHERE id = \(second)")
+                            }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        // One transaction was the server's victim and ran twice; both committed exactly once.
+        #expect(attempts.value.values.sorted() == [1, 2])
+        let values = try await client.query("SELECT v FROM \(unsafeSQL: table) ORDER BY id").map { try $0.decode(Int.self, at: 0) }
+        #expect(values == [11, 11])
+
+        // Not retryable: thrown after one attempt.
+        let uniqueAttempts = Shared(0)
+        let duplicate = try await #require(throws: PostgresError.self) {
+            try await withRetry(policy) { attempt in
+                uniqueAttempts.withLock { $0 = attempt }
+                try await client.execute("INSERT INTO \(unsafeSQL: table) VALUES (1, 0)")
+            }
+        }
+        #expect(duplicate.isUniqueViolation && uniqueAttempts.value == 1)
+
+        // Transient every time (a row another connection keeps locked): three attempts, then the
+        // server's error as it came.
+        let lockAttempts = Shared(0)
+        try await client.withTransaction { holder in
+            try await holder.execute("SELECT * FROM \(unsafeSQL: table) WHERE id = 1 FOR UPDATE")
+            let timeout = try await #require(throws: PostgresError.self) {
+                try await withRetry(policy) { attempt in
+                    lockAttempts.withLock { $0 = attempt }
+                    try await client.withTransaction { tx in
+                        try await tx.execute("SET LOCAL lock_timeout = '50ms'")
+                        try await tx.execute("UPDATE \(unsafeSQL: table) SET v = 0 WHERE id = 1")
+                    }
+                }
+            }
+            #expect(timeout.sqlState == "55P03" && timeout.isTransient)
+        }
+        #expect(lockAttempts.value == 3)
+        await client.shutdown()
+    }
+
+    /// Runs `body` under a detector and returns its result and reports.
+    func withReports<T: Sendable>(mode: DeadlockDetector.Mode, _ body: @escaping @Sendable () async throws -> T) async throws -> (T, [DeadlockReport]) {
+        let result = Shared<T?>(nil)
+        let reports = try await DeadlockDetectorTrait.collectReports(mode: mode, stuckWaitThreshold: .seconds(60)) {
+            let value = try await body()
+            result.withLock { $0 = value }
+        }
+        return (try #require(result.value), reports)
+    }
+}
