@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs the whole suite, the tests that must
 # run alone (the watchdog's per-job mode and detection latency) in a pass of their own, and the
-# suite again with the watchdog on (no report allowed). The tests start their own throwaway
+# suite again with the watchdog and the deadlock detector on (no report allowed). The tests start their own throwaway
 # PostgreSQL and MariaDB servers; nothing needs to be configured. Extra arguments go to `swift test` alone (for example `--filter ThreadExecutor`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,17 +16,26 @@ if [ $# -eq 0 ]; then
     # other tests do not load.
     SYNCBRIDGE_SOLO_TESTS=1 swift test --skip-build --filter Solo
 
-    echo "== The whole suite with the watchdog on: it must report nothing =="
-    # SYNCBRIDGE_WATCHDOG starts a process-wide watchdog (threshold in ms) whose reports go to the
-    # JSON-lines file. The suites that block the cooperative pool on purpose, to test the watchdog
-    # itself, are left out of this pass.
+    echo "== The whole suite with the watchdog and the deadlock detector on: they must report nothing =="
+    # SYNCBRIDGE_WATCHDOG starts a process-wide watchdog (threshold in ms), SYNCBRIDGE_DEADLOCK a
+    # process-wide deadlock detector in report mode; their reports go to the JSON-lines files. The
+    # suites that block the cooperative pool on purpose, to test the watchdog itself, are left out
+    # of this pass; tests that make SyncBridge refuse a wait or detect a deadlock on purpose keep
+    # those reports in a scope of their own.
     reports="$(mktemp)"
+    deadlocks="$(mktemp)"
     SYNCBRIDGE_WATCHDOG=100 SYNCBRIDGE_WATCHDOG_JSONL="$reports" \
+        SYNCBRIDGE_DEADLOCK=report SYNCBRIDGE_DEADLOCK_JSONL="$deadlocks" \
         swift test --skip-build --skip "WatchdogTests|WatchdogTraitTests|WatchdogXCTests"
     if [ -s "$reports" ]; then
         echo "The watchdog reported $(wc -l < "$reports") problem(s) in the test suite:"
         cat "$reports"
         exit 1
     fi
-    echo "The watchdog reported nothing."
+    if [ -s "$deadlocks" ]; then
+        echo "The deadlock detector reported $(wc -l < "$deadlocks") problem(s) in the test suite:"
+        cat "$deadlocks"
+        exit 1
+    fi
+    echo "The watchdog reported nothing; the deadlock detector reported nothing."
 fi

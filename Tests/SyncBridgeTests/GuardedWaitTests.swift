@@ -16,9 +16,13 @@ func withBlockingCallReports<T: Sendable>(_ body: @Sendable () async throws -> T
     let scope = WatchdogScope.next()
     let collector = ReportCollector()
     let watchdog = Watchdog(configuration: .init(bands: [], onReport: collector.record), scope: scope)
+    // The refusals are the deadlock detector's reports too; they stay in this scope as well.
+    let detector = DeadlockDetector(configuration: .init(mode: .report), scope: scope)
     watchdog.start()
+    detector.start()
     let result = try await WatchdogScope.$current.withValue(scope) { try await body() }
     await watchdog.shutdown()
+    await detector.shutdown()
     return (result, collector.all.filter { $0.kind == .blockingCall && $0.scopeID == scope })
 }
 
@@ -55,7 +59,7 @@ actor DefaultActor {
     }
 }
 
-@Suite("Guarded async-to-sync wait")
+@Suite("Guarded async-to-sync wait", .refusesOnPurpose)
 struct GuardedWaitTests {
     @Test("from a plain thread it blocks until the result is ready")
     func plainThread() async throws {
@@ -175,7 +179,7 @@ struct GuardedWaitTests {
     }
 }
 
-@Suite("Cooperative-thread detection")
+@Suite("Cooperative-thread detection", .refusesOnPurpose)
 struct CooperativePoolTests {
     @Test("the probe recognises task threads; plain and SyncBridge threads are not cooperative")
     func detection() async throws {

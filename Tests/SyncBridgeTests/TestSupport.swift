@@ -105,3 +105,36 @@ final class Shared<Value: Sendable>: Sendable {
 /// How much slower than normal this process runs: 10 under ThreadSanitizer (whose runtime is
 /// loaded when `__tsan_init` resolves), 1 otherwise. Latency bounds are multiplied by it.
 let slowdown: Int64 = dlsym(dlopen(nil, RTLD_NOW), "__tsan_init") != nil ? 10 : 1
+
+/// For suites whose tests make SyncBridge refuse waits on purpose (waits on cooperative threads,
+/// self-waits): each test runs in a report scope of its own, with a deadlock detector and a
+/// watchdog that keep those reports away from the process-wide ones (`SYNCBRIDGE_DEADLOCK`,
+/// `SYNCBRIDGE_WATCHDOG`) that check the rest of the suite.
+struct RefusesOnPurposeTrait: TestTrait, SuiteTrait, TestScoping {
+    var isRecursive: Bool { true }
+
+    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+        guard testCase != nil || !test.isSuite else { return try await function() }
+        let scope = WatchdogScope.next()
+        let detector = DeadlockDetector(configuration: .init(mode: .report), scope: scope)
+        let watchdog = Watchdog(configuration: .init(bands: []), scope: scope)
+        detector.start()
+        watchdog.start()
+        let result = await Result { try await WatchdogScope.$current.withValue(scope) { try await function() } }
+        await detector.shutdown()
+        await watchdog.shutdown()
+        try result.get()
+    }
+}
+
+extension Trait where Self == RefusesOnPurposeTrait {
+    /// The suite's tests make SyncBridge refuse waits on purpose; see ``RefusesOnPurposeTrait``.
+    static var refusesOnPurpose: Self { RefusesOnPurposeTrait() }
+}
+
+extension Result where Failure == any Error {
+    /// The outcome of an async throwing body.
+    init(_ body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
+    }
+}

@@ -19,7 +19,7 @@ actor Counter {
     }
 }
 
-@Suite("ThreadExecutor")
+@Suite("ThreadExecutor", .refusesOnPurpose)
 struct ThreadExecutorTests {
     @Test("closures run on the named thread, never on a cooperative one")
     func runsOnItsThread() async throws {

@@ -185,16 +185,15 @@ public final class DeadlockDetector: Sendable {
     // MARK: The detector's thread
 
     private func watch() {
-        let threshold = Watchdog.nanoseconds(configuration.stuckWaitThreshold)
         // Cycles must be found within a second even when they formed without a new wait.
-        let interval = min(250_000_000, max(10_000_000, threshold / 4))
+        let interval = min(250_000_000, max(10_000_000, Watchdog.nanoseconds(configuration.stuckWaitThreshold) / 4))
         while true {
             let stop = state.withLock { $0.stopRequested }
-            // Unscoped detectors scan the whole graph and route each report to its scope; a
-            // scoped one (a test's) scans only when no unscoped one runs.
-            if !stop && (scope == nil || Self.isOnlyScanner(self)) {
+            // Every detector scans the whole graph and routes each report to its scope (each wait
+            // is reported once, whoever finds it), with the threshold of the detectors it goes to.
+            if !stop {
                 for (report, victim) in WaitGraph.unreportedCycles() { Self.handle(report, waits: [victim]) }
-                for report in WaitGraph.stuckWaits(olderThan: threshold) { Self.handle(report, waits: []) }
+                for report in WaitGraph.stuckWaits(threshold: Self.stuckThreshold(forScope:)) { Self.handle(report, waits: []) }
             }
             deliverPending()
             if stop { break }
@@ -243,9 +242,10 @@ public final class DeadlockDetector: Sendable {
         WaitGraph.active.store(active, ordering: .relaxed)
     }
 
-    /// Whether `detector`, a scoped one, is the only one running (so it must scan itself).
-    private static func isOnlyScanner(_ detector: DeadlockDetector) -> Bool {
-        registry.withLock { detectors in !detectors.contains { $0.scope == nil } && detectors.first { $0.configuration.mode != .off } === detector }
+    /// The stuck-wait threshold for waits of `scope`: the shortest among the detectors their
+    /// reports go to; `nil` when none runs.
+    private static func stuckThreshold(forScope scope: UInt64?) -> UInt64? {
+        recipients(scope: scope).map { Watchdog.nanoseconds($0.configuration.stuckWaitThreshold) }.min()
     }
 
     /// The running detectors a report of `scope` goes to: that scope's own, if any; otherwise every

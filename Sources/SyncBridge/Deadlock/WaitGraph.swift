@@ -84,6 +84,9 @@ package enum WaitGraph {
         var mayGrow = false
         /// Waits for it in the graph.
         var waiters = 0
+        /// When a holder last released it (monotonic ns): a wait behind a resource that keeps
+        /// changing hands is a queue, not a stuck wait.
+        var lastRelease: UInt64 = 0
     }
 
     final class Wait: @unchecked Sendable {
@@ -140,6 +143,7 @@ package enum WaitGraph {
         state.withLock { state in
             guard var resource = state.resources[key] else { return }
             resource.holders[token] = nil
+            resource.lastRelease = monotonicNanoseconds()
             if resource.holders.isEmpty && resource.waiters == 0 {
                 state.resources[key] = nil
             } else {
@@ -325,22 +329,25 @@ package enum WaitGraph {
         )
     }
 
-    /// Waits older than `threshold` nanoseconds not yet reported as stuck, marked reported, with
-    /// the chain of holders behind each.
-    static func stuckWaits(olderThan threshold: UInt64) -> [DeadlockReport] {
-        let now = monotonicNanoseconds()
-        return state.withLock { state in
+    /// Waits not yet reported as stuck during which their resource has not been released for
+    /// longer than the threshold of their scope (`threshold(scope)` nanoseconds; `nil` skips the
+    /// wait), marked reported, with the chain of holders behind each.
+    static func stuckWaits(threshold: (UInt64?) -> UInt64?) -> [DeadlockReport] {
+        state.withLock { state in
+            let now = monotonicNanoseconds()
             var reports: [DeadlockReport] = []
-            for wait in state.waits.values.sorted(by: { $0.since < $1.since })
-            where !wait.stuckReported && !wait.deadlockReported && now &- wait.since > threshold {
+            for wait in state.waits.values.sorted(by: { $0.since < $1.since }) where !wait.stuckReported && !wait.deadlockReported {
+                guard let threshold = threshold(wait.scope) else { continue }
+                let quietSince = min(now, max(wait.since, state.resources[wait.key]?.lastRelease ?? 0))
+                guard now - quietSince > threshold else { continue }
                 wait.stuckReported = true
-                reports.append(stuckReport(wait, now: now, state))
+                reports.append(stuckReport(wait, quietFor: now - quietSince, now: now, state))
             }
             return reports
         }
     }
 
-    private static func stuckReport(_ wait: Wait, now: UInt64, _ state: State) -> DeadlockReport {
+    private static func stuckReport(_ wait: Wait, quietFor quiet: UInt64, now: UInt64, _ state: State) -> DeadlockReport {
         var chain: [DeadlockReport.Step] = []
         var visited = Set<Party.Identity>()
         func follow(_ wait: Wait, depth: Int) {
@@ -366,7 +373,7 @@ package enum WaitGraph {
         follow(wait, depth: 0)
         return DeadlockReport(
             pattern: .stuckWait,
-            headline: "a wait has lasted \(formatSeconds(Double(now &- wait.since) / 1e9)) (\(state.resources[wait.key]?.description ?? "a resource")); no cycle is known",
+            headline: "a wait for \(state.resources[wait.key]?.description ?? "a resource") has lasted \(formatSeconds(Double(now &- wait.since) / 1e9)), \(formatSeconds(Double(quiet) / 1e9)) of it without any release; no cycle is known",
             chain: chain,
             advice: "find why the holders above do not release (a slow query, a lost signal, a leaked lease); give the wait a timeout",
             scopeID: wait.scope
