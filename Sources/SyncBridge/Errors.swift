@@ -62,19 +62,34 @@ public struct ExecutorError: Error, Hashable, CustomStringConvertible {
 /// A point in the source: `#fileID:#line`, captured by default arguments of SyncBridge's
 /// blocking and waiting APIs so that reports name the caller.
 public struct CallSite: Hashable, Sendable, CustomStringConvertible {
-    /// The `#fileID` of the call, such as `MyModule/Legacy.swift`.
-    public let fileID: String
+    // The `#fileID` literal itself: making a `String` of it costs an allocation, which the hot
+    // paths that carry call sites (every pooled query) only pay when a report needs the text.
+    private let file: StaticString
     /// The line of the call.
     public let line: UInt
 
     /// Creates a call site; pass `#fileID` and `#line`.
     public init(fileID: StaticString = #fileID, line: UInt = #line) {
-        self.fileID = "\(fileID)"
+        self.file = fileID
         self.line = line
     }
 
+    /// The `#fileID` of the call, such as `MyModule/Legacy.swift`.
+    public var fileID: String { "\(file)" }
+
     /// `Module/File.swift:42`.
-    public var description: String { "\(fileID):\(line)" }
+    public var description: String { "\(file):\(line)" }
+
+    /// Whether both name the same file and line.
+    public static func == (lhs: CallSite, rhs: CallSite) -> Bool {
+        lhs.line == rhs.line && lhs.fileID == rhs.fileID
+    }
+
+    /// Hashes the file and line.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(fileID)
+        hasher.combine(line)
+    }
 }
 
 /// A snapshot of an executor's queue.

@@ -1,6 +1,6 @@
 import Foundation
 
-// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb|watchdog] [--rounds N] [--seconds S] [--trials N] [--only NAME]
+// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb|watchdog|deadlock] [--rounds N] [--seconds S] [--trials N] [--only NAME]
 // Prints Markdown tables of medians and the ratios the targets are stated in.
 
 let arguments = CommandLine.arguments.dropFirst()
@@ -100,4 +100,21 @@ if suites.isEmpty || suites.contains("watchdog") {
     print("\nThe lag probe costs \(String(format: "%.2f", results[5].median("on") - results[5].median("off"))) % of one CPU; on this \(ProcessInfo.processInfo.activeProcessorCount)-CPU machine, a fully busy process would lose at most \(String(format: "%.2f", (results[5].median("on") - results[5].median("off")) / Double(ProcessInfo.processInfo.activeProcessorCount))) % (target: <= 2 %).")
     print("\n### \(results[6].title)\n")
     print("\(Int(results[6].samples["watchdog reports"]?.first ?? -1)) reports (target: 0)")
+}
+
+if suites.isEmpty || suites.contains("deadlock") {
+    let seconds = arguments.firstIndex(of: "--seconds").flatMap { Double(arguments[arguments.index(after: $0)]) } ?? 2
+    print("\n## Deadlock detector (\(rounds) interleaved rounds, medians)")
+    print("\nTarget: with the detector on (report mode), the core hop and the database clients at most 5 % slower.")
+    for comparison in try await deadlockBenchmarks(rounds: rounds, seconds: seconds) {
+        report(comparison)
+        print("")
+        for on in comparison.order where on.hasSuffix("detector on") {
+            let off = String(on.dropLast(2)) + "off"
+            // Times per operation grow when slower; throughputs shrink.
+            let slower = comparison.unit == "queries/s"
+                ? comparison.pairedChange(off, against: on) : comparison.pairedChange(on, against: off)
+            print("- \(on.replacingOccurrences(of: ", detector on", with: "")): \(String(format: "%+.1f %%", slower * 100)) slower with the detector on (median of the round-by-round ratios)")
+        }
+    }
 }

@@ -30,6 +30,10 @@ public final class AsyncMutex<Value: Sendable>: @unchecked Sendable {
         var nextWaiter: UInt64 = 0
         var waiters: Deque<(id: UInt64, continuation: UnsafeContinuation<Void, any Error>)> = []
         var cancelledBeforeWaiting: Set<UInt64> = []
+        /// The holder, while a deadlock detector runs.
+        var holder: WaitGraph.Holding?
+        /// When the holder last released it, while a detector runs.
+        var lastRelease: UInt64 = 0
     }
 
     /// Creates a mutex guarding `value`.
@@ -62,7 +66,7 @@ public final class AsyncMutex<Value: Sendable>: @unchecked Sendable {
         let callSite = CallSite(fileID: fileID, line: line)
         guard WaitGraph.isActive else {
             try await lock(party: nil, callSite: callSite)
-            defer { unlock(token: nil) }
+            defer { unlock(tracked: false) }
             return try await body(&value)
         }
         let party = Party.current
@@ -70,8 +74,8 @@ public final class AsyncMutex<Value: Sendable>: @unchecked Sendable {
             DeadlockDetector.report(report, refusing: false)
         }
         try await lock(party: party, callSite: callSite)
-        let token = WaitGraph.acquired(.object(instance), describedAs: "AsyncMutex \"\(lockClass)\"", by: party, at: callSite)
-        defer { unlock(token: token) }
+        state.withLock { $0.holder = WaitGraph.Holding(party: party, callSite: callSite) }
+        defer { unlock(tracked: true) }
         let held = HeldLock(lockClass: lockClass, kind: "AsyncMutex", instance: instance, callSite: callSite, next: HeldLock.taskList)
         return try await HeldLock.$taskList.withValue(held) {
             try await body(&value)
@@ -109,7 +113,7 @@ public final class AsyncMutex<Value: Sendable>: @unchecked Sendable {
                 if let party {
                     waitID.id = WaitGraph.beginWait(
                         for: .object(instance),
-                        describedAs: "AsyncMutex \"\(lockClass)\"",
+                        of: self,
                         by: party,
                         at: callSite,
                         interrupt: { [weak self] error in self?.abandon(id, throwing: error) }
@@ -134,9 +138,12 @@ public final class AsyncMutex<Value: Sendable>: @unchecked Sendable {
         continuation?.resume(throwing: error)
     }
 
-    private func unlock(token: UInt64?) {
-        if let token { WaitGraph.released(.object(instance), token: token) }
+    private func unlock(tracked: Bool) {
         let next = state.withLock { state -> UnsafeContinuation<Void, any Error>? in
+            if tracked {
+                state.holder = nil
+                state.lastRelease = monotonicNanoseconds()
+            }
             guard let next = state.waiters.popFirst() else {
                 state.held = false
                 return nil
@@ -145,6 +152,19 @@ public final class AsyncMutex<Value: Sendable>: @unchecked Sendable {
         }
         next?.resume()
     }
+}
+
+extension AsyncMutex: WaitResource {
+    /// `AsyncMutex "class"`.
+    package var waitDescription: String { "AsyncMutex \"\(lockClass)\"" }
+
+    /// The task that holds it.
+    package func waitHolders() -> [WaitGraph.Holding] {
+        state.withLock { $0.holder.map { [$0] } ?? [] }
+    }
+
+    /// When it was last released.
+    package var waitLastRelease: UInt64 { state.withLock { $0.lastRelease } }
 }
 
 /// The wait-graph entry of one wait, written inside a continuation's closure and ended by the

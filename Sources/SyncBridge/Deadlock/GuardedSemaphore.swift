@@ -61,7 +61,7 @@ public final class GuardedSemaphore: @unchecked Sendable {
         }
         let waitID =
             WaitGraph.isActive
-            ? WaitGraph.beginWait(for: .object(instance), describedAs: "GuardedSemaphore \"\(name)\"", by: Party.current, at: callSite, ownerless: true)
+            ? WaitGraph.beginWait(for: .object(instance), of: self, by: Party.current, at: callSite, ownerless: true)
             : nil
         defer { if let waitID { WaitGraph.endWait(waitID) } }
         while value == 0 {
@@ -81,4 +81,15 @@ public final class GuardedSemaphore: @unchecked Sendable {
         condition.withLock { value += 1 }
         condition.signal()
     }
+}
+
+extension GuardedSemaphore: WaitResource {
+    /// `GuardedSemaphore "name"`.
+    package var waitDescription: String { "GuardedSemaphore \"\(name)\"" }
+
+    /// Nobody: any thread may signal it.
+    package func waitHolders() -> [WaitGraph.Holding] { [] }
+
+    /// Unknown: signals are not tracked.
+    package var waitLastRelease: UInt64 { 0 }
 }

@@ -1,6 +1,12 @@
 import CSyncBridgeShims
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// Who waits or holds: a task, or a thread that runs no task. A SyncBridge thread that runs a
 /// closure submitted with `run` acts for the task that submitted it (that task is suspended until
 /// the closure returns), so what the thread waits for, its task waits for.
@@ -11,41 +17,80 @@ package struct Party: Hashable, Sendable, CustomStringConvertible {
     }
 
     package let identity: Identity
-    /// How reports name it: `task 'name' (0x…)`, `thread sb-pool-1 (tid 42)`.
-    package let label: String
+    /// The task's name, when it has one.
+    private let taskName: String?
+    /// The thread a task's closure runs on (a SyncBridge thread acting for the task).
+    private let onThread: Int32?
+    /// What the party is to the detector, when not obvious (`the work awaited by …`).
+    private let role: String?
 
     package static func == (lhs: Party, rhs: Party) -> Bool { lhs.identity == rhs.identity }
     package func hash(into hasher: inout Hasher) { hasher.combine(identity) }
+
+    /// How reports name it: `task 'name' (0x…)`, `thread sb-pool-1 (tid 42)`. Made only when a
+    /// report needs it: thread names are read from the kernel then.
+    package var label: String {
+        switch identity {
+        case .task(let address):
+            let hex = "0x" + String(address, radix: 16)
+            var label = taskName.map { "task '\($0)' (\(hex))" } ?? "task \(hex)"
+            if let onThread { label += " (its closure on thread \(Self.threadDescription(onThread)))" }
+            if let role { label += " (\(role))" }
+            return label
+        case .thread(let tid):
+            return "thread \(Self.threadDescription(tid))"
+        }
+    }
+
     package var description: String { label }
 
     /// The calling task, the task the calling SyncBridge thread acts for, or the calling thread.
     package static var current: Party {
         if let task = withUnsafeCurrentTask(body: { $0.map { unsafeBitCast($0, to: UInt.self) } }) {
-            return Party(identity: .task(task), label: taskLabel(task, name: Task.name))
+            return Party(identity: .task(task), taskName: Task.name, onThread: nil, role: nil)
         }
         let submitter = sb_job_submitter()
-        let thread = ThreadIdentity.current
         if submitter != 0 {
-            return Party(identity: .task(submitter), label: "\(taskLabel(submitter, name: nil)) (its closure on thread \(thread))")
+            return Party(identity: .task(submitter), taskName: nil, onThread: sb_gettid(), role: nil)
         }
-        return Party(identity: .thread(thread.tid), label: "thread \(thread)")
+        return Party(identity: .thread(sb_gettid()), taskName: nil, onThread: nil, role: nil)
     }
 
     /// The party of a task known by its address.
     package static func task(_ address: UInt, role: String? = nil) -> Party {
-        Party(identity: .task(address), label: taskLabel(address, name: nil) + (role.map { " (\($0))" } ?? ""))
+        Party(identity: .task(address), taskName: nil, onThread: nil, role: role)
     }
 
-    private static func taskLabel(_ address: UInt, name: String?) -> String {
-        let hex = "0x" + String(address, radix: 16)
-        return name.map { "task '\($0)' (\(hex))" } ?? "task \(hex)"
+    /// `name (tid N)`, the name as the kernel has it now.
+    private static func threadDescription(_ tid: Int32) -> String {
+        let path = "/proc/self/task/\(tid)/comm"
+        guard let file = fopen(path, "r") else { return "tid \(tid)" }
+        defer { fclose(file) }
+        var buffer = [CChar](repeating: 0, count: 64)
+        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return "tid \(tid)" }
+        let name = String(decoding: buffer.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return name.isEmpty ? "tid \(tid)" : "\(name) (tid \(tid))"
     }
 }
 
-/// What can be waited for: a lock, a pool, a semaphore, the completion of a task.
+/// An object that can be held or waited for, named in reports: its description is made only when
+/// a report needs it.
+///
+/// Each resource keeps its holders itself, in the state it already locks to grant and release,
+/// so holding costs the detector nothing; the graph asks for them only when it analyses a wait.
+package protocol WaitResource: AnyObject, Sendable {
+    /// `AsyncMutex "ledger"`, `connection pool 'main' (8 connections)`…
+    var waitDescription: String { get }
+    /// Who holds it now. Called with the graph's lock held: it must not call into the graph.
+    func waitHolders() -> [WaitGraph.Holding]
+    /// When a holder last released it (monotonic ns; 0 when unknown): a wait behind a resource
+    /// that keeps changing hands is a queue, not a stuck wait.
+    var waitLastRelease: UInt64 { get }
+}
+
+/// What can be waited for: a lock, a pool, a semaphore, the task a guarded wait awaits.
 package enum ResourceKey: Hashable, Sendable {
     case object(UInt64)
-    case taskCompletion(UInt)
 }
 
 /// The process-wide wait-for graph of the deadlock detector: who holds which SyncBridge resource
@@ -69,14 +114,20 @@ package enum WaitGraph {
         nextID.wrappingAdd(1, ordering: .relaxed).oldValue
     }
 
-    struct Holding {
-        let party: Party
-        let callSite: CallSite
+    /// One holder of a resource: who, and where it took it.
+    package struct Holding: Sendable {
+        package let party: Party
+        package let callSite: CallSite
+
+        package init(party: Party, callSite: CallSite) {
+            self.party = party
+            self.callSite = callSite
+        }
     }
 
     struct Resource {
-        var description: String
-        var holders: [UInt64: Holding] = [:]
+        let owner: any WaitResource
+        var description: String { owner.waitDescription }
         /// Nobody is known to hold it (a semaphore): a waiter may always be woken by someone.
         var ownerless = false
         /// The resource can serve a waiter without any holder releasing (a pool opening a new
@@ -84,9 +135,6 @@ package enum WaitGraph {
         var mayGrow = false
         /// Waits for it in the graph.
         var waiters = 0
-        /// When a holder last released it (monotonic ns): a wait behind a resource that keeps
-        /// changing hands is a queue, not a stuck wait.
-        var lastRelease: UInt64 = 0
     }
 
     final class Wait: @unchecked Sendable {
@@ -123,35 +171,6 @@ package enum WaitGraph {
 
     // MARK: Hooks
 
-    /// `party` now holds `key`; returns the token that ``released(_:token:)`` takes.
-    package static func acquired(
-        _ key: ResourceKey,
-        describedAs description: @autoclosure () -> String,
-        by party: Party,
-        at callSite: CallSite,
-        ownerless: Bool = false
-    ) -> UInt64 {
-        let token = newResourceID()
-        state.withLock { state in
-            state.resources[key, default: Resource(description: description(), ownerless: ownerless)].holders[token] = Holding(party: party, callSite: callSite)
-        }
-        return token
-    }
-
-    /// The holding `token` of `key` ended.
-    package static func released(_ key: ResourceKey, token: UInt64) {
-        state.withLock { state in
-            guard var resource = state.resources[key] else { return }
-            resource.holders[token] = nil
-            resource.lastRelease = monotonicNanoseconds()
-            if resource.holders.isEmpty && resource.waiters == 0 {
-                state.resources[key] = nil
-            } else {
-                state.resources[key] = resource
-            }
-        }
-    }
-
     /// Whether `key` can serve a waiter without a holder releasing it (a pool below its maximum).
     package static func setMayGrow(_ key: ResourceKey, _ mayGrow: Bool) {
         state.withLock { state in state.resources[key]?.mayGrow = mayGrow }
@@ -163,7 +182,7 @@ package enum WaitGraph {
     /// - Returns: The wait's identifier for ``endWait(_:)``.
     package static func beginWait(
         for key: ResourceKey,
-        describedAs description: @autoclosure () -> String,
+        of owner: any WaitResource,
         by party: Party,
         at callSite: CallSite,
         ownerless: Bool = false,
@@ -175,7 +194,7 @@ package enum WaitGraph {
         wait.deadlockReported = alreadyReported
         let report = state.withLock { state -> (DeadlockReport, Wait)? in
             if state.resources[key] == nil {
-                state.resources[key] = Resource(description: description(), ownerless: ownerless)
+                state.resources[key] = Resource(owner: owner, ownerless: ownerless)
             }
             state.resources[key]?.mayGrow = mayGrow
             state.resources[key]?.waiters += 1
@@ -194,7 +213,7 @@ package enum WaitGraph {
             if state.waitOfParty[wait.party.identity] == id { state.waitOfParty[wait.party.identity] = nil }
             guard var resource = state.resources[wait.key] else { return }
             resource.waiters -= 1
-            state.resources[wait.key] = resource.holders.isEmpty && resource.waiters == 0 ? nil : resource
+            state.resources[wait.key] = resource.waiters == 0 ? nil : resource
         }
     }
 
@@ -247,11 +266,7 @@ package enum WaitGraph {
     }
 
     private static func holders(of key: ResourceKey, _ state: State) -> [Holding] {
-        if case .taskCompletion(let task) = key {
-            // The awaited task holds its own completion.
-            return [Holding(party: .task(task), callSite: CallSite(fileID: "", line: 0))]
-        }
-        return state.resources[key].map { Array($0.holders.values) } ?? []
+        state.resources[key]?.owner.waitHolders() ?? []
     }
 
     /// With the lock held: a report of the cycle `preferred` is part of, if it is deadlocked and
@@ -312,7 +327,7 @@ package enum WaitGraph {
             objects.append(object)
             chain.append(.init(party: wait.party.label, action: "waits for", object: object, callSite: "\(wait.callSite)"))
             let holders = holders(of: wait.key, state)
-            for holder in holders where holder.callSite.line != 0 {
+            for holder in holders {
                 chain.append(.init(party: "  held by \(holder.party.label)", action: "who took it", object: "", callSite: "\(holder.callSite)"))
             }
         }
@@ -338,7 +353,7 @@ package enum WaitGraph {
             var reports: [DeadlockReport] = []
             for wait in state.waits.values.sorted(by: { $0.since < $1.since }) where !wait.stuckReported && !wait.deadlockReported {
                 guard let threshold = threshold(wait.scope) else { continue }
-                let quietSince = min(now, max(wait.since, state.resources[wait.key]?.lastRelease ?? 0))
+                let quietSince = min(now, max(wait.since, state.resources[wait.key]?.owner.waitLastRelease ?? 0))
                 guard now - quietSince > threshold else { continue }
                 wait.stuckReported = true
                 reports.append(stuckReport(wait, quietFor: now - quietSince, now: now, state))
@@ -361,8 +376,7 @@ package enum WaitGraph {
                 chain.append(.init(party: indent + "  nobody holds it:", action: "any thread may signal it", object: "", callSite: nil))
             }
             for holder in holders {
-                let site = holder.callSite.line != 0 ? "\(holder.callSite)" : nil
-                chain.append(.init(party: indent + "  held by \(holder.party.label)", action: site == nil ? "" : "who took it", object: "", callSite: site))
+                chain.append(.init(party: indent + "  held by \(holder.party.label)", action: "who took it", object: "", callSite: "\(holder.callSite)"))
                 if let holderWait = state.waitOfParty[holder.party.identity].flatMap({ state.waits[$0] }) {
                     follow(holderWait, depth: depth + 2)
                 } else {

@@ -139,7 +139,7 @@ public func waitForAsync<Success: Sendable>(
         tracked
         ? WaitGraph.beginWait(
             for: .object(record.resourceID),
-            describedAs: "the task awaited by waitForAsync at \(callSite)",
+            of: record,
             by: Party.current,
             at: callSite,
             interrupt: { error in record.fail(reason: .deadlock(error.report)) }
@@ -148,12 +148,7 @@ public func waitForAsync<Success: Sendable>(
     let scope = record.scope
 
     let task = Task.detached {
-        let token =
-            tracked
-            ? WaitGraph.acquired(.object(record.resourceID), describedAs: "the task awaited by waitForAsync at \(callSite)", by: Party.current, at: callSite)
-            : nil
-        defer { if let token { WaitGraph.released(.object(record.resourceID), token: token) } }
-        record.awaitedTaskStarted()
+        record.awaitedTaskStarted(tracked: tracked)
         // The awaited work belongs to the caller's scope (a test's), for reports.
         await WatchdogScope.$current.withValue(scope) {
         await GuardedWaitRecord.$awaitedBy.withValue(record) {
@@ -191,7 +186,8 @@ extension Duration {
 /// One guarded wait in progress: the blocked thread parks on it; the awaited task, or an executor
 /// that detects the deadlock, ends it.
 final class GuardedWaitRecord: @unchecked Sendable {
-    // Safe to share: `outcome` and `awaitedTask` are read and written with `condition` held.
+    // Safe to share: `outcome`, `awaitedTask` and `awaitedHolder` are read and written with
+    // `condition` held.
 
     /// The guarded wait the current task's work is awaited by: set on the awaited task, read by
     /// executors when work is submitted to them.
@@ -215,6 +211,7 @@ final class GuardedWaitRecord: @unchecked Sendable {
     private let condition = ConditionLock()
     private var outcome = Outcome.waiting
     private var awaitedTask: UnsafeRawPointer?
+    private var awaitedHolder: WaitGraph.Holding?
 
     init(callSite: CallSite, blockedGroup: WorkerThreads?) {
         self.callSite = callSite
@@ -223,11 +220,16 @@ final class GuardedWaitRecord: @unchecked Sendable {
 
     /// Called first thing on the awaited task: records its identity, which is also the identity
     /// of the runtime job that resumes it on an executor.
-    func awaitedTaskStarted() {
+    func awaitedTaskStarted(tracked: Bool) {
         let pointer = withUnsafeCurrentTask { task in
             task.map { unsafeBitCast($0, to: UnsafeRawPointer.self) }
         }
-        condition.withLock { awaitedTask = pointer }
+        // For the deadlock detector: the awaited task "holds" what the waiting code waits for.
+        let holder = tracked ? WaitGraph.Holding(party: .current, callSite: callSite) : nil
+        condition.withLock {
+            awaitedTask = pointer
+            awaitedHolder = holder
+        }
     }
 
     func isAwaitedTask(_ job: UnsafeRawPointer) -> Bool {
@@ -263,6 +265,19 @@ final class GuardedWaitRecord: @unchecked Sendable {
         }
         return outcome
     }
+}
+
+extension GuardedWaitRecord: WaitResource {
+    /// What the waiting code waits for.
+    var waitDescription: String { "the task awaited by waitForAsync at \(callSite)" }
+
+    /// The awaited task, once it started.
+    func waitHolders() -> [WaitGraph.Holding] {
+        condition.withLock { awaitedHolder.map { [$0] } ?? [] }
+    }
+
+    /// Never released: it completes.
+    var waitLastRelease: UInt64 { 0 }
 }
 
 /// Carries the awaited task's result to the blocked thread.

@@ -140,13 +140,15 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         var shutdownWaiters: [UnsafeContinuation<Void, Never>] = []
         /// The errors of waits a deadlock detector ended (throw mode), by waiter.
         var deadlockErrors: [UInt64: DeadlockError] = [:]
+        /// Who holds each leased connection, by entry, while a deadlock detector runs.
+        var holders: [UInt64: WaitGraph.Holding] = [:]
+        /// When a tracked lease last came back.
+        var lastRelease: UInt64 = 0
     }
 
     /// The pool as the deadlock detector's wait-for graph names it.
     private let resourceID = WaitGraph.newResourceID()
-    private var resourceDescription: String {
-        "connection pool '\(name)' (\(configuration.maximumConnections) connections)"
-    }
+    private var resourceDescription: String { waitDescription }
 
     /// Creates a pool; no connection is opened until one is needed (or ``run()`` keeps the
     /// minimum open).
@@ -208,7 +210,8 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         let lease = try await leaseConnection(at: CallSite(fileID: fileID, line: line))
         let result: Result
         do {
-            if let record = lease.record {
+            if let holder = lease.holder {
+                let record = PoolLeaseRecord(pool: resourceID, callSite: lease.callSite, party: holder, next: PoolLeaseRecord.current)
                 let transfer = try await PoolLeaseRecord.$current.withValue(record) {
                     SendingTransfer(value: try await body(lease.connection))
                 }
@@ -227,10 +230,12 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
     /// A leased connection that must be handed back with ``release(_:)`` exactly once.
     package struct Lease: Sendable {
         let entry: ConnectionPoolState<Connection>.Entry
-        /// The lease in the deadlock detector's graph, while one runs.
-        let token: UInt64?
-        /// The lease for the task-local record, while a detector runs.
-        let record: PoolLeaseRecord?
+        /// Whether the deadlock detector knows its holder.
+        let tracked: Bool
+        /// Who leased it, while a detector runs.
+        let holder: Party?
+        /// Where it was leased.
+        let callSite: CallSite
         /// The connection.
         package var connection: Connection { entry.connection }
     }
@@ -238,19 +243,17 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
     /// Leases a connection; the caller must ``release(_:)`` it. Prefer ``withConnection(fileID:line:_:)``.
     package func leaseConnection(at callSite: CallSite) async throws -> Lease {
         guard WaitGraph.isActive else {
-            return Lease(entry: try await lease(party: nil, callSite: callSite), token: nil, record: nil)
+            return Lease(entry: try await lease(party: nil, callSite: callSite), tracked: false, holder: nil, callSite: callSite)
         }
         let party = Party.current
         let entry = try await lease(party: party, callSite: callSite)
-        let token = WaitGraph.acquired(.object(resourceID), describedAs: resourceDescription, by: party, at: callSite)
-        let record = PoolLeaseRecord(pool: resourceID, callSite: callSite, party: party.label, next: PoolLeaseRecord.current)
-        return Lease(entry: entry, token: token, record: record)
+        shared.withLock { $0.holders[entry.id] = WaitGraph.Holding(party: party, callSite: callSite) }
+        return Lease(entry: entry, tracked: true, holder: party, callSite: callSite)
     }
 
     /// Returns a connection from ``leaseConnection(at:)``.
     package func release(_ lease: Lease) {
-        if let token = lease.token { WaitGraph.released(.object(resourceID), token: token) }
-        release(lease.entry)
+        release(lease.entry, tracked: lease.tracked)
     }
 
     private func lease(party: Party?, callSite: CallSite) async throws -> ConnectionPoolState<Connection>.Entry {
@@ -259,8 +262,8 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
             return shared.nextWaiterID
         }
         let start = monotonicNow()
-        let wait = PoolWaitSlot()
-        defer { wait.end() }
+        let wait: PoolWaitSlot? = party == nil ? nil : PoolWaitSlot()
+        defer { wait?.end() }
         let entry = try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { continuation in
                 let (actions, waiting, canGrow) = shared.withLock { shared -> ([ConnectionPoolState<Connection>.Action], Bool, Bool) in
@@ -271,7 +274,7 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
                     let actions = shared.state.lease(waiter, now: monotonicNow())
                     return (actions, shared.state.waiters.contains(waiter), shared.state.canServeWithoutRelease)
                 }
-                if let party, waiting {
+                if let party, let wait, waiting {
                     wait.id = beginWait(waiter, party: party, callSite: callSite, canGrow: canGrow)
                 }
                 perform(actions)
@@ -324,7 +327,7 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
             // reported a second time.
             return WaitGraph.beginWait(
                 for: .object(resourceID),
-                describedAs: resourceDescription,
+                of: self,
                 by: party,
                 at: callSite,
                 mayGrow: canGrow,
@@ -334,7 +337,7 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         }
         return WaitGraph.beginWait(
             for: .object(resourceID),
-            describedAs: resourceDescription,
+            of: self,
             by: party,
             at: callSite,
             mayGrow: canGrow,
@@ -354,9 +357,15 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         }
     }
 
-    private func release(_ entry: ConnectionPoolState<Connection>.Entry) {
+    private func release(_ entry: ConnectionPoolState<Connection>.Entry, tracked: Bool) {
         let reusable = entry.connection.isUsable
-        let actions = shared.withLock { $0.state.released(entry.id, reusable: reusable, now: monotonicNow()) }
+        let actions = shared.withLock { shared in
+            if tracked {
+                shared.holders[entry.id] = nil
+                shared.lastRelease = monotonicNow()
+            }
+            return shared.state.released(entry.id, reusable: reusable, now: monotonicNow())
+        }
         perform(actions)
     }
 
@@ -557,9 +566,7 @@ struct PoolMetrics: Sendable {
 
 /// Monotonic nanoseconds.
 func monotonicNow() -> UInt64 {
-    var time = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &time)
-    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+    monotonicNanoseconds()
 }
 
 extension Duration {
@@ -571,15 +578,28 @@ extension Duration {
     }
 }
 
+extension ConnectionPool: WaitResource {
+    /// `connection pool 'name' (N connections)`.
+    package var waitDescription: String { "connection pool '\(name)' (\(configuration.maximumConnections) connections)" }
+
+    /// The tasks that hold its connections.
+    package func waitHolders() -> [WaitGraph.Holding] {
+        shared.withLock { Array($0.holders.values) }
+    }
+
+    /// When a connection last came back.
+    package var waitLastRelease: UInt64 { shared.withLock { $0.lastRelease } }
+}
+
 /// The pool leases the current task holds, newest first, while a deadlock detector runs: how a
 /// second lease from the same pool is recognised as nested.
 package final class PoolLeaseRecord: Sendable {
     let pool: UInt64
     let callSite: CallSite
-    let party: String
+    let party: Party
     let next: PoolLeaseRecord?
 
-    init(pool: UInt64, callSite: CallSite, party: String, next: PoolLeaseRecord?) {
+    init(pool: UInt64, callSite: CallSite, party: Party, next: PoolLeaseRecord?) {
         self.pool = pool
         self.callSite = callSite
         self.party = party
