@@ -40,7 +40,7 @@ struct PostgresDeadlockTests {
         let report = try #require(reports.first)
         #expect(reports.count == 1)
         #expect(report.thrown)
-        #expect(report.headline.contains("connection pool 'sb-nested' (1 connections)"))
+        #expect(report.headline.contains("connection pool 'sb-nested' (1 connection)"))
         let sites = report.chain.compactMap(\.callSite)
         #expect(sites == ["SyncBridgePostgresTests/PostgresDeadlockTests.swift:\(inner)", "SyncBridgePostgresTests/PostgresDeadlockTests.swift:\(outer)"])
         // The pool is whole: its one connection went back.
@@ -123,7 +123,7 @@ struct PostgresDeadlockTests {
         #expect(outcomes == ["orders then stock", "refused"] || outcomes == ["refused", "stock then orders"])
         let cycle = try #require(reports.first { $0.pattern == .waitCycle })
         let waited = Set(cycle.chain.filter { $0.action == "waits for" }.map(\.object))
-        #expect(waited == ["connection pool 'sb-orders' (1 connections)", "connection pool 'sb-stock' (1 connections)"])
+        #expect(waited == ["connection pool 'sb-orders' (1 connection)", "connection pool 'sb-stock' (1 connection)"])
         #expect(cycle.advice.contains("one order"))
         await orders.shutdown()
         await stock.shutdown()

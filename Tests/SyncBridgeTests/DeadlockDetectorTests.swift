@@ -254,7 +254,7 @@ struct DeadlockDetectorTests {
         let waits = cycle.chain.filter { $0.action == "waits for" }
         #expect(waits.count == 2)
         #expect(waits.contains { $0.object == "AsyncMutex \"session-\(suffix)\"" })
-        #expect(waits.contains { $0.object.hasPrefix("the task awaited by waitForAsync at SyncBridgeTests/GuardedWaitTests.swift:") })
+        #expect(waits.contains { $0.object == "the work it awaits in waitForAsync" && $0.callSite?.hasPrefix("SyncBridgeTests/GuardedWaitTests.swift:") == true })
         #expect(waits.contains { $0.party.contains("its closure on thread sb-dl-cycle") })
         await pool.shutdownGracefully()
     }

@@ -269,7 +269,7 @@ final class GuardedWaitRecord: @unchecked Sendable {
 
 extension GuardedWaitRecord: WaitResource {
     /// What the waiting code waits for.
-    var waitDescription: String { "the task awaited by waitForAsync at \(callSite)" }
+    var waitDescription: String { "the work it awaits in waitForAsync" }
 
     /// The awaited task, once it started.
     func waitHolders() -> [WaitGraph.Holding] {

@@ -580,7 +580,10 @@ extension Duration {
 
 extension ConnectionPool: WaitResource {
     /// `connection pool 'name' (N connections)`.
-    package var waitDescription: String { "connection pool '\(name)' (\(configuration.maximumConnections) connections)" }
+    package var waitDescription: String {
+        let size = configuration.maximumConnections
+        return "connection pool '\(name)' (\(size) connection\(size == 1 ? "" : "s"))"
+    }
 
     /// The tasks that hold its connections.
     package func waitHolders() -> [WaitGraph.Holding] {
