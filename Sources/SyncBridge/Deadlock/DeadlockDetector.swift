@@ -238,8 +238,11 @@ public final class DeadlockDetector: Sendable {
     private static let registry = Locked<[DeadlockDetector]>([])
 
     private static func updateActive() {
-        let active = registry.withLock { $0.contains { $0.configuration.mode != .off } }
+        let (active, scoped) = registry.withLock { detectors in
+            (detectors.contains { $0.configuration.mode != .off }, detectors.contains { $0.configuration.mode != .off && $0.scope != nil })
+        }
         WaitGraph.active.store(active, ordering: .relaxed)
+        WaitGraph.scoped.store(scoped, ordering: .relaxed)
     }
 
     /// The stuck-wait threshold for waits of `scope`: the shortest among the detectors their

@@ -109,6 +109,11 @@ package enum WaitGraph {
 
     package static var isActive: Bool { active.load(ordering: .relaxed) }
 
+    /// Whether a detector of a scope (a test's) runs: only then are scopes worth carrying.
+    static let scoped = Atomic<Bool>(false)
+
+    static var hasScopedDetectors: Bool { scoped.load(ordering: .relaxed) }
+
     /// A new resource identifier, for an object that can be held or waited for.
     package static func newResourceID() -> UInt64 {
         nextID.wrappingAdd(1, ordering: .relaxed).oldValue

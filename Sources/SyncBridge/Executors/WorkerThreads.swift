@@ -138,7 +138,8 @@ final class WorkerThreads: @unchecked Sendable {
         if WaitGraph.isActive {
             // The deadlock detector sees the thread that runs the closure act for this task.
             item.submitter = withUnsafeCurrentTask { $0.map { unsafeBitCast($0, to: UInt.self) } } ?? 0
-            item.scope = WatchdogScope.current
+            // Scopes exist only where a scoped detector (a test's) runs.
+            if WaitGraph.hasScopedDetectors { item.scope = WatchdogScope.current }
         }
         // What the job did on its thread happens before what the task does next: the continuation
         // guarantees it, and the annotation shows it to ThreadSanitizer (a no-op otherwise).
@@ -314,24 +315,25 @@ final class WorkerThreads: @unchecked Sendable {
             let submitter = item.submitter
             if submitter != 0 { sb_set_job_submitter(submitter) }
             defer { if submitter != 0 { sb_set_job_submitter(0) } }
-            let execute = {
-                item.execute(context: BlockingJobContext(item: item, workers: self)) {
-                    self.lock.lock()
-                    while item.interruptInProgress {
-                        self.lock.unlock()
-                        sched_yield()
-                        self.lock.lock()
-                    }
-                    self.state.finished(item)
-                    self.lock.unlock()
-                }
-            }
             if let scope = item.scope {
-                WatchdogScope.$current.withValue(scope, operation: execute)
+                WatchdogScope.$current.withValue(scope) { execute(item) }
             } else {
-                execute()
+                execute(item)
             }
             metrics.runDuration.recordNanoseconds(Int64(monotonicNanoseconds() &- start))
+        }
+    }
+
+    private func execute(_ item: WorkItem) {
+        item.execute(context: BlockingJobContext(item: item, workers: self)) {
+            lock.lock()
+            while item.interruptInProgress {
+                lock.unlock()
+                sched_yield()
+                lock.lock()
+            }
+            state.finished(item)
+            lock.unlock()
         }
     }
 
