@@ -144,16 +144,7 @@ public final class DeadlockDetector: Sendable {
             return true
         }
         guard shouldStart else { return }
-        let context = Unmanaged.passRetained(self).toOpaque()
-        var handle = pthread_t()
-        let result = sb_thread_create(&handle, { context in
-            let detector = Unmanaged<DeadlockDetector>.fromOpaque(context!).takeRetainedValue()
-            _ = sb_set_current_thread_name("sb-deadlock")
-            detector.watch()
-            return nil
-        }, context, 0)
-        precondition(result == 0, "DeadlockDetector: pthread_create failed with \(result)")
-        pthread_detach(handle)
+        startDedicatedThread(named: "sb-deadlock") { [self] in watch() }
         Self.registry.withLock { $0.append(self) }
         Self.updateActive()
         logger.debug("deadlock detector started", metadata: ["mode": "\(configuration.mode)"])

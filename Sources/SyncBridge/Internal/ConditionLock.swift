@@ -1,3 +1,4 @@
+import CSyncBridgeShims
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -87,4 +88,27 @@ package func monotonicNanoseconds() -> UInt64 {
     var time = timespec()
     clock_gettime(CLOCK_MONOTONIC, &time)
     return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+}
+
+/// Starts a detached OS thread named `name` (the kernel keeps 15 bytes) that runs `body`: the
+/// watchdog's and the deadlock detector's own threads, which must never be cooperative ones.
+func startDedicatedThread(named name: String, _ body: @escaping @Sendable () -> Void) {
+    final class Start: Sendable {
+        let name: String
+        let body: @Sendable () -> Void
+        init(name: String, body: @escaping @Sendable () -> Void) {
+            self.name = name
+            self.body = body
+        }
+    }
+    let context = Unmanaged.passRetained(Start(name: name, body: body)).toOpaque()
+    var handle = pthread_t()
+    let result = sb_thread_create(&handle, { context in
+        let start = Unmanaged<Start>.fromOpaque(context!).takeRetainedValue()
+        _ = sb_set_current_thread_name(start.name)
+        start.body()
+        return nil
+    }, context, 0)
+    precondition(result == 0, "\(name): pthread_create failed with \(result)")
+    pthread_detach(handle)
 }

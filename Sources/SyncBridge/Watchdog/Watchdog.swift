@@ -238,16 +238,7 @@ public final class Watchdog: Sendable {
                 logger.error("watchdog: this Swift runtime has no swift_task_enqueueGlobal_hook; per-job timing is off")
             }
         }
-        let context = Unmanaged.passRetained(self).toOpaque()
-        var handle = pthread_t()
-        let result = sb_thread_create(&handle, { context in
-            let watchdog = Unmanaged<Watchdog>.fromOpaque(context!).takeRetainedValue()
-            _ = sb_set_current_thread_name("sb-watchdog")
-            watchdog.watch()
-            return nil
-        }, context, 0)
-        precondition(result == 0, "Watchdog: pthread_create failed with \(result)")
-        pthread_detach(handle)
+        startDedicatedThread(named: "sb-watchdog") { [self] in watch() }
         WatchdogRegistry.add(self)
         logger.debug("watchdog started", metadata: ["threshold": "\(WatchdogReport.milliseconds(configuration.threshold))"])
     }

@@ -305,6 +305,7 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
             }
             self.perform(actions)
         }
+        var reported = false
         if !canGrow, let outer = PoolLeaseRecord.current?.first(where: { $0.pool == resourceID }) {
             let report = DeadlockReport(
                 pattern: .nestedPoolLease,
@@ -325,15 +326,7 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
             }
             // Reported: the cycle it closes (when this task holds the only connections) is not
             // reported a second time.
-            return WaitGraph.beginWait(
-                for: .object(resourceID),
-                of: self,
-                by: party,
-                at: callSite,
-                mayGrow: canGrow,
-                alreadyReported: true,
-                interrupt: interrupt
-            )
+            reported = true
         }
         return WaitGraph.beginWait(
             for: .object(resourceID),
@@ -341,6 +334,7 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
             by: party,
             at: callSite,
             mayGrow: canGrow,
+            alreadyReported: reported,
             interrupt: interrupt
         )
     }
