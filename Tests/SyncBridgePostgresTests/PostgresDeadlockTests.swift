@@ -129,6 +129,38 @@ struct PostgresDeadlockTests {
         await stock.shutdown()
     }
 
+    @Test("pattern 8: a lease that waits while no connection comes back is reported as stuck, naming the holder and where it leased")
+    func stuckLease() async throws {
+        let client = try await makeClient("sb-stuck", connections: 1)
+        let held = Gate()
+        let release = Gate()
+        let holderLine = #line + 5
+        let reports = try await DeadlockDetectorTrait.collectReports(mode: .throwError, stuckWaitThreshold: .milliseconds(200 * slowdown)) {
+            try await withDeadline(30) {
+                let holder = Task {
+                    // Holds the only connection without waiting for SyncBridge.
+                    try await client.withConnection { _ in
+                        held.open()
+                        try await release.wait()
+                    }
+                }
+                try await held.wait()
+                Task {
+                    try await Task.sleep(for: .milliseconds(1000 * slowdown))
+                    release.open()
+                }
+                #expect(try await client.query("SELECT 3").first?.decode(Int.self, at: 0) == 3)
+                try await holder.value
+            }
+        }
+        let stuck = try #require(reports.first { $0.pattern == .stuckWait })
+        #expect(reports.count == 1 && !stuck.thrown)
+        #expect(stuck.headline.contains("connection pool 'sb-stuck' (1 connection)"))
+        #expect(stuck.chain.contains { $0.party.hasPrefix("  held by task") && $0.callSite == "SyncBridgePostgresTests/PostgresDeadlockTests.swift:\(holderLine)" })
+        #expect(stuck.chain.contains { $0.action == "is running, not waiting for SyncBridge" })
+        await client.shutdown()
+    }
+
     @Test("pattern 7: a deadlock victim (40P01) is retried and commits; a unique violation is thrown at once; lock timeouts stop after the last attempt")
     func retries() async throws {
         let client = try await makeClient("sb-retry", connections: 4)

@@ -1,4 +1,5 @@
 import Foundation
+import MetricsTestKit
 import Testing
 
 @testable import SyncBridge
@@ -301,6 +302,78 @@ struct DeadlockDetectorTests {
         let mutexReport = try #require(stuck.first { $0.headline.contains("held-\(suffix)") })
         #expect(mutexReport.chain.contains { $0.party.hasPrefix("  held by task") })
         #expect(mutexReport.chain.contains { $0.action == "is running, not waiting for SyncBridge" })
+    }
+
+    @Test("trap mode stops the process with the report; off mode tracks nothing and refuses only what the guarded wait always refuses")
+    func trapAndOff() async throws {
+        let trapped = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let detector = DeadlockDetector(configuration: .init(mode: .trap))
+            detector.start()
+            _ = await Task.detached { legacyWait { 1 } }.value
+        }
+        let message = String(decoding: trapped?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(message.contains("DEADLOCK (cooperative-thread-wait): waitForAsync would block a thread of Swift's cooperative pool"), "\(message)")
+        await #expect(processExitsWith: .success) {
+            let detector = DeadlockDetector(configuration: .init(mode: .off))
+            detector.start()
+            precondition(!WaitGraph.isActive)
+            // Refused as always, reported nowhere, and the process goes on.
+            guard case .failure = await Task.detached(operation: { legacyWait { 1 } }).value else { exit(1) }
+            exit(0)
+        }
+    }
+
+    @Test("reports reach metrics (per pattern), the callback and a JSON-lines file a program can decode")
+    func reportDestinations() async throws {
+        let metrics = TestMetrics()
+        let path = NSTemporaryDirectory() + "/sb-deadlock-\(UUID().uuidString).jsonl"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let received = Recorder<DeadlockReport>()
+        let scope = WatchdogScope.next()
+        let detector = DeadlockDetector(
+            configuration: .init(mode: .report, jsonLinesPath: path, onReport: received.append),
+            metricsFactory: metrics,
+            scope: scope
+        )
+        let watchdog = Watchdog(configuration: .init(bands: []), scope: scope)
+        detector.start()
+        watchdog.start()
+        let result = WatchdogScope.$current.withValue(scope) { legacyWait { 1 } }
+        await detector.shutdown()
+        await watchdog.shutdown()
+        #expect(throws: GuardedWaitError.self) { try result.get() }
+        let reports = received.all
+        #expect(reports.map(\.pattern) == [.cooperativeThreadWait])
+        let counter = try metrics.expectCounter("syncbridge.deadlock.reports", [("pattern", "cooperative-thread-wait")])
+        #expect(counter.totalValue == 1)
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        let decoded = try lines.map { try JSONDecoder().decode(DeadlockReport.self, from: Data($0.utf8)) }
+        #expect(decoded == reports)
+    }
+
+    @Test("pattern 8: a guarded wait that lasts is reported as stuck, with the awaited work running behind it")
+    func stuckGuardedWait() async throws {
+        let threshold = Duration.milliseconds(100 * slowdown)
+        let (result, reports) = try await withDeadlockReports(mode: .throwError, stuckWaitThreshold: threshold) {
+            let scope = WatchdogScope.current
+            return await onPlainThread {
+                WatchdogScope.$current.withValue(scope) {
+                    Result {
+                        try waitForAsync {
+                            try await Task.sleep(for: threshold * 5)
+                            return 5
+                        }
+                    }
+                }
+            }
+        }
+        #expect(try result.get() == 5)
+        let stuck = try #require(reports.first { $0.pattern == .stuckWait })
+        #expect(reports.count == 1)
+        #expect(stuck.headline.contains("the work it awaits in waitForAsync"))
+        #expect(stuck.chain.first?.party.hasPrefix("thread ") == true)
+        #expect(stuck.chain.contains { $0.party.hasPrefix("  held by task") })
+        #expect(stuck.chain.contains { $0.action == "is running, not waiting for SyncBridge" })
     }
 
     @Test("reports read as headline, chain and fix, and round-trip as JSON")
