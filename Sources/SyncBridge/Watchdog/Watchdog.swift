@@ -404,7 +404,17 @@ public final class Watchdog: Sendable {
                 dismissal = (starvationCounters[key], "the band's threads waited for a CPU rather than blocking")
             } else {
                 stacks = configuration.captureStacks ? stacksOfBand(key) : []
-                if isSaturated(band: key, stacks: stacks) {
+                if configuration.captureStacks && stacks.isEmpty {
+                    // No thread known to serve the band runs a job: look at every cooperative
+                    // thread (an escalated job may run on another band's thread). If none runs a
+                    // job either, nothing blocks the band: its probe waits for the thread pool to
+                    // start or wake a thread, as on a machine overloaded by other processes.
+                    stacks = stacksOfBand(key, anyBand: true)
+                    if stacks.isEmpty {
+                        dismissal = (starvationCounters[key], "no cooperative thread was running a job: the probe waited for the thread pool or a CPU, not for blocking code")
+                    }
+                }
+                if dismissal == nil && isSaturated(band: key, stacks: stacks) {
                     dismissal = (saturationCounters[key], "the band's threads kept running different tasks: a saturated pool, no single long call")
                 }
             }
@@ -535,13 +545,13 @@ public final class Watchdog: Sendable {
     }
 
     /// Samples the threads that may serve band `key` (those that ran its probes, and those whose
-    /// band is not known yet, except SyncBridge's own `sb-` threads) and keeps the cooperative
-    /// ones. Which threads serve a band is up to libdispatch (an escalated task may run on another
+    /// band is not known yet, except SyncBridge's own `sb-` threads; with `anyBand`, those of every
+    /// band) and keeps the cooperative ones. Which threads serve a band is up to libdispatch (an escalated task may run on another
     /// root queue's thread), so names are not trusted beyond SyncBridge's own.
-    private func stacksOfBand(_ key: UInt8) -> [ThreadStack] {
+    private func stacksOfBand(_ key: UInt8, anyBand: Bool = false) -> [ThreadStack] {
         let (bandOfThread, own) = state.withLock { ($0.bandOfThread, $0.watchdogThreadID) }
         return StackSampler.threadIDs().compactMap { threadID in
-            guard threadID != own, (bandOfThread[threadID] ?? key) == key,
+            guard threadID != own, anyBand || (bandOfThread[threadID] ?? key) == key,
                 bandOfThread[threadID] != nil || !StackSampler.threadName(threadID).hasPrefix("sb-"),
                 let stack = StackSampler.sample(threadID), stack.isCooperative
             else { return nil }
