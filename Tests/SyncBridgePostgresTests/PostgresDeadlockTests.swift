@@ -132,6 +132,8 @@ struct PostgresDeadlockTests {
     @Test("pattern 8: a lease that waits while no connection comes back is reported as stuck, naming the holder and where it leased")
     func stuckLease() async throws {
         let client = try await makeClient("sb-stuck", connections: 1)
+        // The connection is open before the detector looks: opening one is not what is measured.
+        #expect(try await client.query("SELECT 1").count == 1)
         let held = Gate()
         let release = Gate()
         let holderLine = #line + 5

@@ -379,6 +379,8 @@ package enum WaitGraph {
             let holders = holders(of: wait.key, state)
             if state.resources[wait.key]?.ownerless == true {
                 chain.append(.init(party: indent + "  nobody holds it:", action: "any thread may signal it", object: "", callSite: nil))
+            } else if holders.isEmpty {
+                chain.append(.init(party: indent + "  nobody holds it yet:", action: "what it waits for has not started (a connection being opened, work not yet scheduled)", object: "", callSite: nil))
             }
             for holder in holders {
                 chain.append(.init(party: indent + "  held by \(holder.party.label)", action: "who took it", object: "", callSite: "\(holder.callSite)"))
