@@ -269,7 +269,7 @@ struct DeadlockDetectorTests {
         let release = Gate()
         let threshold = Duration.milliseconds(100 * slowdown)
         let (results, reports) = try await withDeadlockReports(mode: .throwError, stuckWaitThreshold: threshold) {
-            try await withDeadline {
+            try await withDeadline(60) {
                 // A holder that runs (not waiting for SyncBridge) and a waiter behind it.
                 let holder = Task {
                     try await mutex.withLock { _ in
@@ -282,14 +282,14 @@ struct DeadlockDetectorTests {
                 // A plain thread belongs to no test: it joins this one's scope explicitly.
                 let scope = WatchdogScope.current
                 let semaphoreResult = await onPlainThread {
-                    WatchdogScope.$current.withValue(scope) { legacySemaphoreWait(semaphore, timeout: threshold * 10) }
+                    WatchdogScope.$current.withValue(scope) { legacySemaphoreWait(semaphore, timeout: threshold * 5) }
                 }
                 release.open()
                 try await holder.value
                 return (semaphoreResult, try await waiter.value)
             }
         }
-        // The semaphore wait timed out after ten thresholds; it was reported stuck long before.
+        // The semaphore wait timed out after five thresholds; it was reported stuck long before.
         let timeout = try #require(throws: GuardedWaitError.self) { try results.0.get() }
         #expect(timeout.reason.isTimedOut)
         #expect(results.1 == 0)

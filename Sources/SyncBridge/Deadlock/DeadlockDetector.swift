@@ -145,8 +145,7 @@ public final class DeadlockDetector: Sendable {
         }
         guard shouldStart else { return }
         startDedicatedThread(named: "sb-deadlock") { [self] in watch() }
-        Self.registry.withLock { $0.append(self) }
-        Self.updateActive()
+        Self.register(self, running: true)
         logger.debug("deadlock detector started", metadata: ["mode": "\(configuration.mode)"])
     }
 
@@ -160,8 +159,7 @@ public final class DeadlockDetector: Sendable {
                 state.stopRequested = true
                 return true
             }
-            Self.registry.withLock { $0.removeAll { $0 === self } }
-            Self.updateActive()
+            Self.register(self, running: false)
             if running {
                 condition.withLock { condition.broadcast() }
             } else {
@@ -182,9 +180,12 @@ public final class DeadlockDetector: Sendable {
             let stop = state.withLock { $0.stopRequested }
             // Every detector scans the whole graph and routes each report to its scope (each wait
             // is reported once, whoever finds it), with the threshold of the detectors it goes to.
-            if !stop {
+            if !stop && WaitGraph.claimScan(interval: interval) {
                 for (report, victim) in WaitGraph.unreportedCycles() { Self.handle(report, waits: [victim]) }
-                for report in WaitGraph.stuckWaits(threshold: Self.stuckThreshold(forScope:)) { Self.handle(report, waits: []) }
+                let thresholds = Self.stuckThresholds()
+                for report in WaitGraph.stuckWaits(threshold: { scope in thresholds[scope] ?? thresholds[nil] }) {
+                    Self.handle(report, waits: [])
+                }
             }
             deliverPending()
             if stop { break }
@@ -228,18 +229,33 @@ public final class DeadlockDetector: Sendable {
 
     private static let registry = Locked<[DeadlockDetector]>([])
 
-    private static func updateActive() {
-        let (active, scoped) = registry.withLock { detectors in
-            (detectors.contains { $0.configuration.mode != .off }, detectors.contains { $0.configuration.mode != .off && $0.scope != nil })
+    /// Adds or removes `detector` and updates the flags every hook reads, in one critical
+    /// section: a start and a shutdown racing each other can never leave tracking off while a
+    /// detector runs.
+    private static func register(_ detector: DeadlockDetector, running: Bool) {
+        registry.withLock { detectors in
+            if running {
+                detectors.append(detector)
+            } else {
+                detectors.removeAll { $0 === detector }
+            }
+            let tracking = detectors.filter { $0.configuration.mode != .off }
+            WaitGraph.active.store(!tracking.isEmpty, ordering: .relaxed)
+            WaitGraph.scoped.store(tracking.contains { $0.scope != nil }, ordering: .relaxed)
         }
-        WaitGraph.active.store(active, ordering: .relaxed)
-        WaitGraph.scoped.store(scoped, ordering: .relaxed)
     }
 
-    /// The stuck-wait threshold for waits of `scope`: the shortest among the detectors their
-    /// reports go to; `nil` when none runs.
-    private static func stuckThreshold(forScope scope: UInt64?) -> UInt64? {
-        recipients(scope: scope).map { Watchdog.nanoseconds($0.configuration.stuckWaitThreshold) }.min()
+    /// The stuck-wait thresholds by scope (`nil`: the unscoped detectors'), the shortest among the
+    /// detectors each scope's reports go to. A scope without a detector of its own uses `nil`'s.
+    private static func stuckThresholds() -> [UInt64?: UInt64] {
+        registry.withLock { detectors in
+            var thresholds: [UInt64?: UInt64] = [:]
+            for detector in detectors where detector.configuration.mode != .off {
+                let threshold = Watchdog.nanoseconds(detector.configuration.stuckWaitThreshold)
+                thresholds[detector.scope] = min(thresholds[detector.scope] ?? .max, threshold)
+            }
+            return thresholds
+        }
     }
 
     /// The running detectors a report of `scope` goes to: that scope's own, if any; otherwise every

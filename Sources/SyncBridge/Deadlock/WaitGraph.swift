@@ -114,6 +114,17 @@ package enum WaitGraph {
 
     static var hasScopedDetectors: Bool { scoped.load(ordering: .relaxed) }
 
+    private static let lastScan = Atomic<UInt64>(0)
+
+    /// Whether the caller should scan the graph now: one detector scans per `interval`, however
+    /// many run (tests run many at once).
+    static func claimScan(interval: UInt64) -> Bool {
+        let now = monotonicNanoseconds()
+        let last = lastScan.load(ordering: .relaxed)
+        guard now &- last >= interval * 9 / 10 else { return false }
+        return lastScan.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
+    }
+
     /// A new resource identifier, for an object that can be held or waited for.
     package static func newResourceID() -> UInt64 {
         nextID.wrappingAdd(1, ordering: .relaxed).oldValue
@@ -232,8 +243,10 @@ package enum WaitGraph {
         for wait in state.waits.values { waiting[wait.party.identity] = wait }
         var dependents: [Party.Identity: [Party.Identity]] = [:]
         var free: [Party.Identity] = []
+        var holdersOf: [ResourceKey: [Holding]] = [:]
         for (identity, wait) in waiting {
-            let holders = holders(of: wait.key, state)
+            let holders = holdersOf[wait.key] ?? holders(of: wait.key, state)
+            holdersOf[wait.key] = holders
             guard let resource = state.resources[wait.key], !resource.ownerless, !resource.mayGrow, !holders.isEmpty,
                 !holders.contains(where: { waiting[$0.party.identity] == nil })
             else {
@@ -356,7 +369,7 @@ package enum WaitGraph {
         state.withLock { state in
             let now = monotonicNanoseconds()
             var reports: [DeadlockReport] = []
-            for wait in state.waits.values.sorted(by: { $0.since < $1.since }) where !wait.stuckReported && !wait.deadlockReported {
+            for wait in state.waits.values where !wait.stuckReported && !wait.deadlockReported {
                 guard let threshold = threshold(wait.scope) else { continue }
                 let quietSince = min(now, max(wait.since, state.resources[wait.key]?.owner.waitLastRelease ?? 0))
                 guard now - quietSince > threshold else { continue }
