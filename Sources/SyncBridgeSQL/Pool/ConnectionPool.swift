@@ -272,7 +272,10 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
                         return ([.fail(waiter, .cancelled)], false, true)
                     }
                     let actions = shared.state.lease(waiter, now: monotonicNow())
-                    return (actions, shared.state.waiters.contains(waiter), shared.state.canServeWithoutRelease)
+                    // A waiter that must wait was just appended to the queue (checked only while a
+                    // deadlock detector tracks leases).
+                    guard party != nil, shared.state.waiters.last == waiter else { return (actions, false, true) }
+                    return (actions, true, shared.state.canServeWithoutRelease)
                 }
                 if let party, let wait, waiting {
                     wait.id = beginWait(waiter, party: party, callSite: callSite, canGrow: canGrow)
