@@ -89,3 +89,13 @@ public func withClosing<Connection: PooledConnection, T: Sendable>(
         throw error
     }
 }
+
+/// Threads for the tests' own heavy synchronous work (building megabytes of test data): on the
+/// cooperative pool, a debug build's loops would stall it, and the test pass with the watchdog on
+/// would rightly report them.
+private let testWorkPool = BlockingPool(name: "sb-test-work", threadCount: 2)
+
+/// Runs `body`, synchronous and CPU-heavy, off the cooperative pool and returns its result.
+public func offloaded<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await testWorkPool.run { _ in try body() }
+}

@@ -1,6 +1,5 @@
 import Foundation
 import SharedTestSupport
-import SyncBridge
 import SyncBridgeMariaDB
 import SyncBridgeSQL
 import Testing
@@ -104,13 +103,11 @@ struct MariaDBTypeTests {
             // over 10 MB in a debug build would itself hold a cooperative thread too long. Reading
             // 10 MB from /dev/urandom takes about 100 ms, so it is offloaded like any blocking call
             // (the watchdog caught it on a cooperative thread).
-            let reader = BlockingPool(name: "sb-urandom", threadCount: 1)
-            let bytes = try await reader.run { () throws -> [UInt8] in
+            let bytes = try await offloaded { () throws -> [UInt8] in
                 let random = try #require(FileHandle(forReadingAtPath: "/dev/urandom"))
                 defer { try? random.close() }
                 return [UInt8](try #require(try random.read(upToCount: 10 * 1024 * 1024)))
             }
-            await reader.shutdownGracefully()
             #expect(bytes.count == 10 * 1024 * 1024)
             try await connection.execute("INSERT INTO \(unsafeSQL: table) VALUES (1, \(bytes))")
             let row = try #require(try await connection.query("SELECT b, LENGTH(b) FROM \(unsafeSQL: table)").first)

@@ -379,13 +379,15 @@ public final class Watchdog: Sendable {
             }
         }
         for key in snapshots {
-            let threads = state.withLock { state in state.bandOfThread.filter { $0.value == key }.map(\.key) }
-            var snapshot: [Int32: SchedulerTimes] = [:]
-            for threadID in threads { snapshot[threadID] = SchedulerTimes.of(threadID) }
             var tasks: [Int32: UInt] = [:]
             if configuration.captureStacks {
-                for stack in stacksOfBand(key) { tasks[stack.threadID] = stack.task }
+                for stack in sampleBand(key) { tasks[stack.threadID] = stack.task }
             }
+            // The band's known threads, and the threads sampled for it (which may serve others).
+            var threads = Set(state.withLock { state in state.bandOfThread.filter { $0.value == key }.map(\.key) })
+            threads.formUnion(tasks.keys)
+            var snapshot: [Int32: SchedulerTimes] = [:]
+            for threadID in threads { snapshot[threadID] = SchedulerTimes.of(threadID) }
             state.withLock { state in
                 state.bands[key]?.schedulerSnapshot = snapshot
                 state.bands[key]?.taskSnapshot = tasks
@@ -403,16 +405,15 @@ public final class Watchdog: Sendable {
             if isStarved(band: key) {
                 dismissal = (starvationCounters[key], "the band's threads waited for a CPU rather than blocking")
             } else {
-                stacks = configuration.captureStacks ? stacksOfBand(key) : []
+                stacks = configuration.captureStacks ? sampleBand(key) : []
                 if configuration.captureStacks && stacks.isEmpty {
-                    // No thread known to serve the band runs a job: look at every cooperative
-                    // thread (an escalated job may run on another band's thread). If none runs a
-                    // job either, nothing blocks the band: its probe waits for the thread pool to
-                    // start or wake a thread, as on a machine overloaded by other processes.
-                    stacks = stacksOfBand(key, anyBand: true)
-                    if stacks.isEmpty {
-                        dismissal = (starvationCounters[key], "no cooperative thread was running a job: the probe waited for the thread pool or a CPU, not for blocking code")
-                    }
+                    // No cooperative thread runs a job, of this band or any other: nothing blocks
+                    // the band. Its probe waits for the thread pool to start or wake a thread, as
+                    // on a machine overloaded by other processes.
+                    dismissal = (starvationCounters[key], "no cooperative thread was running a job: the probe waited for the thread pool or a CPU, not for blocking code")
+                }
+                if dismissal == nil && isPreempted(band: key, stacks: stacks) {
+                    dismissal = (starvationCounters[key], "the threads that stayed in one task mostly waited for a CPU: an overloaded machine, not a long call")
                 }
                 if dismissal == nil && isSaturated(band: key, stacks: stacks) {
                     dismissal = (saturationCounters[key], "the band's threads kept running different tasks: a saturated pool, no single long call")
@@ -518,6 +519,24 @@ public final class Watchdog: Sendable {
     /// threshold: the pool was saturated with work, and no single call kept a thread. A blocked
     /// or long-running call keeps its thread in the same task. `false` when a thread was not
     /// sampled then (its band was not known yet).
+    /// Whether every sampled thread that stayed in one task since half the threshold spent that
+    /// time mostly waiting for a CPU (runnable, preempted) rather than running or sleeping: the
+    /// band waited because the machine is overloaded, not because code blocks it or computes for
+    /// long. A thread asleep in a blocking call, or running its long computation, is not
+    /// preempted, and keeps the stall reported.
+    private func isPreempted(band key: UInt8, stacks: [ThreadStack]) -> Bool {
+        let (earlier, times) = state.withLock { ($0.bands[key]?.taskSnapshot ?? [:], $0.bands[key]?.schedulerSnapshot ?? [:]) }
+        let stayed = stacks.filter { stack in earlier[stack.threadID].map { $0 != 0 && $0 == stack.task } ?? false }
+        guard !stayed.isEmpty else { return false }
+        let window = Self.nanoseconds(configuration.threshold) / 2
+        return stayed.allSatisfy { stack in
+            guard let before = times[stack.threadID], let after = SchedulerTimes.of(stack.threadID) else { return false }
+            let running = after.running &- before.running
+            let waiting = after.waiting &- before.waiting
+            return waiting > running && waiting > window / 4
+        }
+    }
+
     private func isSaturated(band key: UInt8, stacks: [ThreadStack]) -> Bool {
         let earlier = state.withLock { $0.bands[key]?.taskSnapshot ?? [:] }
         guard !stacks.isEmpty else { return false }
@@ -548,6 +567,16 @@ public final class Watchdog: Sendable {
     /// band is not known yet, except SyncBridge's own `sb-` threads; with `anyBand`, those of every
     /// band) and keeps the cooperative ones. Which threads serve a band is up to libdispatch (an escalated task may run on another
     /// root queue's thread), so names are not trusted beyond SyncBridge's own.
+    /// The stacks of the threads serving band `key` that run a job; when none does, those of
+    /// every band's threads that do. libdispatch caps the threads of all bands together, so a band
+    /// can wait for a thread while other bands' threads run: whether they block or keep switching
+    /// tasks (saturation) decides, and the snapshot at half the threshold and the sample at the
+    /// threshold must look at the same threads.
+    private func sampleBand(_ key: UInt8) -> [ThreadStack] {
+        let stacks = stacksOfBand(key)
+        return stacks.isEmpty ? stacksOfBand(key, anyBand: true) : stacks
+    }
+
     private func stacksOfBand(_ key: UInt8, anyBand: Bool = false) -> [ThreadStack] {
         let (bandOfThread, own) = state.withLock { ($0.bandOfThread, $0.watchdogThreadID) }
         return StackSampler.threadIDs().compactMap { threadID in
