@@ -14,6 +14,8 @@ package struct Party: Hashable, Sendable, CustomStringConvertible {
     package enum Identity: Hashable, Sendable {
         case task(UInt)
         case thread(Int32)
+        /// A pooled connection shared by single statements of many tasks: it never waits.
+        case statementLane(UInt64)
     }
 
     package let identity: Identity
@@ -39,6 +41,8 @@ package struct Party: Hashable, Sendable, CustomStringConvertible {
             return label
         case .thread(let tid):
             return "thread \(Self.threadDescription(tid))"
+        case .statementLane(let connection):
+            return "the statements sharing connection \(connection)"
         }
     }
 
@@ -54,6 +58,11 @@ package struct Party: Hashable, Sendable, CustomStringConvertible {
             return Party(identity: .task(submitter), taskName: nil, onThread: sb_gettid(), role: nil)
         }
         return Party(identity: .thread(sb_gettid()), taskName: nil, onThread: nil, role: nil)
+    }
+
+    /// A pooled connection that single statements of many tasks share (a statement lane).
+    package static func statementLane(_ connection: UInt64) -> Party {
+        Party(identity: .statementLane(connection), taskName: nil, onThread: nil, role: nil)
     }
 
     /// The party of a task known by its address.
@@ -208,7 +217,7 @@ package enum WaitGraph {
     ) -> UInt64 {
         let wait = Wait(id: newResourceID(), party: party, key: key, callSite: callSite, scope: WatchdogScope.current, interrupt: interrupt)
         wait.deadlockReported = alreadyReported
-        let report = state.withLock { state -> (DeadlockReport, Wait)? in
+        state.withLock { state in
             if state.resources[key] == nil {
                 state.resources[key] = Resource(owner: owner, ownerless: ownerless)
             }
@@ -216,6 +225,14 @@ package enum WaitGraph {
             state.resources[key]?.waiters += 1
             state.waits[wait.id] = wait
             state.waitOfParty[party.identity] = wait.id
+        }
+        // The usual answer, found without holding the graph's lock while the resource's is taken
+        // (a busy pool's lock is contended by all its users): a holder that does not wait.
+        if ownerless || mayGrow { return wait.id }
+        let holders = owner.waitHolders()
+        if holders.isEmpty { return wait.id }
+        let report = state.withLock { state -> (DeadlockReport, Wait)? in
+            guard holders.allSatisfy({ state.waitOfParty[$0.party.identity] != nil }) else { return nil }
             return cycleReport(&state, preferring: wait)
         }
         if let (report, victim) = report { DeadlockDetector.handle(report, waits: [victim]) }
@@ -302,7 +319,12 @@ package enum WaitGraph {
     /// With the lock held: every deadlocked wait not yet reported, each cycle once, with the wait
     /// that closed it (the newest) as the victim.
     static func unreportedCycles() -> [(DeadlockReport, Wait)] {
-        state.withLock { state in
+        // The analysis runs on a copy, outside the graph's lock (it asks each resource for its
+        // holders, which takes the resource's lock); only a deadlock found there is looked at
+        // again, under the lock.
+        let copy = state.withLock { $0 }
+        guard !deadlocked(copy).isEmpty else { return [] }
+        return state.withLock { state in
             var reports: [(DeadlockReport, Wait)] = []
             let stuck = deadlocked(state)
             let candidates = state.waits.values
@@ -366,12 +388,23 @@ package enum WaitGraph {
     /// longer than the threshold of their scope (`threshold(scope)` nanoseconds; `nil` skips the
     /// wait), marked reported, with the chain of holders behind each.
     static func stuckWaits(threshold: (UInt64?) -> UInt64?) -> [DeadlockReport] {
-        state.withLock { state in
+        // Only waits past their threshold can be stuck: found on a copy, without the lock.
+        let copy = state.withLock { $0 }
+        let early = monotonicNanoseconds()
+        guard copy.waits.values.contains(where: { wait in
+            threshold(wait.scope).map { early - min(early, wait.since) > $0 } ?? false
+        }) else { return [] }
+        return state.withLock { state in
             let now = monotonicNanoseconds()
             var reports: [DeadlockReport] = []
+            // Each resource is asked once per scan: asking takes its lock, which its users (a
+            // pool's thousands of waiters) contend for while this scan holds the graph's.
+            var lastRelease: [ResourceKey: UInt64] = [:]
             for wait in state.waits.values where !wait.stuckReported && !wait.deadlockReported {
-                guard let threshold = threshold(wait.scope) else { continue }
-                let quietSince = min(now, max(wait.since, state.resources[wait.key]?.owner.waitLastRelease ?? 0))
+                guard let threshold = threshold(wait.scope), now - min(now, wait.since) > threshold else { continue }
+                let released = lastRelease[wait.key] ?? state.resources[wait.key]?.owner.waitLastRelease ?? 0
+                lastRelease[wait.key] = released
+                let quietSince = min(now, max(wait.since, released))
                 guard now - quietSince > threshold else { continue }
                 wait.stuckReported = true
                 reports.append(stuckReport(wait, quietFor: now - quietSince, now: now, state))

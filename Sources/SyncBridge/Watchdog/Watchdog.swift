@@ -130,6 +130,8 @@ public final class Watchdog: Sendable {
         var schedulerSnapshot: [Int32: SchedulerTimes]?
         /// The task each of the band's threads ran at that time (see `isSaturated`).
         var taskSnapshot: [Int32: UInt] = [:]
+        /// The scheduler times of the threads sampled then (see `isPreempted`).
+        var sampledTimes: [Int32: SchedulerTimes] = [:]
         /// The outstanding probe's wait is starvation or saturation, not blocking: its end is not
         /// reported either.
         var dismissed = false
@@ -371,6 +373,7 @@ public final class Watchdog: Sendable {
                 } else {
                     band.schedulerSnapshot = nil
                     band.taskSnapshot = [:]
+                    band.sampledTimes = [:]
                     band.sequence += 1
                     band.sentAt = now
                     probes.append((band.priority, key, band.sequence))
@@ -383,13 +386,16 @@ public final class Watchdog: Sendable {
             if configuration.captureStacks {
                 for stack in sampleBand(key) { tasks[stack.threadID] = stack.task }
             }
-            // The band's known threads, and the threads sampled for it (which may serve others).
-            var threads = Set(state.withLock { state in state.bandOfThread.filter { $0.value == key }.map(\.key) })
-            threads.formUnion(tasks.keys)
+            // The band's known threads (for `isStarved`), and the threads sampled for it, which
+            // may serve other bands (for `isPreempted`).
+            let threads = state.withLock { state in state.bandOfThread.filter { $0.value == key }.map(\.key) }
             var snapshot: [Int32: SchedulerTimes] = [:]
             for threadID in threads { snapshot[threadID] = SchedulerTimes.of(threadID) }
+            var sampledTimes: [Int32: SchedulerTimes] = [:]
+            for threadID in tasks.keys { sampledTimes[threadID] = snapshot[threadID] ?? SchedulerTimes.of(threadID) }
             state.withLock { state in
                 state.bands[key]?.schedulerSnapshot = snapshot
+                state.bands[key]?.sampledTimes = sampledTimes
                 state.bands[key]?.taskSnapshot = tasks
             }
         }
@@ -525,7 +531,7 @@ public final class Watchdog: Sendable {
     /// long. A thread asleep in a blocking call, or running its long computation, is not
     /// preempted, and keeps the stall reported.
     private func isPreempted(band key: UInt8, stacks: [ThreadStack]) -> Bool {
-        let (earlier, times) = state.withLock { ($0.bands[key]?.taskSnapshot ?? [:], $0.bands[key]?.schedulerSnapshot ?? [:]) }
+        let (earlier, times) = state.withLock { ($0.bands[key]?.taskSnapshot ?? [:], $0.bands[key]?.sampledTimes ?? [:]) }
         let stayed = stacks.filter { stack in earlier[stack.threadID].map { $0 != 0 && $0 == stack.task } ?? false }
         guard !stayed.isEmpty else { return false }
         let window = Self.nanoseconds(configuration.threshold) / 2

@@ -241,14 +241,21 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
     }
 
     /// Leases a connection; the caller must ``release(_:)`` it. Prefer ``withConnection(fileID:line:_:)``.
-    package func leaseConnection(at callSite: CallSite) async throws -> Lease {
+    ///
+    /// - Parameters:
+    ///   - callSite: Where the lease was asked for, for reports.
+    ///   - sharedByStatements: The lease serves single statements of many tasks (a statement
+    ///     lane), not the asking task: the deadlock detector sees it held by the lane, which
+    ///     releases it when its statements end whatever any task waits for.
+    package func leaseConnection(at callSite: CallSite, sharedByStatements: Bool = false) async throws -> Lease {
         guard WaitGraph.isActive else {
             return Lease(entry: try await lease(party: nil, callSite: callSite), tracked: false, holder: nil, callSite: callSite)
         }
         let party = Party.current
         let entry = try await lease(party: party, callSite: callSite)
-        shared.withLock { $0.holders[entry.id] = WaitGraph.Holding(party: party, callSite: callSite) }
-        return Lease(entry: entry, tracked: true, holder: party, callSite: callSite)
+        let holder = sharedByStatements ? Party.statementLane(entry.id) : party
+        shared.withLock { $0.holders[entry.id] = WaitGraph.Holding(party: holder, callSite: callSite) }
+        return Lease(entry: entry, tracked: true, holder: sharedByStatements ? nil : party, callSite: callSite)
     }
 
     /// Returns a connection from ``leaseConnection(at:)``.

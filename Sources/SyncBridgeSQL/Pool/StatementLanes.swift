@@ -58,7 +58,7 @@ package final class StatementLanes<Connection: PooledConnection>: Sendable {
             }
             if let joined { return joined }
         }
-        let lane = Lane(lease: try await pool.leaseConnection(at: callSite))
+        let lane = Lane(lease: try await pool.leaseConnection(at: callSite, sharedByStatements: true))
         lanes.withLock { $0.append(lane) }
         return lane
     }
