@@ -545,13 +545,12 @@ public final class Watchdog: Sendable {
 
     private func isSaturated(band key: UInt8, stacks: [ThreadStack]) -> Bool {
         let earlier = state.withLock { $0.bands[key]?.taskSnapshot ?? [:] }
-        guard !stacks.isEmpty else { return false }
-        // Every thread must have been in a task halfway (a thread idle then may have started the
-        // call that blocks it now) and be out of that task now.
-        return stacks.allSatisfy { stack in
-            guard let before = earlier[stack.threadID], before != 0 else { return false }
-            return stack.task != before
-        }
+        // The threads seen in a task halfway decide (a thread not seen then — idle, or serving
+        // another band the probes do not cover — cannot show a long call yet; if it starts one,
+        // the band's next probe catches it): every one of them must be out of that task now.
+        let judged = stacks.filter { stack in earlier[stack.threadID].map { $0 != 0 } ?? false }
+        guard !judged.isEmpty else { return false }
+        return judged.allSatisfy { stack in stack.task != earlier[stack.threadID] }
     }
 
     /// Runs in a probe task, on a thread of the band.
