@@ -79,8 +79,11 @@ struct MariaDBDeadlockTests {
                 try await group.waitForAll()
             }
         }
-        #expect(attempts.value.values.sorted() == [1, 2])
-        #expect(errors.value.count == 1 && errors.value[0].hasPrefix("true") && errors.value[0].contains("1213"), "\(errors.value)")
+        // The server chose a victim, which ran again (a retry may collide once more with the other
+        // transaction's first attempt); every error was a retryable 1213, one per retry.
+        #expect(attempts.value.count == 2 && attempts.value.values.contains { $0 >= 2 } && attempts.value.values.allSatisfy { $0 <= 3 })
+        #expect(errors.value.count == attempts.value.values.reduce(0) { $0 + $1 - 1 }, "\(errors.value)")
+        #expect(errors.value.allSatisfy { $0.hasPrefix("true") && $0.contains("1213") }, "\(errors.value)")
         let values = try await client.query("SELECT v FROM \(unsafeSQL: table) ORDER BY id").map { try $0.decode(Int.self, at: 0) }
         #expect(values == [11, 11])
         await client.shutdown()

@@ -193,8 +193,10 @@ struct PostgresDeadlockTests {
                 try await group.waitForAll()
             }
         }
-        // One transaction was the server's victim and ran twice; both committed exactly once.
-        #expect(attempts.value.values.sorted() == [1, 2])
+        // The server chose a victim, which ran again; both transactions committed exactly once.
+        // (A retried transaction can collide with the other's first attempt once more, and then
+        // that one is the victim: each runs at most the policy's three attempts.)
+        #expect(attempts.value.count == 2 && attempts.value.values.contains { $0 >= 2 } && attempts.value.values.allSatisfy { $0 <= 3 })
         let values = try await client.query("SELECT v FROM \(unsafeSQL: table) ORDER BY id").map { try $0.decode(Int.self, at: 0) }
         #expect(values == [11, 11])
 
