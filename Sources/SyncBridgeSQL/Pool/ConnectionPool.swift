@@ -191,7 +191,10 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
     /// While a ``DeadlockDetector`` runs, the lease is recorded (task-locally and in the detector's
     /// graph): asking the same pool for a second connection inside `body` while the pool cannot
     /// grow is reported at once with both lease sites, and so is a cycle of tasks leasing from
-    /// several pools in opposite orders.
+    /// several pools in opposite orders. The record is a task-local, which child tasks and
+    /// `Task {}` inherit: a `Task {}` started in `body` that leases from the same exhausted pool
+    /// is reported as nested too, although `body` does not wait for it (use `Task.detached` for
+    /// work that outlives the lease).
     ///
     /// - Parameters:
     ///   - fileID: The lease site, for reports; leave the default.
