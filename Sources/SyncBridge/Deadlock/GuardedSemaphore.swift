@@ -45,13 +45,7 @@ public final class GuardedSemaphore: @unchecked Sendable {
     @available(*, noasync, message: "blocks the calling thread; in async code use an AsyncMutex or a task group's width")
     public func wait(timeout: Duration? = nil, fileID: StaticString = #fileID, line: UInt = #line) throws {
         let callSite = CallSite(fileID: fileID, line: line)
-        if Blocking.isCooperativeThread {
-            Blocking.report("GuardedSemaphore.wait", callSite: callSite)
-            if WaitGraph.isActive {
-                DeadlockDetector.report(BridgingReports.cooperativeThreadWait("GuardedSemaphore(\(name)).wait", at: callSite), refusing: true)
-            }
-            throw GuardedWaitError(reason: .cooperativeThread, callSite: callSite, thread: .current)
-        }
+        try refuseOnCooperativeThread("GuardedSemaphore(\(name)).wait", at: callSite)
         let deadline = timeout.map { monotonicNanoseconds() &+ UInt64(max(0, $0.nanoseconds)) }
         condition.lock()
         defer { condition.unlock() }

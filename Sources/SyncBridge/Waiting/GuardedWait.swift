@@ -122,13 +122,7 @@ public func waitForAsync<Success: Sendable>(
     _ operation: sending @escaping () async throws -> Success
 ) throws -> Success {
     let callSite = CallSite(fileID: fileID, line: line)
-    if Blocking.isCooperativeThread {
-        Blocking.report("waitForAsync", callSite: callSite)
-        if WaitGraph.isActive {
-            DeadlockDetector.report(BridgingReports.cooperativeThreadWait("waitForAsync", at: callSite), refusing: true)
-        }
-        throw GuardedWaitError(reason: .cooperativeThread, callSite: callSite, thread: .current)
-    }
+    try refuseOnCooperativeThread("waitForAsync", at: callSite)
     let worker = WorkerThread.current
     let record = GuardedWaitRecord(callSite: callSite, blockedGroup: worker?.group)
     let result = GuardedWaitResult<Success>()
@@ -174,6 +168,18 @@ public func waitForAsync<Success: Sendable>(
     case .waiting:
         preconditionFailure("SyncBridge bug: a guarded wait returned while still waiting")
     }
+}
+
+/// Refuses a synchronous wait on a thread of Swift's cooperative pool: reports it as a blocking
+/// call and to the deadlock detector, then throws ``GuardedWaitError`` (reason
+/// ``GuardedWaitError/Reason/cooperativeThread``). Does nothing on any other thread.
+func refuseOnCooperativeThread(_ operation: String, at callSite: CallSite) throws {
+    guard Blocking.isCooperativeThread else { return }
+    Blocking.report(operation, callSite: callSite)
+    if WaitGraph.isActive {
+        DeadlockDetector.report(BridgingReports.cooperativeThreadWait(operation, at: callSite), refusing: true)
+    }
+    throw GuardedWaitError(reason: .cooperativeThread, callSite: callSite, thread: .current)
 }
 
 extension Duration {
