@@ -17,6 +17,12 @@ let package = Package(
         .library(name: "SyncBridgePostgres", targets: ["SyncBridgePostgres"]),
         .library(name: "SyncBridgeMariaDB", targets: ["SyncBridgeMariaDB"]),
         .library(name: "SyncBridgeTesting", targets: ["SyncBridgeTesting"]),
+        // Throwaway PostgreSQL and MariaDB servers, for tests, demos and samples.
+        .library(name: "SyncBridgeTemporaryServers", targets: ["SyncBridgeTemporaryServers"]),
+        // The C clients' modules, so that legacy libpq and Connector/C code shares the handle types
+        // that `withRawConnection` passes.
+        .library(name: "CLibPQ", targets: ["CLibPQ"]),
+        .library(name: "CMariaDB", targets: ["CMariaDB"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
@@ -86,9 +92,18 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "SyncBridgeTemporaryServers",
+            dependencies: [
+                "SyncBridge",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "SyncBridgeTesting",
             dependencies: [
                 "SyncBridge",
+                "SyncBridgeTemporaryServers",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -25,7 +25,7 @@ public struct TemporaryServerError: Error, CustomStringConvertible, Sendable {
 /// step (spawning, waiting for exit, polling files) runs on `pool`, never on a cooperative thread.
 enum ServerSupport {
     static let pool = BlockingPool(name: "sb-tempserver", threadCount: 2)
-    static let logger = Logger(label: "SyncBridgeTesting")
+    static let logger = Logger(label: "SyncBridge.TemporaryServers")
 
     static var isRoot: Bool { geteuid() == 0 }
 
