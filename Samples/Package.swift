@@ -1,0 +1,86 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// Settings every Swift target of the samples shares (the library's own).
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+/// The samples: a legacy inventory service three times (legacy, wrapped, migrated), the demo that
+/// runs them under load, and small programs for the other capabilities. A package of its own, so
+/// that the library's test build stays light; CI builds it and runs its tests.
+let package = Package(
+    name: "SyncBridgeSamples",
+    dependencies: [
+        .package(name: "SyncBridge", path: ".."),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+    ],
+    targets: [
+        // What every form of the inventory service shares: products, errors, the operations.
+        .target(
+            name: "InventoryCore",
+            dependencies: [
+                .product(name: "SyncBridgeTemporaryServers", package: "SyncBridge"),
+                .product(name: "SyncBridgePostgres", package: "SyncBridge"),
+                .product(name: "SyncBridgeMariaDB", package: "SyncBridge"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The legacy data layer: direct libpq and Connector/C calls, one global connection, a
+        // semaphore for callers to take turns.
+        .target(
+            name: "InventoryLegacy",
+            dependencies: [
+                "InventoryCore",
+                .product(name: "CLibPQ", package: "SyncBridge"),
+                .product(name: "CMariaDB", package: "SyncBridge"),
+                .product(name: "SyncBridge", package: "SyncBridge"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Step 1 of MIGRATION.md: the legacy functions, unchanged, on the pool's connection threads.
+        .target(
+            name: "InventoryWrapped",
+            dependencies: [
+                "InventoryCore", "InventoryLegacy",
+                .product(name: "SyncBridgePostgres", package: "SyncBridge"),
+                .product(name: "SyncBridgeMariaDB", package: "SyncBridge"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Step 3 of MIGRATION.md: typed async queries, transactions, cancellation.
+        .target(
+            name: "InventoryMigrated",
+            dependencies: [
+                "InventoryCore",
+                .product(name: "SyncBridgePostgres", package: "SyncBridge"),
+                .product(name: "SyncBridgeMariaDB", package: "SyncBridge"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The README's first command: the inventory service under load, four ways.
+        .executableTarget(
+            name: "InventoryDemo",
+            dependencies: [
+                "InventoryCore", "InventoryLegacy", "InventoryWrapped", "InventoryMigrated",
+                .product(name: "SyncBridge", package: "SyncBridge"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "InventoryTests",
+            dependencies: [
+                "InventoryCore", "InventoryLegacy", "InventoryWrapped", "InventoryMigrated",
+                .product(name: "SyncBridge", package: "SyncBridge"),
+                .product(name: "SyncBridgeTesting", package: "SyncBridge"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)
