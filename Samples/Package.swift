@@ -12,6 +12,10 @@ let swiftSettings: [SwiftSetting] = [
 /// The samples: a legacy inventory service three times (legacy, wrapped, migrated), the demo that
 /// runs them under load, and small programs for the other capabilities. A package of its own, so
 /// that the library's test build stays light; CI builds it and runs its tests.
+/// Executables export their symbols, so that the watchdog's stacks name the functions of the
+/// program itself, not only those of shared libraries.
+let exportedSymbols: [LinkerSetting] = [.unsafeFlags(["-Xlinker", "--export-dynamic"])]
+
 let package = Package(
     name: "SyncBridgeSamples",
     dependencies: [
@@ -69,9 +73,12 @@ let package = Package(
             dependencies: [
                 "InventoryCore", "InventoryLegacy", "InventoryWrapped", "InventoryMigrated",
                 .product(name: "SyncBridge", package: "SyncBridge"),
+                .product(name: "CLibPQ", package: "SyncBridge"),
+                .product(name: "CMariaDB", package: "SyncBridge"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: swiftSettings,
+            linkerSettings: exportedSymbols
         ),
         .testTarget(
             name: "InventoryTests",

@@ -1,0 +1,176 @@
+import InventoryCore
+import InventoryLegacy
+import InventoryMigrated
+import InventoryWrapped
+import SyncBridge
+import SyncBridgeMariaDB
+import SyncBridgePostgres
+
+extension Demo {
+    /// Runs one mode on one database: a fresh schema, the products, then the load.
+    func runPhase(_ mode: Mode, on database: Database, databases: SampleDatabases) async throws -> PhaseResult {
+        switch (mode, database) {
+        case (.legacy, .postgres), (.legacyGuarded, .postgres):
+            let gate: LegacyInventoryStore.Gate = mode == .legacy ? .dispatchSemaphore : .guardedSemaphore
+            let store = try LegacyInventoryStore(postgres: databases.postgresURL, gate: gate)
+            return try await measure(mode, database, databases, LegacyInventory(store: store), seed: LegacyInventory(store: try LegacyInventoryStore(postgres: databases.postgresURL)))
+        case (.legacy, .mariaDB), (.legacyGuarded, .mariaDB):
+            let gate: LegacyInventoryStore.Gate = mode == .legacy ? .dispatchSemaphore : .guardedSemaphore
+            let store = try LegacyInventoryStore(mariaDB: databases.mariaDBURL, gate: gate)
+            return try await measure(mode, database, databases, LegacyInventory(store: store), seed: LegacyInventory(store: try LegacyInventoryStore(mariaDB: databases.mariaDBURL)))
+        case (.wrapped, .postgres), (.migrated, .postgres):
+            let client = PostgresClient(connectionString: databases.postgresURL, logger: Self.quietLogger)
+            let inventory: any Inventory = mode == .wrapped ? WrappedInventory(client) : PostgresInventory(client: client)
+            return try await withRunning(client) { try await measure(mode, database, databases, inventory, seed: inventory) }
+        case (.wrapped, .mariaDB), (.migrated, .mariaDB):
+            let client = MariaDBClient(configuration: try MariaDBConfiguration(url: databases.mariaDBURL), logger: Self.quietLogger)
+            let inventory: any Inventory = mode == .wrapped ? WrappedInventory(client) : MariaDBInventory(client: client)
+            return try await withRunning(client) { try await measure(mode, database, databases, inventory, seed: inventory) }
+        }
+    }
+
+    /// Runs `body` while `client` keeps its pool in shape; shuts the client down afterwards.
+    private func withRunning<Client: DemoClient>(_ client: Client, _ body: () async throws -> PhaseResult) async throws -> PhaseResult {
+        try await withThrowingTaskGroup { group in
+            group.addTask { try await client.run() }
+            defer { group.cancelAll() }
+            return try await body()
+        }
+    }
+
+    /// Seeds the products through `seed` (for the guarded phase, a store that may be called from
+    /// tasks), then runs the load against `inventory`.
+    private func measure(
+        _ mode: Mode,
+        _ database: Database,
+        _ databases: SampleDatabases,
+        _ inventory: any Inventory,
+        seed: any Inventory
+    ) async throws -> PhaseResult {
+        progress.start("\(mode.label) (\(database.rawValue)): preparing \(productCount) products")
+        try await seed.resetSchema()
+        for number in 0..<productCount {
+            try await seed.addProduct(sku: Self.sku(number), name: "Product \(number)", stock: 1_000_000)
+        }
+        progress.finish()
+
+        let warehouse = try WarehouseSync(database: database, databases: databases, products: productCount)
+        defer { warehouse.stop() }
+        let counter = RequestCounter()
+        let (watchdogBefore, deadlockBefore) = reports.counts
+        let limit = mode == .legacyGuarded ? 10 : nil
+        progress.start("\(mode.label) (\(database.rawValue))", total: limit == nil ? options.phaseDuration : .zero, counter: counter)
+        defer { progress.finish() }
+        let started = ContinuousClock.now
+        let deadline = started + options.phaseDuration
+        var result = PhaseResult(database: database.rawValue, mode: mode.label)
+        let productCount = self.productCount
+        try await withThrowingTaskGroup(of: ClientResult.self) { group in
+            for client in 0..<options.clients {
+                group.addTask {
+                    await Self.runClient(client, inventory: inventory, products: productCount, until: deadline, limit: limit, counter: counter)
+                }
+            }
+            group.addTask { await Self.measureTicks(from: started, until: limit == nil ? deadline : nil) }
+            for try await clientResult in group {
+                result.completed += clientResult.completed
+                result.failed += clientResult.failed
+                result.refused += clientResult.refused
+                result.latencies += clientResult.latencies
+                result.tickDelays += clientResult.tickDelays
+                if limit != nil && result.completed + result.failed >= options.clients * (limit ?? 0) {
+                    group.cancelAll()  // only the tick task is left
+                }
+            }
+        }
+        try Task.checkCancellation()
+        result.elapsed = ContinuousClock.now - started
+        let (watchdogAfter, deadlockAfter) = reports.counts
+        result.watchdogReports = watchdogAfter - watchdogBefore
+        result.deadlockReports = deadlockAfter - deadlockBefore
+        return result
+    }
+
+    static func sku(_ number: Int) -> String { "SKU-\(number)" }
+
+    struct ClientResult: Sendable {
+        var completed = 0
+        var failed = 0
+        var refused = 0
+        var latencies: [Duration] = []
+        var tickDelays: [Duration] = []
+    }
+
+    /// One client: requests back to back until the deadline (or `limit` requests). Each request
+    /// runs in a child task, as a server runs each request's handler in a task of its own, so a
+    /// request's latency includes the time it waited for a thread.
+    static func runClient(
+        _ client: Int,
+        inventory: any Inventory,
+        products: Int,
+        until deadline: ContinuousClock.Instant,
+        limit: Int?,
+        counter: RequestCounter
+    ) async -> ClientResult {
+        var result = ClientResult()
+        var sent = 0
+        while !Task.isCancelled && ContinuousClock.now < deadline && sent < (limit ?? .max) {
+            sent += 1
+            let order = "client-\(client)-\(sent)"
+            let began = ContinuousClock.now
+            async let request: Void = handleRequest(inventory: inventory, products: products, order: order)
+            do {
+                try await request
+                result.latencies.append(ContinuousClock.now - began)
+                result.completed += 1
+                counter.increment()
+            } catch is GuardedWaitError {
+                result.refused += 1
+                result.failed += 1
+            } catch {
+                if Task.isCancelled { break }
+                result.failed += 1
+            }
+        }
+        return result
+    }
+
+    /// One request of the mix: 70 % lookups, 25 % reserve then release, 5 % low-stock reports.
+    static func handleRequest(inventory: any Inventory, products: Int, order: String) async throws {
+        let sku = sku(Int.random(in: 0..<products))
+        switch Int.random(in: 0..<100) {
+        case ..<70:
+            _ = try await inventory.product(sku: sku)
+        case ..<95:
+            let reservation = try await inventory.reserve(sku: sku, quantity: 1, order: order)
+            try await inventory.release(reservation: reservation)
+        default:
+            _ = try await inventory.lowStock(below: 10)
+        }
+    }
+
+    /// An unrelated task that wakes every 10 ms and records how late each wake-up is, counting
+    /// from the phase's start: what the rest of an application feels while the phase runs.
+    static func measureTicks(from start: ContinuousClock.Instant, until deadline: ContinuousClock.Instant?) async -> ClientResult {
+        var result = ClientResult()
+        var expected = start
+        while !Task.isCancelled {
+            expected += .milliseconds(10)
+            do { try await Task.sleep(until: expected) } catch { break }
+            let now = ContinuousClock.now
+            result.tickDelays.append(now - expected)
+            if let deadline, now >= deadline { break }
+            // After a late wake-up, the next tick is due 10 ms from now, not in the past.
+            if now > expected { expected = now }
+        }
+        return result
+    }
+}
+
+/// A client the demo runs while a phase lasts.
+protocol DemoClient: Sendable {
+    func run() async throws
+}
+
+extension PostgresClient: DemoClient {}
+extension MariaDBClient: DemoClient {}
