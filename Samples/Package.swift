@@ -25,16 +25,15 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
     ],
     targets: [
-        // What every form of the inventory service shares: products, errors, the operations.
+        // What the sample programs share: their databases (throwaway or from the environment),
+        // progress lines, Ctrl-C.
         .target(
-            name: "InventoryCore",
-            dependencies: [
-                .product(name: "SyncBridgeTemporaryServers", package: "SyncBridge"),
-                .product(name: "SyncBridgePostgres", package: "SyncBridge"),
-                .product(name: "SyncBridgeMariaDB", package: "SyncBridge"),
-            ],
+            name: "SampleSupport",
+            dependencies: [.product(name: "SyncBridgeTemporaryServers", package: "SyncBridge")],
             swiftSettings: swiftSettings
         ),
+        // What every form of the inventory service shares: products, errors, the operations.
+        .target(name: "InventoryCore", swiftSettings: swiftSettings),
         // The legacy data layer: direct libpq and Connector/C calls, one global connection, a
         // semaphore for callers to take turns.
         .target(
@@ -71,7 +70,7 @@ let package = Package(
         .executableTarget(
             name: "InventoryDemo",
             dependencies: [
-                "InventoryCore", "InventoryLegacy", "InventoryWrapped", "InventoryMigrated",
+                "InventoryCore", "InventoryLegacy", "InventoryWrapped", "InventoryMigrated", "SampleSupport",
                 .product(name: "SyncBridge", package: "SyncBridge"),
                 .product(name: "CLibPQ", package: "SyncBridge"),
                 .product(name: "CMariaDB", package: "SyncBridge"),
@@ -80,10 +79,31 @@ let package = Package(
             swiftSettings: swiftSettings,
             linkerSettings: exportedSymbols
         ),
+        // The watchdog in tests: a heavy report query called the legacy way and the offloaded way.
+        .target(
+            name: "StockValuation",
+            dependencies: [
+                "InventoryCore",
+                .product(name: "CLibPQ", package: "SyncBridge"),
+                .product(name: "SyncBridgePostgres", package: "SyncBridge"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "StockValuationTests",
+            dependencies: [
+                "StockValuation", "InventoryLegacy", "SampleSupport",
+                .product(name: "CLibPQ", package: "SyncBridge"),
+                .product(name: "SyncBridgePostgres", package: "SyncBridge"),
+                .product(name: "SyncBridgeTesting", package: "SyncBridge"),
+            ],
+            swiftSettings: swiftSettings,
+            linkerSettings: exportedSymbols
+        ),
         .testTarget(
             name: "InventoryTests",
             dependencies: [
-                "InventoryCore", "InventoryLegacy", "InventoryWrapped", "InventoryMigrated",
+                "InventoryCore", "InventoryLegacy", "InventoryWrapped", "InventoryMigrated", "SampleSupport",
                 .product(name: "SyncBridge", package: "SyncBridge"),
                 .product(name: "SyncBridgeTesting", package: "SyncBridge"),
             ],

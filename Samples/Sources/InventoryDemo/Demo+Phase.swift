@@ -1,4 +1,5 @@
 import InventoryCore
+import SampleSupport
 import InventoryLegacy
 import InventoryMigrated
 import InventoryWrapped
@@ -56,10 +57,10 @@ extension Demo {
 
         let warehouse = try WarehouseSync(database: database, databases: databases, products: productCount)
         defer { warehouse.stop() }
-        let counter = RequestCounter()
+        let counter = ProgressCounter()
         let (watchdogBefore, deadlockBefore) = reports.counts
         let limit = mode == .legacyGuarded ? 10 : nil
-        progress.start("\(mode.label) (\(database.rawValue))", total: limit == nil ? options.phaseDuration : .zero, counter: counter)
+        progress.start("\(mode.label) (\(database.rawValue))", duration: limit == nil ? options.phaseDuration : .zero, counter: counter)
         defer { progress.finish() }
         let started = ContinuousClock.now
         let deadline = started + options.phaseDuration
@@ -110,7 +111,7 @@ extension Demo {
         products: Int,
         until deadline: ContinuousClock.Instant,
         limit: Int?,
-        counter: RequestCounter
+        counter: ProgressCounter
     ) async -> ClientResult {
         var result = ClientResult()
         var sent = 0

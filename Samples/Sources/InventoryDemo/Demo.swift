@@ -1,5 +1,6 @@
 import Foundation
 import InventoryCore
+import SampleSupport
 import InventoryLegacy
 import InventoryMigrated
 import InventoryWrapped

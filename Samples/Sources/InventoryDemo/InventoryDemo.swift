@@ -7,7 +7,7 @@ import Logging
 import SyncBridge
 import SyncBridgeMariaDB
 import SyncBridgePostgres
-import Synchronization
+import SampleSupport
 
 /// The README's first command: the legacy inventory service under a concurrent load, four ways,
 /// on a throwaway PostgreSQL and MariaDB (or `POSTGRES_URL` / `MARIADB_URL`), with the watchdog
@@ -25,21 +25,9 @@ struct InventoryDemo {
             print("inventory-demo: \(error)\n\(Options.usage)")
             exit(2)
         }
-        // Ctrl-C cancels the run, which then stops its servers; a second Ctrl-C exits at once (the
-        // throwaway servers are deleted at exit all the same).
-        signal(SIGINT, SIG_IGN)
         let run = Task { try await Demo(options: options).run() }
-        let interrupts = Atomic<Int>(0)
-        let signals = DispatchSource.makeSignalSource(signal: SIGINT, queue: DispatchQueue(label: "demo-signals"))
-        signals.setEventHandler {
-            if interrupts.add(1, ordering: .relaxed).newValue == 1 {
-                print("\nInterrupted: stopping the load and the servers (Ctrl-C again to quit at once)")
-                run.cancel()
-            } else {
-                exit(130)
-            }
-        }
-        signals.resume()
+        let interrupts = Interrupts.cancel(run, saying: "Interrupted: stopping the load and the servers")
+        defer { interrupts.cancel() }
         do {
             try await run.value
         } catch is CancellationError {

@@ -2,6 +2,7 @@ import CLibPQ
 import CMariaDB
 import Foundation
 import InventoryCore
+import SampleSupport
 import Synchronization
 
 /// Another program writing to the same tables, as production databases have: twice a second it

@@ -1,5 +1,6 @@
 import Testing
 import InventoryCore
+import SampleSupport
 import InventoryLegacy
 import InventoryMigrated
 import InventoryWrapped
