@@ -29,7 +29,10 @@ let package = Package(
         // progress lines, Ctrl-C.
         .target(
             name: "SampleSupport",
-            dependencies: [.product(name: "SyncBridgeTemporaryServers", package: "SyncBridge")],
+            dependencies: [
+                .product(name: "SyncBridgeTemporaryServers", package: "SyncBridge"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         // What every form of the inventory service shares: products, errors, the operations.
@@ -74,6 +77,18 @@ let package = Package(
                 .product(name: "SyncBridge", package: "SyncBridge"),
                 .product(name: "CLibPQ", package: "SyncBridge"),
                 .product(name: "CMariaDB", package: "SyncBridge"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings,
+            linkerSettings: exportedSymbols
+        ),
+        // Fan-out over blocking calls: bounded concurrency, progress, Ctrl-C, the speed-up.
+        .executableTarget(
+            name: "FanOut",
+            dependencies: [
+                "InventoryCore", "SampleSupport",
+                .product(name: "CLibPQ", package: "SyncBridge"),
+                .product(name: "SyncBridgePostgres", package: "SyncBridge"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings,

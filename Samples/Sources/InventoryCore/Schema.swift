@@ -2,6 +2,7 @@
 public enum InventorySchema {
     /// PostgreSQL's statements, run in order.
     public static let postgres = [
+        "SET client_min_messages = warning",  // no notices for the tables that do not exist yet
         "DROP TABLE IF EXISTS reservations",
         "DROP TABLE IF EXISTS products",
         """

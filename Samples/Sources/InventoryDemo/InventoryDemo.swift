@@ -18,6 +18,7 @@ import SampleSupport
 @main
 struct InventoryDemo {
     static func main() async {
+        SampleLogging.bootstrap()
         let options: Options
         do {
             options = try Options(arguments: Array(CommandLine.arguments.dropFirst()))
