@@ -90,8 +90,27 @@ public final class PostgresClient: Sendable, Service {
     ///     print("order \(notification.payload) changed")
     /// }
     /// ```
+    ///
+    /// Listening starts in the background: a notification sent right after this call may be
+    /// missed. Use ``listen(on:)`` when the first notifications matter.
     public func notifications(on channel: String) -> AsyncStream<PostgresNotification> {
         listener.subscribe(channel)
+    }
+
+    /// The notifications sent on `channel`, returned once the server delivers them to this
+    /// client: every notification sent (committed) after this returns reaches the sequence, as
+    /// long as the listening connection does not break.
+    ///
+    /// ```swift
+    /// let changes = await client.listen(on: "orders")
+    /// try await startProducers()            // nothing they announce is missed
+    /// for await change in changes { … }
+    /// ```
+    ///
+    /// Otherwise as ``notifications(on:)``. Returns early, without waiting, when the client shuts
+    /// down (the sequence is then empty) or the task is cancelled.
+    public func listen(on channel: String) async -> AsyncStream<PostgresNotification> {
+        await listener.subscribeWhenListening(channel)
     }
 
     /// Sends a notification on `channel` (`pg_notify`), delivered when the sending transaction

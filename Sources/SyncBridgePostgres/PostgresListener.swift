@@ -30,6 +30,9 @@ final class PostgresListener: Sendable {
         var loop: Task<Void, Never>?
         /// Channels the current connection listens to.
         var listening: Set<String> = []
+        /// Tasks waiting until a channel is listened to, by channel and waiter id.
+        var listenWaiters: [String: [UInt64: CheckedContinuation<Void, Never>]] = [:]
+        var nextWaiterID: UInt64 = 0
         var isShutDown = false
     }
 
@@ -63,13 +66,41 @@ final class PostgresListener: Sendable {
         return stream
     }
 
+    /// Subscribes to `channel` and returns once the connection listens to it, so that a
+    /// notification sent after this returns reaches the stream. Returns early when the listener
+    /// shuts down (the stream is then finished) or the task is cancelled.
+    func subscribeWhenListening(_ channel: String) async -> AsyncStream<PostgresNotification> {
+        let stream = subscribe(channel)
+        let id = state.withLock { state -> UInt64 in
+            state.nextWaiterID += 1
+            return state.nextWaiterID
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let waits = state.withLock { state -> Bool in
+                    guard !state.isShutDown, !state.listening.contains(channel), !Task.isCancelled else { return false }
+                    state.listenWaiters[channel, default: [:]][id] = continuation
+                    return true
+                }
+                if !waits { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.listenWaiters[channel]?.removeValue(forKey: id) }?.resume()
+        }
+        return stream
+    }
+
     /// Stops listening and ends every subscriber's stream.
     func shutdown() async {
-        let (loop, continuations) = state.withLock { state in
+        let (loop, continuations, waiters) = state.withLock { state in
             state.isShutDown = true
-            defer { state.subscribers = [:] }
-            return (state.loop, state.subscribers.values.flatMap(\.values))
+            defer {
+                state.subscribers = [:]
+                state.listenWaiters = [:]
+            }
+            return (state.loop, state.subscribers.values.flatMap(\.values), state.listenWaiters.values.flatMap(\.values))
         }
+        waiters.forEach { $0.resume() }
         loop?.cancel()
         await loop?.value
         continuations.forEach { $0.finish() }
@@ -111,7 +142,11 @@ final class PostgresListener: Sendable {
         let (wanted, current) = state.withLock { (Set($0.subscribers.keys), $0.listening) }
         for channel in wanted.subtracting(current) {
             try await connection.runSimple("LISTEN \(Self.quoteIdentifier(channel))")
-            state.withLock { _ = $0.listening.insert(channel) }
+            let waiters = state.withLock { state in
+                state.listening.insert(channel)
+                return state.listenWaiters.removeValue(forKey: channel).map { Array($0.values) } ?? []
+            }
+            waiters.forEach { $0.resume() }
         }
         for channel in current.subtracting(wanted) {
             try await connection.runSimple("UNLISTEN \(Self.quoteIdentifier(channel))")

@@ -47,6 +47,30 @@ struct PostgresNotificationTests {
         #expect(otherCount == 0)
     }
 
+    @Test("listen(on:) returns once listening: a notification sent right after it arrives")
+    func listenWaitsUntilListening() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let client = PostgresClient(connectionString: server.connectionString)
+        for round in 0..<5 {
+            let channel = "listen_\(round)_\(UInt32.random(in: 0...UInt32.max))"
+            let notifications = await client.listen(on: channel)
+            try await client.notify(channel: channel, payload: "first \(round)")
+            let first = try await withDeadline(Double(10 * slowdown)) {
+                var iterator = notifications.makeAsyncIterator()
+                return await iterator.next()?.payload
+            }
+            #expect(first == "first \(round)")
+        }
+        await client.shutdown()
+        // After shutdown it returns at once, with an empty sequence.
+        let afterShutdown = try await withDeadline(Double(10 * slowdown)) {
+            var count = 0
+            for await _ in await client.listen(on: "late") { count += 1 }
+            return count
+        }
+        #expect(afterShutdown == 0)
+    }
+
     @Test("after its connection is terminated the listener reconnects and listens again")
     func relisten() async throws {
         let server = try await TemporaryPostgres.shared()
