@@ -94,6 +94,18 @@ let package = Package(
             swiftSettings: swiftSettings,
             linkerSettings: exportedSymbols
         ),
+        // The live feed: LISTEN/NOTIFY and MariaDB polling as AsyncSequences.
+        .executableTarget(
+            name: "LiveFeed",
+            dependencies: [
+                "InventoryCore", "InventoryLegacy", "InventoryMigrated", "SampleSupport",
+                .product(name: "SyncBridgePostgres", package: "SyncBridge"),
+                .product(name: "SyncBridgeMariaDB", package: "SyncBridge"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings,
+            linkerSettings: exportedSymbols
+        ),
         // The watchdog in tests: a heavy report query called the legacy way and the offloaded way.
         .target(
             name: "StockValuation",
