@@ -90,15 +90,22 @@ struct LiveFeed {
         let log = ReservationLog()
         let (writerFinished, finish) = AsyncStream<Never>.makeStream()
         LegacyWriter.start(store: store, log: log, until: .now + .seconds(seconds), then: finish)
-        let delays = try await withThrowingTaskGroup(of: [Duration]?.self) { group in
+        let (seen, delays) = try await withThrowingTaskGroup(of: (Int, [Duration])?.self) { group in
             group.addTask {
+                var seen = 0
                 var delays: [Duration] = []
                 for try await event in feed {
-                    let delay = log.made(event.id).map { ContinuousClock.now - $0 }
-                    if let delay { delays.append(delay) }
-                    print("  \(event)\(delay.map { ", arrived \(milliseconds($0)) after the commit" } ?? "")")
+                    seen += 1
+                    // The writer logs the time when its call returns, just after the commit; a
+                    // notification can be faster than that.
+                    if let delay = log.made(event.id).map({ ContinuousClock.now - $0 }) {
+                        delays.append(delay)
+                        print("  \(event), arrived \(milliseconds(delay)) after the commit")
+                    } else {
+                        print("  \(event), arrived before the writer's call returned")
+                    }
                 }
-                return delays
+                return (seen, delays)
             }
             group.addTask {
                 // Late events get half a second after the writer's last reservation.
@@ -108,10 +115,10 @@ struct LiveFeed {
             }
             _ = try await group.next()
             group.cancelAll()
-            return try await group.compactMap { $0 }.first { _ in true } ?? []
+            return try await group.compactMap { $0 }.first { _ in true } ?? (0, [])
         }
         let median = delays.sorted().dropFirst(delays.count / 2).first
-        return "\(delays.count) of \(log.count) reservations seen, median delay \(median.map(milliseconds) ?? "-")"
+        return "\(seen) of \(log.count) reservations seen, median delay \(median.map(milliseconds) ?? "-")"
     }
 
     static func milliseconds(_ duration: Duration) -> String {
