@@ -106,6 +106,22 @@ let package = Package(
             swiftSettings: swiftSettings,
             linkerSettings: exportedSymbols
         ),
+        // The HTTP service: Hummingbird handlers over the wrapped legacy data layer, with the pool,
+        // the watchdog and the deadlock detector as services; Scripts/load.sh puts it under load.
+        .executableTarget(
+            name: "InventoryServer",
+            dependencies: [
+                "InventoryCore", "InventoryWrapped", "SampleSupport",
+                .product(name: "SyncBridge", package: "SyncBridge"),
+                .product(name: "SyncBridgePostgres", package: "SyncBridge"),
+                .product(name: "SyncBridgeMariaDB", package: "SyncBridge"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings,
+            linkerSettings: exportedSymbols
+        ),
         // The watchdog in tests: a heavy report query called the legacy way and the offloaded way.
         .target(
             name: "StockValuation",

@@ -1,5 +1,5 @@
 /// A product in stock: what every form of the inventory service returns.
-public struct Product: Sendable, Hashable, CustomStringConvertible {
+public struct Product: Sendable, Hashable, Codable, CustomStringConvertible {
     /// The stock-keeping unit, the product's key.
     public var sku: String
     /// The product's name.
