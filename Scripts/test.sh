@@ -2,7 +2,8 @@
 # The test command: installs what the tests need, then runs the whole suite, the tests that must
 # run alone (the watchdog's per-job mode and detection latency) in a pass of their own, and the
 # suite again with the watchdog and the deadlock detector on (no report allowed). The tests start their own throwaway
-# PostgreSQL and MariaDB servers; nothing needs to be configured. Extra arguments go to `swift test` alone (for example `--filter ThreadExecutor`).
+# PostgreSQL and MariaDB servers; nothing needs to be configured. Then the samples (Samples/):
+# built, tested, and run end to end (Scripts/test-samples.sh). Extra arguments go to `swift test` alone (for example `--filter ThreadExecutor`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,4 +39,6 @@ if [ $# -eq 0 ]; then
         exit 1
     fi
     echo "The watchdog reported nothing; the deadlock detector reported nothing."
+
+    bash Scripts/test-samples.sh
 fi
