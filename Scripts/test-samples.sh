@@ -3,10 +3,12 @@
 # warning in their own code, runs their tests against throwaway servers, checks that the watchdog
 # trait fails the sample test that blocks the cooperative pool, puts the HTTP sample under load
 # (no watchdog or deadlock report allowed, graceful shutdown), and runs the demo and the other
-# programs end to end, briefly.
+# programs end to end, briefly. First, the code quoted in README.md and MIGRATION.md must still be
+# the samples' code (Scripts/check-snippets.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash Scripts/install-dependencies.sh
+python3 Scripts/check-snippets.py
 cd Samples
 log="$(mktemp)"
 

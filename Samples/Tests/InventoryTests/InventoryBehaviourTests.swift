@@ -1,6 +1,11 @@
 import InventoryCore
 import Testing
 
+/// The suites that drop and create the inventory's tables on the shared servers: one at a time.
+@Suite(.serialized)
+enum InventoryTables {}
+
+extension InventoryTables {
 /// One behavioural suite for every form of the inventory service, on both databases: the legacy
 /// service, the wrapped one and the migrated one must answer the same inputs with the same
 /// results and the same errors, so each migration step keeps behaviour.
@@ -125,4 +130,5 @@ struct InventoryBehaviourTests {
             #expect(try await inventory.product(sku: "HOT") == Product(sku: "HOT", name: "Popular", stock: 10, reserved: 10))
         }
     }
+}
 }
