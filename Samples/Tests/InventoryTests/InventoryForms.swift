@@ -1,11 +1,12 @@
-import Testing
 import InventoryCore
-import SampleSupport
 import InventoryLegacy
 import InventoryMigrated
 import InventoryWrapped
+import SampleSupport
+import SyncBridge
 import SyncBridgeMariaDB
 import SyncBridgePostgres
+import Testing
 
 /// One form of the service (legacy, wrapped, migrated) on one database: what each behavioural test
 /// runs against.
@@ -28,9 +29,9 @@ struct InventoryForm: Sendable, CustomTestStringConvertible {
         let databases = try await SampleDatabases.shared()
         switch (stage, database) {
         case (.legacy, .postgres):
-            try await run(LegacyInventory(store: try LegacyInventoryStore(postgres: databases.postgresURL)), body)
+            try await run(LegacyCallers(store: try LegacyInventoryStore(postgres: databases.postgresURL)), body)
         case (.legacy, .mariaDB):
-            try await run(LegacyInventory(store: try LegacyInventoryStore(mariaDB: databases.mariaDBURL)), body)
+            try await run(LegacyCallers(store: try LegacyInventoryStore(mariaDB: databases.mariaDBURL)), body)
         case (.wrapped, .postgres):
             let client = PostgresClient(connectionString: databases.postgresURL)
             try await run(WrappedInventory(client), service: client, body)
@@ -76,3 +77,42 @@ protocol DatabaseClient: Sendable {
 
 extension PostgresClient: DatabaseClient {}
 extension MariaDBClient: DatabaseClient {}
+
+/// The legacy store called the way the legacy program calls it: from threads of its own (here a
+/// pool of 8, like a thread-per-request server's workers), never from a cooperative thread. The
+/// tests thereby check the legacy behaviour without blocking the cooperative pool, which would
+/// stall the tests that run beside them (the demo shows what calling it from tasks does).
+struct LegacyCallers: Inventory {
+    let store: LegacyInventoryStore
+    static let threads = BlockingPool(name: "legacy-callers", threadCount: 8)
+
+    var name: String { "legacy (\(store.databaseName))" }
+
+    func resetSchema() async throws {
+        try await Self.threads.run { [store] in try store.resetSchema() }
+    }
+
+    func addProduct(sku: String, name: String, stock: Int) async throws {
+        try await Self.threads.run { [store] in try store.addProduct(sku: sku, name: name, stock: stock) }
+    }
+
+    func product(sku: String) async throws -> Product? {
+        try await Self.threads.run { [store] in try store.product(sku: sku) }
+    }
+
+    func reserve(sku: String, quantity: Int, order: String) async throws -> Int {
+        try await Self.threads.run { [store] in try store.reserve(sku: sku, quantity: quantity, order: order) }
+    }
+
+    func release(reservation: Int) async throws {
+        try await Self.threads.run { [store] in try store.release(reservation: reservation) }
+    }
+
+    func restock(sku: String, quantity: Int) async throws {
+        try await Self.threads.run { [store] in try store.restock(sku: sku, quantity: quantity) }
+    }
+
+    func lowStock(below threshold: Int) async throws -> [Product] {
+        try await Self.threads.run { [store] in try store.lowStock(below: threshold) }
+    }
+}

@@ -8,12 +8,11 @@ import Testing
 struct PriceBridgeTests {
     let prices = PriceList(prices: ["MUG": 1250, "BOWL": 899])
     let order = ["MUG": 2, "BOWL": 3]
-    static let legacyThreads = BlockingPool(name: "legacy-callers", threadCount: 2)
 
     @Test("on a legacy thread both bridges give the same totals")
     func sameAnswers() async throws {
         let (prices, order) = (self.prices, self.order)
-        let (blocking, guarded, unknown) = try await Self.legacyThreads.run {
+        let (blocking, guarded, unknown) = try await LegacyCallers.threads.run {
             (
                 PriceBridge.totalBlocking(of: order, in: prices),
                 try PriceBridge.total(of: order, in: prices),
