@@ -30,16 +30,8 @@ struct FanOut {
                 exit(2)
             }
         }
-        let run = Task { [items, concurrency] in try await Self.run(items: items, concurrency: concurrency) }
-        let interrupts = Interrupts.cancel(run, saying: "Interrupted: cancelling the lookups in flight")
-        defer { interrupts.cancel() }
-        do {
-            try await run.value
-        } catch is CancellationError {
-            exit(130)
-        } catch {
-            print("fan-out failed: \(error)")
-            exit(1)
+        await SampleMain.run("fan-out", interruptMessage: "Interrupted: cancelling the lookups in flight") { [items, concurrency] in
+            try await Self.run(items: items, concurrency: concurrency)
         }
     }
 

@@ -26,16 +26,8 @@ struct InventoryDemo {
             print("inventory-demo: \(error)\n\(Options.usage)")
             exit(2)
         }
-        let run = Task { try await Demo(options: options).run() }
-        let interrupts = Interrupts.cancel(run, saying: "Interrupted: stopping the load and the servers")
-        defer { interrupts.cancel() }
-        do {
-            try await run.value
-        } catch is CancellationError {
-            exit(130)
-        } catch {
-            print("inventory-demo failed: \(error)")
-            exit(1)
+        await SampleMain.run("inventory-demo", interruptMessage: "Interrupted: stopping the load and the servers") {
+            try await Demo(options: options).run()
         }
     }
 }

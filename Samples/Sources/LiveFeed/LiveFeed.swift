@@ -27,16 +27,8 @@ struct LiveFeed {
             }
             seconds = value
         }
-        let run = Task { [seconds] in try await Self.run(seconds: seconds) }
-        let interrupts = Interrupts.cancel(run, saying: "Interrupted: stopping the feeds and the servers")
-        defer { interrupts.cancel() }
-        do {
-            try await run.value
-        } catch is CancellationError {
-            exit(130)
-        } catch {
-            print("live-feed failed: \(error)")
-            exit(1)
+        await SampleMain.run("live-feed", interruptMessage: "Interrupted: stopping the feeds and the servers") { [seconds] in
+            try await Self.run(seconds: seconds)
         }
     }
 

@@ -25,3 +25,33 @@ public enum Interrupts {
         return source
     }
 }
+
+/// How the sample programs run their work: in a task that the first Ctrl-C cancels (the work then
+/// cleans up after itself), with exit status 0 when it finishes, 130 when it was interrupted, and
+/// 1, after printing the error, when it failed.
+public enum SampleMain {
+    /// Runs `work` and exits the process.
+    ///
+    /// - Parameters:
+    ///   - name: The program's name, for its error message.
+    ///   - interruptMessage: What the first Ctrl-C prints.
+    ///   - work: The program.
+    public static func run(
+        _ name: String,
+        interruptMessage: String,
+        _ work: @escaping @Sendable () async throws -> Void
+    ) async -> Never {
+        let task = Task { try await work() }
+        let interrupts = Interrupts.cancel(task, saying: interruptMessage)
+        do {
+            try await task.value
+            interrupts.cancel()
+            exit(0)
+        } catch is CancellationError {
+            exit(130)
+        } catch {
+            print("\(name) failed: \(error)")
+            exit(1)
+        }
+    }
+}
