@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs the whole suite, the tests that must
 # run alone (the watchdog's per-job mode and detection latency) in a pass of their own, and the
-# suite again with the watchdog and the deadlock detector on (no report allowed). The tests start their own throwaway
-# PostgreSQL and MariaDB servers; nothing needs to be configured. Then the samples (Samples/):
-# built, tested, and run end to end (Scripts/test-samples.sh). Extra arguments go to `swift test` alone (for example `--filter ThreadExecutor`).
+# suite again with the watchdog and the deadlock detector on (no report allowed); then the samples
+# (Samples/): built, tested and run end to end (Scripts/test-samples.sh). The tests start their own
+# throwaway PostgreSQL and MariaDB servers; nothing needs to be configured. Extra arguments go to
+# the library's `swift test` alone (for example `--filter ThreadExecutor`), and skip the other
+# passes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
