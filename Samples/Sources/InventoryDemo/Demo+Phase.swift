@@ -1,8 +1,8 @@
 import InventoryCore
-import SampleSupport
 import InventoryLegacy
 import InventoryMigrated
 import InventoryWrapped
+import SampleSupport
 import SyncBridge
 import SyncBridgeMariaDB
 import SyncBridgePostgres
@@ -11,14 +11,17 @@ extension Demo {
     /// Runs one mode on one database: a fresh schema, the products, then the load.
     func runPhase(_ mode: Mode, on database: Database, databases: SampleDatabases) async throws -> PhaseResult {
         switch (mode, database) {
-        case (.legacy, .postgres), (.legacyGuarded, .postgres):
-            let gate: LegacyInventoryStore.Gate = mode == .legacy ? .dispatchSemaphore : .guardedSemaphore
-            let store = try LegacyInventoryStore(postgres: databases.postgresURL, gate: gate)
-            return try await measure(mode, database, databases, LegacyInventory(store: store), seed: LegacyInventory(store: try LegacyInventoryStore(postgres: databases.postgresURL)))
-        case (.legacy, .mariaDB), (.legacyGuarded, .mariaDB):
-            let gate: LegacyInventoryStore.Gate = mode == .legacy ? .dispatchSemaphore : .guardedSemaphore
-            let store = try LegacyInventoryStore(mariaDB: databases.mariaDBURL, gate: gate)
-            return try await measure(mode, database, databases, LegacyInventory(store: store), seed: LegacyInventory(store: try LegacyInventoryStore(mariaDB: databases.mariaDBURL)))
+        case (.legacy, _), (.legacyGuarded, _):
+            func legacyStore(_ gate: LegacyInventoryStore.Gate) throws -> LegacyInventoryStore {
+                switch database {
+                case .postgres: try LegacyInventoryStore(postgres: databases.postgresURL, gate: gate)
+                case .mariaDB: try LegacyInventoryStore(mariaDB: databases.mariaDBURL, gate: gate)
+                }
+            }
+            let inventory = LegacyInventory(store: try legacyStore(mode == .legacy ? .dispatchSemaphore : .guardedSemaphore))
+            // The guarded store refuses every call from a task: a plain one seeds the products.
+            let seed = LegacyInventory(store: try legacyStore(.dispatchSemaphore))
+            return try await measure(mode, database, databases, inventory, seed: seed)
         case (.wrapped, .postgres), (.migrated, .postgres):
             let client = PostgresClient(connectionString: databases.postgresURL, logger: Self.quietLogger)
             let inventory: any Inventory = mode == .wrapped ? WrappedInventory(client) : PostgresInventory(client: client)

@@ -1,13 +1,8 @@
 import Foundation
 import InventoryCore
-import SampleSupport
-import InventoryLegacy
-import InventoryMigrated
-import InventoryWrapped
 import Logging
+import SampleSupport
 import SyncBridge
-import SyncBridgeMariaDB
-import SyncBridgePostgres
 import Synchronization
 
 /// Counts the watchdog's and the detector's reports and keeps the first of each kind to print.

@@ -1,12 +1,4 @@
 import Foundation
-import InventoryCore
-import InventoryLegacy
-import InventoryMigrated
-import InventoryWrapped
-import Logging
-import SyncBridge
-import SyncBridgeMariaDB
-import SyncBridgePostgres
 import SampleSupport
 
 /// The README's first command: the legacy inventory service under a concurrent load, four ways,

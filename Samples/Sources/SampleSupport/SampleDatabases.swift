@@ -1,5 +1,5 @@
-import SyncBridgeTemporaryServers
 import Foundation
+import SyncBridgeTemporaryServers
 
 /// The databases a sample talks to: the servers that `POSTGRES_URL` and `MARIADB_URL` name, or
 /// throwaway local servers started for the run (and deleted when it ends, even on Ctrl-C).
