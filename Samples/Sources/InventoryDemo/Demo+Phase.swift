@@ -61,7 +61,7 @@ extension Demo {
         let warehouse = try WarehouseSync(database: database, databases: databases, products: productCount)
         defer { warehouse.stop() }
         let counter = ProgressCounter()
-        let (watchdogBefore, deadlockBefore) = reports.counts
+        let (watchdogBefore, deadlockBefore) = await reports.settledCounts()
         let limit = mode == .legacyGuarded ? 10 : nil
         progress.start("\(mode.label) (\(database.rawValue))", duration: limit == nil ? options.phaseDuration : .zero, counter: counter)
         defer { progress.finish() }
@@ -89,7 +89,7 @@ extension Demo {
         }
         try Task.checkCancellation()
         result.elapsed = ContinuousClock.now - started
-        let (watchdogAfter, deadlockAfter) = reports.counts
+        let (watchdogAfter, deadlockAfter) = await reports.settledCounts()
         result.watchdogReports = watchdogAfter - watchdogBefore
         result.deadlockReports = deadlockAfter - deadlockBefore
         return result

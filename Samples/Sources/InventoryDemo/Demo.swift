@@ -34,6 +34,24 @@ final class ReportLog: Sendable {
         state.withLock { ($0.watchdogReports, $0.deadlockReports) }
     }
 
+    /// The counts once the reports of what already happened have arrived: the watchdog and the
+    /// detector deliver from threads of their own, a little later. Waits until the counts stay
+    /// the same for 200 ms, at most 2 s.
+    func settledCounts() async -> (watchdog: Int, deadlock: Int) {
+        var last = counts
+        var unchangedSince = ContinuousClock.now
+        let deadline = ContinuousClock.now + .seconds(2)
+        while ContinuousClock.now < deadline && ContinuousClock.now - unchangedSince < .milliseconds(200) {
+            try? await Task.sleep(for: .milliseconds(20))
+            let now = counts
+            if now != last {
+                last = now
+                unchangedSince = .now
+            }
+        }
+        return last
+    }
+
     /// The first stall report with stacks, once.
     func takeFirstStall() -> WatchdogReport? {
         state.withLock { state in
