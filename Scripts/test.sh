@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs the whole suite, the tests that must
-# run alone (the watchdog's per-job mode and detection latency) in a pass of their own, and the
+# run alone (the watchdog's per-job mode, stall reports and detection latency) in a pass of their own, and the
 # suite again with the watchdog and the deadlock detector on (no report allowed); then the samples
 # (Samples/): built, tested and run end to end (Scripts/test-samples.sh). The tests start their own
 # throwaway PostgreSQL and MariaDB servers; nothing needs to be configured. Extra arguments go to
@@ -14,7 +14,7 @@ swift build --build-tests -Xswiftc -warnings-as-errors
 swift test --skip-build "$@"
 
 if [ $# -eq 0 ]; then
-    echo "== The tests that run alone: the watchdog's per-job mode and its detection latency =="
+    echo "== The tests that run alone: the watchdog's per-job mode, stall reports and detection latency =="
     # Per-job mode takes over every job of the process, and a latency bound needs a machine that
     # other tests do not load.
     SYNCBRIDGE_SOLO_TESTS=1 swift test --skip-build --filter Solo

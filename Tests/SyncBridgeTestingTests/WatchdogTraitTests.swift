@@ -51,11 +51,18 @@ struct WatchdogTraitTests {
         }
     }
 
+    // Runs in the pass of its own: beside the whole suite, the blocked band's probes sometimes
+    // wait for a CPU or for a thread of the shared limit, and the watchdog rightly counts that as
+    // starvation instead of reporting a stall (seen once in CI).
     @Test(
         "a test that blocks a whole band fails with the stall and the blocked stacks",
+        .enabled(
+            if: ProcessInfo.processInfo.environment["SYNCBRIDGE_SOLO_TESTS"] == "1",
+            "a stall report needs a machine other tests do not load: SYNCBRIDGE_SOLO_TESTS=1 swift test --filter Solo"
+        ),
         .enabled(if: slowdown == 1, "waits for a stall report: runs in the passes without ThreadSanitizer")
     )
-    func stallFails() async throws {
+    func testSoloStallFails() async throws {
         let seen = Locked<[String]>([])
         let trait = WatchdogTrait.watchdog(threshold: .milliseconds(50))
         try await withKnownIssue {
