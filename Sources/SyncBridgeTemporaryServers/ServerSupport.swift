@@ -40,17 +40,30 @@ enum ServerSupport {
         return nil
     }
 
-    /// Runs a command to completion and returns its combined output.
-    /// - Throws: ``TemporaryServerError`` naming the command and its output when it fails.
-    @discardableResult
-    static func run(_ arguments: [String], asUser user: String? = nil, what: String) throws -> String {
-        let process = Process()
+    /// A process for `arguments`, run as `user` through `runuser` when this process is root; also
+    /// returns the full command line.
+    private static func makeProcess(_ arguments: [String], asUser user: String?) -> (Process, [String]) {
         var arguments = arguments
         if let user, isRoot {
             arguments = ["/usr/sbin/runuser", "-u", user, "--"] + arguments
         }
+        let process = Process()
         process.executableURL = URL(fileURLWithPath: arguments[0])
         process.arguments = Array(arguments.dropFirst())
+        return (process, arguments)
+    }
+
+    /// Runs `body` on the pool to its end even when the calling task is cancelled: clean-up that
+    /// an interrupted program runs must still happen.
+    static func runToCompletion(_ body: @escaping @Sendable () -> Void) async {
+        await Task.detached { _ = try? await pool.run { body() } }.value
+    }
+
+    /// Runs a command to completion and returns its combined output.
+    /// - Throws: ``TemporaryServerError`` naming the command and its output when it fails.
+    @discardableResult
+    static func run(_ arguments: [String], asUser user: String? = nil, what: String) throws -> String {
+        let (process, arguments) = makeProcess(arguments, asUser: user)
         let output = Pipe()
         process.standardOutput = output
         process.standardError = output
@@ -73,13 +86,7 @@ enum ServerSupport {
 
     /// Starts a long-running server process whose output goes to `logPath`.
     static func spawn(_ arguments: [String], asUser user: String? = nil, logPath: String) throws -> Process {
-        let process = Process()
-        var arguments = arguments
-        if let user, isRoot {
-            arguments = ["/usr/sbin/runuser", "-u", user, "--"] + arguments
-        }
-        process.executableURL = URL(fileURLWithPath: arguments[0])
-        process.arguments = Array(arguments.dropFirst())
+        let (process, _) = makeProcess(arguments, asUser: user)
         guard FileManager.default.createFile(atPath: logPath, contents: nil) else {
             throw TemporaryServerError("could not create the log file \(logPath)")
         }

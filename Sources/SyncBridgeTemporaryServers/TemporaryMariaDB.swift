@@ -120,9 +120,9 @@ public final class TemporaryMariaDB: Sendable {
         return server
     }
 
-    /// Stops the server and deletes its folder.
+    /// Stops the server and deletes its folder, also when the calling task is cancelled.
     public func stop() async {
-        _ = try? await ServerSupport.pool.run { self.stopBlocking() }
+        await ServerSupport.runToCompletion { self.stopBlocking() }
     }
 
     /// Kills the server (`SIGKILL`, like a crash) and starts it again on the same port and data,

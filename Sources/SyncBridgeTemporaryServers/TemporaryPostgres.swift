@@ -125,9 +125,9 @@ public final class TemporaryPostgres: Sendable {
         return server
     }
 
-    /// Stops the server and deletes its folder.
+    /// Stops the server and deletes its folder, also when the calling task is cancelled.
     public func stop() async {
-        _ = try? await ServerSupport.pool.run { self.stopBlocking() }
+        await ServerSupport.runToCompletion { self.stopBlocking() }
     }
 
     /// Stops the server the hard way (like a crash or power loss: `SIGQUIT`, no checkpoint) and

@@ -102,6 +102,29 @@ struct RawClientTests {
         #expect(!Self.accepts(port: port))
     }
 
+    @Test("stop() cleans up also when called from a cancelled task (a program interrupted by Ctrl-C)",
+          arguments: ["postgres", "mariadb"])
+    func stopInCancelledTask(kind: String) async throws {
+        let (directory, port): (String, Int)
+        if kind == "postgres" {
+            let server = try await TemporaryPostgres.start()
+            (directory, port) = (server.directory, server.port)
+            await Task {
+                withUnsafeCurrentTask { $0?.cancel() }
+                await server.stop()
+            }.value
+        } else {
+            let server = try await TemporaryMariaDB.start()
+            (directory, port) = (server.directory, server.port)
+            await Task {
+                withUnsafeCurrentTask { $0?.cancel() }
+                await server.stop()
+            }.value
+        }
+        #expect(!FileManager.default.fileExists(atPath: directory))
+        #expect(!Self.accepts(port: port))
+    }
+
     /// Whether something accepts TCP connections on 127.0.0.1:`port`.
     static func accepts(port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
