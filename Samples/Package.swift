@@ -78,6 +78,7 @@ let package = Package(
                 .product(name: "CLibPQ", package: "SyncBridge"),
                 .product(name: "CMariaDB", package: "SyncBridge"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings,
             linkerSettings: exportedSymbols
@@ -149,6 +150,7 @@ let package = Package(
                 "InventoryCore", "InventoryLegacy", "InventoryWrapped", "InventoryMigrated", "SampleSupport",
                 .product(name: "SyncBridge", package: "SyncBridge"),
                 .product(name: "SyncBridgeTesting", package: "SyncBridge"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -61,7 +61,7 @@ struct FanOut {
                     _ = try SupplierCatalogue.lookUp(connection, sku: "SKU-\(number)")
                 }
             }
-            let sequentialRate = Double(sample) / seconds(ContinuousClock.now - sequentialStart)
+            let sequentialRate = Double(sample) / (ContinuousClock.now - sequentialStart).inSeconds
 
             // The fan-out: at most `concurrency` lookups in flight, each on a pooled connection's
             // thread; the task group starts the next one as soon as one finishes.
@@ -87,7 +87,7 @@ struct FanOut {
                 }
                 return prices
             }
-            let fanOutRate = Double(items) / seconds(ContinuousClock.now - fanOutStart)
+            let fanOutRate = Double(items) / (ContinuousClock.now - fanOutStart).inSeconds
             progress.finish()
 
             let wrong = prices.indices.filter { prices[$0] != SupplierCatalogue.price(of: $0) }
@@ -118,11 +118,6 @@ struct FanOut {
             await client.shutdown()
             await databases.stop()
         }.value
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        let (seconds, attoseconds) = duration.components
-        return Double(seconds) + Double(attoseconds) / 1e18
     }
 }
 

@@ -3,6 +3,7 @@ import InventoryLegacy
 import InventoryMigrated
 import InventoryWrapped
 import SampleSupport
+import ServiceLifecycle
 import SyncBridge
 import SyncBridgeMariaDB
 import SyncBridgePostgres
@@ -34,7 +35,7 @@ extension Demo {
     }
 
     /// Runs `body` while `client` keeps its pool in shape; shuts the client down afterwards.
-    private func withRunning<Client: DemoClient>(_ client: Client, _ body: () async throws -> PhaseResult) async throws -> PhaseResult {
+    private func withRunning(_ client: some Service, _ body: () async throws -> PhaseResult) async throws -> PhaseResult {
         try await withThrowingTaskGroup { group in
             group.addTask { try await client.run() }
             defer { group.cancelAll() }
@@ -170,11 +171,3 @@ extension Demo {
         return result
     }
 }
-
-/// A client the demo runs while a phase lasts.
-protocol DemoClient: Sendable {
-    func run() async throws
-}
-
-extension PostgresClient: DemoClient {}
-extension MariaDBClient: DemoClient {}

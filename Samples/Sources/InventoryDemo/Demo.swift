@@ -158,7 +158,7 @@ struct Demo: Sendable {
         var parts: [String] = []
         if result.completed > 0 {
             parts.append("\(Int(result.requestsPerSecond)) requests/s")
-            if let p99 = result.latencies.percentile(0.99) { parts.append("p99 \(ResultTable.format(p99.milliseconds, decimals: 1)) ms") }
+            if let p99 = result.latencies.percentile(0.99) { parts.append("p99 \(ResultTable.format(p99.inMilliseconds, decimals: 1)) ms") }
         }
         if result.refused > 0 { parts.append("\(result.refused) of \(result.refused + result.completed) requests refused") }
         parts.append("\(result.watchdogReports) watchdog reports, \(result.deadlockReports) deadlock reports")
@@ -183,7 +183,7 @@ struct Demo: Sendable {
     }
 
     static func format(_ duration: Duration) -> String {
-        let seconds = duration.seconds
+        let seconds = duration.inSeconds
         return seconds == seconds.rounded() ? "\(Int(seconds)) s" : String(format: "%.1f s", seconds)
     }
 }

@@ -1,3 +1,5 @@
+import SampleSupport
+
 /// What one phase of the demo measured.
 struct PhaseResult: Sendable {
     var database: String
@@ -12,18 +14,9 @@ struct PhaseResult: Sendable {
     var deadlockReports = 0
 
     var requestsPerSecond: Double {
-        let seconds = elapsed.seconds
+        let seconds = elapsed.inSeconds
         return seconds > 0 ? Double(completed) / seconds : 0
     }
-}
-
-extension Duration {
-    var seconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
-    }
-
-    var milliseconds: Double { seconds * 1000 }
 }
 
 extension Array where Element == Duration {
@@ -46,9 +39,9 @@ enum ResultTable {
                 result.database,
                 result.mode,
                 result.completed == 0 ? "-" : format(result.requestsPerSecond, decimals: 0),
-                result.latencies.percentile(0.5).map { format($0.milliseconds, decimals: 2) } ?? "-",
-                result.latencies.percentile(0.99).map { format($0.milliseconds, decimals: 2) } ?? "-",
-                result.tickDelays.percentile(0.99).map { format($0.milliseconds, decimals: 1) } ?? "-",
+                result.latencies.percentile(0.5).map { format($0.inMilliseconds, decimals: 2) } ?? "-",
+                result.latencies.percentile(0.99).map { format($0.inMilliseconds, decimals: 2) } ?? "-",
+                result.tickDelays.percentile(0.99).map { format($0.inMilliseconds, decimals: 1) } ?? "-",
                 String(result.watchdogReports),
                 String(result.deadlockReports),
                 result.refused > 0 ? "\(result.failed) (\(result.refused) refused)" : String(result.failed),

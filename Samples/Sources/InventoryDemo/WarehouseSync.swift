@@ -2,6 +2,7 @@ import CLibPQ
 import CMariaDB
 import Foundation
 import InventoryCore
+import InventoryLegacy
 import SampleSupport
 import Synchronization
 
@@ -49,23 +50,9 @@ private final class RawConnection: @unchecked Sendable {
     init(database: Database, databases: SampleDatabases) throws {
         switch database {
         case .postgres:
-            guard let connection = PQconnectdb(databases.postgresURL), PQstatus(connection) == CONNECTION_OK else {
-                throw DemoError("the warehouse job could not connect to PostgreSQL")
-            }
-            postgres = connection
-            mariaDB = nil
+            (postgres, mariaDB) = (try PostgresInventorySQL.connect(databases.postgresURL), nil)
         case .mariaDB:
-            guard let components = URLComponents(string: databases.mariaDBURL),
-                let connection = mysql_init(nil),
-                mysql_real_connect(
-                    connection, components.host, components.user, components.password,
-                    String(components.path.dropFirst()), UInt32(components.port ?? 3306), nil, 0
-                ) != nil
-            else {
-                throw DemoError("the warehouse job could not connect to MariaDB")
-            }
-            postgres = nil
-            mariaDB = connection
+            (postgres, mariaDB) = (nil, try MariaDBInventorySQL.connect(url: databases.mariaDBURL))
         }
     }
 

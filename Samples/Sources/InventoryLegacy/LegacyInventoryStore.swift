@@ -2,7 +2,7 @@ import CLibPQ
 public import CMariaDB
 public import InventoryCore
 import Dispatch
-import SyncBridge
+public import SyncBridge
 
 /// The legacy inventory service: one connection for the whole process, opened at start-up, and a
 /// semaphore through which every caller (thread or task) takes its turn on it.
@@ -167,44 +167,63 @@ public final class LegacyInventoryStore: @unchecked Sendable {
     }
 }
 
-/// The legacy store behind the async ``Inventory`` interface the way teams often start: the
-/// methods are marked `async` and call the blocking code directly, on whatever cooperative thread
-/// the task runs on. It behaves correctly, and it is what the watchdog and the deadlock detector
-/// exist to find.
+/// The legacy store behind the async ``Inventory`` interface.
+///
+/// Without `callers`, the way teams often start: the methods are marked `async` and call the
+/// blocking code directly, on whatever cooperative thread the task runs on. It behaves correctly,
+/// and it is what the watchdog and the deadlock detector exist to find (the demo runs it so).
+/// With `callers`, each call runs on one of that pool's threads, as the legacy program's own
+/// threads call the store (the behavioural tests run it so, without blocking the cooperative pool).
 public struct LegacyInventory: Inventory {
     /// The store every call goes to.
     public let store: LegacyInventoryStore
+    /// The threads that call the store, or `nil` for the calling task's own thread.
+    public let callers: BlockingPool?
 
     /// Wraps a store.
-    public init(store: LegacyInventoryStore) {
+    ///
+    /// - Parameters:
+    ///   - store: The legacy store.
+    ///   - callers: Threads to call it from; `nil` calls it from the calling task's thread.
+    public init(store: LegacyInventoryStore, callers: BlockingPool? = nil) {
         self.store = store
+        self.callers = callers
     }
 
     /// `legacy (PostgreSQL)`.
     public var name: String { "legacy (\(store.databaseName))" }
 
+    /// Calls the store from `callers`, or right here.
+    private func call<Result: Sendable>(_ body: @escaping @Sendable (LegacyInventoryStore) throws -> Result) async throws -> Result {
+        let store = self.store
+        guard let callers else { return try body(store) }
+        return try await callers.run { try body(store) }
+    }
+
     /// See ``Inventory/resetSchema()``.
-    public func resetSchema() async throws { try store.resetSchema() }
+    public func resetSchema() async throws { try await call { try $0.resetSchema() } }
 
     /// See ``Inventory/addProduct(sku:name:stock:)``.
     public func addProduct(sku: String, name: String, stock: Int) async throws {
-        try store.addProduct(sku: sku, name: name, stock: stock)
+        try await call { try $0.addProduct(sku: sku, name: name, stock: stock) }
     }
 
     /// See ``Inventory/product(sku:)``.
-    public func product(sku: String) async throws -> Product? { try store.product(sku: sku) }
+    public func product(sku: String) async throws -> Product? { try await call { try $0.product(sku: sku) } }
 
     /// See ``Inventory/reserve(sku:quantity:order:)``.
     public func reserve(sku: String, quantity: Int, order: String) async throws -> Int {
-        try store.reserve(sku: sku, quantity: quantity, order: order)
+        try await call { try $0.reserve(sku: sku, quantity: quantity, order: order) }
     }
 
     /// See ``Inventory/release(reservation:)``.
-    public func release(reservation: Int) async throws { try store.release(reservation: reservation) }
+    public func release(reservation: Int) async throws { try await call { try $0.release(reservation: reservation) } }
 
     /// See ``Inventory/restock(sku:quantity:)``.
-    public func restock(sku: String, quantity: Int) async throws { try store.restock(sku: sku, quantity: quantity) }
+    public func restock(sku: String, quantity: Int) async throws {
+        try await call { try $0.restock(sku: sku, quantity: quantity) }
+    }
 
     /// See ``Inventory/lowStock(below:)``.
-    public func lowStock(below threshold: Int) async throws -> [Product] { try store.lowStock(below: threshold) }
+    public func lowStock(below threshold: Int) async throws -> [Product] { try await call { try $0.lowStock(below: threshold) } }
 }

@@ -74,7 +74,7 @@ struct InventoryServer {
         // Services shut down in reverse order: the HTTP server first (in-flight requests finish),
         // then the pool, the detector and the watchdog.
         try await app.runService()
-        await Task.detached { await databases.stop() }.value
+        await databases.stop()
         logger.info(
             "stopped",
             metadata: ["watchdog_reports": "\(health.counts.watchdog)", "deadlock_reports": "\(health.counts.deadlock)"]

@@ -64,10 +64,10 @@ struct LiveFeed {
             )
             await mariaDB.shutdown()
         } catch {
-            await Task.detached { await databases.stop() }.value
+            await databases.stop()
             throw error
         }
-        await Task.detached { await databases.stop() }.value
+        await databases.stop()
         print("\n" + summaries.joined(separator: "\n"))
     }
 
@@ -114,8 +114,7 @@ struct LiveFeed {
     }
 
     static func milliseconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        return String(format: "%.1f ms", Double(seconds) * 1000 + Double(attoseconds) / 1e15)
+        String(format: "%.1f ms", duration.inMilliseconds)
     }
 }
 

@@ -80,9 +80,8 @@ public final class ProgressLine: Sendable {
     private func redraw(_ generation: Int) -> Bool {
         state.withLock { state in
             guard state.generation == generation else { return false }
-            let elapsed = (ContinuousClock.now - state.started).components
-            let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
-            var line = "  \(state.label): \(String(format: "%.1f", seconds)) s"
+            let elapsed = (ContinuousClock.now - state.started).inSeconds
+            var line = "  \(state.label): \(String(format: "%.1f", elapsed)) s"
             if state.duration > .zero { line += " of \(state.duration.components.seconds) s" }
             if let counter = state.counter {
                 line += ", \(counter.value)"

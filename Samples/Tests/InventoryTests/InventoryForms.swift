@@ -3,6 +3,7 @@ import InventoryLegacy
 import InventoryMigrated
 import InventoryWrapped
 import SampleSupport
+import ServiceLifecycle
 import SyncBridge
 import SyncBridgeMariaDB
 import SyncBridgePostgres
@@ -29,9 +30,9 @@ struct InventoryForm: Sendable, CustomTestStringConvertible {
         let databases = try await SampleDatabases.shared()
         switch (stage, database) {
         case (.legacy, .postgres):
-            try await run(LegacyCallers(store: try LegacyInventoryStore(postgres: databases.postgresURL)), body)
+            try await run(LegacyInventory(store: try LegacyInventoryStore(postgres: databases.postgresURL), callers: legacyCallers), body)
         case (.legacy, .mariaDB):
-            try await run(LegacyCallers(store: try LegacyInventoryStore(mariaDB: databases.mariaDBURL)), body)
+            try await run(LegacyInventory(store: try LegacyInventoryStore(mariaDB: databases.mariaDBURL), callers: legacyCallers), body)
         case (.wrapped, .postgres):
             let client = PostgresClient(connectionString: databases.postgresURL)
             try await run(WrappedInventory(client), service: client, body)
@@ -49,70 +50,21 @@ struct InventoryForm: Sendable, CustomTestStringConvertible {
 
     private func run(
         _ inventory: any Inventory,
-        service: (any DatabaseClient)? = nil,
+        service: (any Service)? = nil,
         _ body: @Sendable (any Inventory) async throws -> Void
     ) async throws {
+        // A client runs until cancelled, then shuts its pool down.
         try await withThrowingTaskGroup { group in
             if let service { group.addTask { try await service.run() } }
-            do {
-                try await inventory.resetSchema()
-                try await body(inventory)
-            } catch {
-                group.cancelAll()
-                await service?.shutdown()
-                throw error
-            }
-            group.cancelAll()
-            await service?.shutdown()
-            try await group.waitForAll()
+            defer { group.cancelAll() }
+            try await inventory.resetSchema()
+            try await body(inventory)
         }
     }
 }
 
-/// What the tests need of a client: to run it and to shut it down.
-protocol DatabaseClient: Sendable {
-    func run() async throws
-    func shutdown() async
-}
-
-extension PostgresClient: DatabaseClient {}
-extension MariaDBClient: DatabaseClient {}
-
-/// The legacy store called the way the legacy program calls it: from threads of its own (here a
-/// pool of 8, like a thread-per-request server's workers), never from a cooperative thread. The
-/// tests thereby check the legacy behaviour without blocking the cooperative pool, which would
-/// stall the tests that run beside them (the demo shows what calling it from tasks does).
-struct LegacyCallers: Inventory {
-    let store: LegacyInventoryStore
-    static let threads = BlockingPool(name: "legacy-callers", threadCount: 8)
-
-    var name: String { "legacy (\(store.databaseName))" }
-
-    func resetSchema() async throws {
-        try await Self.threads.run { [store] in try store.resetSchema() }
-    }
-
-    func addProduct(sku: String, name: String, stock: Int) async throws {
-        try await Self.threads.run { [store] in try store.addProduct(sku: sku, name: name, stock: stock) }
-    }
-
-    func product(sku: String) async throws -> Product? {
-        try await Self.threads.run { [store] in try store.product(sku: sku) }
-    }
-
-    func reserve(sku: String, quantity: Int, order: String) async throws -> Int {
-        try await Self.threads.run { [store] in try store.reserve(sku: sku, quantity: quantity, order: order) }
-    }
-
-    func release(reservation: Int) async throws {
-        try await Self.threads.run { [store] in try store.release(reservation: reservation) }
-    }
-
-    func restock(sku: String, quantity: Int) async throws {
-        try await Self.threads.run { [store] in try store.restock(sku: sku, quantity: quantity) }
-    }
-
-    func lowStock(below threshold: Int) async throws -> [Product] {
-        try await Self.threads.run { [store] in try store.lowStock(below: threshold) }
-    }
-}
+/// The threads that call the legacy store in the tests, as the legacy program's own threads do
+/// (a pool of 8, like a thread-per-request server's workers): the behavioural tests check the
+/// legacy behaviour without blocking the cooperative pool, which would stall the tests that run
+/// beside them. The demo shows what calling it from tasks does.
+let legacyCallers = BlockingPool(name: "legacy-callers", threadCount: 8)

@@ -12,7 +12,7 @@ struct PriceBridgeTests {
     @Test("on a legacy thread both bridges give the same totals")
     func sameAnswers() async throws {
         let (prices, order) = (self.prices, self.order)
-        let (blocking, guarded, unknown) = try await LegacyCallers.threads.run {
+        let (blocking, guarded, unknown) = try await legacyCallers.run {
             (
                 PriceBridge.totalBlocking(of: order, in: prices),
                 try PriceBridge.total(of: order, in: prices),
