@@ -1,5 +1,6 @@
 import CMariaDB
 import SyncBridge
+public import SyncBridgeSQL
 
 /// Sends `KILL QUERY` from side connections, on one dedicated thread for the whole process.
 ///
@@ -57,8 +58,7 @@ final class MariaDBKiller: Sendable {
 /// connection's thread starts its next statement it calls ``waitForPendingKills()``, so a kill
 /// that was meant for a statement that has just finished lands while the connection is idle,
 /// where MariaDB ignores it, and never on the next statement.
-final class MariaDBCanceller: Sendable {
-    private let threadID: UInt
+public final class MariaDBCanceller: SQLCanceller {
     private let configuration: MariaDBConfiguration
     private let condition = ConditionLock()
     private let pending = Locked(0)
@@ -68,14 +68,28 @@ final class MariaDBCanceller: Sendable {
         self.configuration = configuration
     }
 
+    /// The server's id of the connection whose statements this cancels.
+    let threadID: UInt
+
     /// Asks the server to interrupt the connection's running statement. Does not block.
-    func cancel() {
+    public func cancel() {
         condition.withLock { pending.withLock { $0 += 1 } }
         MariaDBKiller.shared.killQuery(threadID, on: configuration) { [condition, pending] in
             condition.withLock {
                 pending.withLock { $0 -= 1 }
                 condition.broadcast()
             }
+        }
+    }
+
+    /// Waits until every queued kill has reached the server (at most 10 s), so that none can
+    /// interrupt the next statement.
+    ///
+    /// - Throws: ``MariaDBError`` with kind ``MariaDBError/Kind/connectionClosed`` when one is still
+    ///   pending then: the connection is discarded.
+    public func settle() throws {
+        guard waitForPendingKills() else {
+            throw MariaDBError(kind: .connectionClosed, message: "a KILL QUERY for this connection did not finish; the connection is discarded")
         }
     }
 

@@ -1,6 +1,6 @@
 import CMariaDB
 import FoundationEssentials
-import SyncBridgeSQL
+public import SyncBridgeSQL
 
 #if canImport(Glibc)
 import Glibc
@@ -8,10 +8,13 @@ import Glibc
 import Musl
 #endif
 
-/// The Connector/C side of one connection. It lives on the connection's ``ThreadExecutor``
-/// thread (inside a ``ThreadBound``) and is only ever touched there: every Connector/C call on the
-/// `MYSQL` handle and its statements happens on that one thread.
-final class MariaDBSession {
+/// The Connector/C side of one connection: SyncBridge's MariaDB adapter (an ``SQLSession``).
+///
+/// It lives on its connection's ``ThreadExecutor`` thread (inside a ``ThreadBound``) and is only
+/// ever touched there: every Connector/C call on the `MYSQL` handle and its statements happens on
+/// that one thread. Applications use it through ``MariaDBConnection`` and ``MariaDBClient``, never
+/// directly.
+public final class MariaDBSession {
     let mysql: UnsafeMutablePointer<MYSQL>
     /// The server's id of this connection (`CONNECTION_ID()`), the target of `KILL QUERY`.
     let threadID: UInt
@@ -33,13 +36,13 @@ final class MariaDBSession {
     }
 
     /// Whether the connection is still usable.
-    var isHealthy: Bool { !isBroken }
+    public var isHealthy: Bool { !isBroken }
 
     // MARK: Connecting
 
     /// Connects (blocking) with `configuration`'s safe defaults, then sets the session up: UTC,
     /// strict SQL mode, the statement timeout.
-    static func open(_ configuration: MariaDBConfiguration) throws -> MariaDBSession {
+    static func open(configuration: MariaDBConfiguration) throws -> MariaDBSession {
         let mysql = try connectHandle(configuration)
         let session = MariaDBSession(mysql: mysql)
         do {
@@ -144,7 +147,7 @@ final class MariaDBSession {
     }
 
     /// Closes every statement and the connection.
-    func close() {
+    public func close() {
         for statement in statements.values { statement.close() }
         statements.removeAll()
         mysql_close(mysql)
@@ -152,13 +155,13 @@ final class MariaDBSession {
     }
 
     /// Marks the connection unusable: a pool will discard it.
-    func markBroken() {
+    public func markBroken() {
         isBroken = true
     }
 
     /// A round trip to the server; marks the session broken when it fails.
     @discardableResult
-    func ping() -> Bool {
+    public func ping() -> Bool {
         if isBroken { return false }
         if mysql_ping(mysql) != 0 { isBroken = true }
         return !isBroken
@@ -213,12 +216,7 @@ final class MariaDBSession {
 
     // MARK: Running statements
 
-    /// What a statement produced.
-    struct Outcome {
-        var rows: [SQLRow]
-        var rowsAffected: Int
-        var lastInsertID: UInt64
-    }
+    typealias Outcome = SQLOutcome
 
     /// Runs a statement without parameters through the text protocol: session setup and
     /// transaction control. A result, if any, is read and dropped.
@@ -236,7 +234,7 @@ final class MariaDBSession {
 
     /// Runs `query` as a prepared statement (prepared on first use, cached) with its values bound
     /// through the binary protocol, and reads all its rows.
-    func run(_ query: SQLQuery, timeout: Duration?) throws -> Outcome {
+    func run(_ query: SQLQuery, statementTimeout timeout: Duration?) throws -> Outcome {
         try refuseWhileStreaming()
         let statement = try execute(query, timeout: timeout)
         guard let columns = statement.columns else {
@@ -377,7 +375,7 @@ final class MariaDBSession {
 
     /// Executes `query` and leaves its rows on the connection, to be read with
     /// ``nextBatch(limit:)``.
-    func beginStream(_ query: SQLQuery) throws {
+    public func beginStream(_ query: SQLQuery) throws {
         try refuseWhileStreaming()
         let statement = try execute(query, timeout: nil)
         if statement.columns != nil {
@@ -386,7 +384,7 @@ final class MariaDBSession {
     }
 
     /// Reads up to `limit` rows of the streamed statement; `nil` once they are exhausted.
-    func nextBatch(limit: Int) throws -> [SQLRow]? {
+    public func nextBatch(limit: Int) throws -> [SQLRow]? {
         guard let statement = streaming, let columns = statement.columns else { return nil }
         var rows: [SQLRow] = []
         rows.reserveCapacity(min(limit, 1024))
@@ -406,12 +404,12 @@ final class MariaDBSession {
         return rows.isEmpty ? nil : rows
     }
 
-    /// Abandons the streamed statement: `interrupt` stops the server sending (`KILL QUERY`), then
+    /// Abandons the streamed statement: `cancel` stops the server sending (`KILL QUERY`), then
     /// what was already sent is read and dropped, and the connection is checked with a ping.
-    func abandonStream(interrupt: () -> Void) {
+    public func abandonStream(cancel: () -> Void) {
         guard let statement = streaming else { return }
         streaming = nil
-        interrupt()
+        cancel()
         statement.discardResults()
         ping()
     }

@@ -1,6 +1,7 @@
-import Logging
+public import Logging
+public import Metrics
 import SyncBridge
-import SyncBridgeSQL
+public import SyncBridgeSQL
 
 /// A notification sent with `NOTIFY` or `pg_notify`.
 public struct PostgresNotification: Sendable, Hashable {
@@ -18,7 +19,10 @@ public struct PostgresNotification: Sendable, Hashable {
 /// subscribers of their channel. When the connection breaks, it reconnects with backoff and
 /// issues `LISTEN` again for every channel; notifications sent while it was disconnected are lost,
 /// as PostgreSQL does not keep them.
-final class PostgresListener: Sendable {
+///
+/// Every ``PostgresClient`` has one (its ``SQLSession/ClientExtension``), used through
+/// ``SQLClient/notifications(on:)`` and ``SQLClient/listen(on:)``.
+public final class PostgresListener: SQLClientExtension {
     private let connect: @Sendable () async throws -> PostgresConnection
     private let logger: Logger
     private let state = Locked(State())
@@ -36,9 +40,15 @@ final class PostgresListener: Sendable {
         var isShutDown = false
     }
 
-    init(logger: Logger, connect: @escaping @Sendable () async throws -> PostgresConnection) {
+    /// A listener that connects with `configuration` (without its statement timeout) when the
+    /// first channel is subscribed to.
+    public init(configuration: PostgresConfiguration, logger: Logger, metricsFactory: any MetricsFactory) {
+        var configuration = configuration
+        configuration.statementTimeout = nil
         self.logger = logger
-        self.connect = connect
+        self.connect = { [configuration] in
+            try await PostgresConnection.connect(configuration: configuration, logger: logger, metricsFactory: metricsFactory)
+        }
     }
 
     /// Subscribes to `channel`; the stream ends when the listener shuts down.
@@ -91,7 +101,7 @@ final class PostgresListener: Sendable {
     }
 
     /// Stops listening and ends every subscriber's stream.
-    func shutdown() async {
+    public func shutdown() async {
         let (loop, continuations, waiters) = state.withLock { state in
             state.isShutDown = true
             defer {
@@ -141,7 +151,7 @@ final class PostgresListener: Sendable {
     private func synchronizeChannels(on connection: PostgresConnection) async throws {
         let (wanted, current) = state.withLock { (Set($0.subscribers.keys), $0.listening) }
         for channel in wanted.subtracting(current) {
-            try await connection.runSimple("LISTEN \(Self.quoteIdentifier(channel))")
+            try await connection.runControl("LISTEN \(Self.quoteIdentifier(channel))")
             let waiters = state.withLock { state in
                 state.listening.insert(channel)
                 return state.listenWaiters.removeValue(forKey: channel).map { Array($0.values) } ?? []
@@ -149,7 +159,7 @@ final class PostgresListener: Sendable {
             waiters.forEach { $0.resume() }
         }
         for channel in current.subtracting(wanted) {
-            try await connection.runSimple("UNLISTEN \(Self.quoteIdentifier(channel))")
+            try await connection.runControl("UNLISTEN \(Self.quoteIdentifier(channel))")
             state.withLock { _ = $0.listening.remove(channel) }
         }
     }

@@ -7,12 +7,15 @@ import Glibc
 import Musl
 #endif
 import SyncBridge
-import SyncBridgeSQL
+public import SyncBridgeSQL
 
-/// The libpq side of one connection. It lives on the connection's ``ThreadExecutor`` thread
-/// (inside a ``ThreadBound``) and is only ever touched there: every libpq call on the `PGconn`
-/// happens on that one thread.
-final class PostgresSession {
+/// The libpq side of one connection: SyncBridge's PostgreSQL adapter (an ``SQLSession``).
+///
+/// It lives on its connection's ``ThreadExecutor`` thread (inside a ``ThreadBound``) and is only
+/// ever touched there: every libpq call on the `PGconn` happens on that one thread. Applications
+/// use it through ``PostgresConnection`` and ``PostgresClient``, never directly.
+public final class PostgresSession {
+    /// The `PGconn*`.
     let connection: OpaquePointer
     /// Prepared statements by rendered SQL and parameter types.
     private var statements: [StatementKey: String] = [:]
@@ -32,8 +35,13 @@ final class PostgresSession {
     /// Set once the server ended the session (a `FATAL` error) or libpq lost the connection.
     private(set) var isBroken = false
 
+    /// Marks the connection unusable: a pool discards it.
+    public func markBroken() {
+        isBroken = true
+    }
+
     /// Whether the connection is still usable.
-    var isHealthy: Bool {
+    public var isHealthy: Bool {
         !isBroken && PQstatus(connection) == CONNECTION_OK
     }
 
@@ -42,6 +50,7 @@ final class PostgresSession {
     /// Connects (blocking) and prepares the session: UTF-8, UTC, ISO dates, and the default
     /// statement timeout when one is given.
     static func open(_ connectionString: String, statementTimeout: Duration? = nil) throws -> PostgresSession {
+        _ = try PostgresConfiguration.redactedDescription(of: connectionString)
         // Defaults come before `dbname`, whose expansion (the user's connection string or URL)
         // overrides them; `client_encoding` comes after, since results are decoded as UTF-8.
         let keywords = ["connect_timeout", "dbname", "client_encoding"]
@@ -83,17 +92,14 @@ final class PostgresSession {
         return port.isEmpty ? host : "\(host):\(port)"
     }
 
-    func close() {
+    /// Closes the connection (`PQfinish`).
+    public func close() {
         PQfinish(connection)
     }
 
     // MARK: Running statements
 
-    /// What a statement produced.
-    struct Outcome {
-        var rows: [SQLRow]
-        var rowsAffected: Int
-    }
+    typealias Outcome = SQLOutcome
 
     /// Runs a statement without parameters through the simple protocol (several statements
     /// allowed): session setup, transaction control.
@@ -106,7 +112,7 @@ final class PostgresSession {
     /// Runs `query` with its bound parameters, preparing it on first use. With a `deadline`
     /// (monotonic nanoseconds), a statement still running then is cancelled on the server and
     /// fails with ``PostgresError/Kind/timedOut``.
-    func run(_ query: SQLQuery, deadline: UInt64? = nil) throws -> Outcome {
+    func run(_ query: SQLQuery, deadline: UInt64?) throws -> Outcome {
         try refuseWhileStreaming()
         let statement = try Statement(query)
         let name = try prepare(statement)
@@ -166,7 +172,7 @@ final class PostgresSession {
             _ = poll(&descriptor, 1, waitMilliseconds)
             guard PQconsumeInput(connection) == 1 else { throw connectionError(query: statement.sql) }
         }
-        var outcome = Outcome(rows: [], rowsAffected: 0)
+        var outcome = Outcome()
         var failure: (any Error)?
         while let result = PQgetResult(connection) {
             defer { PQclear(result) }
@@ -317,7 +323,7 @@ final class PostgresSession {
         let sql = copying
         copying = nil
         guard PQputCopyEnd(connection, errorMessage) == 1 else { throw connectionError(query: sql) }
-        var outcome = Outcome(rows: [], rowsAffected: 0)
+        var outcome = Outcome()
         var failure: (any Error)?
         while let result = PQgetResult(connection) {
             defer { PQclear(result) }
@@ -380,7 +386,7 @@ final class PostgresSession {
 
 
     /// Sends `query` in single-row mode: its rows are then read in batches with `nextBatch`.
-    func beginStream(_ query: SQLQuery) throws {
+    public func beginStream(_ query: SQLQuery) throws {
         try refuseWhileStreaming()
         let statement = try Statement(query)
         let name = try prepare(statement)
@@ -394,7 +400,7 @@ final class PostgresSession {
 
     /// Up to `limit` rows of the statement being streamed; `nil` once every row has been read.
     /// Blocks only for as many rows as it returns: the server waits for the rest.
-    func nextBatch(limit: Int) throws -> [SQLRow]? {
+    public func nextBatch(limit: Int) throws -> [SQLRow]? {
         guard let current = streaming else { return nil }
         var rows: [SQLRow] = []
         rows.reserveCapacity(min(limit, 1024))
@@ -428,7 +434,7 @@ final class PostgresSession {
 
     /// Stops the statement being streamed: cancels it on the server and discards what is left,
     /// so the connection is ready for the next statement.
-    func abandonStream(cancel: () -> Void) {
+    public func abandonStream(cancel: () -> Void) {
         guard streaming != nil else { return }
         cancel()
         drainResults()

@@ -306,7 +306,7 @@ struct PostgresClientTests {
             (LegacyPostgres.firstValue(pgconn, "SELECT 6 * 7"), ThreadIdentity.current.name)
         }
         #expect(value == "42")
-        #expect(thread.hasPrefix("sb-pg-"))
+        #expect(thread.hasPrefix("sb-postgres-"))
         await client.shutdown()
     }
 }

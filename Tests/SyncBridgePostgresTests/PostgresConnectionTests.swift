@@ -64,7 +64,7 @@ struct PostgresConnectionTests {
         try await withTestConnection { connection in
             let thread = try await connection.withRawConnection { _ in ThreadIdentity.current.name }
             #expect(thread == connection.executor.name)
-            #expect(thread.hasPrefix("sb-pg-"))
+            #expect(thread.hasPrefix("sb-postgres-"))
         }
     }
 

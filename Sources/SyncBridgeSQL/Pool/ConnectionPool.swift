@@ -210,7 +210,15 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         line: UInt = #line,
         _ body: (Connection) async throws -> sending Result
     ) async throws -> sending Result {
-        let lease = try await leaseConnection(at: CallSite(fileID: fileID, line: line))
+        try await withConnection(at: CallSite(fileID: fileID, line: line), body)
+    }
+
+    /// ``withConnection(fileID:line:_:)`` for a call site already made.
+    package func withConnection<Result>(
+        at callSite: CallSite,
+        _ body: (Connection) async throws -> sending Result
+    ) async throws -> sending Result {
+        let lease = try await leaseConnection(at: callSite)
         let result: Result
         do {
             if let holder = lease.holder {
@@ -574,15 +582,6 @@ struct PoolMetrics: Sendable {
 /// Monotonic nanoseconds.
 func monotonicNow() -> UInt64 {
     monotonicNanoseconds()
-}
-
-extension Duration {
-    /// The duration in nanoseconds (saturating).
-    var nanosecondCount: Int64 {
-        let (seconds, attoseconds) = components
-        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        return overflow ? .max : scaled &+ attoseconds / 1_000_000_000
-    }
 }
 
 extension ConnectionPool: WaitResource {

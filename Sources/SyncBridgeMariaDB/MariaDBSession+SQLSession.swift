@@ -1,0 +1,59 @@
+public import CMariaDB
+public import SyncBridgeSQL
+
+extension MariaDBSession: SQLSession {
+    /// `mariadb`: threads are named `sb-mariadb-N`, metrics `syncbridge.mariadb.*`.
+    public static var databaseName: String { "mariadb" }
+
+    /// Connects with Connector/C (blocking) with `configuration`'s safe defaults, then sets the
+    /// session up: UTC, strict SQL mode, the statement timeout.
+    ///
+    /// - Throws: ``MariaDBError`` with kind ``MariaDBError/Kind/connectionFailed`` naming the
+    ///   server and Connector/C's reason.
+    public static func open(_ configuration: MariaDBConfiguration) throws -> MariaDBSession {
+        try open(configuration: configuration)
+    }
+
+    /// A ``MariaDBCanceller`` that sends `KILL QUERY` for this connection from a side connection.
+    public func makeCanceller(configuration: MariaDBConfiguration) -> MariaDBCanceller {
+        MariaDBCanceller(threadID: threadID, configuration: configuration)
+    }
+
+    /// The `MYSQL*`.
+    public var rawHandle: UnsafeMutablePointer<MYSQL> { mysql }
+
+    /// Runs `query` as a prepared statement (prepared on first use, cached) with its values bound
+    /// through the binary protocol; with a `timeout`, the server aborts the statement when it
+    /// passes (`max_statement_time`), failing with ``MariaDBError/Kind/timedOut``.
+    public func run(_ query: SQLQuery, timeout: SQLTimeout?) throws -> SQLOutcome {
+        try run(query, statementTimeout: timeout?.duration)
+    }
+
+    /// Runs `sql` through the text protocol.
+    public func runControl(_ sql: String) throws {
+        try runText(sql)
+    }
+
+    /// A ``MariaDBError`` with number 1317 (`ER_QUERY_INTERRUPTED`).
+    public static func isCancellation(_ error: any Error) -> Bool {
+        (error as? MariaDBError)?.isQueryInterrupted == true
+    }
+
+    /// `SET TRANSACTION ISOLATION LEVEL …` when given, then `START TRANSACTION [READ ONLY]`.
+    public static func transactionStart(isolation: SQLIsolationLevel?, readOnly: Bool) -> [String] {
+        var begin: [String] = []
+        if let isolation { begin.append("SET TRANSACTION ISOLATION LEVEL \(isolation.rawValue)") }
+        begin.append(readOnly ? "START TRANSACTION READ ONLY" : "START TRANSACTION")
+        return begin
+    }
+
+    /// Checks with a ping that the connection survived the interruption.
+    public func recoverFromCancellation() {
+        ping()
+    }
+
+    /// Marks the session broken when legacy code's last call found the connection gone.
+    public func checkAfterRawAccess() {
+        if Self.kind(ofErrorNumber: mysql_errno(mysql)) == .connectionClosed { markBroken() }
+    }
+}

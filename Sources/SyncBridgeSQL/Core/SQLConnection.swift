@@ -1,0 +1,357 @@
+public import Logging
+public import Metrics
+public import SyncBridge
+
+/// One database connection living on its own dedicated thread: the async face of an
+/// ``SQLSession``.
+///
+/// Every C call on the connection runs on its ``ThreadExecutor``'s thread, never on Swift's
+/// cooperative pool; callers suspend meanwhile. Statements run one at a time in submission order.
+/// Cancelling the task of a running statement cancels it **on the server** (through the session's
+/// ``SQLSession/Canceller``) and the connection stays usable.
+///
+/// `PostgresConnection` and `MariaDBConnection` are this class over SyncBridge's two sessions:
+///
+/// ```swift
+/// let connection = try await PostgresConnection.connect("postgres://app@db.internal/app")
+/// let rows = try await connection.query("SELECT id, name FROM users WHERE team = \(team)")
+/// for row in rows {
+///     let (id, name) = try row.decode((Int, String).self)
+/// }
+/// await connection.close()
+/// ```
+///
+/// A connection serves one task at a time; for concurrent work, use an ``SQLClient``, whose pool
+/// leases connections.
+public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLDatabase, CustomStringConvertible {
+    /// How concurrent transactions see each other's changes.
+    public typealias IsolationLevel = SQLIsolationLevel
+
+    /// The thread the connection lives on.
+    public let executor: ThreadExecutor
+    /// Receives the connection's logs.
+    public let logger: Logger
+    /// Where the connection goes, without the password.
+    public let description: String
+    /// The connection's configuration.
+    public let configuration: Session.Configuration
+    package let session: ThreadBound<Session>
+    package let canceller: Session.Canceller
+    private let transactions = SQLTransactionNesting()
+    private let metrics: SQLStatementMetrics
+    /// Cleared once the session reports the connection broken; a pool then discards it.
+    private let usable = Locked(true)
+
+    private static var connectionNumbers: Locked<Int> { sqlConnectionNumbers }
+
+    private init(
+        executor: ThreadExecutor,
+        session: ThreadBound<Session>,
+        canceller: Session.Canceller,
+        configuration: Session.Configuration,
+        logger: Logger,
+        metrics: SQLStatementMetrics
+    ) {
+        self.executor = executor
+        self.session = session
+        self.canceller = canceller
+        self.configuration = configuration
+        self.description = configuration.description
+        self.logger = logger
+        self.metrics = metrics
+    }
+
+    /// Connects on a new dedicated thread.
+    ///
+    /// - Parameters:
+    ///   - configuration: Where and how to connect.
+    ///   - logger: Receives the connection's logs; the password never appears in them.
+    ///   - metricsFactory: Receives statement metrics (`syncbridge.<database>.*`).
+    /// - Throws: The session's connection error, naming the server and the reason.
+    public static func connect(
+        configuration: Session.Configuration,
+        logger: Logger = Logger(label: "SyncBridge.\(Session.databaseName)"),
+        metricsFactory: any MetricsFactory = MetricsSystem.factory
+    ) async throws -> SQLConnection {
+        let number = connectionNumbers.withLock { number in
+            number += 1
+            return number
+        }
+        let executor = ThreadExecutor(name: "sb-\(Session.databaseName)-\(number)", logger: logger)
+        do {
+            let session = try await ThreadBound(on: executor) { try Session.open(configuration) }
+            let canceller = try await session.withResource { session in session.makeCanceller(configuration: configuration) }
+            var logger = logger
+            logger[metadataKey: "\(Session.databaseName).connection"] = "\(number)"
+            logger.debug("connected", metadata: ["\(Session.databaseName).server": "\(configuration)"])
+            return SQLConnection(
+                executor: executor,
+                session: session,
+                canceller: canceller,
+                configuration: configuration,
+                logger: logger,
+                metrics: SQLStatementMetrics(prefix: "syncbridge.\(Session.databaseName)", factory: metricsFactory)
+            )
+        } catch {
+            await executor.shutdownGracefully()
+            throw error
+        }
+    }
+
+    // MARK: Statements
+
+    /// Runs a statement on this connection and returns what it produced (see ``SQLDatabase``'s
+    /// `query` and `execute` for the usual forms).
+    ///
+    /// - Parameters:
+    ///   - query: The statement; interpolated values are bound parameters.
+    ///   - timeout: Ends the statement on the server if it runs longer, failing with the
+    ///     database's typed timeout error; `nil` for no limit beyond the session's.
+    ///   - callSite: Where the statement was issued.
+    /// - Throws: The database's error from the server or the connection; ``SQLEncodingError`` for
+    ///   a parameter that cannot be sent; `CancellationError` when the task was cancelled (the
+    ///   statement is cancelled on the server).
+    public func run(_ query: SQLQuery, timeout: Duration?, at callSite: CallSite) async throws -> SQLOutcome {
+        let start = monotonicNanoseconds()
+        let limit = timeout.map(SQLTimeout.init)
+        do {
+            let outcome = try await withSession { session, _ in try session.run(query, timeout: limit) }
+            metrics.record(start: start, failed: false)
+            return outcome
+        } catch {
+            metrics.record(start: start, failed: true)
+            logger.debug("statement failed", metadata: ["db.query.text": "\(query)", "error": "\(error)"])
+            throw error
+        }
+    }
+
+    /// Runs a statement and streams its rows: they are read from the server in batches as the
+    /// consumer asks for them, so a result of any size runs in bounded memory.
+    ///
+    /// Until the stream is finished or dropped the connection is busy: other statements on it
+    /// fail with the database's "connection busy" error. Dropping the stream early stops the
+    /// statement on the server.
+    ///
+    /// - Parameters:
+    ///   - query: The statement.
+    ///   - batchSize: Rows read per trip to the connection's thread.
+    ///   - callSite: Where the statement was issued.
+    /// - Returns: The rows, as an `AsyncSequence`.
+    /// - Throws: As ``run(_:timeout:at:)``, for errors before the first rows.
+    public func stream(_ query: SQLQuery, batchSize: Int, at callSite: CallSite) async throws -> SQLRowStream {
+        try await stream(query, batchSize: batchSize, onFinish: {})
+    }
+
+    /// Streams `query`; `onFinish` runs exactly once, when the rows are exhausted, the stream
+    /// fails or it is abandoned (a pool releases its lease there).
+    package func stream(
+        _ query: SQLQuery,
+        batchSize: Int,
+        onFinish: @escaping @Sendable () -> Void
+    ) async throws -> SQLRowStream {
+        precondition(batchSize > 0, "batchSize must be positive")
+        return try await .start(
+            first: {
+                try await withSession { session, _ in
+                    try session.beginStream(query)
+                    return try session.nextBatch(limit: batchSize)
+                }
+            },
+            next: { [self] in try await withSession { session, _ in try session.nextBatch(limit: batchSize) } },
+            abandon: { [self] done in abandonStream(then: done) },
+            onFinish: onFinish
+        )
+    }
+
+    // MARK: The session on its thread
+
+    /// Runs `body` with the session on the connection's thread, with server-side cancellation,
+    /// keeping track of whether the connection broke.
+    ///
+    /// A cancel meant for an earlier statement settles first; when the task is cancelled while
+    /// `body` runs, the canceller interrupts it, and the server's "cancelled" error becomes
+    /// `CancellationError`.
+    package func withSession<Result: Sendable>(
+        _ body: sending @escaping (Session, BlockingJobContext) throws -> Result
+    ) async throws -> Result {
+        let (canceller, usable) = (self.canceller, self.usable)
+        return try await session.withResource { session, job in
+            defer { if !session.isHealthy { usable.withLock { $0 = false } } }
+            try Self.settle(canceller, session)
+            try job.checkCancellation()
+            do {
+                return try job.withInterruptHandler({ canceller.cancel() }) { try body(session, job) }
+            } catch where job.isCancelled && Session.isCancellation(error) {
+                if (try? Self.settle(canceller, session)) != nil { session.recoverFromCancellation() }
+                throw CancellationError()
+            }
+        }
+    }
+
+    /// Like ``withSession(_:)``, but runs even when the calling task is cancelled: for statements
+    /// that end something (a COPY, a transaction) and must not be skipped.
+    package func withSessionIgnoringCancellation<Result: Sendable>(
+        _ body: @escaping @Sendable (Session) throws -> Result
+    ) async throws -> Result {
+        let (session, usable, canceller) = (self.session, self.usable, self.canceller)
+        return try await Task.detached {
+            try await session.withResource { session in
+                defer { if !session.isHealthy { usable.withLock { $0 = false } } }
+                try? Self.settle(canceller, session)
+                return try body(session)
+            }
+        }.value
+    }
+
+    /// Queues `body` on the connection's thread, ordered before any later statement, without
+    /// waiting; then runs `done` (also when the connection is closed). For clean-up that starts
+    /// from synchronous code, such as an abandoned stream.
+    package func withSessionDetached(
+        _ body: @escaping @Sendable (Session, Session.Canceller) -> Void,
+        then done: @escaping @Sendable () -> Void
+    ) {
+        let (canceller, usable) = (self.canceller, self.usable)
+        session.withResourceDetached(
+            { session in
+                body(session, canceller)
+                if !session.isHealthy { usable.withLock { $0 = false } }
+                done()
+            },
+            ifClosed: done
+        )
+    }
+
+    /// Waits for pending cancels; a connection whose cancel never settled is broken.
+    private static func settle(_ canceller: Session.Canceller, _ session: Session) throws {
+        do {
+            try canceller.settle()
+        } catch {
+            session.markBroken()
+            throw error
+        }
+    }
+
+    /// Abandons a streamed statement in progress, ordered before any later statement; then runs
+    /// `done`.
+    private func abandonStream(then done: @escaping @Sendable () -> Void) {
+        withSessionDetached(
+            { session, canceller in
+                session.abandonStream {
+                    canceller.cancel()
+                    try? Self.settle(canceller, session)
+                }
+            },
+            then: done
+        )
+    }
+
+    // MARK: Legacy code
+
+    /// Runs existing synchronous C client code with the raw handle, on the connection's own
+    /// thread.
+    ///
+    /// This is the migration escape hatch: legacy functions keep their signatures and keep calling
+    /// the C library directly, but run where the connection lives instead of on a cooperative
+    /// thread. Cancelling the task cancels whatever statement the code is running, on the server.
+    ///
+    /// ```swift
+    /// let total = try await connection.withRawConnection { handle in
+    ///     LegacyInventory.totalStock(handle)   // calls the C client itself
+    /// }
+    /// ```
+    ///
+    /// - Parameter body: Synchronous code using the handle. It must not keep the handle, close it,
+    ///   change its options, or leave a transaction or a result pending.
+    /// - Returns: What `body` returns.
+    public func withRawConnection<Result>(
+        _ body: sending @escaping (Session.RawHandle) throws -> sending Result
+    ) async throws -> sending Result {
+        let (canceller, usable) = (self.canceller, self.usable)
+        return try await session.withResource { session, job in
+            defer {
+                // Legacy code reports a broken connection only through its own error handling.
+                session.checkAfterRawAccess()
+                if !session.isHealthy { usable.withLock { $0 = false } }
+            }
+            try? Self.settle(canceller, session)
+            return try job.withInterruptHandler({ canceller.cancel() }) { try body(session.rawHandle) }
+        }
+    }
+
+    // MARK: Health
+
+    /// `false` once the connection broke (or was closed): a pool discards such connections. Costs
+    /// no round trip.
+    public var isUsable: Bool {
+        usable.current
+    }
+
+    /// Whether the server answers a round trip on this connection.
+    public func checkHealth() async -> Bool {
+        guard isUsable else { return false }
+        let alive = (try? await withSession { session, _ in session.ping() }) ?? false
+        if !alive { usable.withLock { $0 = false } }
+        return alive
+    }
+
+    /// Closes the connection and stops its thread. Statements queued before finish first.
+    public func close() async {
+        usable.withLock { $0 = false }
+        let canceller = self.canceller
+        try? await session.close { session in
+            canceller.invalidate()
+            session.close()
+        }
+        await executor.shutdownGracefully()
+        logger.debug("closed")
+    }
+
+    // MARK: Transactions
+
+    /// Runs `body` in a transaction: commits when it returns, rolls back when it throws or when
+    /// the task is cancelled. Nested calls use savepoints, so an inner failure rolls back only
+    /// the inner part.
+    ///
+    /// - Parameters:
+    ///   - isolation: The isolation level; the session's when `nil`. Ignored when nested.
+    ///   - readOnly: Starts a read-only transaction. Ignored when nested.
+    ///   - callSite: Where the transaction was started.
+    ///   - body: The work; it receives this connection.
+    /// - Returns: What `body` returns.
+    /// - Throws: What `body` throws (after the rollback); `CancellationError` when the task was
+    ///   cancelled; the database's error when `COMMIT` fails.
+    public func withTransaction<Result: Sendable>(
+        isolation: SQLIsolationLevel?,
+        readOnly: Bool,
+        at callSite: CallSite,
+        _ body: (SQLConnection) async throws -> Result
+    ) async throws -> Result {
+        try await transactions.run(
+            begin: Session.transactionStart(isolation: isolation, readOnly: readOnly),
+            execute: runControl,
+            executeIgnoringCancellation: rollBack
+        ) {
+            try await body(self)
+        }
+    }
+
+    /// Runs a control statement (`BEGIN`, `LISTEN`, …) on the connection's thread.
+    package func runControl(_ sql: String) async throws {
+        try await withSession { session, _ in try session.runControl(sql) }
+    }
+
+    /// Runs rollback statements even when the task is cancelled: they run in a task of their
+    /// own, which the caller's cancellation does not reach.
+    private func rollBack(_ statements: [String]) async {
+        do {
+            try await withSessionIgnoringCancellation { session in
+                for sql in statements { try session.runControl(sql) }
+            }
+        } catch {
+            logger.warning("rollback failed", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+/// Numbers connections across every database, for their threads' names.
+private let sqlConnectionNumbers = Locked(0)

@@ -1,0 +1,200 @@
+public import Logging
+public import Metrics
+import SyncBridge
+
+/// What a blocking C client library must provide for SyncBridge to turn it into an async,
+/// pooled, cancellable database client: one session (one C connection handle) and the calls on
+/// it.
+///
+/// This is the whole of an adapter. ``SQLConnection`` keeps the session on a dedicated thread of
+/// its own and calls these requirements there, one at a time; ``SQLClient`` pools such
+/// connections. Everything else — the thread hop, statement lanes, transactions and savepoints,
+/// streaming in bounded memory, server-side cancellation, metrics, the deadlock detector's view of
+/// leases, the raw-handle escape hatch — is written once, over this protocol. SyncBridge's
+/// PostgreSQL (`PostgresSession`, over libpq) and MariaDB (`MariaDBSession`, over Connector/C)
+/// facades are two conformances; the article "Wrap your own blocking C client" walks through a
+/// third.
+///
+/// Every requirement except ``databaseName``, ``open(_:)``, ``isCancellation(_:)`` and
+/// ``transactionStart(isolation:readOnly:)`` runs on the session's own thread, and may block
+/// there: that is what the thread is for. A session is never shared between threads, so it need
+/// not be `Sendable`.
+public protocol SQLSession: AnyObject, SendableMetatype {
+    /// Where and how to connect. Its `description` must leave secrets (passwords) out: it names
+    /// the connection in logs and errors.
+    associatedtype Configuration: Sendable & CustomStringConvertible
+    /// The C library's connection handle, handed to legacy code by
+    /// ``SQLConnection/withRawConnection(_:)``.
+    associatedtype RawHandle
+    /// Interrupts the session's running statement from another thread.
+    associatedtype Canceller: SQLCanceller
+    /// What a database adds to every ``SQLClient`` of it (PostgreSQL: the notification listener);
+    /// ``SQLNoClientExtension`` for nothing.
+    associatedtype ClientExtension: SQLClientExtension<Configuration> = SQLNoClientExtension<Configuration>
+
+    /// Names the database in thread names (`sb-<name>-N`, at most 7 characters), logs and metrics
+    /// (`syncbridge.<name>.statements`): `postgres`, `mariadb`.
+    static var databaseName: String { get }
+
+    /// Connects (blocking) and prepares the session (character set, time zone, …).
+    ///
+    /// - Throws: The library's connection error, naming the server and the reason.
+    static func open(_ configuration: Configuration) throws -> Self
+
+    /// The canceller for this session, made on its thread right after ``open(_:)``.
+    func makeCanceller(configuration: Configuration) -> Canceller
+
+    /// The C handle, for legacy code that runs on the session's thread.
+    var rawHandle: RawHandle { get }
+
+    /// `false` once the connection broke or the server ended it: the pool then discards it.
+    var isHealthy: Bool { get }
+
+    /// Marks the session unusable (the connection is discarded instead of reused).
+    func markBroken()
+
+    /// Runs a statement with its bound parameters and reads all of its rows.
+    ///
+    /// - Parameters:
+    ///   - query: The statement; its bindings are sent as parameters, never spliced into SQL.
+    ///   - timeout: The caller's limit for this statement, if any; the session ends the statement
+    ///     when it passes and throws its typed timeout error.
+    func run(_ query: SQLQuery, timeout: SQLTimeout?) throws -> SQLOutcome
+
+    /// Runs a parameterless control statement (`BEGIN`, `COMMIT`, `SAVEPOINT …`) and drops any
+    /// result.
+    func runControl(_ sql: String) throws
+
+    /// Starts a statement whose rows ``nextBatch(limit:)`` then reads a few at a time. Until the
+    /// rows are exhausted or ``abandonStream(cancel:)`` ran, other statements must fail with the
+    /// database's "connection busy" error.
+    func beginStream(_ query: SQLQuery) throws
+
+    /// The next rows (at most `limit`) of the streamed statement; `nil` once it is exhausted.
+    func nextBatch(limit: Int) throws -> [SQLRow]?
+
+    /// Stops a streamed statement early, calling `cancel` if the server must be told, and leaves
+    /// the session ready for the next statement (or broken).
+    func abandonStream(cancel: () -> Void)
+
+    /// A round trip to the server; `false` (and the session marked broken) when it fails.
+    func ping() -> Bool
+
+    /// Closes the connection; the session is not used afterwards.
+    func close()
+
+    /// Whether `error` says the server stopped the statement because the canceller asked it to:
+    /// when the task was cancelled, the caller gets `CancellationError` instead.
+    static func isCancellation(_ error: any Error) -> Bool
+
+    /// The statements that start a transaction (the outermost level; inner levels are savepoints).
+    static func transactionStart(isolation: SQLIsolationLevel?, readOnly: Bool) -> [String]
+
+    /// Puts the session back in order after a statement was cancelled (for example a ping that
+    /// notices a connection the cancel broke). Default: nothing.
+    func recoverFromCancellation()
+
+    /// Checks the session after legacy code used the raw handle (for example for an error that
+    /// says the connection is gone). Default: nothing.
+    func checkAfterRawAccess()
+}
+
+extension SQLSession {
+    /// Nothing to do.
+    public func recoverFromCancellation() {}
+
+    /// Nothing to check.
+    public func checkAfterRawAccess() {}
+}
+
+/// Interrupts one session's running statement from any thread.
+public protocol SQLCanceller: Sendable {
+    /// Asks the server to stop the session's running statement, if any. Called from interrupt
+    /// handlers: it must not block on the network (queue the request and return).
+    func cancel()
+
+    /// Called on the session's thread before each statement: waits (briefly) until a cancel meant
+    /// for an earlier statement has reached the server, so that it cannot hit this one.
+    ///
+    /// - Throws: When a cancel is still pending after a bounded wait; the connection is then
+    ///   marked broken and discarded.
+    func settle() throws
+
+    /// The session is closing: later ``cancel()`` calls do nothing.
+    func invalidate()
+}
+
+extension SQLCanceller {
+    /// Nothing to wait for.
+    public func settle() throws {}
+
+    /// Nothing to release.
+    public func invalidate() {}
+}
+
+/// What a statement produced.
+public struct SQLOutcome: Sendable {
+    /// The rows, each with its columns' names and types.
+    public var rows: [SQLRow]
+    /// The number of rows the statement inserted, updated or deleted (0 for other statements).
+    public var rowsAffected: Int
+    /// The `AUTO_INCREMENT` value an insert generated, where the database reports one.
+    public var lastInsertID: UInt64?
+
+    /// Creates an outcome.
+    public init(rows: [SQLRow] = [], rowsAffected: Int = 0, lastInsertID: UInt64? = nil) {
+        self.rows = rows
+        self.rowsAffected = rowsAffected
+        self.lastInsertID = lastInsertID
+    }
+}
+
+/// A caller's time limit for one statement.
+public struct SQLTimeout: Sendable, Hashable {
+    /// The limit as the caller gave it.
+    public let duration: Duration
+    /// When it passes, in monotonic nanoseconds (`CLOCK_MONOTONIC`): counted from the
+    /// call, so that time spent queued for the connection's thread counts too.
+    public let deadline: UInt64
+
+    /// A limit of `duration` from now.
+    public init(_ duration: Duration) {
+        self.duration = duration
+        self.deadline = monotonicNanoseconds() &+ UInt64(max(0, duration.nanosecondCount))
+    }
+}
+
+/// How concurrent transactions see each other's changes (SQL's four levels).
+public enum SQLIsolationLevel: String, Sendable, Hashable, CaseIterable {
+    /// Sees uncommitted changes of other transactions (PostgreSQL runs it as read committed).
+    case readUncommitted = "READ UNCOMMITTED"
+    /// Each statement sees what was committed before it started; PostgreSQL's default.
+    case readCommitted = "READ COMMITTED"
+    /// One snapshot for the whole transaction; InnoDB's default.
+    case repeatableRead = "REPEATABLE READ"
+    /// As if transactions ran one after another; may fail with a serialization error that a
+    /// retry (``withRetry(_:_:)``) resolves.
+    case serializable = "SERIALIZABLE"
+}
+
+/// Something a database adds to every ``SQLClient`` of it, made with the client and shut down
+/// with it: PostgreSQL's notification listener.
+public protocol SQLClientExtension<Configuration>: Sendable {
+    /// The session's configuration.
+    associatedtype Configuration: Sendable
+
+    /// Made when the client is.
+    init(configuration: Configuration, logger: Logger, metricsFactory: any MetricsFactory)
+
+    /// The client is shutting down.
+    func shutdown() async
+}
+
+/// A database that adds nothing to its clients.
+public struct SQLNoClientExtension<Configuration: Sendable>: SQLClientExtension {
+    /// Nothing to make.
+    public init(configuration: Configuration, logger: Logger, metricsFactory: any MetricsFactory) {}
+
+    /// Nothing to stop.
+    public func shutdown() async {}
+}
