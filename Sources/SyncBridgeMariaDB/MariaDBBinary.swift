@@ -1,4 +1,5 @@
 import CMariaDB
+import SyncBridge
 import FoundationEssentials
 import SyncBridgeSQL
 
@@ -10,7 +11,7 @@ enum ParameterBinding {
     /// during `mysql_stmt_execute`.
     static func withBound<Result>(
         _ values: [SQLValue],
-        to statement: PreparedStatement,
+        to statement: MariaDBPreparedStatement,
         _ body: () throws -> Result
     ) throws -> Result {
         guard !values.isEmpty else { return try body() }
@@ -117,7 +118,7 @@ enum MariaDBTime {
     /// A `DATE`, `DATETIME`/`TIMESTAMP` or `TIME` value. Zero dates (`0000-00-00`), which strict
     /// mode refuses but old data may hold, come back as text so that decoding them as `Date`
     /// fails with the column's name.
-    static func value(_ time: MYSQL_TIME, category: ColumnCategory) -> SQLValue {
+    static func value(_ time: MYSQL_TIME, category: MariaDBColumnCategory) -> SQLValue {
         if category == .time {
             let hours = Int64(time.day) * 24 + Int64(time.hour)
             var microseconds = ((hours * 60 + Int64(time.minute)) * 60 + Int64(time.second)) * 1_000_000
@@ -159,8 +160,7 @@ enum MariaDBTime {
 
     /// `duration` as a `TIME` (hours may exceed 24; negative durations are negative times).
     static func time(from duration: Duration) -> MYSQL_TIME {
-        let (seconds, attoseconds) = duration.components
-        let total = seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+        let total = duration.microsecondCount
         let magnitude = total.magnitude
         var time = MYSQL_TIME()
         time.neg = total < 0 ? 1 : 0

@@ -98,8 +98,7 @@ public final class MariaDBCanceller: SQLCanceller {
     func waitForPendingKills(timeout: Duration = .seconds(10)) -> Bool {
         // The usual case, before every statement: nothing was cancelled.
         if pending.current == 0 { return true }
-        let (seconds, attoseconds) = timeout.components
-        let deadline = monotonicNanoseconds() + UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
+        let deadline = monotonicNanoseconds() + UInt64(max(0, timeout.nanosecondCount))
         condition.lock()
         defer { condition.unlock() }
         while pending.current > 0 {

@@ -1,4 +1,5 @@
 import CMariaDB
+import SyncBridge
 import FoundationEssentials
 public import SyncBridgeSQL
 
@@ -19,7 +20,7 @@ public final class MariaDBSession {
     /// The server's id of this connection (`CONNECTION_ID()`), the target of `KILL QUERY`.
     let threadID: UInt
     /// Prepared statements by SQL text.
-    private var statements: [String: PreparedStatement] = [:]
+    private var statements: [String: MariaDBPreparedStatement] = [:]
     private var useCounter: UInt64 = 0
     /// Prepared statements kept per connection; beyond that, the least recently used is closed.
     static let statementCacheLimit = 256
@@ -28,7 +29,7 @@ public final class MariaDBSession {
     private(set) var isBroken = false
 
     /// The statement whose rows are being streamed, if any.
-    private var streaming: PreparedStatement?
+    private var streaming: MariaDBPreparedStatement?
 
     private init(mysql: UnsafeMutablePointer<MYSQL>) {
         self.mysql = mysql
@@ -72,8 +73,7 @@ public final class MariaDBSession {
             mysql_options(mysql, option, &value)
         }
         func wholeSeconds(_ duration: Duration) -> UInt32 {
-            let (seconds, attoseconds) = duration.components
-            return UInt32(clamping: max(1, seconds + (attoseconds > 0 ? 1 : 0)))
+            UInt32(clamping: max(1, (duration.nanosecondCount + 999_999_999) / 1_000_000_000))
         }
         setInteger(MYSQL_OPT_CONNECT_TIMEOUT, wholeSeconds(configuration.connectTimeout))
         setInteger(MYSQL_OPT_READ_TIMEOUT, wholeSeconds(configuration.readTimeout))
@@ -135,8 +135,7 @@ public final class MariaDBSession {
 
     /// `duration` in seconds, as MariaDB's time settings take them (`1.5`).
     static func seconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        let microseconds = max(1, seconds * 1_000_000 + attoseconds / 1_000_000_000_000)
+        let microseconds = max(1, duration.microsecondCount)
         let whole = microseconds / 1_000_000
         let fraction = microseconds % 1_000_000
         guard fraction != 0 else { return "\(whole)" }
@@ -180,7 +179,7 @@ public final class MariaDBSession {
     }
 
     /// A statement's last error, classified.
-    func statementError(_ statement: PreparedStatement) -> MariaDBError {
+    func statementError(_ statement: MariaDBPreparedStatement) -> MariaDBError {
         // An error packet read while fetching rows lands on the connection, not the statement.
         if mysql_stmt_errno(statement.handle) == 0 && mysql_errno(mysql) != 0 {
             return connectionError(query: statement.sql)
@@ -259,7 +258,7 @@ public final class MariaDBSession {
 
     /// Prepares (or reuses), binds and executes `query`; the statement's rows, if any, wait to be
     /// fetched.
-    private func execute(_ query: SQLQuery, timeout: Duration?) throws -> PreparedStatement {
+    private func execute(_ query: SQLQuery, timeout: Duration?) throws -> MariaDBPreparedStatement {
         var sql = query.render { _ in "?" }
         if let timeout {
             sql = "SET STATEMENT max_statement_time = \(Self.seconds(timeout)) FOR " + sql
@@ -319,7 +318,7 @@ public final class MariaDBSession {
     }
 
     /// The prepared statement for `sql`, preparing it on first use.
-    private func prepared(_ sql: String) throws -> PreparedStatement {
+    private func prepared(_ sql: String) throws -> MariaDBPreparedStatement {
         useCounter &+= 1
         if let existing = statements[sql] {
             existing.lastUsed = useCounter
@@ -334,7 +333,7 @@ public final class MariaDBSession {
         let status = sql.utf8CString.withUnsafeBufferPointer { buffer in
             mysql_stmt_prepare(handle, buffer.baseAddress, UInt(buffer.count - 1))
         }
-        let statement = PreparedStatement(handle: handle, sql: sql)
+        let statement = MariaDBPreparedStatement(handle: handle, sql: sql)
         guard status == 0 else {
             let error = statementError(statement)
             statement.close()
@@ -345,13 +344,13 @@ public final class MariaDBSession {
         return statement
     }
 
-    private func forget(_ statement: PreparedStatement) {
+    private func forget(_ statement: MariaDBPreparedStatement) {
         statements[statement.sql] = nil
         statement.close()
     }
 
     /// Skips any further result sets (a `CALL` sends a status result after its rows).
-    private func finishResults(_ statement: PreparedStatement) throws {
+    private func finishResults(_ statement: MariaDBPreparedStatement) throws {
         while mysql_stmt_more_results(statement.handle) != 0 {
             let next = mysql_stmt_next_result(statement.handle)
             if next > 0 { throw statementError(statement) }
@@ -412,331 +411,5 @@ public final class MariaDBSession {
         cancel()
         statement.discardResults()
         ping()
-    }
-}
-
-/// A prepared statement and the buffers its rows are read into.
-final class PreparedStatement {
-    let handle: UnsafeMutablePointer<MYSQL_STMT>
-    let sql: String
-    let parameterCount: Int
-    var lastUsed: UInt64 = 0
-
-    /// The current result's columns; `nil` for statements without rows.
-    private(set) var columns: SQLColumns?
-    private var fields: [FieldShape] = []
-    private var binds: UnsafeMutablePointer<MYSQL_BIND>?
-    private var buffers: [UnsafeMutableRawPointer] = []
-    private var capacities: [Int] = []
-    private var lengths: UnsafeMutablePointer<UInt>?
-    private var nulls: UnsafeMutablePointer<my_bool>?
-    private var truncations: UnsafeMutablePointer<my_bool>?
-
-    /// What decides how a column is read: Connector/C's type, flags and character set, and the
-    /// column's name.
-    private struct FieldShape {
-        let type: enum_field_types
-        let flags: UInt32
-        let charset: UInt32
-        let nameBytes: [UInt8]
-        /// How the column is read, decided once per result shape rather than per value.
-        let category: ColumnCategory
-        var name: String { String(decoding: nameBytes, as: UTF8.self) }
-
-        init(_ field: MYSQL_FIELD) {
-            type = field.type
-            flags = field.flags
-            charset = field.charsetnr
-            category = ColumnCategory(type: field.type, flags: field.flags, charset: field.charsetnr)
-            nameBytes = field.name.map { name in
-                Array(UnsafeRawBufferPointer(start: name, count: Int(field.name_length)))
-            } ?? []
-        }
-
-        /// Whether `field` describes the same column, compared without allocating.
-        func matches(_ field: MYSQL_FIELD) -> Bool {
-            guard field.type == type, field.flags == flags, field.charsetnr == charset,
-                Int(field.name_length) == nameBytes.count
-            else { return false }
-            guard !nameBytes.isEmpty else { return true }
-            guard let name = field.name else { return false }
-            return nameBytes.withUnsafeBytes { memcmp($0.baseAddress!, name, nameBytes.count) == 0 }
-        }
-    }
-
-    init(handle: UnsafeMutablePointer<MYSQL_STMT>, sql: String) {
-        self.handle = handle
-        self.sql = sql
-        self.parameterCount = Int(mysql_stmt_param_count(handle))
-    }
-
-    func close() {
-        releaseBuffers()
-        mysql_stmt_close(handle)
-    }
-
-    /// Reads and drops whatever is left of the current result.
-    func discardResults() {
-        mysql_stmt_free_result(handle)
-        mysql_stmt_reset(handle)
-    }
-
-    private func releaseBuffers() {
-        for buffer in buffers { buffer.deallocate() }
-        buffers = []
-        capacities = []
-        binds?.deallocate()
-        lengths?.deallocate()
-        nulls?.deallocate()
-        truncations?.deallocate()
-        binds = nil
-        lengths = nil
-        nulls = nil
-        truncations = nil
-    }
-
-    /// Reads the executed statement's result columns and binds buffers for them; reuses the
-    /// previous columns and buffers when the shape has not changed (the usual case, checked
-    /// without allocating).
-    func readMetadata(session: MariaDBSession) throws {
-        // The connection holds the metadata the server sent with this execution; the
-        // statement's own copy keeps the column names from when it was prepared.
-        let count = Int(handle.pointee.field_count)
-        guard count > 0 else {
-            columns = nil
-            return
-        }
-        let current = Int(session.mysql.pointee.field_count) == count ? session.mysql.pointee.fields : nil
-        guard let fieldArray = current ?? handle.pointee.fields else { throw session.statementError(self) }
-        if count == fields.count, columns != nil, binds != nil, (0..<count).allSatisfy({ fields[$0].matches(fieldArray[$0]) }) {
-            // Same buffers; binding them again is a few stores per column and does not rely on
-            // what Connector/C keeps across a reset (an abandoned or failed result).
-            guard mysql_stmt_bind_result(handle, binds) == 0 else { throw session.statementError(self) }
-            return
-        }
-        var shapes: [FieldShape] = []
-        shapes.reserveCapacity(count)
-        for index in 0..<count {
-            shapes.append(FieldShape(fieldArray[index]))
-        }
-        releaseBuffers()
-        fields = shapes
-        columns = SQLColumns(
-            shapes.enumerated().map { index, shape in
-                SQLColumn(index: index, name: shape.name, databaseType: shape.category.typeName(type: shape.type, flags: shape.flags))
-            },
-            typeCodes: shapes.map { UInt32($0.type.rawValue) }
-        )
-        let binds = UnsafeMutablePointer<MYSQL_BIND>.allocate(capacity: count)
-        binds.initialize(repeating: MYSQL_BIND(), count: count)
-        let lengths = UnsafeMutablePointer<UInt>.allocate(capacity: count)
-        lengths.initialize(repeating: 0, count: count)
-        let nulls = UnsafeMutablePointer<my_bool>.allocate(capacity: count)
-        nulls.initialize(repeating: 0, count: count)
-        let truncations = UnsafeMutablePointer<my_bool>.allocate(capacity: count)
-        truncations.initialize(repeating: 0, count: count)
-        for (index, shape) in shapes.enumerated() {
-            let category = shape.category
-            let capacity = category.initialCapacity
-            let buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 8)
-            buffers.append(buffer)
-            capacities.append(capacity)
-            binds[index].buffer_type = category.bufferType
-            binds[index].buffer = buffer
-            binds[index].buffer_length = UInt(capacity)
-            binds[index].length = lengths + index
-            binds[index].is_null = nulls + index
-            binds[index].error = truncations + index
-            binds[index].is_unsigned = category == .unsigned ? 1 : 0
-        }
-        self.binds = binds
-        self.lengths = lengths
-        self.nulls = nulls
-        self.truncations = truncations
-        guard mysql_stmt_bind_result(handle, binds) == 0 else { throw session.statementError(self) }
-    }
-
-    /// Fetches the next row of the current result; `nil` at its end.
-    func fetchRow(session: MariaDBSession) throws -> [SQLValue]? {
-        guard let binds, let lengths, let nulls else { return nil }
-        let status = mysql_stmt_fetch(handle)
-        switch status {
-        case 0, MYSQL_DATA_TRUNCATED:
-            break
-        case MYSQL_NO_DATA:
-            return nil
-        default:
-            throw session.statementError(self)
-        }
-        var values: [SQLValue] = []
-        values.reserveCapacity(fields.count)
-        for index in fields.indices {
-            if nulls[index] != 0 {
-                values.append(.null)
-                continue
-            }
-            let length = Int(lengths[index])
-            let category = fields[index].category
-            if category.isVariableLength && length > capacities[index] {
-                try grow(column: index, to: length, binds: binds, session: session)
-            }
-            values.append(category.value(in: UnsafeRawBufferPointer(start: buffers[index], count: length), buffer: buffers[index]))
-        }
-        return values
-    }
-
-    /// Reads a column that did not fit its buffer into a larger one, which later rows then use.
-    private func grow(column index: Int, to length: Int, binds: UnsafeMutablePointer<MYSQL_BIND>, session: MariaDBSession) throws {
-        let capacity = max(length, capacities[index] * 2)
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 8)
-        buffers[index].deallocate()
-        buffers[index] = buffer
-        capacities[index] = capacity
-        binds[index].buffer = buffer
-        binds[index].buffer_length = UInt(capacity)
-        guard mysql_stmt_fetch_column(handle, binds + index, UInt32(index), 0) == 0 else {
-            throw session.statementError(self)
-        }
-        // Later rows land in the new buffer.
-        guard mysql_stmt_bind_result(handle, binds) == 0 else { throw session.statementError(self) }
-    }
-}
-
-/// How a result column is read and what ``SQLValue`` it becomes.
-enum ColumnCategory: Equatable {
-    case null
-    case signed
-    case unsigned
-    case float
-    case double
-    case decimal
-    case date
-    case dateTime
-    case time
-    case text
-    case binary
-    case bit
-    case json
-
-    /// The `binary` collation: bytes, not text.
-    static let binaryCharset: UInt32 = 63
-
-    init(type: enum_field_types, flags: UInt32, charset: UInt32) {
-        switch type {
-        case MYSQL_TYPE_NULL:
-            self = .null
-        case MYSQL_TYPE_TINY, MYSQL_TYPE_SHORT, MYSQL_TYPE_INT24, MYSQL_TYPE_LONG, MYSQL_TYPE_LONGLONG, MYSQL_TYPE_YEAR:
-            self = flags & UInt32(UNSIGNED_FLAG) != 0 ? .unsigned : .signed
-        case MYSQL_TYPE_FLOAT:
-            self = .float
-        case MYSQL_TYPE_DOUBLE:
-            self = .double
-        case MYSQL_TYPE_DECIMAL, MYSQL_TYPE_NEWDECIMAL:
-            self = .decimal
-        case MYSQL_TYPE_DATE, MYSQL_TYPE_NEWDATE:
-            self = .date
-        case MYSQL_TYPE_DATETIME, MYSQL_TYPE_TIMESTAMP, MYSQL_TYPE_DATETIME2, MYSQL_TYPE_TIMESTAMP2:
-            self = .dateTime
-        case MYSQL_TYPE_TIME, MYSQL_TYPE_TIME2:
-            self = .time
-        case MYSQL_TYPE_BIT:
-            self = .bit
-        case MYSQL_TYPE_JSON:
-            self = .json
-        default:
-            self = charset == Self.binaryCharset ? .binary : .text
-        }
-    }
-
-    /// The buffer type Connector/C converts the column into.
-    var bufferType: enum_field_types {
-        switch self {
-        case .null: MYSQL_TYPE_NULL
-        case .signed, .unsigned: MYSQL_TYPE_LONGLONG
-        case .float: MYSQL_TYPE_FLOAT
-        case .double: MYSQL_TYPE_DOUBLE
-        case .date: MYSQL_TYPE_DATE
-        case .dateTime: MYSQL_TYPE_DATETIME
-        case .time: MYSQL_TYPE_TIME
-        case .decimal, .text, .json: MYSQL_TYPE_STRING
-        case .binary, .bit: MYSQL_TYPE_BLOB
-        }
-    }
-
-    var isVariableLength: Bool {
-        switch self {
-        case .decimal, .text, .json, .binary, .bit: true
-        default: false
-        }
-    }
-
-    var initialCapacity: Int {
-        switch self {
-        case .date, .dateTime, .time: MemoryLayout<MYSQL_TIME>.size
-        case .decimal: 80
-        case .text, .json, .binary: 256
-        default: 8
-        }
-    }
-
-    /// The column's value, read from `bytes` (variable-length columns) or `buffer` (fixed ones).
-    func value(in bytes: UnsafeRawBufferPointer, buffer: UnsafeMutableRawPointer) -> SQLValue {
-        switch self {
-        case .null:
-            return .null
-        case .signed:
-            return .int(buffer.load(as: Int64.self))
-        case .unsigned:
-            return .uint(buffer.load(as: UInt64.self))
-        case .float:
-            return .float(buffer.load(as: Float.self))
-        case .double:
-            return .double(buffer.load(as: Double.self))
-        case .decimal:
-            return .decimal(String(decoding: bytes, as: UTF8.self))
-        case .text:
-            if let text = String(validating: bytes, as: UTF8.self) { return .text(text) }
-            return .bytes(Array(bytes))
-        case .binary:
-            return .bytes(Array(bytes))
-        case .json:
-            return .json(Array(bytes))
-        case .bit:
-            return .uint(bytes.reduce(0) { $0 << 8 | UInt64($1) })
-        case .date, .dateTime, .time:
-            return MariaDBTime.value(buffer.load(as: MYSQL_TIME.self), category: self)
-        }
-    }
-
-    /// The SQL name of the column's type, for errors: `BIGINT UNSIGNED`, `VARCHAR`, `BLOB`…
-    func typeName(type: enum_field_types, flags: UInt32) -> String {
-        let unsigned = flags & UInt32(UNSIGNED_FLAG) != 0 ? " UNSIGNED" : ""
-        let binary = self == .binary
-        switch type {
-        case MYSQL_TYPE_TINY: return "TINYINT" + unsigned
-        case MYSQL_TYPE_SHORT: return "SMALLINT" + unsigned
-        case MYSQL_TYPE_INT24: return "MEDIUMINT" + unsigned
-        case MYSQL_TYPE_LONG: return "INT" + unsigned
-        case MYSQL_TYPE_LONGLONG: return "BIGINT" + unsigned
-        case MYSQL_TYPE_YEAR: return "YEAR"
-        case MYSQL_TYPE_FLOAT: return "FLOAT"
-        case MYSQL_TYPE_DOUBLE: return "DOUBLE"
-        case MYSQL_TYPE_DECIMAL, MYSQL_TYPE_NEWDECIMAL: return "DECIMAL"
-        case MYSQL_TYPE_DATE, MYSQL_TYPE_NEWDATE: return "DATE"
-        case MYSQL_TYPE_DATETIME, MYSQL_TYPE_DATETIME2: return "DATETIME"
-        case MYSQL_TYPE_TIMESTAMP, MYSQL_TYPE_TIMESTAMP2: return "TIMESTAMP"
-        case MYSQL_TYPE_TIME, MYSQL_TYPE_TIME2: return "TIME"
-        case MYSQL_TYPE_BIT: return "BIT"
-        case MYSQL_TYPE_JSON: return "JSON"
-        case MYSQL_TYPE_NULL: return "NULL"
-        case MYSQL_TYPE_ENUM: return "ENUM"
-        case MYSQL_TYPE_SET: return "SET"
-        case MYSQL_TYPE_GEOMETRY: return "GEOMETRY"
-        case MYSQL_TYPE_STRING: return binary ? "BINARY" : "CHAR"
-        case MYSQL_TYPE_VARCHAR, MYSQL_TYPE_VAR_STRING: return binary ? "VARBINARY" : "VARCHAR"
-        case MYSQL_TYPE_TINY_BLOB, MYSQL_TYPE_MEDIUM_BLOB, MYSQL_TYPE_LONG_BLOB, MYSQL_TYPE_BLOB:
-            return binary ? "BLOB" : "TEXT"
-        default: return "type \(type.rawValue)"
-        }
     }
 }

@@ -73,8 +73,7 @@ public final class PostgresSession {
         do {
             var setup = "SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO, MDY'; SET extra_float_digits TO 1"
             if let statementTimeout {
-                let (seconds, attoseconds) = statementTimeout.components
-                let milliseconds = max(1, seconds * 1000 + attoseconds / 1_000_000_000_000_000)
+                let milliseconds = max(1, statementTimeout.millisecondCount)
                 setup += "; SET statement_timeout TO \(milliseconds)"
             }
             try session.runSimple(setup)

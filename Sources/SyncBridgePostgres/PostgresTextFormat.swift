@@ -1,4 +1,5 @@
 import FoundationEssentials
+import SyncBridge
 import SyncBridgeSQL
 
 /// PostgreSQL's text format: how parameters are sent and results read.
@@ -250,8 +251,7 @@ enum PostgresTextFormat {
         case .timestamp(let date): return (OID.timestamptz, CivilTime.format(date) + "+00")
         case .date(let date): return (OID.date, CivilTime.format(date, includeTime: false))
         case .time(let duration):
-            let (seconds, attoseconds) = duration.components
-            return (OID.time, CivilTime.formatTime(microseconds: seconds * 1_000_000 + attoseconds / 1_000_000_000_000))
+            return (OID.time, CivilTime.formatTime(microseconds: duration.microsecondCount))
         case .json(let bytes):
             guard !bytes.contains(0) else {
                 throw SQLEncodingError(parameter: index, reason: "the JSON contains a NUL byte")

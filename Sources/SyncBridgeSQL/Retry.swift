@@ -1,3 +1,4 @@
+import SyncBridge
 public import Logging
 
 /// How ``withRetry(_:logger:fileID:line:_:)`` retries: how many attempts, how long it backs off
@@ -50,8 +51,7 @@ public struct RetryPolicy: Sendable {
     }
 
     private static func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+        duration.nanosecondCount
     }
 }
 

@@ -259,14 +259,6 @@ enum ServerSupport {
     }
 }
 
-extension Duration {
-    /// The duration in whole milliseconds.
-    var milliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
-    }
-}
-
 /// Stops the process-wide shared servers when the test process exits normally.
 enum SharedServerCleanup {
     private static let actions = Locked<[@Sendable () -> Void]>([])

@@ -97,7 +97,7 @@ public final class TemporaryMariaDB: Sendable {
                 "started a throwaway MariaDB server",
                 metadata: [
                     "port": "\(server.port)", "directory": "\(server.directory)",
-                    "startup_ms": "\((ContinuousClock.now - started).milliseconds)",
+                    "startup_ms": "\((ContinuousClock.now - started).millisecondCount)",
                 ]
             )
             return server

@@ -102,7 +102,7 @@ public final class TemporaryPostgres: Sendable {
                 "started a throwaway PostgreSQL server",
                 metadata: [
                     "port": "\(server.port)", "directory": "\(server.directory)",
-                    "startup_ms": "\((ContinuousClock.now - started).milliseconds)",
+                    "startup_ms": "\((ContinuousClock.now - started).millisecondCount)",
                 ]
             )
             return server

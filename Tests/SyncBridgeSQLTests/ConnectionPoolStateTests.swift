@@ -2,7 +2,7 @@ import Testing
 
 @testable import SyncBridgeSQL
 
-/// Drives the pool's state machine directly: no connections, no clocks.
+/// Drives the pool's state machine directly: no connections, no threads, no clocks.
 @Suite("ConnectionPoolState")
 struct ConnectionPoolStateTests {
     final class FakeConnection: Sendable {
@@ -14,18 +14,26 @@ struct ConnectionPoolStateTests {
 
     static let second: UInt64 = 1_000_000_000
 
-    func makeState(minimum: Int = 0, maximum: Int = 2) -> State {
+    static func makeState(minimum: Int = 0, maximum: Int = 2) -> State {
         State(
             limits: .init(
                 minimumConnections: minimum,
                 maximumConnections: maximum,
-                idleTimeout: 60 * Self.second,
-                maximumLifetime: 600 * Self.second,
-                healthCheckAfterIdle: 10 * Self.second,
-                initialBackoff: Self.second / 10,
-                maximumBackoff: 2 * Self.second
+                acquireTimeout: 5 * second,
+                idleTimeout: 60 * second,
+                maximumLifetime: 600 * second,
+                healthCheckAfterIdle: 10 * second,
+                initialBackoff: second / 10,
+                maximumBackoff: 2 * second,
+                maintenanceInterval: second
             )
         )
+    }
+
+    /// Asks for a connection as the pool does: a waiter id, then the lease.
+    static func ask(_ state: inout State, _ demand: State.Demand = .exclusive, now: UInt64 = 0) -> (State.WaiterID, [State.Action]) {
+        let waiter = state.makeWaiterID()
+        return (waiter, state.lease(waiter, demand: demand, now: now))
     }
 
     func leasedEntry(_ actions: [State.Action], to waiter: UInt64) -> State.Entry? {
@@ -33,127 +41,222 @@ struct ConnectionPoolStateTests {
         return nil
     }
 
-    func connects(_ actions: [State.Action]) -> [UInt64] {
-        actions.compactMap { if case .connect(let delay) = $0 { delay } else { nil } }
+    func connects(_ actions: [State.Action]) -> Int {
+        actions.filter { if case .connect = $0 { true } else { false } }.count
+    }
+
+    func schedules(_ actions: [State.Action]) -> [State.Timer: UInt64] {
+        var timers: [State.Timer: UInt64] = [:]
+        for case .schedule(let timer, let deadline) in actions { timers[timer] = deadline }
+        return timers
+    }
+
+    func cancels(_ actions: [State.Action]) -> Set<State.Timer> {
+        var timers: Set<State.Timer> = []
+        for case .cancel(let timer) in actions { timers.insert(timer) }
+        return timers
     }
 
     @Test("a lease with nothing idle opens a connection and hands it over; a released one is reused")
     func leaseConnectRelease() {
-        var state = makeState()
-        let first = state.lease(1, now: 0)
-        #expect(connects(first) == [0])
-        #expect(Array(state.waiters) == [1])
+        var state = Self.makeState()
+        let (first, asked) = Self.ask(&state)
+        #expect(connects(asked) == 1)
+        #expect(schedules(asked) == [.acquireTimeout(first): 5 * Self.second])
+        #expect(state.waiters.map(\.id) == [first])
         let connection = FakeConnection(1)
-        let entry = leasedEntry(state.connected(connection, now: 1), to: 1)
+        let served = state.connected(connection, now: 1)
+        let entry = leasedEntry(served, to: first)
         #expect(entry?.connection === connection)
+        #expect(cancels(served) == [.acquireTimeout(first)])
         #expect(state.released(entry!.id, reusable: true, now: 2).isEmpty)
         #expect(state.idle.count == 1)
-        let again = leasedEntry(state.lease(2, now: 3), to: 2)
-        #expect(again?.connection === connection)
+        let (second, again) = Self.ask(&state, now: 3)
+        #expect(leasedEntry(again, to: second)?.connection === connection)
+        #expect(schedules(again).isEmpty)
     }
 
     @Test("never more than the maximum; a waiter gets the next released connection")
     func maximum() {
-        var state = makeState(maximum: 2)
-        #expect(connects(state.lease(1, now: 0)).count == 1)
-        #expect(connects(state.lease(2, now: 0)).count == 1)
-        #expect(connects(state.lease(3, now: 0)).isEmpty)
-        let a = leasedEntry(state.connected(FakeConnection(1), now: 1), to: 1)!
-        _ = leasedEntry(state.connected(FakeConnection(2), now: 1), to: 2)!
+        var state = Self.makeState(maximum: 2)
+        let (first, a1) = Self.ask(&state)
+        let (second, a2) = Self.ask(&state)
+        let (third, a3) = Self.ask(&state)
+        #expect([connects(a1), connects(a2), connects(a3)] == [1, 1, 0])
+        let a = leasedEntry(state.connected(FakeConnection(1), now: 1), to: first)!
+        _ = leasedEntry(state.connected(FakeConnection(2), now: 1), to: second)!
         #expect(state.totalConnections == 2)
-        #expect(Array(state.waiters) == [3])
-        let handedOver = leasedEntry(state.released(a.id, reusable: true, now: 2), to: 3)
+        #expect(state.waiters.map(\.id) == [third])
+        let handedOver = leasedEntry(state.released(a.id, reusable: true, now: 2), to: third)
         #expect(handedOver?.connection === a.connection)
     }
 
     @Test("a broken connection is closed on release and replaced for the next waiter")
     func brokenConnection() {
-        var state = makeState(maximum: 1)
-        _ = state.lease(1, now: 0)
-        let entry = leasedEntry(state.connected(FakeConnection(1), now: 0), to: 1)!
-        _ = state.lease(2, now: 0)
+        var state = Self.makeState(maximum: 1)
+        let (first, _) = Self.ask(&state)
+        let entry = leasedEntry(state.connected(FakeConnection(1), now: 0), to: first)!
+        _ = Self.ask(&state)
         let actions = state.released(entry.id, reusable: false, now: 1)
         #expect(actions.contains { if case .close(let c) = $0 { c === entry.connection } else { false } })
-        #expect(connects(actions) == [0])
+        #expect(connects(actions) == 1)
+        #expect(state.closing == 1)
     }
 
-    @Test("abandoned waiters are failed once; served ones are not")
-    func abandon() {
-        var state = makeState()
-        _ = state.lease(1, now: 0)
-        guard case .fail(1, .timedOut)? = state.abandon(1, because: .timedOut).first else {
+    @Test("a waiter times out through its timer, once; a served waiter's timer does nothing")
+    func acquireTimeout() {
+        var state = Self.makeState(maximum: 1)
+        let (first, _) = Self.ask(&state)
+        let (second, _) = Self.ask(&state)
+        _ = state.connected(FakeConnection(1), now: 1)
+        #expect(state.timerFired(.acquireTimeout(first), now: 5 * Self.second).isEmpty)
+        guard case .fail(second, .timedOut)? = state.timerFired(.acquireTimeout(second), now: 5 * Self.second).first else {
             Issue.record("expected a timeout failure")
             return
         }
-        #expect(state.abandon(1, because: .timedOut).isEmpty)
+        #expect(state.timerFired(.acquireTimeout(second), now: 6 * Self.second).isEmpty)
+        #expect(state.waiters.isEmpty)
+    }
+
+    @Test("a waiter cancelled before its lease arrives is refused when it does; a queued one is failed and its timer stopped")
+    func cancellation() {
+        var state = Self.makeState(maximum: 1)
+        let early = state.makeWaiterID()
+        #expect(state.cancel(early, because: .cancelled).isEmpty)
+        guard case .fail(early, .cancelled)? = state.lease(early, demand: .exclusive, now: 0).first else {
+            Issue.record("expected the early-cancelled lease to be refused")
+            return
+        }
+        let (queued, _) = Self.ask(&state)
+        let actions = state.cancel(queued, because: .cancelled)
+        #expect(actions.contains { if case .fail(queued, .cancelled) = $0 { true } else { false } })
+        #expect(cancels(actions) == [.acquireTimeout(queued)])
+        #expect(state.cancel(queued, because: .cancelled).isEmpty)
         // The connection opened for it goes idle.
         _ = state.connected(FakeConnection(1), now: 1)
         #expect(state.idle.count == 1)
     }
 
-    @Test("failed attempts back off exponentially, capped, and a success resets it")
+    @Test("failed attempts back off through the reconnect timer, exponentially, capped; a success resets it")
     func backoff() {
-        var state = makeState(maximum: 1)
-        #expect(connects(state.lease(1, now: 0)) == [0])
-        #expect(connects(state.connectFailed(now: 1)) == [Self.second / 10])
-        #expect(connects(state.connectFailed(now: 2)) == [Self.second / 5])
-        #expect(connects(state.connectFailed(now: 3)) == [2 * Self.second / 5])
-        for _ in 0..<10 { _ = state.connectFailed(now: 4) }
+        var state = Self.makeState(maximum: 1)
+        #expect(connects(Self.ask(&state).1) == 1)
+        #expect(schedules(state.connectFailed(now: 1)) == [.reconnect: 1 + Self.second / 10])
+        #expect(connects(state.timerFired(.reconnect, now: 2)) == 1)
+        #expect(schedules(state.connectFailed(now: 3)) == [.reconnect: 3 + Self.second / 5])
+        // While backing off, new waiters open nothing.
+        #expect(connects(Self.ask(&state).1) == 0)
+        #expect(connects(state.timerFired(.reconnect, now: 4)) == 1)
+        for _ in 0..<10 {
+            _ = state.connectFailed(now: 5)
+            _ = state.timerFired(.reconnect, now: 5)
+        }
         #expect(state.backoff == 2 * Self.second)
-        _ = state.connected(FakeConnection(1), now: 5)
+        _ = state.connected(FakeConnection(1), now: 6)
         #expect(state.backoff == 0)
     }
 
     @Test("a connection idle past the threshold is health-checked before it is leased")
     func healthCheck() {
-        var state = makeState()
-        _ = state.lease(1, now: 0)
-        let entry = leasedEntry(state.connected(FakeConnection(1), now: 0), to: 1)!
+        var state = Self.makeState()
+        let (first, _) = Self.ask(&state)
+        let entry = leasedEntry(state.connected(FakeConnection(1), now: 0), to: first)!
         _ = state.released(entry.id, reusable: true, now: 0)
-        let actions = state.lease(2, now: 11 * Self.second)
-        guard case .checkHealth(let checked, for: 2)? = actions.first else {
+        let (second, actions) = Self.ask(&state, now: 11 * Self.second)
+        guard case .checkHealth(let checked, for: second)? = actions.first else {
             Issue.record("expected a health check")
             return
         }
-        let retry = state.healthChecked(checked, healthy: false, for: 2, now: 11 * Self.second)
+        let retry = state.healthChecked(checked, healthy: false, for: second, now: 11 * Self.second)
         #expect(retry.contains { if case .close = $0 { true } else { false } })
-        #expect(connects(retry) == [0])
-        #expect(Array(state.waiters) == [2])
+        #expect(connects(retry) == 1)
+        #expect(state.waiters.map(\.id) == [second])
+        #expect(schedules(retry) == [.acquireTimeout(second): 16 * Self.second])
     }
 
-    @Test("upkeep closes idle connections above the minimum and keeps the minimum open")
+    @Test("upkeep runs on the maintenance timer: idle connections above the minimum close, the minimum stays open")
     func maintenance() {
-        var state = makeState(minimum: 1, maximum: 3)
-        #expect(connects(state.maintain(now: 0)).count == 1)
+        var state = Self.makeState(minimum: 1, maximum: 3)
+        let start = state.started(now: 0)
+        #expect(connects(start) == 1)
+        #expect(schedules(start) == [.maintenance: Self.second])
         _ = state.connected(FakeConnection(1), now: 0)
-        _ = state.lease(1, now: 0)
-        _ = state.lease(2, now: 0)
-        let a = state.leased.values.first!
-        let b = leasedEntry(state.connected(FakeConnection(2), now: 0), to: 2)!
+        let (first, got) = Self.ask(&state)
+        let a = leasedEntry(got, to: first)!
+        let (second, _) = Self.ask(&state)
+        let b = leasedEntry(state.connected(FakeConnection(2), now: 0), to: second)!
         _ = state.released(a.id, reusable: true, now: 1)
         _ = state.released(b.id, reusable: true, now: 1)
         #expect(state.idle.count == 2)
-        let closes = state.maintain(now: 70 * Self.second).filter { if case .close = $0 { true } else { false } }
-        #expect(closes.count == 1)
+        let upkeep = state.timerFired(.maintenance, now: 70 * Self.second)
+        #expect(upkeep.filter { if case .close = $0 { true } else { false } }.count == 1)
+        #expect(schedules(upkeep) == [.maintenance: 71 * Self.second])
         #expect(state.idle.count == 1)
     }
 
-    @Test("shutdown fails waiters, closes idle connections and completes when leases come back")
+    @Test("statements get connections of their own while the pool can grow, then join the least loaded lane")
+    func statementLanes() {
+        var state = Self.makeState(maximum: 2)
+        let (s1, _) = Self.ask(&state, .statement)
+        let (s2, _) = Self.ask(&state, .statement)
+        let lane1 = leasedEntry(state.connected(FakeConnection(1), now: 0), to: s1)!
+        let lane2 = leasedEntry(state.connected(FakeConnection(2), now: 0), to: s2)!
+        #expect(state.lanes == [lane1.id: 1, lane2.id: 1])
+        let (s3, joined) = Self.ask(&state, .statement)
+        guard case .share(let shared, with: s3)? = joined.first else {
+            Issue.record("expected the statement to join a lane")
+            return
+        }
+        #expect(state.lanes[shared.id] == 2)
+        // A lane's connection comes back when its last statement ends.
+        #expect(state.statementFinished(on: shared.id, reusable: true, now: 1).isEmpty)
+        #expect(state.leased[shared.id] != nil)
+        _ = state.statementFinished(on: shared.id, reusable: true, now: 1)
+        #expect(state.leased[shared.id] == nil)
+        #expect(state.idle.count == 1)
+    }
+
+    @Test("statements do not join lanes while a task waits for a connection of its own")
+    func lanesDoNotStarveExclusiveLeases() {
+        var state = Self.makeState(maximum: 1)
+        let (statement, _) = Self.ask(&state, .statement)
+        let lane = leasedEntry(state.connected(FakeConnection(1), now: 0), to: statement)!
+        let (exclusive, _) = Self.ask(&state, .exclusive)
+        let (later, queued) = Self.ask(&state, .statement)
+        #expect(!queued.contains { if case .share = $0 { true } else { false } })
+        #expect(state.waiters.map(\.id) == [exclusive, later])
+        let handedOver = state.statementFinished(on: lane.id, reusable: true, now: 1)
+        #expect(leasedEntry(handedOver, to: exclusive)?.id == lane.id)
+        #expect(state.lanes.isEmpty)
+    }
+
+    @Test("shutdown fails waiters, stops the timers, closes idle connections, and completes when leases and closes are done")
     func shutdown() {
-        var state = makeState(maximum: 1)
-        _ = state.lease(1, now: 0)
-        let entry = leasedEntry(state.connected(FakeConnection(1), now: 0), to: 1)!
-        _ = state.lease(2, now: 0)
+        var state = Self.makeState(maximum: 2)
+        _ = state.started(now: 0)
+        let (first, _) = Self.ask(&state)
+        let (second, _) = Self.ask(&state)
+        let (third, _) = Self.ask(&state)
+        let a = leasedEntry(state.connected(FakeConnection(1), now: 0), to: first)!
+        let b = leasedEntry(state.connected(FakeConnection(2), now: 0), to: second)!
+        _ = state.released(b.id, reusable: true, now: 0)
+        #expect(state.waiters.isEmpty)  // the third got b
+        _ = third
+        let (fourth, _) = Self.ask(&state)
         let actions = state.shutdown()
-        #expect(actions.contains { if case .fail(2, .shutDown) = $0 { true } else { false } })
+        #expect(actions.contains { if case .fail(fourth, .shutDown) = $0 { true } else { false } })
+        #expect(cancels(actions) == [.acquireTimeout(fourth), .maintenance])
         #expect(!actions.contains { if case .shutdownComplete = $0 { true } else { false } })
-        guard case .fail(3, .shutDown)? = state.lease(3, now: 1).first else {
+        guard case .fail(_, .shutDown)? = Self.ask(&state, now: 1).1.first else {
             Issue.record("expected a refusal")
             return
         }
-        let done = state.released(entry.id, reusable: true, now: 2)
-        #expect(done.contains { if case .close = $0 { true } else { false } })
-        #expect(done.contains { if case .shutdownComplete = $0 { true } else { false } })
+        let afterFirst = state.released(a.id, reusable: true, now: 2)
+        #expect(afterFirst.contains { if case .close = $0 { true } else { false } })
+        let afterThird = state.released(b.id, reusable: true, now: 2)
+        #expect(!afterThird.contains { if case .shutdownComplete = $0 { true } else { false } })
+        #expect(state.closed().isEmpty)
+        #expect(state.closed().contains { if case .shutdownComplete = $0 { true } else { false } })
         #expect(state.lifecycle == .shutDown)
     }
 }

@@ -27,7 +27,7 @@ func sleepBlocking(milliseconds: Int) {
     let end = ContinuousClock.now + .milliseconds(milliseconds)
     while ContinuousClock.now < end {
         let left = end - ContinuousClock.now
-        _ = usleep(UInt32(max(1, left.components.seconds * 1_000_000 + left.components.attoseconds / 1_000_000_000_000)))
+        _ = usleep(UInt32(max(1, left.microsecondCount)))
     }
 }
 

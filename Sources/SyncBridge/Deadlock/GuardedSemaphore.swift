@@ -46,7 +46,7 @@ public final class GuardedSemaphore: @unchecked Sendable {
     public func wait(timeout: Duration? = nil, fileID: StaticString = #fileID, line: UInt = #line) throws {
         let callSite = CallSite(fileID: fileID, line: line)
         try refuseOnCooperativeThread("GuardedSemaphore(\(name)).wait", at: callSite)
-        let deadline = timeout.map { monotonicNanoseconds() &+ UInt64(max(0, $0.nanoseconds)) }
+        let deadline = timeout.map { monotonicNanoseconds() &+ UInt64(max(0, $0.nanosecondCount)) }
         condition.lock()
         defer { condition.unlock() }
         if value > 0 {

@@ -64,7 +64,7 @@ final class WorkerThreads: @unchecked Sendable {
         metricsFactory: any MetricsFactory,
         logger: Logger
     ) {
-        self.spinNanoseconds = UInt64(max(0, spin.nanoseconds))
+        self.spinNanoseconds = UInt64(max(0, spin.nanosecondCount))
         self.name = name
         self.kind = kind
         self.threadCount = threadCount

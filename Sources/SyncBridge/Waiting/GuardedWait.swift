@@ -25,8 +25,7 @@ public struct GuardedWaitError: Error, Hashable, CustomStringConvertible {
         }
 
         static func timedOut(_ timeout: Duration) -> Reason {
-            let (seconds, attoseconds) = timeout.components
-            return Reason(base: .timedOut(nanoseconds: seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
+            Reason(base: .timedOut(nanoseconds: timeout.nanosecondCount))
         }
 
         /// Whether the awaited work needed the very thread that was blocked waiting for it
@@ -155,7 +154,7 @@ public func waitForAsync<Success: Sendable>(
         }
         record.complete()
     }
-    let deadline = timeout.map { monotonicNanoseconds() &+ UInt64(max(0, $0.nanoseconds)) }
+    let deadline = timeout.map { monotonicNanoseconds() &+ UInt64(max(0, $0.nanosecondCount)) }
     switch record.block(untilMonotonicNanoseconds: deadline) {
     case .completed:
         return try result.take().get()
@@ -180,13 +179,6 @@ func refuseOnCooperativeThread(_ operation: String, at callSite: CallSite) throw
         DeadlockDetector.report(BridgingReports.cooperativeThreadWait(operation, at: callSite), refusing: true)
     }
     throw GuardedWaitError(reason: .cooperativeThread, callSite: callSite, thread: .current)
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
-    }
 }
 
 /// One guarded wait in progress: the blocked thread parks on it; the awaited task, or an executor

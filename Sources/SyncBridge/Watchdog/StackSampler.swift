@@ -128,11 +128,10 @@ enum StackSampler {
         guard install() else { return nil }
         let sample = UnsafeMutablePointer<sb_stack_sample>.allocate(capacity: 1)
         defer { sample.deallocate() }
-        let (seconds, attoseconds) = timeout.components
         // Read before the signal, which wakes a sleeping thread.
         let running = sb_thread_state(threadID) == CChar(UInt8(ascii: "R"))
         let result = captureLock.withLock { _ in
-            sb_stack_capture(threadID, sample, seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+            sb_stack_capture(threadID, sample, timeout.nanosecondCount)
         }
         guard result == 0 else { return nil }
         let count = Int(sample.pointee.count)

@@ -613,7 +613,7 @@ public final class Watchdog: Sendable {
     private func deliver(_ report: WatchdogReport) {
         var metadata: Logger.Metadata = [
             "watchdog.kind": "\(report.kind.rawValue)",
-            "watchdog.duration_ms": "\(report.duration.components.seconds * 1000 + report.duration.components.attoseconds / 1_000_000_000_000_000)",
+            "watchdog.duration_ms": "\(report.duration.millisecondCount)",
             "watchdog.ongoing": "\(report.isOngoing)",
         ]
         if let band = report.band { metadata["watchdog.band"] = "\(band)" }
@@ -624,8 +624,7 @@ public final class Watchdog: Sendable {
     }
 
     static func nanoseconds(_ duration: Duration) -> UInt64 {
-        let (seconds, attoseconds) = duration.components
-        return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds / 1_000_000_000))
+        UInt64(max(0, duration.nanosecondCount))
     }
 }
 

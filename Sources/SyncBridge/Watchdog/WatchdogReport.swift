@@ -103,8 +103,7 @@ public struct WatchdogReport: Sendable, Hashable, Codable, CustomStringConvertib
 
     /// `312 ms`.
     static func milliseconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        return "\(seconds * 1000 + attoseconds / 1_000_000_000_000_000) ms"
+        "\(duration.millisecondCount) ms"
     }
 
     /// Whether any stack of the report contains a frame whose symbol contains `text`.

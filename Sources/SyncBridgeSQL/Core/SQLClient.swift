@@ -37,7 +37,6 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
     public let configuration: Session.Configuration
     /// What the database adds to its clients (PostgreSQL: the notification listener).
     package let clientExtension: Session.ClientExtension
-    private let lanes: StatementLanes<Connection>
 
     /// Creates a client; connections are opened when needed.
     ///
@@ -63,7 +62,6 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
         ) {
             try await Connection.connect(configuration: configuration, logger: logger, metricsFactory: metricsFactory)
         }
-        lanes = StatementLanes(pool: pool)
         clientExtension = Session.ClientExtension(configuration: configuration, logger: logger, metricsFactory: metricsFactory)
     }
 
@@ -99,7 +97,7 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
     /// connection of its own while the pool has one to lease, otherwise the queue of the least
     /// loaded busy connection.
     public func run(_ query: SQLQuery, timeout: Duration?, at callSite: CallSite) async throws -> SQLOutcome {
-        try await lanes.run(at: callSite) { try await $0.run(query, timeout: timeout, at: callSite) }
+        try await pool.runStatement(at: callSite) { try await $0.run(query, timeout: timeout, at: callSite) }
     }
 
     /// Streams a statement's rows from a pooled connection, which goes back to the pool when the

@@ -297,12 +297,16 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     /// Closes the connection and stops its thread. Statements queued before finish first.
     public func close() async {
         usable.withLock { $0 = false }
-        let canceller = self.canceller
-        try? await session.close { session in
-            canceller.invalidate()
-            session.close()
-        }
-        await executor.shutdownGracefully()
+        let (session, canceller, executor) = (self.session, self.canceller, self.executor)
+        // In a task of its own, which the caller's cancellation does not reach: a cancelled pool
+        // still closes its connections.
+        await Task.detached {
+            try? await session.close { session in
+                canceller.invalidate()
+                session.close()
+            }
+            await executor.shutdownGracefully()
+        }.value
         logger.debug("closed")
     }
 

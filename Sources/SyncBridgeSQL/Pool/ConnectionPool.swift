@@ -1,112 +1,7 @@
-import DequeModule
 public import Logging
 public import Metrics
 public import ServiceLifecycle
 package import SyncBridge
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
-
-/// A connection a ``ConnectionPool`` can manage.
-public protocol PooledConnection: AnyObject, Sendable {
-    /// A cheap, local answer: `false` once the connection is known to be broken.
-    var isUsable: Bool { get }
-    /// A round trip to the server (`SELECT 1`); run before reusing a connection that sat idle.
-    func checkHealth() async -> Bool
-    /// Closes the connection.
-    func close() async
-}
-
-/// How a ``ConnectionPool`` sizes and refreshes itself.
-public struct ConnectionPoolConfiguration: Sendable, Hashable {
-    /// Connections kept open even when idle. Default 0.
-    public var minimumConnections = 0
-    /// The most connections open at once. Default 8.
-    public var maximumConnections = 8
-    /// How long a task waits for a connection before ``ConnectionPoolError/Code/acquireTimeout``.
-    /// Default 10 s.
-    public var acquireTimeout: Duration = .seconds(10)
-    /// Idle connections above the minimum are closed after this long. Default 60 s.
-    public var idleTimeout: Duration = .seconds(60)
-    /// Connections are replaced after this long, so that server-side state and memory do not
-    /// build up forever. Default 30 minutes.
-    public var maximumLifetime: Duration = .seconds(30 * 60)
-    /// A connection idle for this long is checked with a round trip before it is leased. Default
-    /// 10 s.
-    public var healthCheckAfterIdle: Duration = .seconds(10)
-    /// The wait before reconnecting after a failed attempt; doubles with each consecutive
-    /// failure. Default 100 ms.
-    public var initialBackoff: Duration = .milliseconds(100)
-    /// The longest wait between reconnection attempts. Default 10 s.
-    public var maximumBackoff: Duration = .seconds(10)
-    /// How often ``ConnectionPool/run()`` closes stale connections and opens missing ones.
-    /// Default 1 s.
-    public var maintenanceInterval: Duration = .seconds(1)
-
-    /// The defaults.
-    public init() {}
-}
-
-/// A task got no connection from a pool.
-public struct ConnectionPoolError: Error, Hashable, CustomStringConvertible {
-    /// Why. New codes may be added.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Base: Hashable, Sendable {
-            case acquireTimeout
-            case shutDown
-        }
-
-        private let base: Base
-
-        /// No connection became free within the acquire timeout.
-        public static let acquireTimeout = Code(base: .acquireTimeout)
-        /// The pool is shutting down or shut down.
-        public static let shutDown = Code(base: .shutDown)
-
-        /// The code's name.
-        public var description: String {
-            switch base {
-            case .acquireTimeout: "acquireTimeout"
-            case .shutDown: "shutDown"
-            }
-        }
-    }
-
-    /// Why.
-    public let code: Code
-    /// The pool's name.
-    public let poolName: String
-    /// The pool's maximum size.
-    public let maximumConnections: Int
-    /// Connections open or being opened when the error happened.
-    public let openConnections: Int
-    /// Connections leased to tasks when the error happened.
-    public let busyConnections: Int
-    /// Tasks waiting for a connection when the error happened.
-    public let waitingTasks: Int
-    /// The acquire timeout that passed.
-    public let timeout: Duration?
-    /// Why the last connection attempt failed, if it did.
-    public let lastConnectionError: String?
-
-    /// The pool's size, how many connections were busy, and what to do.
-    public var description: String {
-        switch code {
-        case .acquireTimeout:
-            var text =
-                "pool '\(poolName)': no connection within \(timeout.map { "\($0)" } ?? "the timeout"): "
-                + "\(busyConnections) of \(maximumConnections) connections busy, \(openConnections) open, "
-                + "\(waitingTasks) tasks waiting"
-            if let lastConnectionError { text += "; last connection attempt failed: \(lastConnectionError)" }
-            return text + ". Raise maximumConnections, shorten what holds connections, or check the server."
-        default:
-            return "pool '\(poolName)' is shut down: it leases no more connections"
-        }
-    }
-}
 
 /// A pool of connections shared by many tasks: leases one connection per task, opens
 /// connections on demand up to a maximum, reuses idle ones (checking those idle a while), replaces
@@ -115,40 +10,64 @@ public struct ConnectionPoolError: Error, Hashable, CustomStringConvertible {
 /// Both database facades use it (`PostgresClient`, `MariaDBClient`); it works for any
 /// ``PooledConnection``.
 ///
-/// Run it as a `Service` in a `ServiceGroup`, or call ``run()`` in a task of your own: ``run()``
-/// does the upkeep (closing stale connections, keeping the minimum open) and, when the service
-/// group shuts down or the task is cancelled, shuts the pool down. Leasing works without it.
+/// Run it as a `Service` in a `ServiceGroup`, or call ``run()`` in a task of your own: the pool's
+/// work — opening, checking and closing connections, its timers (acquire timeouts, reconnect
+/// backoff, upkeep) — runs as child tasks of ``run()``, and when the service group shuts down or
+/// the task is cancelled, ``run()`` shuts the pool down and returns once every connection is
+/// closed. A pool that is leased from before anything runs it starts ``run()`` itself, in a task
+/// of its own, and logs that it did; ``shutdown()`` ends it.
 public final class ConnectionPool<Connection: PooledConnection>: Sendable, Service {
+    typealias State = ConnectionPoolState<Connection>
+
     /// The pool's name, for logs, metrics and errors.
     public let name: String
     /// The pool's configuration.
     public let configuration: ConnectionPoolConfiguration
     private let connect: @Sendable () async throws -> Connection
-    private let shared: Locked<Shared>
+    let shared: Locked<Shared>
     private let logger: Logger
     private let metrics: PoolMetrics
 
-    private struct Shared {
-        var state: ConnectionPoolState<Connection>
-        var continuations: [UInt64: UnsafeContinuation<ConnectionPoolState<Connection>.Entry, any Error>] = [:]
-        var timers: [UInt64: Task<Void, Never>] = [:]
-        var cancelledBeforeWaiting: Set<UInt64> = []
-        var nextWaiterID: UInt64 = 0
+    struct Shared {
+        var state: State
+        var continuations: [State.WaiterID: UnsafeContinuation<State.Entry, any Error>] = [:]
+        /// Work for ``run()`` to start as child tasks.
+        var jobs: [Job] = []
+        /// ``run()`` waiting for the next job.
+        var jobWaiter: UnsafeContinuation<Job?, Never>?
+        var runner = Runner.notStarted
+        /// How to stop each timer that is running, by timer.
+        var timerStops: [State.Timer: UnsafeContinuation<Void, Never>] = [:]
+        /// Bumped each time a timer is scheduled or cancelled: a timer task whose generation is
+        /// stale stops without firing.
+        var timerGenerations: [State.Timer: UInt64] = [:]
         var lastConnectionError: String?
-        var pendingCloses = 0
-        var shutdownComplete = false
+        var isShutDown = false
         var shutdownWaiters: [UnsafeContinuation<Void, Never>] = []
         /// The errors of waits a deadlock detector ended (throw mode), by waiter.
-        var deadlockErrors: [UInt64: DeadlockError] = [:]
+        var deadlockErrors: [State.WaiterID: DeadlockError] = [:]
         /// Who holds each leased connection, by entry, while a deadlock detector runs.
-        var holders: [UInt64: WaitGraph.Holding] = [:]
+        var holders: [State.EntryID: WaitGraph.Holding] = [:]
         /// When a tracked lease last came back.
         var lastRelease: UInt64 = 0
     }
 
+    /// What ``run()`` starts.
+    enum Job {
+        case connect
+        case close(Connection)
+        case checkHealth(State.Entry, for: State.WaiterID)
+        case timer(State.Timer, deadline: UInt64, generation: UInt64)
+    }
+
+    enum Runner {
+        case notStarted
+        case running
+        case finished
+    }
+
     /// The pool as the deadlock detector's wait-for graph names it.
-    private let resourceID = WaitGraph.newResourceID()
-    private var resourceDescription: String { waitDescription }
+    let resourceID = WaitGraph.newResourceID()
 
     /// Creates a pool; no connection is opened until one is needed (or ``run()`` keeps the
     /// minimum open).
@@ -171,16 +90,19 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         self.connect = connect
         self.logger = logger
         self.metrics = PoolMetrics(name: name, factory: metricsFactory)
-        let limits = ConnectionPoolState<Connection>.Limits(
+        func nanoseconds(_ duration: Duration) -> UInt64 { UInt64(max(0, duration.nanosecondCount)) }
+        let limits = State.Limits(
             minimumConnections: configuration.minimumConnections,
             maximumConnections: configuration.maximumConnections,
-            idleTimeout: UInt64(configuration.idleTimeout.nanosecondCount),
-            maximumLifetime: UInt64(configuration.maximumLifetime.nanosecondCount),
-            healthCheckAfterIdle: UInt64(configuration.healthCheckAfterIdle.nanosecondCount),
-            initialBackoff: UInt64(configuration.initialBackoff.nanosecondCount),
-            maximumBackoff: UInt64(configuration.maximumBackoff.nanosecondCount)
+            acquireTimeout: nanoseconds(configuration.acquireTimeout),
+            idleTimeout: nanoseconds(configuration.idleTimeout),
+            maximumLifetime: nanoseconds(configuration.maximumLifetime),
+            healthCheckAfterIdle: nanoseconds(configuration.healthCheckAfterIdle),
+            initialBackoff: nanoseconds(configuration.initialBackoff),
+            maximumBackoff: nanoseconds(configuration.maximumBackoff),
+            maintenanceInterval: nanoseconds(configuration.maintenanceInterval)
         )
-        self.shared = Locked(Shared(state: ConnectionPoolState(limits: limits)))
+        self.shared = Locked(Shared(state: State(limits: limits)))
     }
 
     // MARK: Leasing
@@ -221,15 +143,7 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         let lease = try await leaseConnection(at: callSite)
         let result: Result
         do {
-            if let holder = lease.holder {
-                let record = PoolLeaseRecord(pool: resourceID, callSite: lease.callSite, party: holder, next: PoolLeaseRecord.current)
-                let transfer = try await PoolLeaseRecord.$current.withValue(record) {
-                    SendingTransfer(value: try await body(lease.connection))
-                }
-                result = transfer.value
-            } else {
-                result = try await body(lease.connection)
-            }
+            result = try await withLeaseRecorded(lease) { try await body(lease.connection) }
         } catch {
             release(lease)
             throw error
@@ -238,9 +152,31 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         return result
     }
 
+    /// Runs one statement's `body` on a connection: a connection of its own while the pool can
+    /// lease one, otherwise a place in the queue of the least loaded connection already running
+    /// single statements, so that connections run statements back to back under load and none
+    /// idles while the next task is being scheduled. Statements do not join busy connections
+    /// while a task waits for a connection of its own, so transactions are not starved.
+    package func runStatement<Result: Sendable>(
+        at callSite: CallSite,
+        _ body: (Connection) async throws -> Result
+    ) async throws -> Result {
+        let lease = try await leaseConnection(at: callSite, demand: .statement)
+        do {
+            let result = try await body(lease.connection)
+            release(lease)
+            return result
+        } catch {
+            release(lease)
+            throw error
+        }
+    }
+
     /// A leased connection that must be handed back with ``release(_:)`` exactly once.
     package struct Lease: Sendable {
-        let entry: ConnectionPoolState<Connection>.Entry
+        let entry: State.Entry
+        /// A statement's place on a lane, or a connection of the task's own.
+        let demand: State.Demand
         /// Whether the deadlock detector knows its holder.
         let tracked: Bool
         /// Who leased it, while a detector runs.
@@ -255,214 +191,159 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
     ///
     /// - Parameters:
     ///   - callSite: Where the lease was asked for, for reports.
-    ///   - sharedByStatements: The lease serves single statements of many tasks (a statement
-    ///     lane), not the asking task: the deadlock detector sees it held by the lane, which
-    ///     releases it when its statements end whatever any task waits for.
-    package func leaseConnection(at callSite: CallSite, sharedByStatements: Bool = false) async throws -> Lease {
+    package func leaseConnection(at callSite: CallSite) async throws -> Lease {
+        try await leaseConnection(at: callSite, demand: .exclusive)
+    }
+
+    private func leaseConnection(at callSite: CallSite, demand: State.Demand) async throws -> Lease {
         guard WaitGraph.isActive else {
-            return Lease(entry: try await lease(party: nil, callSite: callSite), tracked: false, holder: nil, callSite: callSite)
+            let entry = try await lease(demand, party: nil, callSite: callSite)
+            return Lease(entry: entry, demand: demand, tracked: false, holder: nil, callSite: callSite)
         }
         let party = Party.current
-        let entry = try await lease(party: party, callSite: callSite)
-        let holder = sharedByStatements ? Party.statementLane(entry.id) : party
+        let entry = try await lease(demand, party: party, callSite: callSite)
+        // A lane serves single statements of many tasks, not the asking task: the detector sees
+        // it held by the lane, which releases it when its statements end whatever any task
+        // waits for.
+        let holder = demand == .statement ? Party.statementLane(entry.id) : party
         shared.withLock { $0.holders[entry.id] = WaitGraph.Holding(party: holder, callSite: callSite) }
-        return Lease(entry: entry, tracked: true, holder: sharedByStatements ? nil : party, callSite: callSite)
+        return Lease(entry: entry, demand: demand, tracked: true, holder: demand == .statement ? nil : party, callSite: callSite)
     }
 
-    /// Returns a connection from ``leaseConnection(at:)``.
+    /// Returns a connection from ``leaseConnection(at:)``, or ends a statement's place on a lane.
     package func release(_ lease: Lease) {
-        release(lease.entry, tracked: lease.tracked)
+        let reusable = lease.connection.isUsable
+        let actions = shared.withLock { shared in
+            let now = monotonicNow()
+            let actions =
+                lease.demand == .statement
+                ? shared.state.statementFinished(on: lease.entry.id, reusable: reusable, now: now)
+                : shared.state.released(lease.entry.id, reusable: reusable, now: now)
+            if lease.tracked, shared.state.leased[lease.entry.id] == nil {
+                shared.holders[lease.entry.id] = nil
+                shared.lastRelease = now
+            }
+            return actions
+        }
+        perform(actions)
     }
 
-    private func lease(party: Party?, callSite: CallSite) async throws -> ConnectionPoolState<Connection>.Entry {
-        let waiter = shared.withLock { shared in
-            shared.nextWaiterID += 1
-            return shared.nextWaiterID
+    private func lease(_ demand: State.Demand, party: Party?, callSite: CallSite) async throws -> State.Entry {
+        let (waiter, startRunner) = shared.withLock { shared in
+            defer { if case .notStarted = shared.runner { shared.runner = .running } }
+            let startRunner = if case .notStarted = shared.runner { true } else { false }
+            return (shared.state.makeWaiterID(), startRunner)
         }
+        if startRunner { startOwnRunner() }
         let start = monotonicNow()
         let wait: PoolWaitSlot? = party == nil ? nil : PoolWaitSlot()
         defer { wait?.end() }
         let entry = try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { continuation in
-                let (actions, waiting, canGrow) = shared.withLock { shared -> ([ConnectionPoolState<Connection>.Action], Bool, Bool) in
+                let (actions, waiting, canGrow) = shared.withLock { shared -> ([State.Action], Bool, Bool) in
                     shared.continuations[waiter] = continuation
-                    if shared.cancelledBeforeWaiting.remove(waiter) != nil {
-                        return ([.fail(waiter, .cancelled)], false, true)
-                    }
-                    let actions = shared.state.lease(waiter, now: monotonicNow())
+                    let actions = shared.state.lease(waiter, demand: demand, now: monotonicNow())
                     // A waiter that must wait was just appended to the queue (checked only while a
                     // deadlock detector tracks leases).
-                    guard party != nil, shared.state.waiters.last == waiter else { return (actions, false, true) }
+                    guard party != nil, shared.state.waiters.last?.id == waiter else { return (actions, false, true) }
                     return (actions, true, shared.state.canServeWithoutRelease)
                 }
                 if let party, let wait, waiting {
                     wait.id = beginWait(waiter, party: party, callSite: callSite, canGrow: canGrow)
                 }
                 perform(actions)
-                startTimerIfWaiting(waiter)
             }
         } onCancel: {
-            let actions = shared.withLock { shared -> [ConnectionPoolState<Connection>.Action] in
-                guard shared.continuations[waiter] != nil else {
-                    shared.cancelledBeforeWaiting.insert(waiter)
-                    return []
-                }
-                return shared.state.abandon(waiter, because: .cancelled)
-            }
-            perform(actions)
+            perform(shared.withLock { $0.state.cancel(waiter, because: .cancelled) })
         }
         metrics.acquireDuration.recordNanoseconds(Int64(monotonicNow() - start))
         return entry
     }
 
-    /// Enters a waiting lease in the detector's graph, after reporting a nested lease: the task
-    /// already holds a connection of this pool, and the pool cannot grow.
-    private func beginWait(_ waiter: UInt64, party: Party, callSite: CallSite, canGrow: Bool) -> UInt64? {
-        let interrupt: @Sendable (DeadlockError) -> Void = { [weak self] error in
-            guard let self else { return }
-            let actions = self.shared.withLock { shared in
-                shared.deadlockErrors[waiter] = error
-                return shared.state.abandon(waiter, because: .deadlock)
-            }
-            self.perform(actions)
-        }
-        var reported = false
-        if !canGrow, let outer = PoolLeaseRecord.current?.first(where: { $0.pool == resourceID }) {
-            let report = DeadlockReport(
-                pattern: .nestedPoolLease,
-                headline: "a task that holds a connection of \(resourceDescription) asks it for another, and the pool cannot grow",
-                chain: [
-                    .init(party: party.label, action: "asks for a second connection of", object: resourceDescription, callSite: "\(callSite)"),
-                    .init(party: "  while holding one, leased by \(outer.party)", action: "", object: "", callSite: "\(outer.callSite)"),
-                    .init(party: "  every connection is leased;", action: "this wait ends only when another task releases one", object: "", callSite: nil),
-                ],
-                advice: "run the inner statement on the connection you already hold (pass it down), or lease once for the whole unit of work; with N such tasks at once the pool deadlocks",
-                scopeID: WatchdogScope.current
-            )
-            if DeadlockDetector.report(report, refusing: true) == .throwError {
-                var thrown = report
-                thrown.thrown = true
-                interrupt(DeadlockError(report: thrown))
-                return nil
-            }
-            // Reported: the cycle it closes (when this task holds the only connections) is not
-            // reported a second time.
-            reported = true
-        }
-        return WaitGraph.beginWait(
-            for: .object(resourceID),
-            of: self,
-            by: party,
-            at: callSite,
-            mayGrow: canGrow,
-            alreadyReported: reported,
-            interrupt: interrupt
-        )
-    }
-
-    private func startTimerIfWaiting(_ waiter: UInt64) {
-        let timeout = configuration.acquireTimeout
-        shared.withLock { shared in
-            guard shared.continuations[waiter] != nil else { return }
-            shared.timers[waiter] = Task { [weak self] in
-                guard (try? await Task.sleep(for: timeout)) != nil, let self else { return }
-                let actions = self.shared.withLock { $0.state.abandon(waiter, because: .timedOut) }
-                self.perform(actions)
-            }
-        }
-    }
-
-    private func release(_ entry: ConnectionPoolState<Connection>.Entry, tracked: Bool) {
-        let reusable = entry.connection.isUsable
+    /// Ends a waiting lease that a deadlock detector in throw mode found can never be served.
+    func interruptWait(_ waiter: State.WaiterID, with error: DeadlockError) {
         let actions = shared.withLock { shared in
-            if tracked {
-                shared.holders[entry.id] = nil
-                shared.lastRelease = monotonicNow()
-            }
-            return shared.state.released(entry.id, reusable: reusable, now: monotonicNow())
+            shared.deadlockErrors[waiter] = error
+            return shared.state.cancel(waiter, because: .deadlock)
         }
         perform(actions)
     }
 
     // MARK: Performing actions
 
-    private func perform(_ actions: [ConnectionPoolState<Connection>.Action]) {
+    func perform(_ actions: [State.Action]) {
+        guard !actions.isEmpty else { return }
         for action in actions {
             switch action {
-            case .lease(let entry, let waiter):
-                let continuation = shared.withLock { shared in
-                    shared.timers.removeValue(forKey: waiter)?.cancel()
-                    return shared.continuations.removeValue(forKey: waiter)
-                }
-                continuation?.resume(returning: entry)
+            case .lease(let entry, let waiter), .share(let entry, let waiter):
+                shared.withLock { $0.continuations.removeValue(forKey: waiter) }?.resume(returning: entry)
             case .checkHealth(let entry, let waiter):
-                Task {
-                    let healthy = await entry.connection.checkHealth()
-                    if !healthy {
-                        self.logger.debug("an idle connection failed its health check", metadata: ["pool": "\(self.name)"])
-                    }
-                    let actions = self.shared.withLock {
-                        $0.state.healthChecked(entry, healthy: healthy, for: waiter, now: monotonicNow())
-                    }
-                    self.perform(actions)
-                }
-            case .connect(let delay):
-                Task {
-                    if delay > 0 { try? await Task.sleep(for: .nanoseconds(Int64(delay))) }
-                    do {
-                        let connection = try await self.connect()
-                        self.metrics.connectionsOpened.increment()
-                        let actions = self.shared.withLock { $0.state.connected(connection, now: monotonicNow()) }
-                        self.perform(actions)
-                    } catch {
-                        self.metrics.connectFailures.increment()
-                        self.logger.warning(
-                            "connection attempt failed",
-                            metadata: ["pool": "\(self.name)", "error": "\(error)"]
-                        )
-                        let actions = self.shared.withLock { shared in
-                            shared.lastConnectionError = "\(error)"
-                            return shared.state.connectFailed(now: monotonicNow())
-                        }
-                        self.perform(actions)
-                    }
-                }
+                enqueue(.checkHealth(entry, for: waiter))
+            case .connect:
+                enqueue(.connect)
             case .close(let connection):
-                shared.withLock { $0.pendingCloses += 1 }
-                Task {
-                    await connection.close()
-                    self.metrics.connectionsClosed.increment()
-                    let waiters = self.shared.withLock { shared -> [UnsafeContinuation<Void, Never>] in
-                        shared.pendingCloses -= 1
-                        return self.takeShutdownWaitersIfDone(&shared)
-                    }
-                    waiters.forEach { $0.resume() }
-                }
+                enqueue(.close(connection))
             case .fail(let waiter, let failure):
                 let (continuation, error) = shared.withLock { shared in
-                    shared.timers.removeValue(forKey: waiter)?.cancel()
                     defer { shared.deadlockErrors[waiter] = nil }
                     return (shared.continuations.removeValue(forKey: waiter), makeError(failure, waiter: waiter, shared))
                 }
                 continuation?.resume(throwing: error)
-            case .shutdownComplete:
-                let waiters = shared.withLock { shared -> [UnsafeContinuation<Void, Never>] in
-                    shared.shutdownComplete = true
-                    return takeShutdownWaitersIfDone(&shared)
+            case .schedule(let timer, let deadline):
+                let generation = shared.withLock { shared in
+                    shared.timerGenerations[timer, default: 0] += 1
+                    return shared.timerGenerations[timer, default: 0]
                 }
+                enqueue(.timer(timer, deadline: deadline, generation: generation))
+            case .cancel(let timer):
+                let stop = shared.withLock { shared in
+                    shared.timerGenerations[timer, default: 0] += 1
+                    return shared.timerStops.removeValue(forKey: timer)
+                }
+                stop?.resume()
+            case .shutdownComplete:
+                let (waiters, jobWaiter) = shared.withLock { shared in
+                    shared.isShutDown = true
+                    defer {
+                        shared.shutdownWaiters = []
+                        shared.jobWaiter = nil
+                    }
+                    return (shared.shutdownWaiters, shared.jobWaiter)
+                }
+                jobWaiter?.resume(returning: nil)
                 waiters.forEach { $0.resume() }
             }
         }
         recordGauges()
     }
 
-    private func takeShutdownWaitersIfDone(_ shared: inout Shared) -> [UnsafeContinuation<Void, Never>] {
-        guard shared.shutdownComplete, shared.pendingCloses == 0 else { return [] }
-        defer { shared.shutdownWaiters = [] }
-        return shared.shutdownWaiters
+    private func enqueue(_ job: Job) {
+        let waiter = shared.withLock { shared -> UnsafeContinuation<Job?, Never>? in
+            guard let waiter = shared.jobWaiter else {
+                shared.jobs.append(job)
+                return nil
+            }
+            shared.jobWaiter = nil
+            return waiter
+        }
+        waiter?.resume(returning: job)
     }
 
-    private func makeError(_ failure: ConnectionPoolState<Connection>.Failure, waiter: UInt64, _ shared: Shared) -> any Error {
+    /// The next job for ``run()``; `nil` once the pool is shut down and every job was handed out.
+    /// Not cancellable: a cancelled ``run()`` still runs the closes of its shutdown.
+    private func nextJob() async -> Job? {
+        await withUnsafeContinuation { continuation in
+            let job = shared.withLock { shared -> Job?? in
+                if !shared.jobs.isEmpty { return shared.jobs.removeFirst() }
+                if shared.isShutDown { return .some(nil) }
+                shared.jobWaiter = continuation
+                return nil
+            }
+            if let job { continuation.resume(returning: job) }
+        }
+    }
+
+    private func makeError(_ failure: State.Failure, waiter: State.WaiterID, _ shared: Shared) -> any Error {
         func poolError(_ code: ConnectionPoolError.Code, timeout: Duration?) -> ConnectionPoolError {
             ConnectionPoolError(
                 code: code,
@@ -496,37 +377,151 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         metrics.waiting.set(waiting)
     }
 
-    // MARK: Running and shutting down
+    // MARK: Jobs
 
-    /// Keeps the pool in shape until the task is cancelled or the service group shuts down, then
-    /// shuts the pool down (waiting for leased connections to come back).
-    public func run() async throws {
-        await withGracefulShutdownHandler {
-            while !Task.isCancelled && !isShuttingDown {
-                try? await Task.sleep(for: configuration.maintenanceInterval)
-                perform(shared.withLock { $0.state.maintain(now: monotonicNow()) })
+    private func run(_ job: Job) async {
+        switch job {
+        case .connect:
+            do {
+                let connection = try await connect()
+                metrics.connectionsOpened.increment()
+                perform(shared.withLock { $0.state.connected(connection, now: monotonicNow()) })
+            } catch {
+                metrics.connectFailures.increment()
+                logger.warning("connection attempt failed", metadata: ["pool": "\(name)", "error": "\(error)"])
+                let actions = shared.withLock { shared in
+                    shared.lastConnectionError = "\(error)"
+                    return shared.state.connectFailed(now: monotonicNow())
+                }
+                perform(actions)
             }
-        } onGracefulShutdown: {
-            Task { await self.shutdown() }
+        case .close(let connection):
+            await connection.close()
+            metrics.connectionsClosed.increment()
+            perform(shared.withLock { $0.state.closed() })
+        case .checkHealth(let entry, let waiter):
+            let healthy = await entry.connection.checkHealth()
+            if !healthy {
+                logger.debug("an idle connection failed its health check", metadata: ["pool": "\(name)"])
+            }
+            perform(shared.withLock { $0.state.healthChecked(entry, healthy: healthy, for: waiter, now: monotonicNow()) })
+        case .timer(let timer, let deadline, let generation):
+            guard await sleep(timer, until: deadline, generation: generation) else { return }
+            perform(shared.withLock { $0.state.timerFired(timer, now: monotonicNow()) })
         }
-        await shutdown()
     }
 
-    private var isShuttingDown: Bool {
-        shared.withLock { $0.state.lifecycle != .running }
+    /// Sleeps until `deadline`; `false` when the timer was cancelled (or rescheduled) first.
+    private func sleep(_ timer: State.Timer, until deadline: UInt64, generation: UInt64) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                let now = monotonicNow()
+                guard deadline > now else { return true }
+                return (try? await Task.sleep(for: .nanoseconds(Int64(clamping: deadline - now)))) != nil
+            }
+            group.addTask {
+                await withUnsafeContinuation { (stop: UnsafeContinuation<Void, Never>) in
+                    let stopped = self.shared.withLock { shared -> Bool in
+                        guard shared.timerGenerations[timer] == generation else { return true }
+                        shared.timerStops[timer] = stop
+                        return false
+                    }
+                    if stopped { stop.resume() }
+                }
+                return false
+            }
+            let slept = await group.next() ?? false
+            // Ends the other child: a sleep is cancelled; a stop is resumed, or, when it has not
+            // registered yet, finds its generation stale and resumes itself.
+            group.cancelAll()
+            let (current, stop) = shared.withLock { shared -> (Bool, UnsafeContinuation<Void, Never>?) in
+                guard shared.timerGenerations[timer] == generation else { return (false, nil) }
+                shared.timerGenerations[timer, default: 0] += 1
+                return (true, shared.timerStops.removeValue(forKey: timer))
+            }
+            stop?.resume()
+            return slept && current
+        }
+    }
+
+    // MARK: Running and shutting down
+
+    /// Runs the pool until the task is cancelled or the service group shuts down, then shuts the
+    /// pool down and returns once every leased connection has come back and every connection is
+    /// closed.
+    ///
+    /// Opening, checking and closing connections and the pool's timers run as child tasks of this
+    /// call. A second call (or a call after the pool started itself on its first lease) waits
+    /// for the pool to shut down, and starts the shutdown when it is cancelled.
+    public func run() async throws {
+        let owner = shared.withLock { shared -> Bool in
+            guard case .notStarted = shared.runner else { return false }
+            shared.runner = .running
+            return true
+        }
+        guard owner else {
+            await withTaskCancellationHandler {
+                await withGracefulShutdownHandler {
+                    await waitUntilShutDown()
+                } onGracefulShutdown: {
+                    self.beginShutdown()
+                }
+            } onCancel: {
+                self.beginShutdown()
+            }
+            return
+        }
+        await runJobs()
+    }
+
+    /// Runs the jobs until the pool is shut down.
+    private func runJobs() async {
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await withDiscardingTaskGroup { group in
+                    perform(shared.withLock { $0.state.started(now: monotonicNow()) })
+                    while let job = await nextJob() {
+                        group.addTask { await self.run(job) }
+                    }
+                }
+            } onGracefulShutdown: {
+                self.beginShutdown()
+            }
+        } onCancel: {
+            self.beginShutdown()
+        }
+        shared.withLock { $0.runner = .finished }
+    }
+
+    /// Runs the pool in a task of its own, for a pool leased from before anything runs it.
+    private func startOwnRunner() {
+        logger.debug(
+            "the pool runs itself: it was leased from before run() was called (run it in a ServiceGroup to tie it to your service's lifetime)",
+            metadata: ["pool": "\(name)"]
+        )
+        Task { await self.runJobs() }
     }
 
     /// Stops leasing (waiting tasks get ``ConnectionPoolError/Code/shutDown``), closes idle
     /// connections, waits for leased ones to come back and closes them too.
     public func shutdown() async {
+        beginShutdown()
+        await waitUntilShutDown()
+    }
+
+    /// Starts the shutdown without waiting for it.
+    private func beginShutdown() {
+        perform(shared.withLock { $0.state.shutdown() })
+    }
+
+    private func waitUntilShutDown() async {
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-            let actions = shared.withLock { shared in
+            let done = shared.withLock { shared -> Bool in
+                guard !shared.isShutDown else { return true }
                 shared.shutdownWaiters.append(continuation)
-                return shared.state.shutdown()
+                return false
             }
-            perform(actions)
-            let waiters = shared.withLock { takeShutdownWaitersIfDone(&$0) }
-            waiters.forEach { $0.resume() }
+            if done { continuation.resume() }
         }
     }
 
@@ -543,105 +538,7 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
     }
 }
 
-/// A snapshot of a ``ConnectionPool``.
-public struct ConnectionPoolStatistics: Hashable, Sendable {
-    /// Open connections not leased.
-    public var idle: Int
-    /// Connections leased to tasks.
-    public var leased: Int
-    /// Connection attempts in flight.
-    public var connecting: Int
-    /// Tasks waiting for a connection.
-    public var waiting: Int
-}
-
-/// The swift-metrics instruments of one pool.
-struct PoolMetrics: Sendable {
-    let idle: Meter
-    let leased: Meter
-    let waiting: Meter
-    let acquireDuration: Timer
-    let acquireTimeouts: Counter
-    let connectionsOpened: Counter
-    let connectionsClosed: Counter
-    let connectFailures: Counter
-
-    init(name: String, factory: any MetricsFactory) {
-        let dimensions = [("pool", name)]
-        idle = Meter(label: "syncbridge.pool.idle", dimensions: dimensions, factory: factory)
-        leased = Meter(label: "syncbridge.pool.leased", dimensions: dimensions, factory: factory)
-        waiting = Meter(label: "syncbridge.pool.waiting", dimensions: dimensions, factory: factory)
-        acquireDuration = Timer(label: "syncbridge.pool.acquire_duration", dimensions: dimensions, factory: factory)
-        acquireTimeouts = Counter(label: "syncbridge.pool.acquire_timeouts", dimensions: dimensions, factory: factory)
-        connectionsOpened = Counter(label: "syncbridge.pool.connections_opened", dimensions: dimensions, factory: factory)
-        connectionsClosed = Counter(label: "syncbridge.pool.connections_closed", dimensions: dimensions, factory: factory)
-        connectFailures = Counter(label: "syncbridge.pool.connect_failures", dimensions: dimensions, factory: factory)
-    }
-}
-
 /// Monotonic nanoseconds.
 func monotonicNow() -> UInt64 {
     monotonicNanoseconds()
-}
-
-extension ConnectionPool: WaitResource {
-    /// `connection pool 'name' (N connections)`.
-    package var waitDescription: String {
-        let size = configuration.maximumConnections
-        return "connection pool '\(name)' (\(size) connection\(size == 1 ? "" : "s"))"
-    }
-
-    /// The tasks that hold its connections.
-    package func waitHolders() -> [WaitGraph.Holding] {
-        shared.withLock { Array($0.holders.values) }
-    }
-
-    /// When a connection last came back.
-    package var waitLastRelease: UInt64 { shared.withLock { $0.lastRelease } }
-}
-
-/// The pool leases the current task holds, newest first, while a deadlock detector runs: how a
-/// second lease from the same pool is recognised as nested.
-package final class PoolLeaseRecord: Sendable {
-    let pool: UInt64
-    let callSite: CallSite
-    let party: Party
-    let next: PoolLeaseRecord?
-
-    init(pool: UInt64, callSite: CallSite, party: Party, next: PoolLeaseRecord?) {
-        self.pool = pool
-        self.callSite = callSite
-        self.party = party
-        self.next = next
-    }
-
-    @TaskLocal static var current: PoolLeaseRecord?
-
-    func first(where predicate: (PoolLeaseRecord) -> Bool) -> PoolLeaseRecord? {
-        var node: PoolLeaseRecord? = self
-        while let record = node {
-            if predicate(record) { return record }
-            node = record.next
-        }
-        return nil
-    }
-}
-
-/// The wait-graph entry of one waiting lease, written inside the continuation's closure and ended
-/// by the waiting task after it resumes.
-private final class PoolWaitSlot: @unchecked Sendable {
-    // Safe to share: written before the continuation can resume the task (inside its closure, on
-    // the waiting task) and read after the task resumed; the continuation orders the two.
-    var id: UInt64?
-
-    func end() {
-        if let id { WaitGraph.endWait(id) }
-    }
-}
-
-/// Carries a `sending` result out of `TaskLocal.withValue`, whose result is not `sending`.
-private struct SendingTransfer<Value>: @unchecked Sendable {
-    // Safe: the value comes from a `sending` result, so nothing else refers to it; it is moved
-    // out once, on the same task.
-    let value: Value
 }

@@ -1,31 +1,37 @@
 import DequeModule
-import SyncBridge
 
-/// The state of a connection pool: idle and leased connections, connection attempts in flight,
-/// tasks waiting for a connection, and the lifecycle.
+/// The whole state of a connection pool: idle and leased connections, statement lanes, connection
+/// attempts, health checks and closes in flight, tasks waiting for a connection, the timers, and
+/// the lifecycle.
 ///
 /// A pure state machine: each event returns the actions its owner (``ConnectionPool``) performs
-/// outside the lock — hand a connection to a waiter, open or close a connection, fail a waiter.
-/// Time is passed in (`now`, monotonic nanoseconds), so tests drive it without clocks.
+/// outside the lock — hand a connection to a waiter, open, check or close a connection, fail a
+/// waiter, schedule or cancel a timer, announce that shutdown is complete. Time is passed in
+/// (`now`, monotonic nanoseconds) and timers come back as events, so tests drive the machine
+/// without threads or clocks.
 struct ConnectionPoolState<Connection: AnyObject & Sendable> {
     typealias WaiterID = UInt64
+    typealias EntryID = UInt64
 
     /// A connection the pool owns.
     struct Entry: Sendable {
         let connection: Connection
-        let id: UInt64
+        let id: EntryID
         let createdAt: UInt64
         var lastUsedAt: UInt64
     }
 
+    /// The configuration, in nanoseconds.
     struct Limits {
         var minimumConnections: Int
         var maximumConnections: Int
+        var acquireTimeout: UInt64
         var idleTimeout: UInt64
         var maximumLifetime: UInt64
         var healthCheckAfterIdle: UInt64
         var initialBackoff: UInt64
         var maximumBackoff: UInt64
+        var maintenanceInterval: UInt64
     }
 
     enum Lifecycle: Equatable {
@@ -34,8 +40,24 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
         case shutDown
     }
 
+    /// What a task asks the pool for.
+    enum Demand: Equatable {
+        /// A connection of its own, until it releases it.
+        case exclusive
+        /// A place for one statement: a connection of its own while the pool can lease one;
+        /// otherwise a place in the queue of the least loaded connection already running single
+        /// statements (a *lane*), as long as no task waits for a connection of its own.
+        case statement
+    }
+
+    /// A task waiting for a connection.
+    struct Waiter: Equatable {
+        let id: WaiterID
+        let demand: Demand
+    }
+
     /// Why a waiter got no connection.
-    enum Failure {
+    enum Failure: Equatable {
         case shutDown
         case timedOut
         case cancelled
@@ -43,33 +65,60 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
         case deadlock
     }
 
+    /// A timer the owner runs; when it fires, the owner reports it with ``timerFired(_:now:)``.
+    enum Timer: Hashable {
+        /// A waiter's acquire timeout.
+        case acquireTimeout(WaiterID)
+        /// The end of the backoff after a failed connection attempt.
+        case reconnect
+        /// Periodic upkeep: stale connections closed, the minimum kept open.
+        case maintenance
+    }
+
     enum Action {
-        /// Give `entry` to the waiter.
+        /// Give `entry` to the waiter: a connection of its own, or a new lane.
         case lease(Entry, to: WaiterID)
+        /// The waiter's statement joins the lane of `entry`.
+        case share(Entry, with: WaiterID)
         /// Check `entry` (it sat idle a while) before giving it to the waiter; report with
-        /// `healthChecked`.
+        /// ``healthChecked(_:healthy:for:now:)``.
         case checkHealth(Entry, for: WaiterID)
-        /// Open a connection, after `delay` nanoseconds; report with `connected` or
-        /// `connectFailed`.
-        case connect(afterDelay: UInt64)
-        /// Close a connection the pool no longer keeps.
+        /// Open a connection; report with ``connected(_:now:)`` or ``connectFailed(now:)``.
+        case connect
+        /// Close a connection the pool no longer keeps; report with ``closed()``.
         case close(Connection)
         /// Resume the waiter with an error.
         case fail(WaiterID, Failure)
+        /// Start `timer`, to fire at `deadline` (monotonic nanoseconds).
+        case schedule(Timer, deadline: UInt64)
+        /// Stop `timer`; it must not fire (a late firing is ignored).
+        case cancel(Timer)
         /// The pool is shut down: resume everyone waiting for that.
         case shutdownComplete
     }
 
     private(set) var limits: Limits
     private(set) var idle: [Entry] = []
-    private(set) var leased: [UInt64: Entry] = [:]
+    private(set) var leased: [EntryID: Entry] = [:]
+    /// Statements queued or running on each connection that serves as a lane.
+    private(set) var lanes: [EntryID: Int] = [:]
     private(set) var connecting = 0
-    private(set) var waiters = Deque<WaiterID>()
+    /// Connections being health-checked for a waiter, with what the waiter asked for.
+    private(set) var checks: [WaiterID: Demand] = [:]
+    private(set) var closing = 0
+    private(set) var waiters = Deque<Waiter>()
     private(set) var lifecycle = Lifecycle.running
     private(set) var consecutiveFailures = 0
-    /// Connections being health-checked for a waiter.
-    private(set) var checking = 0
-    private var nextConnectionID: UInt64 = 0
+    /// A reconnect timer is pending: no connection is opened before it fires.
+    private(set) var isBackingOff = false
+    /// ``started(now:)`` ran: the maintenance timer is kept scheduled.
+    private(set) var isStarted = false
+    /// Waiter ids handed out whose lease has not arrived yet.
+    private var expected: Set<WaiterID> = []
+    /// Waiters cancelled before their lease arrived: refused when it does.
+    private var cancelledEarly: Set<WaiterID> = []
+    private var nextWaiterID: WaiterID = 0
+    private var nextConnectionID: EntryID = 0
 
     init(limits: Limits) {
         precondition(limits.maximumConnections > 0, "a pool needs at least one connection")
@@ -77,60 +126,77 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
         self.limits = limits
     }
 
-    /// Connections that exist or are being opened.
-    var totalConnections: Int { idle.count + leased.count + connecting + checking }
+    /// Connections that exist (idle, leased, being checked) or are being opened.
+    var totalConnections: Int { idle.count + leased.count + connecting + checks.count }
 
     /// Whether a waiter can be served without a leased connection coming back: one is idle, being
     /// opened or checked, or the pool is below its maximum.
     var canServeWithoutRelease: Bool {
-        !idle.isEmpty || connecting > 0 || checking > 0 || totalConnections < limits.maximumConnections
+        !idle.isEmpty || connecting > 0 || !checks.isEmpty || totalConnections < limits.maximumConnections
     }
 
     // MARK: Events
 
-    /// A task wants a connection.
-    mutating func lease(_ waiter: WaiterID, now: UInt64) -> [Action] {
+    /// A new waiter id; the waiter must then ask with ``lease(_:demand:now:)`` (or be cancelled
+    /// first, with ``cancel(_:because:)``).
+    mutating func makeWaiterID() -> WaiterID {
+        nextWaiterID += 1
+        expected.insert(nextWaiterID)
+        return nextWaiterID
+    }
+
+    /// The owner runs the pool: upkeep begins, and the minimum is opened.
+    mutating func started(now: UInt64) -> [Action] {
+        guard !isStarted, lifecycle == .running else { return [] }
+        isStarted = true
+        return [.schedule(.maintenance, deadline: now &+ limits.maintenanceInterval)] + connectIfNeeded()
+    }
+
+    /// A task asks for a connection.
+    mutating func lease(_ waiter: WaiterID, demand: Demand, now: UInt64) -> [Action] {
+        expected.remove(waiter)
+        if cancelledEarly.remove(waiter) != nil { return [.fail(waiter, .cancelled)] }
         guard lifecycle == .running else { return [.fail(waiter, .shutDown)] }
+        let canLease = !idle.isEmpty || totalConnections < limits.maximumConnections
+        if demand == .statement, !canLease, waiters.isEmpty,
+            let (laneID, _) = lanes.min(by: { $0.value < $1.value }), let entry = leased[laneID]
+        {
+            lanes[laneID, default: 0] += 1
+            return [.share(entry, with: waiter)]
+        }
         var actions: [Action] = []
         while let entry = idle.popLast() {
             if now &- entry.createdAt >= limits.maximumLifetime {
-                actions.append(.close(entry.connection))
+                actions.append(close(entry))
                 continue
             }
             if now &- entry.lastUsedAt >= limits.healthCheckAfterIdle {
-                checking += 1
+                checks[waiter] = demand
                 actions.append(.checkHealth(entry, for: waiter))
             } else {
-                var entry = entry
-                entry.lastUsedAt = now
-                leased[entry.id] = entry
-                actions.append(.lease(entry, to: waiter))
+                actions += hand(entry, to: Waiter(id: waiter, demand: demand), now: now)
             }
             return actions
         }
-        waiters.append(waiter)
-        actions += connectIfNeeded()
-        return actions
+        return actions + enqueue(Waiter(id: waiter, demand: demand), now: now) + connectIfNeeded()
     }
 
     /// The health check of an idle connection finished.
     mutating func healthChecked(_ entry: Entry, healthy: Bool, for waiter: WaiterID, now: UInt64) -> [Action] {
-        checking -= 1
-        if healthy && lifecycle == .running {
-            var entry = entry
-            entry.lastUsedAt = now
-            leased[entry.id] = entry
-            return [.lease(entry, to: waiter)]
+        guard let demand = checks.removeValue(forKey: waiter) else {
+            preconditionFailure("SyncBridge bug: a health check the pool did not start")
         }
-        // The waiter asks again, at the front of the queue.
-        var actions: [Action] = [.close(entry.connection)]
+        if healthy && lifecycle == .running {
+            return hand(entry, to: Waiter(id: waiter, demand: demand), now: now)
+        }
+        var actions = [close(entry)]
         guard lifecycle == .running else {
             actions.append(.fail(waiter, .shutDown))
             return actions + finishShutdownIfDone()
         }
-        waiters.prepend(waiter)
-        actions += serveWaiters(now: now)
-        return actions
+        // The waiter asks again, at the front of the queue.
+        actions += enqueue(Waiter(id: waiter, demand: demand), now: now, atFront: true)
+        return actions + serveWaiters(now: now)
     }
 
     /// A connection attempt succeeded.
@@ -139,60 +205,118 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
         consecutiveFailures = 0
         nextConnectionID += 1
         let entry = Entry(connection: connection, id: nextConnectionID, createdAt: now, lastUsedAt: now)
-        guard lifecycle == .running else {
-            return [.close(connection)] + finishShutdownIfDone()
-        }
+        guard lifecycle == .running else { return [close(entry)] + finishShutdownIfDone() }
         if let waiter = waiters.popFirst() {
-            leased[entry.id] = entry
-            return [.lease(entry, to: waiter)] + connectIfNeeded()
+            return hand(entry, to: waiter, now: now, wasQueued: true) + connectIfNeeded()
         }
         idle.append(entry)
         return connectIfNeeded()
     }
 
-    /// A connection attempt failed; the next one waits for an exponential backoff.
+    /// A connection attempt failed: the next one waits for an exponential backoff.
     mutating func connectFailed(now: UInt64) -> [Action] {
         connecting -= 1
         consecutiveFailures += 1
         guard lifecycle == .running else { return finishShutdownIfDone() }
-        return connectIfNeeded()
+        guard !isBackingOff, connectionsWanted > 0 else { return [] }
+        isBackingOff = true
+        return [.schedule(.reconnect, deadline: now &+ backoff)]
     }
 
-    /// A leased connection came back. `reusable` is false when it broke.
-    mutating func released(_ entryID: UInt64, reusable: Bool, now: UInt64) -> [Action] {
+    /// A connection leased to one task came back. `reusable` is false when it broke.
+    mutating func released(_ entryID: EntryID, reusable: Bool, now: UInt64) -> [Action] {
         guard var entry = leased.removeValue(forKey: entryID) else {
             preconditionFailure("SyncBridge bug: released a connection the pool did not lease")
         }
+        lanes[entryID] = nil
         entry.lastUsedAt = now
         let expired = now &- entry.createdAt >= limits.maximumLifetime
         guard lifecycle == .running, reusable, !expired else {
-            var actions: [Action] = [.close(entry.connection)]
-            if lifecycle == .running {
-                actions += connectIfNeeded()
-            } else {
-                actions += finishShutdownIfDone()
-            }
+            var actions = [close(entry)]
+            actions += lifecycle == .running ? connectIfNeeded() : finishShutdownIfDone()
             return actions
         }
         if let waiter = waiters.popFirst() {
-            leased[entry.id] = entry
-            return [.lease(entry, to: waiter)]
+            return hand(entry, to: waiter, now: now, wasQueued: true)
         }
         idle.append(entry)
         return []
     }
 
-    /// A waiter gave up (timeout or cancellation). Nothing happens if it was already served.
-    mutating func abandon(_ waiter: WaiterID, because failure: Failure) -> [Action] {
-        guard let index = waiters.firstIndex(of: waiter) else { return [] }
-        waiters.remove(at: index)
-        return [.fail(waiter, failure)]
+    /// One statement on the lane of `entryID` ended; the lane's connection comes back when it was
+    /// the last. `reusable` is false when the connection broke.
+    mutating func statementFinished(on entryID: EntryID, reusable: Bool, now: UInt64) -> [Action] {
+        guard let count = lanes[entryID] else {
+            preconditionFailure("SyncBridge bug: a statement finished on a lane the pool does not have")
+        }
+        guard count == 1 else {
+            lanes[entryID] = count - 1
+            return []
+        }
+        return released(entryID, reusable: reusable, now: now)
     }
 
-    /// Periodic upkeep: closes connections idle too long (above the minimum) or too old, and
-    /// opens connections up to the minimum.
-    mutating func maintain(now: UInt64) -> [Action] {
+    /// A waiter gives up (cancellation, or a deadlock detector ended its wait). A waiter cancelled
+    /// before its lease arrived is refused when it does; one already served is not affected.
+    mutating func cancel(_ waiter: WaiterID, because failure: Failure) -> [Action] {
+        if expected.remove(waiter) != nil {
+            cancelledEarly.insert(waiter)
+            return []
+        }
+        guard let index = waiters.firstIndex(where: { $0.id == waiter }) else { return [] }
+        waiters.remove(at: index)
+        return [.fail(waiter, failure), .cancel(.acquireTimeout(waiter))]
+    }
+
+    /// A timer fired. Timers that were cancelled or are no longer wanted do nothing.
+    mutating func timerFired(_ timer: Timer, now: UInt64) -> [Action] {
+        switch timer {
+        case .acquireTimeout(let waiter):
+            guard let index = waiters.firstIndex(where: { $0.id == waiter }) else { return [] }
+            waiters.remove(at: index)
+            return [.fail(waiter, .timedOut)]
+        case .reconnect:
+            guard isBackingOff else { return [] }
+            isBackingOff = false
+            return connectIfNeeded()
+        case .maintenance:
+            guard lifecycle == .running else { return [] }
+            return maintain(now: now) + [.schedule(.maintenance, deadline: now &+ limits.maintenanceInterval)]
+        }
+    }
+
+    /// A close the pool asked for finished.
+    mutating func closed() -> [Action] {
+        closing -= 1
+        return finishShutdownIfDone()
+    }
+
+    /// Stops leasing: fails every waiter, closes idle connections, stops the timers, and completes
+    /// once every leased connection has come back and every close has finished.
+    mutating func shutdown() -> [Action] {
         guard lifecycle == .running else { return [] }
+        lifecycle = .shuttingDown
+        var actions: [Action] = []
+        for waiter in waiters {
+            actions += [.fail(waiter.id, .shutDown), .cancel(.acquireTimeout(waiter.id))]
+        }
+        waiters.removeAll()
+        let idle = self.idle
+        self.idle.removeAll()
+        actions += idle.map { close($0) }
+        if isStarted { actions.append(.cancel(.maintenance)) }
+        if isBackingOff {
+            isBackingOff = false
+            actions.append(.cancel(.reconnect))
+        }
+        return actions + finishShutdownIfDone()
+    }
+
+    // MARK: Helpers
+
+    /// Closes idle connections idle too long (above the minimum) or too old, and opens
+    /// connections up to the minimum.
+    private mutating func maintain(now: UInt64) -> [Action] {
         var actions: [Action] = []
         var kept: [Entry] = []
         var surplus = totalConnections - limits.minimumConnections
@@ -200,7 +324,7 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
             let expired = now &- entry.createdAt >= limits.maximumLifetime
             let stale = now &- entry.lastUsedAt >= limits.idleTimeout && surplus > 0
             if expired || stale {
-                actions.append(.close(entry.connection))
+                actions.append(close(entry))
                 surplus -= 1
             } else {
                 kept.append(entry)
@@ -210,29 +334,40 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
         return actions + connectIfNeeded()
     }
 
-    /// Stops leasing: fails every waiter, closes idle connections, and completes once every
-    /// leased connection has come back.
-    mutating func shutdown() -> [Action] {
-        guard lifecycle == .running else { return lifecycle == .shutDown ? [.shutdownComplete] : [] }
-        lifecycle = .shuttingDown
-        var actions: [Action] = waiters.map { .fail($0, .shutDown) }
-        waiters.removeAll()
-        actions += idle.map { .close($0.connection) }
-        idle.removeAll()
-        return actions + finishShutdownIfDone()
+    /// Leases `entry` to `waiter` (a new lane for a statement); stops the waiter's acquire timer
+    /// if it was queued.
+    private mutating func hand(_ entry: Entry, to waiter: Waiter, now: UInt64, wasQueued: Bool = false) -> [Action] {
+        var entry = entry
+        entry.lastUsedAt = now
+        leased[entry.id] = entry
+        if waiter.demand == .statement { lanes[entry.id] = 1 }
+        return wasQueued ? [.lease(entry, to: waiter.id), .cancel(.acquireTimeout(waiter.id))] : [.lease(entry, to: waiter.id)]
     }
 
-    // MARK: Helpers
+    /// Queues `waiter` and starts its acquire timer.
+    private mutating func enqueue(_ waiter: Waiter, now: UInt64, atFront: Bool = false) -> [Action] {
+        if atFront { waiters.prepend(waiter) } else { waiters.append(waiter) }
+        return [.schedule(.acquireTimeout(waiter.id), deadline: now &+ limits.acquireTimeout)]
+    }
 
-    /// Opens connections for waiters and up to the minimum, within the maximum.
-    private mutating func connectIfNeeded() -> [Action] {
-        guard lifecycle == .running else { return [] }
+    private mutating func close(_ entry: Entry) -> Action {
+        closing += 1
+        return .close(entry.connection)
+    }
+
+    /// Connections to open: for waiters not covered by attempts in flight, and up to the minimum,
+    /// within the maximum.
+    private var connectionsWanted: Int {
         let wanted = max(limits.minimumConnections - totalConnections, waiters.count - connecting)
-        let room = limits.maximumConnections - totalConnections
-        let count = max(0, min(wanted, room))
-        guard count > 0 else { return [] }
+        return max(0, min(wanted, limits.maximumConnections - totalConnections))
+    }
+
+    /// Opens the connections wanted, unless a backoff is pending.
+    private mutating func connectIfNeeded() -> [Action] {
+        guard lifecycle == .running, !isBackingOff else { return [] }
+        let count = connectionsWanted
         connecting += count
-        return Array(repeating: .connect(afterDelay: backoff), count: count)
+        return Array(repeating: .connect, count: count)
     }
 
     /// 0 after a success; then `initialBackoff` doubling per consecutive failure, capped.
@@ -246,17 +381,13 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
     private mutating func serveWaiters(now: UInt64) -> [Action] {
         var actions: [Action] = []
         while !waiters.isEmpty, let entry = idle.popLast() {
-            let waiter = waiters.removeFirst()
-            var entry = entry
-            entry.lastUsedAt = now
-            leased[entry.id] = entry
-            actions.append(.lease(entry, to: waiter))
+            actions += hand(entry, to: waiters.removeFirst(), now: now, wasQueued: true)
         }
         return actions + connectIfNeeded()
     }
 
     private mutating func finishShutdownIfDone() -> [Action] {
-        guard lifecycle == .shuttingDown, leased.isEmpty, connecting == 0, checking == 0 else { return [] }
+        guard lifecycle == .shuttingDown, leased.isEmpty, connecting == 0, checks.isEmpty, closing == 0 else { return [] }
         lifecycle = .shutDown
         return [.shutdownComplete]
     }
