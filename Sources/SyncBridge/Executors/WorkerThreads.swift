@@ -34,7 +34,7 @@ final class WorkerThreads: @unchecked Sendable {
     let kind: Kind
     let threadCount: Int
     let logger: Logger
-    private let lock = ConditionLock()
+    let lock = ConditionLock()
     private var state: WorkQueueState<UnownedJob>
     private var runner: Runner?
     private var shutdownWaiters: [UnsafeContinuation<Void, Never>] = []
@@ -43,10 +43,10 @@ final class WorkerThreads: @unchecked Sendable {
     /// Guarded by `stopped`.
     private var isStopped = false
     /// Guarded waits that block one of these threads right now.
-    private var blockedWaits: [GuardedWaitRecord] = []
+    var blockedWaits: [GuardedWaitRecord] = []
     /// `blockedWaits.count`, readable without the lock: submitters read the guarded-wait task
     /// local only when it is not zero, which keeps that lookup off the hot path.
-    private let blockedWaitCount = Atomic<Int>(0)
+    let blockedWaitCount = Atomic<Int>(0)
     private let metrics: WorkQueueMetrics
     /// `state.entries.count`, readable without the lock by a spinning thread.
     private let entryCount = Atomic<Int>(0)
@@ -116,31 +116,14 @@ final class WorkerThreads: @unchecked Sendable {
         if let deadlocked { refuse(deadlocked, blocked: blocked) }
     }
 
-    /// Ends `record`, a guarded wait on one of these threads that can never end because the work
-    /// it awaits needs these threads, all of which are `blocked`; reports it to the detector.
-    private func refuse(_ record: GuardedWaitRecord, blocked: [(thread: ThreadIdentity, callSite: CallSite)]) {
-        if WaitGraph.isActive {
-            let report =
-                kind == .threadExecutor
-                ? BridgingReports.selfWait("waitForAsync", executor: name, kind: kind, at: record.callSite, thread: record.thread, scope: record.scope)
-                : BridgingReports.poolStarvation(pool: name, waits: blocked, scope: record.scope)
-            DeadlockDetector.report(report, refusing: true)
-        }
-        record.fail(reason: .awaitedWorkNeedsBlockedThread(executor: name, kind: kind))
-    }
-
     /// Runs `body` on one of the threads and returns its result to the suspended caller.
     func submit<Success>(
         _ body: sending @escaping (BlockingJobContext) throws -> sending Success
     ) async throws -> sending Success {
         let neededBy = blockedWaitCount.load(ordering: .relaxed) > 0 ? GuardedWaitRecord.awaitedBy : nil
         let item = TypedWorkItem(body: body, neededBy: neededBy, submittedAt: monotonicNanoseconds())
-        if WaitGraph.isActive {
-            // The deadlock detector sees the thread that runs the closure act for this task.
-            item.submitter = withUnsafeCurrentTask { $0.map { unsafeBitCast($0, to: UInt.self) } } ?? 0
-            // Scopes exist only where a scoped detector (a test's) runs.
-            if WaitGraph.hasScopedDetectors { item.scope = WatchdogScope.current }
-        }
+        // The deadlock detector sees the thread that runs the closure act for this task.
+        tagForDeadlockDetection(item)
         // What the job did on its thread happens before what the task does next: the continuation
         // guarantees it, and the annotation shows it to ThreadSanitizer (a no-op otherwise).
         defer { sb_tsan_acquire(Unmanaged.passUnretained(item).toOpaque()) }
@@ -417,101 +400,5 @@ final class WorkerThreads: @unchecked Sendable {
                 isShutDown: state.lifecycle != .running
             )
         }
-    }
-
-    // MARK: Guarded waits on these threads
-
-    /// A guarded wait starts blocking one of these threads.
-    func beginGuardedWait(_ record: GuardedWaitRecord) {
-        lock.lock()
-        blockedWaits.append(record)
-        blockedWaitCount.store(blockedWaits.count, ordering: .relaxed)
-        lock.unlock()
-    }
-
-    func endGuardedWait(_ record: GuardedWaitRecord) {
-        lock.lock()
-        blockedWaits.removeAll { $0 === record }
-        blockedWaitCount.store(blockedWaits.count, ordering: .relaxed)
-        lock.unlock()
-    }
-
-    /// With the lock held: the wait that can never end because `job`, the task it awaits, has
-    /// just been queued here while every thread that could run it is blocked in a guarded wait.
-    private func deadlockedWait(forJob job: UnownedJob) -> GuardedWaitRecord? {
-        guard blockedWaits.count == threadCount else { return nil }
-        let pointer = unsafeBitCast(job, to: UnsafeRawPointer.self)
-        return blockedWaits.first { $0.isAwaitedTask(pointer) }
-    }
-
-    /// With the lock held: `record` if it blocks one of these threads and no thread is left to run
-    /// the work that it awaits and that was just submitted.
-    private func deadlockedWait(neededBy record: GuardedWaitRecord) -> GuardedWaitRecord? {
-        guard blockedWaits.count == threadCount, blockedWaits.contains(where: { $0 === record }) else {
-            return nil
-        }
-        return record
-    }
-}
-
-/// Caps how many SyncBridge threads spin for work at once, process-wide, at half the CPUs
-/// (at least one), so that idle executors never crowd out the threads doing real work.
-enum SpinBudget {
-    private static let limit = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)) / 2)
-    private static let spinning = Atomic<Int>(0)
-
-    /// Takes a spinning slot; `false` when all are taken.
-    static func reserve() -> Bool {
-        var current = spinning.load(ordering: .relaxed)
-        while current < limit {
-            let (exchanged, original) = spinning.compareExchange(
-                expected: current,
-                desired: current + 1,
-                ordering: .relaxed
-            )
-            if exchanged { return true }
-            current = original
-        }
-        return false
-    }
-
-    static func release() {
-        spinning.subtract(1, ordering: .relaxed)
-    }
-}
-
-/// The identity of one worker thread, reachable from the thread itself through a C
-/// thread-local slot.
-final class WorkerThread: Sendable {
-    let group: WorkerThreads
-    let index: Int
-    let name: String
-
-    init(group: WorkerThreads, index: Int, name: String) {
-        self.group = group
-        self.index = index
-        self.name = name
-    }
-
-    /// The SyncBridge worker running the calling thread, if any.
-    static var current: WorkerThread? {
-        guard let pointer = sb_current_worker() else { return nil }
-        return Unmanaged<WorkerThread>.fromOpaque(pointer).takeUnretainedValue()
-    }
-}
-
-/// The swift-metrics instruments of one executor.
-struct WorkQueueMetrics: Sendable {
-    let queueDepth: Meter
-    let waitDuration: Timer
-    let runDuration: Timer
-    let rejected: Counter
-
-    init(name: String, kind: WorkerThreads.Kind, factory: any MetricsFactory) {
-        let dimensions = [("executor", name), ("kind", kind.rawValue)]
-        queueDepth = Meter(label: "syncbridge.executor.queue_depth", dimensions: dimensions, factory: factory)
-        waitDuration = Timer(label: "syncbridge.executor.wait_duration", dimensions: dimensions, factory: factory)
-        runDuration = Timer(label: "syncbridge.executor.run_duration", dimensions: dimensions, factory: factory)
-        rejected = Counter(label: "syncbridge.executor.rejected", dimensions: dimensions, factory: factory)
     }
 }

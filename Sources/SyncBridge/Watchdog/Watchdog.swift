@@ -137,16 +137,7 @@ public final class Watchdog: Sendable {
         var dismissed = false
     }
 
-    /// Nanoseconds a thread spent on a CPU and waiting for one.
-    struct SchedulerTimes {
-        var running: UInt64
-        var waiting: UInt64
-
-        static func of(_ threadID: Int32) -> SchedulerTimes? {
-            var times = SchedulerTimes(running: 0, waiting: 0)
-            return sb_thread_schedstat(threadID, &times.running, &times.waiting) == 0 ? times : nil
-        }
-    }
+    typealias SchedulerTimes = StallClassifier.SchedulerTimes
 
     private struct State {
         var running = false
@@ -390,9 +381,9 @@ public final class Watchdog: Sendable {
             // may serve other bands (for `isPreempted`).
             let threads = state.withLock { state in state.bandOfThread.filter { $0.value == key }.map(\.key) }
             var snapshot: [Int32: SchedulerTimes] = [:]
-            for threadID in threads { snapshot[threadID] = SchedulerTimes.of(threadID) }
+            for threadID in threads { snapshot[threadID] = Self.schedulerTimes(of: threadID) }
             var sampledTimes: [Int32: SchedulerTimes] = [:]
-            for threadID in tasks.keys { sampledTimes[threadID] = snapshot[threadID] ?? SchedulerTimes.of(threadID) }
+            for threadID in tasks.keys { sampledTimes[threadID] = snapshot[threadID] ?? Self.schedulerTimes(of: threadID) }
             state.withLock { state in
                 state.bands[key]?.schedulerSnapshot = snapshot
                 state.bands[key]?.sampledTimes = sampledTimes
@@ -412,16 +403,10 @@ public final class Watchdog: Sendable {
                 dismissal = (starvationCounters[key], "the band's threads waited for a CPU rather than blocking")
             } else {
                 stacks = configuration.captureStacks ? sampleBand(key) : []
-                if configuration.captureStacks && stacks.isEmpty {
-                    // No cooperative thread runs a job, of this band or any other: nothing blocks
-                    // the band. Its probe waits for the thread pool to start or wake a thread, as
-                    // on a machine overloaded by other processes.
-                    dismissal = (starvationCounters[key], "no cooperative thread was running a job: the probe waited for the thread pool or a CPU, not for blocking code")
-                }
-                if dismissal == nil && isPreempted(band: key, stacks: stacks) {
-                    dismissal = (starvationCounters[key], "the threads that stayed in one task mostly waited for a CPU: an overloaded machine, not a long call")
-                }
-                if dismissal == nil && isSaturated(band: key, stacks: stacks) {
+                switch classify(band: key, stacks: stacks) {
+                case .blocked: break
+                case .starved(let reason): dismissal = (starvationCounters[key], reason)
+                case .saturated:
                     dismissal = (saturationCounters[key], "the band's threads kept running different tasks: a saturated pool, no single long call")
                 }
             }
@@ -503,54 +488,35 @@ public final class Watchdog: Sendable {
     /// The band named in per-job reports: the redirected jobs of every band share one executor.
     static let perJobBand = "all (per-job mode)"
 
-    /// Whether the band's threads spent the stall mostly runnable but off the CPU: the machine
-    /// was overloaded, and no code of the band blocked. Compares the scheduler times of the band's
-    /// known threads since the snapshot taken halfway to the threshold; a blocked thread neither
-    /// runs nor waits for a CPU, a busy one runs.
+    /// Whether the band's threads spent the stall mostly runnable but off the CPU (see
+    /// ``StallClassifier/isStarved(before:after:threshold:)``), from their scheduler times now.
     private func isStarved(band key: UInt8) -> Bool {
-        guard let snapshot = state.withLock({ $0.bands[key]?.schedulerSnapshot }), !snapshot.isEmpty else { return false }
-        var running: UInt64 = 0
-        var waiting: UInt64 = 0
-        for (threadID, before) in snapshot {
-            guard let after = SchedulerTimes.of(threadID) else { continue }
-            running += after.running &- before.running
-            waiting += after.waiting &- before.waiting
-        }
-        // Half the threshold went by since the snapshot, for each thread.
-        let window = Self.nanoseconds(configuration.threshold) / 2 * UInt64(snapshot.count)
-        return waiting > running && waiting > window / 4
+        guard let snapshot = state.withLock({ $0.bands[key]?.schedulerSnapshot }) else { return false }
+        var now: [Int32: SchedulerTimes] = [:]
+        for threadID in snapshot.keys { now[threadID] = Self.schedulerTimes(of: threadID) }
+        return StallClassifier.isStarved(before: snapshot, after: now, threshold: Self.nanoseconds(configuration.threshold))
     }
 
-    /// Whether every thread of the stalled band moved on to another task since halfway to the
-    /// threshold: the pool was saturated with work, and no single call kept a thread. A blocked
-    /// or long-running call keeps its thread in the same task. `false` when a thread was not
-    /// sampled then (its band was not known yet).
-    /// Whether every sampled thread that stayed in one task since half the threshold spent that
-    /// time mostly waiting for a CPU (runnable, preempted) rather than running or sleeping: the
-    /// band waited because the machine is overloaded, not because code blocks it or computes for
-    /// long. A thread asleep in a blocking call, or running its long computation, is not
-    /// preempted, and keeps the stall reported.
-    private func isPreempted(band key: UInt8, stacks: [ThreadStack]) -> Bool {
-        let (earlier, times) = state.withLock { ($0.bands[key]?.taskSnapshot ?? [:], $0.bands[key]?.sampledTimes ?? [:]) }
-        let stayed = stacks.filter { stack in earlier[stack.threadID].map { $0 != 0 && $0 == stack.task } ?? false }
-        guard !stayed.isEmpty else { return false }
-        let window = Self.nanoseconds(configuration.threshold) / 2
-        return stayed.allSatisfy { stack in
-            guard let before = times[stack.threadID], let after = SchedulerTimes.of(stack.threadID) else { return false }
-            let running = after.running &- before.running
-            let waiting = after.waiting &- before.waiting
-            return waiting > running && waiting > window / 4
-        }
+    /// The verdict on a stall (see ``StallClassifier/classify(samples:capturesStacks:tasksHalfway:timesHalfway:timesNow:threshold:)``),
+    /// from the stacks sampled at the threshold and the threads' scheduler times now.
+    private func classify(band key: UInt8, stacks: [ThreadStack]) -> StallClassifier.Verdict {
+        let (tasks, times) = state.withLock { ($0.bands[key]?.taskSnapshot ?? [:], $0.bands[key]?.sampledTimes ?? [:]) }
+        var now: [Int32: SchedulerTimes] = [:]
+        for stack in stacks { now[stack.threadID] = Self.schedulerTimes(of: stack.threadID) }
+        return StallClassifier.classify(
+            samples: stacks.map { StallClassifier.Sample(threadID: $0.threadID, task: $0.task) },
+            capturesStacks: configuration.captureStacks,
+            tasksHalfway: tasks,
+            timesHalfway: times,
+            timesNow: now,
+            threshold: Self.nanoseconds(configuration.threshold)
+        )
     }
 
-    private func isSaturated(band key: UInt8, stacks: [ThreadStack]) -> Bool {
-        let earlier = state.withLock { $0.bands[key]?.taskSnapshot ?? [:] }
-        // The threads seen in a task halfway decide (a thread not seen then — idle, or serving
-        // another band the probes do not cover — cannot show a long call yet; if it starts one,
-        // the band's next probe catches it): every one of them must be out of that task now.
-        let judged = stacks.filter { stack in earlier[stack.threadID].map { $0 != 0 } ?? false }
-        guard !judged.isEmpty else { return false }
-        return judged.allSatisfy { stack in stack.task != earlier[stack.threadID] }
+    /// A thread's scheduler times, from the kernel (`/proc/…/schedstat`).
+    static func schedulerTimes(of threadID: Int32) -> SchedulerTimes? {
+        var times = SchedulerTimes(running: 0, waiting: 0)
+        return sb_thread_schedstat(threadID, &times.running, &times.waiting) == 0 ? times : nil
     }
 
     /// Runs in a probe task, on a thread of the band.
