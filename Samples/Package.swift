@@ -37,6 +37,14 @@ let package = Package(
         ),
         // What every form of the inventory service shares: products, errors, the operations.
         .target(name: "InventoryCore", swiftSettings: swiftSettings),
+        // SQLite's C library, found through pkg-config, and the adapter that makes it a
+        // SyncBridge database ("Wrap your own blocking C client").
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .target(
+            name: "SQLiteAdapter",
+            dependencies: ["CSQLite", .product(name: "SyncBridgeSQL", package: "SyncBridge")],
+            swiftSettings: swiftSettings
+        ),
         // The legacy data layer: direct libpq and Connector/C calls, one global connection, a
         // semaphore for callers to take turns.
         .target(
@@ -63,7 +71,7 @@ let package = Package(
         .target(
             name: "InventoryMigrated",
             dependencies: [
-                "InventoryCore",
+                "InventoryCore", "SQLiteAdapter",
                 .product(name: "SyncBridgePostgres", package: "SyncBridge"),
                 .product(name: "SyncBridgeMariaDB", package: "SyncBridge"),
             ],
@@ -147,7 +155,7 @@ let package = Package(
         .testTarget(
             name: "InventoryTests",
             dependencies: [
-                "InventoryCore", "InventoryLegacy", "InventoryWrapped", "InventoryMigrated", "SampleSupport",
+                "InventoryCore", "InventoryLegacy", "InventoryWrapped", "InventoryMigrated", "SQLiteAdapter", "SampleSupport",
                 .product(name: "SyncBridge", package: "SyncBridge"),
                 .product(name: "SyncBridgeTesting", package: "SyncBridge"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks that the code in the guides is the Samples' code.
 
-In README.md and MIGRATION.md, a fenced code block preceded by a line
+In README.md, MIGRATION.md and the DocC guide to wrapping a C client, a fenced code block preceded by a line
 `<!-- snippet: PATH -->` must match the file PATH (relative to the repository): its non-blank
 lines, stripped of indentation, must appear in that file in the same order. A line that is only
 `…` stands for lines left out. Exits with status 1 and names every block that drifted.
@@ -15,7 +15,8 @@ marker = re.compile(r"^\s*<!-- snippet: (\S+) -->\s*$")
 failures = 0
 checked = 0
 
-for guide in ["README.md", "MIGRATION.md"]:
+guides = ["README.md", "MIGRATION.md", "Sources/SyncBridgeSQL/SyncBridgeSQL.docc/WrappingACClient.md"]
+for guide in guides:
     lines = (root / guide).read_text().splitlines()
     index = 0
     while index < len(lines):
@@ -51,4 +52,4 @@ for guide in ["README.md", "MIGRATION.md"]:
 
 if failures:
     sys.exit(1)
-print(f"{checked} snippets in README.md and MIGRATION.md match the samples")
+print(f"{checked} snippets in {', '.join(guides)} match the samples")

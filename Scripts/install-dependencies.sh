@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages SyncBridge builds and tests against, when missing:
-# the C client libraries (libpq, Connector/C) and the servers the tests start (PostgreSQL, MariaDB).
+# the C client libraries (libpq, Connector/C; SQLite for the sample adapter) and the servers the
+# tests start (PostgreSQL, MariaDB).
 set -euo pipefail
 
-packages=(pkg-config libpq-dev postgresql libmariadb-dev mariadb-server mariadb-client)
+packages=(pkg-config libpq-dev postgresql libmariadb-dev mariadb-server mariadb-client libsqlite3-dev)
 
 missing=()
 for package in "${packages[@]}"; do

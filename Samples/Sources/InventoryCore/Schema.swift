@@ -45,4 +45,26 @@ public enum InventorySchema {
         ) ENGINE = InnoDB
         """,
     ]
+
+    /// SQLite's statements, run in order.
+    public static let sqlite = [
+        "DROP TABLE IF EXISTS reservations",
+        "DROP TABLE IF EXISTS products",
+        """
+        CREATE TABLE products (
+            sku text PRIMARY KEY,
+            name text NOT NULL,
+            stock integer NOT NULL CHECK (stock >= 0),
+            reserved integer NOT NULL DEFAULT 0 CHECK (reserved >= 0 AND reserved <= stock)
+        ) STRICT
+        """,
+        """
+        CREATE TABLE reservations (
+            id integer PRIMARY KEY,
+            sku text NOT NULL REFERENCES products (sku),
+            quantity integer NOT NULL CHECK (quantity > 0),
+            order_ref text NOT NULL
+        ) STRICT
+        """,
+    ]
 }

@@ -9,8 +9,8 @@ public import SyncBridgeSQL
 /// cancelled: cancelling the calling task cancels the statement on the server (a reservation
 /// waiting for a row lock gives up at once, and nothing is reserved).
 ///
-/// The SQL is what PostgreSQL and MariaDB (10.5 or later, for `RETURNING`) both accept; only the
-/// schema differs, and it is given to the initialiser.
+/// The SQL is what PostgreSQL, MariaDB (10.5 or later, for `RETURNING`) and SQLite (3.35 or
+/// later) all accept; the schema and the row lock differ, and are given to the initialiser.
 ///
 /// ```swift
 /// let inventory = PostgresInventory(client: PostgresClient(connectionString: url))
@@ -24,6 +24,9 @@ public struct MigratedInventory<Database: SQLDatabase>: Inventory {
     public let statementTimeout: Duration?
     /// The statements that create the tables, in the database's dialect.
     public let schema: [String]
+    /// What locks a product's row until the transaction ends: ` FOR UPDATE`, or nothing where the
+    /// transaction holds the database's write lock from its start (SQLite's `BEGIN IMMEDIATE`).
+    public let rowLock: SQLQuery
     /// Names the form in the demo's table.
     public let name: String
 
@@ -33,10 +36,18 @@ public struct MigratedInventory<Database: SQLDatabase>: Inventory {
     ///   - client: The client, run by the caller (a `ServiceGroup` or a task).
     ///   - schema: The statements that create the tables.
     ///   - name: Names the form in reports.
+    ///   - rowLock: What locks a product's row for the rest of the transaction.
     ///   - statementTimeout: How long one statement may run; the server cancels it then.
-    public init(client: Database, schema: [String], name: String, statementTimeout: Duration? = .seconds(5)) {
+    public init(
+        client: Database,
+        schema: [String],
+        name: String,
+        rowLock: SQLQuery = " FOR UPDATE",
+        statementTimeout: Duration? = .seconds(5)
+    ) {
         self.client = client
         self.schema = schema
+        self.rowLock = rowLock
         self.name = name
         self.statementTimeout = statementTimeout
     }
@@ -67,10 +78,10 @@ public struct MigratedInventory<Database: SQLDatabase>: Inventory {
     /// See ``Inventory/reserve(sku:quantity:order:)``.
     public func reserve(sku: String, quantity: Int, order: String) async throws -> Int {
         guard quantity > 0 else { throw InventoryError.invalidQuantity(quantity) }
-        let timeout = statementTimeout
+        let (timeout, rowLock) = (statementTimeout, rowLock)
         return try await client.withTransaction { connection in
             let locked = try await connection.query(
-                "SELECT stock - reserved FROM products WHERE sku = \(sku) FOR UPDATE",
+                "SELECT stock - reserved FROM products WHERE sku = \(sku)\(rowLock)",
                 timeout: timeout
             )
             guard let row = locked.first else { throw InventoryError.unknownProduct(sku: sku) }

@@ -7,19 +7,25 @@ import ServiceLifecycle
 import SyncBridge
 import SyncBridgeMariaDB
 import SyncBridgePostgres
+import SQLiteAdapter
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One form of the service (legacy, wrapped, migrated) on one database: what each behavioural test
-/// runs against.
+/// runs against. SQLite, through the sample adapter of "Wrap your own blocking C client", has the
+/// migrated form only: there is no legacy SQLite program to wrap.
 struct InventoryForm: Sendable, CustomTestStringConvertible {
     enum Stage: String, Sendable, CaseIterable { case legacy, wrapped, migrated }
-    enum Database: String, Sendable, CaseIterable { case postgres = "PostgreSQL", mariaDB = "MariaDB" }
+    enum Database: String, Sendable, CaseIterable { case postgres = "PostgreSQL", mariaDB = "MariaDB", sqlite = "SQLite" }
 
     let stage: Stage
     let database: Database
 
     static let all: [InventoryForm] = Stage.allCases.flatMap { stage in
-        Database.allCases.map { InventoryForm(stage: stage, database: $0) }
+        Database.allCases.filter { $0 != .sqlite || stage == .migrated }.map { InventoryForm(stage: stage, database: $0) }
     }
 
     var testDescription: String { "\(stage.rawValue) (\(database.rawValue))" }
@@ -45,6 +51,13 @@ struct InventoryForm: Sendable, CustomTestStringConvertible {
         case (.migrated, .mariaDB):
             let client = MariaDBClient(configuration: try MariaDBConfiguration(url: databases.mariaDBURL))
             try await run(MariaDBInventory(client: client), service: client, body)
+        case (.migrated, .sqlite):
+            let path = "/tmp/syncbridge-inventory-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).sqlite"
+            defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
+            let client = SQLiteClient(configuration: .init(path: path))
+            try await run(SQLiteInventory(client: client), service: client, body)
+        case (.legacy, .sqlite), (.wrapped, .sqlite):
+            Issue.record("SQLite has no \(stage) form")
         }
     }
 

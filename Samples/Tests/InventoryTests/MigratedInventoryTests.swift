@@ -11,10 +11,10 @@ extension InventoryTables {
 /// What only the migrated form offers: cancellation that reaches the server, and streaming.
 @Suite("The migrated inventory: cancellation and streaming")
 struct MigratedInventoryTests {
-    @Test("cancelling a reservation that waits for a row lock ends it at once; nothing is reserved", arguments: InventoryForm.Database.allCases)
+    @Test("cancelling a reservation that waits for a row lock ends it at once; nothing is reserved", arguments: [InventoryForm.Database.postgres, .mariaDB])
     func cancelWhileWaitingForALock(database: InventoryForm.Database) async throws {
         let databases = try await SampleDatabases.shared()
-        let holder = try Holder(database, databases)
+        let holder = try #require(try Holder(database, databases))
         let inventory = holder.inventory
         try await inventory.resetSchema()
         try await inventory.addProduct(sku: "HOT", name: "Popular", stock: 10)
@@ -72,8 +72,12 @@ private struct Holder: Sendable {
     private let postgres: PostgresClient?
     private let mariaDB: MariaDBClient?
 
-    init(_ database: InventoryForm.Database, _ databases: SampleDatabases) throws {
+    /// `nil` for SQLite: a statement waiting in SQLite's busy handler for another connection's
+    /// write lock is not interrupted until the busy timeout, so this test does not apply.
+    init?(_ database: InventoryForm.Database, _ databases: SampleDatabases) throws {
         switch database {
+        case .sqlite:
+            return nil
         case .postgres:
             let client = PostgresClient(connectionString: databases.postgresURL)
             (postgres, mariaDB, inventory) = (client, nil, PostgresInventory(client: client))

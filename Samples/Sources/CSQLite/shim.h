@@ -1,0 +1,4 @@
+#ifndef SYNCBRIDGE_SAMPLES_CSQLITE_SHIM_H
+#define SYNCBRIDGE_SAMPLES_CSQLITE_SHIM_H
+#include <sqlite3.h>
+#endif
