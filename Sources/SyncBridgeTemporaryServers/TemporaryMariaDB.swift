@@ -22,7 +22,7 @@ import Musl
 /// `mariadb-server` package installs it) and `mariadb-install-db` and the `mariadb` client in
 /// PATH; when they are missing the error says which package to install. Every server program runs
 /// with `--no-defaults`, so no `my.cnf` on the machine changes it.
-public final class TemporaryMariaDB: Sendable {
+public final class TemporaryMariaDB: Sendable, ThrowawayServer {
     /// The database's name.
     public let database = "syncbridge"
     /// The user tests connect as (all privileges, from `localhost` and `127.0.0.1`).
@@ -39,7 +39,7 @@ public final class TemporaryMariaDB: Sendable {
     private let binaries: Binaries
     private let state: Locked<ServerState>
 
-    private struct Binaries: Sendable {
+    struct Binaries: Sendable {
         let server: String
         let installDB: String
         let client: String
@@ -62,7 +62,7 @@ public final class TemporaryMariaDB: Sendable {
     private var dataDirectory: String { "\(directory)/data" }
     private var logPath: String { "\(directory)/server.log" }
 
-    private init(binaries: Binaries, directory: String, port: Int, password: String) {
+    init(binaries: Binaries, directory: String, port: Int, password: String) {
         self.binaries = binaries
         self.directory = directory
         self.port = port
@@ -75,54 +75,28 @@ public final class TemporaryMariaDB: Sendable {
     /// - Throws: ``TemporaryServerError`` saying what is missing or what failed, with the end of
     ///   the server's log.
     public static func start() async throws -> TemporaryMariaDB {
-        try await ServerSupport.pool.run {
-            let started = ContinuousClock.now
-            let binaries = try findBinaries()
-            let directory = try ServerSupport.makeTemporaryDirectory(prefix: "syncbridge-mariadb")
-            let server = TemporaryMariaDB(
-                binaries: binaries,
-                directory: directory,
-                port: try ServerSupport.freePort(),
-                password: ServerSupport.randomPassword()
-            )
-            do {
-                try server.initialize()
-                try server.launch()
-                try server.createDatabaseAndUser()
-            } catch {
-                server.stopBlocking()
-                throw error
-            }
-            ServerSupport.logger.info(
-                "started a throwaway MariaDB server",
-                metadata: [
-                    "port": "\(server.port)", "directory": "\(server.directory)",
-                    "startup_ms": "\((ContinuousClock.now - started).millisecondCount)",
-                ]
-            )
-            return server
-        }
+        try await startServer()
     }
-
-    private static let sharedServer = Locked<Task<TemporaryMariaDB, any Error>?>(nil)
 
     /// The server shared by every test of this process that asks for it; started on first use,
     /// stopped and deleted when the process exits.
     public static func shared() async throws -> TemporaryMariaDB {
-        let task = sharedServer.withLock { task in
-            if let task { return task }
-            let newTask = Task { try await start() }
-            task = newTask
-            return newTask
-        }
-        let server = try await task.value
-        SharedServerCleanup.add { server.stopBlocking() }
-        return server
+        try await sharedInstance()
     }
 
     /// Stops the server and deletes its folder, also when the calling task is cancelled.
     public func stop() async {
-        await ServerSupport.runToCompletion { self.stopBlocking() }
+        await stopServer()
+    }
+
+    static let displayName = "MariaDB"
+    static let directoryPrefix = "syncbridge-mariadb"
+    static let sharedServer = Locked<Task<TemporaryMariaDB, any Error>?>(nil)
+
+    func setUp() throws {
+        try initialize()
+        try launch()
+        try createDatabaseAndUser()
     }
 
     /// Kills the server (`SIGKILL`, like a crash) and starts it again on the same port and data,
@@ -136,7 +110,7 @@ public final class TemporaryMariaDB: Sendable {
 
     // MARK: Steps (blocking; run on ServerSupport.pool)
 
-    private static func findBinaries() throws -> Binaries {
+    static func findBinaries() throws -> Binaries {
         let sbin = ["/usr/sbin", "/usr/local/sbin", "/usr/bin"]
         func find(_ names: [String], package: String) throws -> String {
             for name in names {

@@ -21,7 +21,7 @@ import Musl
 /// and as a normal user. Finds `initdb` and `postgres` in PATH, through `pg_config --bindir`, or
 /// under `/usr/lib/postgresql/*/bin`; when they are missing the error says which package to
 /// install.
-public final class TemporaryPostgres: Sendable {
+public final class TemporaryPostgres: Sendable, ThrowawayServer {
     /// The database's name.
     public let database = "syncbridge"
     /// The user tests connect as (a superuser of this throwaway server).
@@ -36,7 +36,7 @@ public final class TemporaryPostgres: Sendable {
     private let binaries: Binaries
     private let state: Locked<ServerState>
 
-    private struct Binaries: Sendable {
+    struct Binaries: Sendable {
         let initdb: String
         let postgres: String
         let psql: String
@@ -67,7 +67,7 @@ public final class TemporaryPostgres: Sendable {
     private var logPath: String { "\(directory)/server.log" }
     private static let serverUser = "postgres"
 
-    private init(binaries: Binaries, directory: String, port: Int, password: String) {
+    init(binaries: Binaries, directory: String, port: Int, password: String) {
         self.binaries = binaries
         self.directory = directory
         self.port = port
@@ -80,54 +80,28 @@ public final class TemporaryPostgres: Sendable {
     /// - Throws: ``TemporaryServerError`` saying what is missing or what failed, with the end of
     ///   the server's log.
     public static func start() async throws -> TemporaryPostgres {
-        try await ServerSupport.pool.run {
-            let started = ContinuousClock.now
-            let binaries = try findBinaries()
-            let directory = try ServerSupport.makeTemporaryDirectory(prefix: "syncbridge-pg")
-            let server = TemporaryPostgres(
-                binaries: binaries,
-                directory: directory,
-                port: try ServerSupport.freePort(),
-                password: ServerSupport.randomPassword()
-            )
-            do {
-                try server.initialize()
-                try server.launch()
-                try server.setPassword()
-            } catch {
-                server.stopBlocking()
-                throw error
-            }
-            ServerSupport.logger.info(
-                "started a throwaway PostgreSQL server",
-                metadata: [
-                    "port": "\(server.port)", "directory": "\(server.directory)",
-                    "startup_ms": "\((ContinuousClock.now - started).millisecondCount)",
-                ]
-            )
-            return server
-        }
+        try await startServer()
     }
-
-    private static let sharedServer = Locked<Task<TemporaryPostgres, any Error>?>(nil)
 
     /// The server shared by every test of this process that asks for it; started on first use,
     /// stopped and deleted when the process exits.
     public static func shared() async throws -> TemporaryPostgres {
-        let task = sharedServer.withLock { task in
-            if let task { return task }
-            let newTask = Task { try await start() }
-            task = newTask
-            return newTask
-        }
-        let server = try await task.value
-        SharedServerCleanup.add { server.stopBlocking() }
-        return server
+        try await sharedInstance()
     }
 
     /// Stops the server and deletes its folder, also when the calling task is cancelled.
     public func stop() async {
-        await ServerSupport.runToCompletion { self.stopBlocking() }
+        await stopServer()
+    }
+
+    static let displayName = "PostgreSQL"
+    static let directoryPrefix = "syncbridge-pg"
+    static let sharedServer = Locked<Task<TemporaryPostgres, any Error>?>(nil)
+
+    func setUp() throws {
+        try initialize()
+        try launch()
+        try setPassword()
     }
 
     /// Stops the server the hard way (like a crash or power loss: `SIGQUIT`, no checkpoint) and
@@ -142,7 +116,7 @@ public final class TemporaryPostgres: Sendable {
 
     // MARK: Steps (blocking; run on ServerSupport.pool)
 
-    private static func findBinaries() throws -> Binaries {
+    static func findBinaries() throws -> Binaries {
         var directories: [String] = []
         if let pgConfig = ServerSupport.findExecutable("pg_config"),
             let bindir = try? ServerSupport.run([pgConfig, "--bindir"], what: "pg_config --bindir")
