@@ -80,7 +80,7 @@ public final class ThreadBound<Resource>: Sendable {
     ///
     /// - Parameter body: Synchronous code that uses the resource.
     /// - Returns: What `body` returns.
-    /// - Throws: As ``withResource(_:)-(((inout Resource)->Success))``.
+    /// - Throws: As ``withResource(_:)-((Resource)->Success)``.
     public func withResource<Success>(
         _ body: sending @escaping (inout Resource, BlockingJobContext) throws -> Success
     ) async throws -> Success {
@@ -121,7 +121,7 @@ public final class ThreadBound<Resource>: Sendable {
     }
 
     /// Closes the resource on the executor's thread with `close`, after every closure queued
-    /// before. Later calls of ``withResource(_:)-(((inout Resource)->Success))`` throw
+    /// before. Later calls of ``withResource(_:)-((Resource)->Success)`` throw
     /// ``ExecutorError/Code/resourceClosed``; closing twice does nothing the second time.
     ///
     /// The executor itself stays up: shut it down separately when nothing else uses it.

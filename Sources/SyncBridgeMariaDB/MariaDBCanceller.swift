@@ -54,8 +54,8 @@ final class MariaDBKiller: Sendable {
 /// Cancels the running statement of one connection from any thread, and keeps a cancel from
 /// reaching a later statement.
 ///
-/// `cancel()` only queues the `KILL QUERY` (on ``MariaDBKiller``) and returns. Before the
-/// connection's thread starts its next statement it calls ``waitForPendingKills()``, so a kill
+/// `cancel()` only queues the `KILL QUERY` (on `MariaDBKiller`) and returns. Before the
+/// connection's thread starts its next statement it calls `waitForPendingKills()`, so a kill
 /// that was meant for a statement that has just finished lands while the connection is idle,
 /// where MariaDB ignores it, and never on the next statement.
 public final class MariaDBCanceller: SQLCanceller {

@@ -31,7 +31,7 @@ extension SQLConnection where Session == MariaDBSession {
     /// Connects to the server a `mariadb://` or `mysql://` URL names (see
     /// ``MariaDBConfiguration/init(url:)``).
     ///
-    /// - Throws: ``MariaDBConfigurationError`` for a URL that cannot be used; ``MariaDBError`` with
+    /// - Throws: `MariaDBConfigurationError` for a URL that cannot be used; ``MariaDBError`` with
     ///   kind ``MariaDBError/Kind/connectionFailed`` naming the server and Connector/C's reason.
     public static func connect(
         url: String,
@@ -53,6 +53,8 @@ extension SQLDatabase where Session == MariaDBSession {
     /// first row's).
     ///
     /// - Parameters:
+    ///   - fileID: Where the call is, for reports; leave the default.
+    ///   - line: Where the call is, for reports; leave the default.
     ///   - query: The statement; interpolated values are bound parameters.
     ///   - timeout: As in ``SQLDatabase/query(_:timeout:fileID:line:)``.
     /// - Returns: The generated id; 0 when the table has no `AUTO_INCREMENT` column.

@@ -11,7 +11,7 @@ import Musl
 
 /// The Connector/C side of one connection: SyncBridge's MariaDB adapter (an ``SQLSession``).
 ///
-/// It lives on its connection's ``ThreadExecutor`` thread (inside a ``ThreadBound``) and is only
+/// It lives on its connection's `ThreadExecutor` thread (inside a `ThreadBound`) and is only
 /// ever touched there: every Connector/C call on the `MYSQL` handle and its statements happens on
 /// that one thread. Applications use it through ``MariaDBConnection`` and ``MariaDBClient``, never
 /// directly.

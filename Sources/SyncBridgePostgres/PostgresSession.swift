@@ -11,7 +11,7 @@ public import SyncBridgeSQL
 
 /// The libpq side of one connection: SyncBridge's PostgreSQL adapter (an ``SQLSession``).
 ///
-/// It lives on its connection's ``ThreadExecutor`` thread (inside a ``ThreadBound``) and is only
+/// It lives on its connection's `ThreadExecutor` thread (inside a `ThreadBound`) and is only
 /// ever touched there: every libpq call on the `PGconn` happens on that one thread. Applications
 /// use it through ``PostgresConnection`` and ``PostgresClient``, never directly.
 public final class PostgresSession {

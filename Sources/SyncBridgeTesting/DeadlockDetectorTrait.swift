@@ -1,7 +1,7 @@
 public import SyncBridge
 public import Testing
 
-/// A Swift Testing trait that runs a ``DeadlockDetector`` for a test and fails the test with each
+/// A Swift Testing trait that runs a `DeadlockDetector` for a test and fails the test with each
 /// report that concerns it.
 ///
 /// ```swift
@@ -19,9 +19,9 @@ public import Testing
 /// this trait still run in parallel. Lock order is recorded process-wide, as lockdep does: an
 /// inversion is reported to the test that takes the second order.
 public struct DeadlockDetectorTrait: TestTrait, SuiteTrait, TestScoping {
-    /// What a detection does besides failing the test: ``DeadlockDetector/Mode/report`` lets a
-    /// deadlocked wait hang (until its timeout); ``DeadlockDetector/Mode/throwError`` makes it
-    /// throw ``DeadlockError``.
+    /// What a detection does besides failing the test: `DeadlockDetector/Mode/report` lets a
+    /// deadlocked wait hang (until its timeout); `DeadlockDetector/Mode/throwError` makes it
+    /// throw `DeadlockError`.
     public let mode: DeadlockDetector.Mode
     /// A wait longer than this fails the test as stuck.
     public let stuckWaitThreshold: Duration
@@ -29,7 +29,7 @@ public struct DeadlockDetectorTrait: TestTrait, SuiteTrait, TestScoping {
     /// Applies to every test of a suite that carries it.
     public var isRecursive: Bool { true }
 
-    /// Creates the trait; prefer ``Trait/deadlockDetector(mode:stuckWaitThreshold:)``.
+    /// Creates the trait; prefer `Trait/deadlockDetector(mode:stuckWaitThreshold:)`.
     public init(mode: DeadlockDetector.Mode, stuckWaitThreshold: Duration) {
         self.mode = mode
         self.stuckWaitThreshold = stuckWaitThreshold
@@ -78,8 +78,8 @@ extension Trait where Self == DeadlockDetectorTrait {
     /// guarded wait, a wait stuck longer than `stuckWaitThreshold`.
     ///
     /// - Parameters:
-    ///   - mode: ``DeadlockDetector/Mode/report`` (default) or ``DeadlockDetector/Mode/throwError``,
-    ///     which also ends deadlocked waits with ``DeadlockError`` so that the test cannot hang.
+    ///   - mode: `DeadlockDetector/Mode/report` (default) or `DeadlockDetector/Mode/throwError`,
+    ///     which also ends deadlocked waits with `DeadlockError` so that the test cannot hang.
     ///   - stuckWaitThreshold: The longest a wait may last. Default 5 s.
     public static func deadlockDetector(mode: DeadlockDetector.Mode = .report, stuckWaitThreshold: Duration = .seconds(5)) -> Self {
         DeadlockDetectorTrait(mode: mode, stuckWaitThreshold: stuckWaitThreshold)

@@ -13,9 +13,9 @@ public import Testing
 /// struct InventoryTests { … }
 /// ```
 ///
-/// During the test a ``Watchdog`` runs and each of its reports becomes an issue of the test, with
+/// During the test a `Watchdog` runs and each of its reports becomes an issue of the test, with
 /// the report (headline, facts, stacks) as its comment:
-/// - **blocking calls** (``Blocking``, `waitForAsync`…) are attributed exactly: the test's task
+/// - **blocking calls** (`Blocking`, `waitForAsync`…) are attributed exactly: the test's task
 ///   carries a scope (a task-local, inherited by child tasks and `Task {}`, not by
 ///   `Task.detached`) that the report records, so calls made by tests running in parallel are not
 ///   counted against this one;
@@ -29,13 +29,13 @@ public struct WatchdogTrait: TestTrait, SuiteTrait, TestScoping {
     public let threshold: Duration
     /// Per-job mode: every job of the global executor is timed, so that one slow job fails the
     /// test even while other cooperative threads are free (see
-    /// ``Watchdog/Configuration/timesEveryJob``).
+    /// `Watchdog/Configuration/timesEveryJob`).
     public let timesEveryJob: Bool
 
     /// Applies to every test of a suite that carries it.
     public var isRecursive: Bool { true }
 
-    /// Creates the trait; prefer ``Trait/watchdog(threshold:timesEveryJob:)``.
+    /// Creates the trait; prefer `Trait/watchdog(threshold:timesEveryJob:)`.
     public init(threshold: Duration, timesEveryJob: Bool) {
         self.threshold = threshold
         self.timesEveryJob = timesEveryJob

@@ -2,7 +2,7 @@ public import SyncBridge
 public import XCTest
 
 extension XCTestCase {
-    /// Runs `body` under a ``Watchdog`` and fails the test with each report: a band of Swift's
+    /// Runs `body` under a `Watchdog` and fails the test with each report: a band of Swift's
     /// cooperative pool blocked past `threshold`, a blocking call made on a cooperative thread in
     /// `body`'s tasks, or (with `timesEveryJob`) one job that ran past `threshold`. The XCTest
     /// counterpart of the `.watchdog()` trait; calls run one at a time across the process.

@@ -45,7 +45,7 @@ public struct WatchdogReport: Sendable, Hashable, Codable, CustomStringConvertib
     /// The stacks of the threads involved, captured while the problem was going on.
     public let stacks: [ThreadStack]
     /// The test scope the report belongs to, when a test trait was watching (see
-    /// ``WatchdogScope``).
+    /// `WatchdogScope`).
     public let scopeID: UInt64?
 
     /// Creates a report.

@@ -81,7 +81,10 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
 
     /// Leases one connection for several statements.
     ///
-    /// - Parameter body: The work; the connection is this task's until `body` returns.
+    /// - Parameters:
+    ///   - fileID: Where the call is, for reports; leave the default.
+    ///   - line: Where the call is, for reports; leave the default.
+    ///   - body: The work; the connection is this task's until `body` returns.
     /// - Returns: What `body` returns.
     /// - Throws: ``ConnectionPoolError`` when no connection is free within the acquire timeout;
     ///   what `body` throws.

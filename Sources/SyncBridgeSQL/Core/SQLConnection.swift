@@ -5,7 +5,7 @@ public import SyncBridge
 /// One database connection living on its own dedicated thread: the async face of an
 /// ``SQLSession``.
 ///
-/// Every C call on the connection runs on its ``ThreadExecutor``'s thread, never on Swift's
+/// Every C call on the connection runs on its `ThreadExecutor`'s thread, never on Swift's
 /// cooperative pool; callers suspend meanwhile. Statements run one at a time in submission order.
 /// Cancelling the task of a running statement cancels it **on the server** (through the session's
 /// ``SQLSession/Canceller``) and the connection stays usable.

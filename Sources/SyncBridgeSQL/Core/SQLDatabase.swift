@@ -21,7 +21,7 @@ public import SyncBridge
 /// }
 /// ```
 ///
-/// The requirements take a ``CallSite``; call the forms without it (``query(_:timeout:fileID:line:)``,
+/// The requirements take a `CallSite`; call the forms without it (``query(_:timeout:fileID:line:)``,
 /// ``execute(_:timeout:fileID:line:)``, ``stream(_:batchSize:fileID:line:)``,
 /// ``withTransaction(isolation:readOnly:fileID:line:_:)``), which fill it in.
 public protocol SQLDatabase: Sendable {
@@ -59,6 +59,8 @@ extension SQLDatabase {
     /// ```
     ///
     /// - Parameters:
+    ///   - fileID: Where the call is, for reports; leave the default.
+    ///   - line: Where the call is, for reports; leave the default.
     ///   - query: The statement; interpolated values are bound parameters.
     ///   - timeout: Ends the statement on the server if it runs longer, failing with the
     ///     database's typed timeout error; `nil` for no limit beyond the session's.
@@ -82,6 +84,8 @@ extension SQLDatabase {
     /// it unchanged still counts it.
     ///
     /// - Parameters:
+    ///   - fileID: Where the call is, for reports; leave the default.
+    ///   - line: Where the call is, for reports; leave the default.
     ///   - query: The statement; interpolated values are bound parameters.
     ///   - timeout: As in ``query(_:timeout:fileID:line:)``.
     /// - Returns: The affected row count (0 for statements that change no rows).
@@ -110,6 +114,8 @@ extension SQLDatabase {
     /// pool then.
     ///
     /// - Parameters:
+    ///   - fileID: Where the call is, for reports; leave the default.
+    ///   - line: Where the call is, for reports; leave the default.
     ///   - query: The statement.
     ///   - batchSize: Rows read per trip to the connection's thread.
     /// - Returns: The rows, as an `AsyncSequence`.
@@ -138,6 +144,8 @@ extension SQLDatabase {
     /// out of transactions.
     ///
     /// - Parameters:
+    ///   - fileID: Where the call is, for reports; leave the default.
+    ///   - line: Where the call is, for reports; leave the default.
     ///   - isolation: The isolation level; the session's when `nil`. Ignored when nested.
     ///   - readOnly: Starts a read-only transaction. Ignored when nested.
     ///   - body: The work; it receives the transaction's connection.

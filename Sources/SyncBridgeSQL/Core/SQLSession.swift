@@ -173,7 +173,7 @@ public enum SQLIsolationLevel: String, Sendable, Hashable, CaseIterable {
     /// One snapshot for the whole transaction; InnoDB's default.
     case repeatableRead = "REPEATABLE READ"
     /// As if transactions ran one after another; may fail with a serialization error that a
-    /// retry (``withRetry(_:_:)``) resolves.
+    /// retry (``withRetry(_:logger:fileID:line:_:)``) resolves.
     case serializable = "SERIALIZABLE"
 }
 

@@ -110,7 +110,7 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
     /// Leases a connection for the duration of `body`, then returns it to the pool (or, if it
     /// broke, closes it and opens a replacement).
     ///
-    /// While a ``DeadlockDetector`` runs, the lease is recorded (task-locally and in the detector's
+    /// While a `DeadlockDetector` runs, the lease is recorded (task-locally and in the detector's
     /// graph): asking the same pool for a second connection inside `body` while the pool cannot
     /// grow is reported at once with both lease sites, and so is a cycle of tasks leasing from
     /// several pools in opposite orders. The record is a task-local, which child tasks and
