@@ -1,4 +1,4 @@
-// swift-tools-version: 6.1
+// swift-tools-version: 6.2
 import PackageDescription
 
 /// Settings every Swift target of the package shares.
@@ -144,7 +144,8 @@ let package = Package(
         .testTarget(
             name: "SyncBridgeMariaDBTests",
             dependencies: [
-                "SyncBridge", "SyncBridgeSQL", "SyncBridgeMariaDB", "SyncBridgeTesting", "CMariaDB", "SharedTestSupport",
+                "SyncBridge", "SyncBridgeSQL", "SyncBridgeMariaDB", "SyncBridgeTesting", "CMariaDB",
+                "SharedTestSupport",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

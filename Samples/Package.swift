@@ -155,7 +155,8 @@ let package = Package(
         .testTarget(
             name: "InventoryTests",
             dependencies: [
-                "InventoryCore", "InventoryLegacy", "InventoryWrapped", "InventoryMigrated", "SQLiteAdapter", "SampleSupport",
+                "InventoryCore", "InventoryLegacy", "InventoryWrapped", "InventoryMigrated", "SQLiteAdapter",
+                "SampleSupport",
                 .product(name: "SyncBridge", package: "SyncBridge"),
                 .product(name: "SyncBridgeTesting", package: "SyncBridge"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,6 +1,6 @@
 import CMariaDB
-import SyncBridge
 import FoundationEssentials
+import SyncBridge
 import SyncBridgeSQL
 
 /// Binds a query's values to a prepared statement's `?` parameters (binary protocol).
@@ -54,7 +54,10 @@ enum ParameterBinding {
         case .uuid: return 36
         case .timestamp, .date, .time: return MemoryLayout<MYSQL_TIME>.size
         case .array:
-            throw SQLEncodingError(parameter: parameter, reason: "MariaDB has no array type; bind the elements one by one or send them as JSON")
+            throw SQLEncodingError(
+                parameter: parameter,
+                reason: "MariaDB has no array type; bind the elements one by one or send them as JSON"
+            )
         }
     }
 
@@ -127,7 +130,9 @@ enum MariaDBTime {
         }
         guard time.month != 0 && time.day != 0 else {
             let text = "\(pad(time.year, 4))-\(pad(time.month, 2))-\(pad(time.day, 2))"
-            return .text(category == .date ? text : text + " \(pad(time.hour, 2)):\(pad(time.minute, 2)):\(pad(time.second, 2))")
+            return .text(
+                category == .date ? text : text + " \(pad(time.hour, 2)):\(pad(time.minute, 2)):\(pad(time.second, 2))"
+            )
         }
         let days = Int64(CivilTime.days(year: Int(time.year), month: Int(time.month), day: Int(time.day)))
         if category == .date {

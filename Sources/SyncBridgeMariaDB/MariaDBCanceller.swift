@@ -89,7 +89,10 @@ public final class MariaDBCanceller: SQLCanceller {
     ///   pending then: the connection is discarded.
     public func settle() throws {
         guard waitForPendingKills() else {
-            throw MariaDBError(kind: .connectionClosed, message: "a KILL QUERY for this connection did not finish; the connection is discarded")
+            throw MariaDBError(
+                kind: .connectionClosed,
+                message: "a KILL QUERY for this connection did not finish; the connection is discarded"
+            )
         }
     }
 

@@ -153,7 +153,9 @@ public struct MariaDBConfiguration: Sendable, Hashable, CustomStringConvertible 
             throw invalid("not a URL (expected mariadb://user:password@host:port/database)")
         }
         guard let scheme = components.scheme?.lowercased(), scheme == "mariadb" || scheme == "mysql" else {
-            throw invalid("the scheme must be mariadb:// or mysql://, not \(components.scheme.map { "\($0)://" } ?? "missing")")
+            throw invalid(
+                "the scheme must be mariadb:// or mysql://, not \(components.scheme.map { "\($0)://" } ?? "missing")"
+            )
         }
         guard let user = components.user, !user.isEmpty else {
             throw invalid("no user name (mariadb://user@host/database)")

@@ -13,7 +13,6 @@ final class MariaDBPreparedStatement {
     let handle: UnsafeMutablePointer<MYSQL_STMT>
     let sql: String
     let parameterCount: Int
-    var lastUsed: UInt64 = 0
 
     /// The current result's columns; `nil` for statements without rows.
     private(set) var columns: SQLColumns?
@@ -41,9 +40,10 @@ final class MariaDBPreparedStatement {
             flags = field.flags
             charset = field.charsetnr
             category = MariaDBColumnCategory(type: field.type, flags: field.flags, charset: field.charsetnr)
-            nameBytes = field.name.map { name in
-                Array(UnsafeRawBufferPointer(start: name, count: Int(field.name_length)))
-            } ?? []
+            nameBytes =
+                field.name.map { name in
+                    Array(UnsafeRawBufferPointer(start: name, count: Int(field.name_length)))
+                } ?? []
         }
 
         /// Whether `field` describes the same column, compared without allocating.
@@ -101,7 +101,9 @@ final class MariaDBPreparedStatement {
         }
         let current = Int(session.mysql.pointee.field_count) == count ? session.mysql.pointee.fields : nil
         guard let fieldArray = current ?? handle.pointee.fields else { throw session.statementError(self) }
-        if count == fields.count, columns != nil, binds != nil, (0..<count).allSatisfy({ fields[$0].matches(fieldArray[$0]) }) {
+        if count == fields.count, columns != nil, binds != nil,
+            (0..<count).allSatisfy({ fields[$0].matches(fieldArray[$0]) })
+        {
             // Same buffers; binding them again is a few stores per column and does not rely on
             // what Connector/C keeps across a reset (an abandoned or failed result).
             guard mysql_stmt_bind_result(handle, binds) == 0 else { throw session.statementError(self) }
@@ -116,7 +118,11 @@ final class MariaDBPreparedStatement {
         fields = shapes
         columns = SQLColumns(
             shapes.enumerated().map { index, shape in
-                SQLColumn(index: index, name: shape.name, databaseType: shape.category.typeName(type: shape.type, flags: shape.flags))
+                SQLColumn(
+                    index: index,
+                    name: shape.name,
+                    databaseType: shape.category.typeName(type: shape.type, flags: shape.flags)
+                )
             },
             typeCodes: shapes.map { UInt32($0.type.rawValue) }
         )
@@ -173,13 +179,20 @@ final class MariaDBPreparedStatement {
             if category.isVariableLength && length > capacities[index] {
                 try grow(column: index, to: length, binds: binds, session: session)
             }
-            values.append(category.value(in: UnsafeRawBufferPointer(start: buffers[index], count: length), buffer: buffers[index]))
+            values.append(
+                category.value(in: UnsafeRawBufferPointer(start: buffers[index], count: length), buffer: buffers[index])
+            )
         }
         return values
     }
 
     /// Reads a column that did not fit its buffer into a larger one, which later rows then use.
-    private func grow(column index: Int, to length: Int, binds: UnsafeMutablePointer<MYSQL_BIND>, session: MariaDBSession) throws {
+    private func grow(
+        column index: Int,
+        to length: Int,
+        binds: UnsafeMutablePointer<MYSQL_BIND>,
+        session: MariaDBSession
+    ) throws {
         let capacity = max(length, capacities[index] * 2)
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 8)
         buffers[index].deallocate()

@@ -1,6 +1,6 @@
 import CMariaDB
-import SyncBridge
 import FoundationEssentials
+import SyncBridge
 public import SyncBridgeSQL
 
 #if canImport(Glibc)
@@ -19,11 +19,8 @@ public final class MariaDBSession {
     let mysql: UnsafeMutablePointer<MYSQL>
     /// The server's id of this connection (`CONNECTION_ID()`), the target of `KILL QUERY`.
     let threadID: UInt
-    /// Prepared statements by SQL text.
-    private var statements: [String: MariaDBPreparedStatement] = [:]
-    private var useCounter: UInt64 = 0
-    /// Prepared statements kept per connection; beyond that, the least recently used is closed.
-    static let statementCacheLimit = 256
+    /// Prepared statements by SQL text: the 256 most recently used.
+    private var statements = SQLStatementCache<String, MariaDBPreparedStatement>()
 
     /// Set once the connection broke or the server ended it.
     private(set) var isBroken = false
@@ -66,7 +63,11 @@ public final class MariaDBSession {
     /// side connections that send `KILL QUERY`.
     static func connectHandle(_ configuration: MariaDBConfiguration) throws -> UnsafeMutablePointer<MYSQL> {
         guard let mysql = mysql_init(nil) else {
-            throw MariaDBError(kind: .connectionFailed, number: 2008, message: "Connector/C could not allocate a connection")
+            throw MariaDBError(
+                kind: .connectionFailed,
+                number: 2008,
+                message: "Connector/C could not allocate a connection"
+            )
         }
         func setInteger(_ option: mysql_option, _ value: UInt32) {
             var value = value
@@ -147,8 +148,7 @@ public final class MariaDBSession {
 
     /// Closes every statement and the connection.
     public func close() {
-        for statement in statements.values { statement.close() }
-        statements.removeAll()
+        for statement in statements.removeAll() { statement.close() }
         mysql_close(mysql)
         isBroken = true
     }
@@ -268,7 +268,8 @@ public final class MariaDBSession {
             guard statement.parameterCount == query.bindings.count else {
                 throw MariaDBError(
                     kind: .client,
-                    message: "the statement has \(statement.parameterCount) placeholders but \(query.bindings.count) values were interpolated; write literal '?' inside string literals only",
+                    message:
+                        "the statement has \(statement.parameterCount) placeholders but \(query.bindings.count) values were interpolated; write literal '?' inside string literals only",
                     query: sql
                 )
             }
@@ -294,7 +295,8 @@ public final class MariaDBSession {
                 throw MariaDBError(
                     kind: .client,
                     number: 2057,
-                    message: "the result's columns changed since the statement was prepared (the table was altered); it ran on the server but its rows could not be read, and it was not run again. It is prepared anew on the next call",
+                    message:
+                        "the result's columns changed since the statement was prepared (the table was altered); it ran on the server but its rows could not be read, and it was not run again. It is prepared anew on the next call",
                     query: sql
                 )
             }
@@ -311,7 +313,9 @@ public final class MariaDBSession {
     static func isRead(_ sql: String) -> Bool {
         let words = sql.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "(" })
         var first = words.first.map { $0.uppercased() } ?? ""
-        if first == "SET", let forIndex = words.firstIndex(where: { $0.uppercased() == "FOR" }), forIndex + 1 < words.count {
+        if first == "SET", let forIndex = words.firstIndex(where: { $0.uppercased() == "FOR" }),
+            forIndex + 1 < words.count
+        {
             first = words[forIndex + 1].uppercased()  // SET STATEMENT max_statement_time = … FOR SELECT …
         }
         return ["SELECT", "WITH", "SHOW", "VALUES", "TABLE", "DESCRIBE", "EXPLAIN"].contains(first)
@@ -319,16 +323,7 @@ public final class MariaDBSession {
 
     /// The prepared statement for `sql`, preparing it on first use.
     private func prepared(_ sql: String) throws -> MariaDBPreparedStatement {
-        useCounter &+= 1
-        if let existing = statements[sql] {
-            existing.lastUsed = useCounter
-            return existing
-        }
-        if statements.count >= Self.statementCacheLimit,
-            let oldest = statements.values.min(by: { $0.lastUsed < $1.lastUsed })
-        {
-            forget(oldest)
-        }
+        if let existing = statements.statement(for: sql) { return existing }
         guard let handle = mysql_stmt_init(mysql) else { throw connectionError(query: sql) }
         let status = sql.utf8CString.withUnsafeBufferPointer { buffer in
             mysql_stmt_prepare(handle, buffer.baseAddress, UInt(buffer.count - 1))
@@ -339,13 +334,12 @@ public final class MariaDBSession {
             statement.close()
             throw error
         }
-        statement.lastUsed = useCounter
-        statements[sql] = statement
+        statements.insert(statement, for: sql)?.close()
         return statement
     }
 
     private func forget(_ statement: MariaDBPreparedStatement) {
-        statements[statement.sql] = nil
+        _ = statements.remove(statement.sql)
         statement.close()
     }
 
@@ -366,7 +360,8 @@ public final class MariaDBSession {
         if let streaming {
             throw MariaDBError(
                 kind: .connectionBusy,
-                message: "the connection is streaming the rows of another statement (\(streaming.sql)); finish or drop that stream first",
+                message:
+                    "the connection is streaming the rows of another statement (\(streaming.sql)); finish or drop that stream first",
                 query: streaming.sql
             )
         }

@@ -45,7 +45,10 @@ extension SQLClient where Session == PostgresSession {
         metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) {
         self.init(
-            configuration: PostgresConfiguration(connectionString: connectionString, statementTimeout: defaultStatementTimeout),
+            configuration: PostgresConfiguration(
+                connectionString: connectionString,
+                statementTimeout: defaultStatementTimeout
+            ),
             poolConfiguration: configuration,
             name: name,
             logger: logger,

@@ -45,7 +45,10 @@ extension SQLConnection where Session == PostgresSession {
         logger: Logger = Logger(label: "SyncBridge.Postgres"),
         metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) async throws -> PostgresConnection {
-        let configuration = PostgresConfiguration(connectionString: connectionString, statementTimeout: statementTimeout)
+        let configuration = PostgresConfiguration(
+            connectionString: connectionString,
+            statementTimeout: statementTimeout
+        )
         _ = try PostgresConfiguration.redactedDescription(of: connectionString)
         return try await connect(configuration: configuration, logger: logger, metricsFactory: metricsFactory)
     }

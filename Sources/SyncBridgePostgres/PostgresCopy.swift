@@ -63,7 +63,8 @@ extension PostgresConnection {
     ///   - statement: A `COPY … TO STDOUT` statement.
     ///   - maximumBatchBytes: Roughly how much is read per trip to the connection's thread.
     /// - Returns: The rows; dropping the sequence early cancels the `COPY` on the server.
-    public func copyTo(_ statement: SQLQuery, maximumBatchBytes: Int = 1 << 20) async throws -> SQLBatchStream<[UInt8]> {
+    public func copyTo(_ statement: SQLQuery, maximumBatchBytes: Int = 1 << 20) async throws -> SQLBatchStream<[UInt8]>
+    {
         try await copyTo(statement, maximumBatchBytes: maximumBatchBytes, onFinish: {})
     }
 
@@ -112,10 +113,13 @@ public enum PostgresCopy {
                 let parameter = try PostgresTextFormat.parameter(value, index: index + 1)
                 let text: [UInt8]
                 if parameter.format == 1 {  // bytes: COPY's text format wants bytea's hex text
-                    text = Array(("\\x" + (parameter.bytes ?? []).map { byte in
-                        let digits = Array("0123456789abcdef")
-                        return String([digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
-                    }.joined()).utf8)
+                    text = Array(
+                        ("\\x"
+                            + (parameter.bytes ?? []).map { byte in
+                                let digits = Array("0123456789abcdef")
+                                return String([digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
+                            }.joined()).utf8
+                    )
                 } else {
                     text = parameter.bytes ?? []
                 }

@@ -47,7 +47,11 @@ public final class PostgresListener: SQLClientExtension {
         configuration.statementTimeout = nil
         self.logger = logger
         self.connect = { [configuration] in
-            try await PostgresConnection.connect(configuration: configuration, logger: logger, metricsFactory: metricsFactory)
+            try await PostgresConnection.connect(
+                configuration: configuration,
+                logger: logger,
+                metricsFactory: metricsFactory
+            )
         }
     }
 
@@ -108,12 +112,14 @@ public final class PostgresListener: SQLClientExtension {
                 state.subscribers = [:]
                 state.listenWaiters = [:]
             }
-            return (state.loop, state.subscribers.values.flatMap(\.values), state.listenWaiters.values.flatMap(\.values))
+            return (
+                state.loop, state.subscribers.values.flatMap(\.values), state.listenWaiters.values.flatMap(\.values)
+            )
         }
-        waiters.forEach { $0.resume() }
+        for waiter in waiters { waiter.resume() }
         loop?.cancel()
         await loop?.value
-        continuations.forEach { $0.finish() }
+        for continuation in continuations { continuation.finish() }
     }
 
     /// Connects, keeps `LISTEN` in step with the subscribed channels, polls, delivers; reconnects
@@ -126,7 +132,10 @@ public final class PostgresListener: SQLClientExtension {
                 connection = try await connect()
                 backoff = .milliseconds(50)
             } catch {
-                logger.warning("listener connection failed; retrying", metadata: ["error": "\(error)", "retry_in": "\(backoff)"])
+                logger.warning(
+                    "listener connection failed; retrying",
+                    metadata: ["error": "\(error)", "retry_in": "\(backoff)"]
+                )
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, .seconds(5))
                 continue
@@ -156,7 +165,7 @@ public final class PostgresListener: SQLClientExtension {
                 state.listening.insert(channel)
                 return state.listenWaiters.removeValue(forKey: channel).map { Array($0.values) } ?? []
             }
-            waiters.forEach { $0.resume() }
+            for waiter in waiters { waiter.resume() }
         }
         for channel in current.subtracting(wanted) {
             try await connection.runControl("UNLISTEN \(Self.quoteIdentifier(channel))")

@@ -1,13 +1,13 @@
 import CLibPQ
 import FoundationEssentials
+import SyncBridge
+public import SyncBridgeSQL
 
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import SyncBridge
-public import SyncBridgeSQL
 
 /// The libpq side of one connection: SyncBridge's PostgreSQL adapter (an ``SQLSession``).
 ///
@@ -17,11 +17,10 @@ public import SyncBridgeSQL
 public final class PostgresSession {
     /// The `PGconn*`.
     let connection: OpaquePointer
-    /// Prepared statements by rendered SQL and parameter types.
-    private var statements: [StatementKey: String] = [:]
+    /// Prepared statements' names by rendered SQL and parameter types: the 256 most recently
+    /// used.
+    private var statements = SQLStatementCache<StatementKey, String>()
     private var nextStatementNumber = 0
-    /// Prepared statements kept per connection; beyond that, statements run unprepared.
-    static let statementCacheLimit = 256
 
     private struct StatementKey: Hashable {
         let sql: String
@@ -61,7 +60,11 @@ public final class PostgresSession {
             }
         }
         guard let connection else {
-            throw PostgresError(kind: .connectionFailed, message: "libpq could not allocate a connection", sqlState: "08006")
+            throw PostgresError(
+                kind: .connectionFailed,
+                message: "libpq could not allocate a connection",
+                sqlState: "08006"
+            )
         }
         guard PQstatus(connection) == CONNECTION_OK else {
             let message = String(cString: PQerrorMessage(connection)).trimmedWhitespace
@@ -123,7 +126,16 @@ public final class PostgresSession {
                 return PQexecPrepared(connection, name, Int32(statement.parameters.count), values, lengths, formats, 0)
             }
             return statement.types.withUnsafeBufferPointer { types in
-                PQexecParams(connection, statement.sql, Int32(types.count), types.baseAddress, values, lengths, formats, 0)
+                PQexecParams(
+                    connection,
+                    statement.sql,
+                    Int32(types.count),
+                    types.baseAddress,
+                    values,
+                    lengths,
+                    formats,
+                    0
+                )
             }
         }
         defer { PQclear(result) }
@@ -132,7 +144,7 @@ public final class PostgresSession {
         } catch let error as PostgresError where error.sqlState == "0A000" && error.message.contains("cached plan") {
             // The table changed shape under a prepared statement: forget it, so the next call
             // prepares it anew.
-            statements[statement.key] = nil
+            if let stale = statements.remove(statement.key) { deallocate(stale) }
             throw error
         }
     }
@@ -142,10 +154,27 @@ public final class PostgresSession {
     private func send(_ statement: Statement, name: String?) throws {
         let sent = withParameterArrays(statement.parameters) { values, lengths, formats in
             if let name {
-                return PQsendQueryPrepared(connection, name, Int32(statement.parameters.count), values, lengths, formats, 0)
+                return PQsendQueryPrepared(
+                    connection,
+                    name,
+                    Int32(statement.parameters.count),
+                    values,
+                    lengths,
+                    formats,
+                    0
+                )
             }
             return statement.types.withUnsafeBufferPointer { types in
-                PQsendQueryParams(connection, statement.sql, Int32(types.count), types.baseAddress, values, lengths, formats, 0)
+                PQsendQueryParams(
+                    connection,
+                    statement.sql,
+                    Int32(types.count),
+                    types.baseAddress,
+                    values,
+                    lengths,
+                    formats,
+                    0
+                )
             }
         }
         guard sent == 1 else { throw connectionError(query: statement.sql) }
@@ -178,13 +207,15 @@ public final class PostgresSession {
             do {
                 outcome = try self.outcome(of: result, sql: statement.sql)
             } catch let error as PostgresError where timedOut && error.isQueryCanceled {
-                failure = failure ?? PostgresError(
-                    kind: .timedOut,
-                    message: "the statement did not finish in time and was cancelled on the server",
-                    sqlState: error.sqlState,
-                    severity: error.severity,
-                    query: statement.sql
-                )
+                failure =
+                    failure
+                    ?? PostgresError(
+                        kind: .timedOut,
+                        message: "the statement did not finish in time and was cancelled on the server",
+                        sqlState: error.sqlState,
+                        severity: error.severity,
+                        query: statement.sql
+                    )
             } catch {
                 failure = failure ?? error
             }
@@ -203,7 +234,10 @@ public final class PostgresSession {
         init(_ query: SQLQuery) throws {
             sql = query.render { "$\($0)" }
             guard query.bindings.count <= Int(UInt16.max) else {
-                throw SQLEncodingError(parameter: Int(UInt16.max) + 1, reason: "PostgreSQL takes at most 65,535 parameters")
+                throw SQLEncodingError(
+                    parameter: Int(UInt16.max) + 1,
+                    reason: "PostgreSQL takes at most 65,535 parameters"
+                )
             }
             parameters = try query.bindings.enumerated().map { index, value in
                 try PostgresTextFormat.parameter(value, index: index + 1)
@@ -211,12 +245,11 @@ public final class PostgresSession {
         }
     }
 
-    /// The name of the prepared statement for `statement`, preparing it on first use; `nil`
-    /// when the cache is full (the statement then runs unprepared).
+    /// The name of the prepared statement for `statement`, preparing it on first use (the least
+    /// recently used one is deallocated when the cache is full).
     private func prepare(_ statement: Statement) throws -> String? {
         let key = statement.key
-        if let existing = statements[key] { return existing }
-        guard statements.count < Self.statementCacheLimit else { return nil }
+        if let existing = statements.statement(for: key) { return existing }
         let name = "sb_\(nextStatementNumber)"
         let prepared = key.types.withUnsafeBufferPointer { types in
             PQprepare(connection, name, statement.sql, Int32(types.count), types.baseAddress)
@@ -224,8 +257,14 @@ public final class PostgresSession {
         defer { PQclear(prepared) }
         _ = try outcome(of: prepared, sql: statement.sql)
         nextStatementNumber += 1
-        statements[key] = name
+        if let evicted = statements.insert(name, for: key) { deallocate(evicted) }
         return name
+    }
+
+    /// Frees a prepared statement on the server (its name is one of ours, `sb_N`). Best effort: in
+    /// a failed transaction the server refuses, and the statement lives until the session ends.
+    private func deallocate(_ name: String) {
+        PQclear(PQexec(connection, "DEALLOCATE \(name)"))
     }
 
     // MARK: Notifications
@@ -274,7 +313,8 @@ public final class PostgresSession {
         if let streaming {
             throw PostgresError(
                 kind: .connectionBusy,
-                message: "the connection is streaming the rows of another statement (\(streaming.sql)); finish or drop that stream first",
+                message:
+                    "the connection is streaming the rows of another statement (\(streaming.sql)); finish or drop that stream first",
                 sqlState: "55000"
             )
         }
@@ -383,7 +423,6 @@ public final class PostgresSession {
         drainResults()
     }
 
-
     /// Sends `query` in single-row mode: its rows are then read in batches with `nextBatch`.
     public func beginStream(_ query: SQLQuery) throws {
         try refuseWhileStreaming()
@@ -392,7 +431,12 @@ public final class PostgresSession {
         try send(statement, name: name)
         guard PQsetSingleRowMode(connection) == 1 else {
             drainResults()
-            throw PostgresError(kind: .protocolViolation, message: "libpq refused single-row mode", sqlState: "XX000", query: statement.sql)
+            throw PostgresError(
+                kind: .protocolViolation,
+                message: "libpq refused single-row mode",
+                sqlState: "XX000",
+                query: statement.sql
+            )
         }
         streaming = (statement.sql, nil)
     }
@@ -556,7 +600,10 @@ public final class PostgresSession {
                     values.append(.null)
                 } else {
                     let length = Int(PQgetlength(result, Int32(row), Int32(column)))
-                    let text = UnsafeRawBufferPointer(start: PQgetvalue(result, Int32(row), Int32(column)), count: length)
+                    let text = UnsafeRawBufferPointer(
+                        start: PQgetvalue(result, Int32(row), Int32(column)),
+                        count: length
+                    )
                     values.append(PostgresTextFormat.value(oid: oids[column], text: text))
                 }
             }
@@ -572,7 +619,7 @@ func withCStringArray<Result>(
     _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> Result
 ) -> Result {
     let duplicated = strings.map { strdup($0) }
-    defer { duplicated.forEach { free($0) } }
+    defer { for pointer in duplicated { free(pointer) } }
     let pointers: [UnsafePointer<CChar>?] = duplicated.map { $0.map { UnsafePointer($0) } } + [nil]
     return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
 }
@@ -599,7 +646,9 @@ private func withParameterArrays<Result>(
     }
     return storage.withUnsafeBufferPointer { buffer in
         let base = UnsafeRawPointer(buffer.baseAddress).map { $0.assumingMemoryBound(to: CChar.self) }
-        let values: [UnsafePointer<CChar>?] = offsets.map { offset in offset.flatMap { offset in base.map { $0 + offset } } }
+        let values: [UnsafePointer<CChar>?] = offsets.map { offset in
+            offset.flatMap { offset in base.map { $0 + offset } }
+        }
         return values.withUnsafeBufferPointer { values in
             lengths.withUnsafeBufferPointer { lengths in
                 formats.withUnsafeBufferPointer { formats in

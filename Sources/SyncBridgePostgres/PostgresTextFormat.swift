@@ -144,7 +144,8 @@ enum PostgresTextFormat {
         return position == bytes.endIndex ? value : nil
     }
 
-    private static func parseArrayLevel(_ bytes: ArraySlice<UInt8>, _ position: inout Int, element: UInt32) -> SQLValue? {
+    private static func parseArrayLevel(_ bytes: ArraySlice<UInt8>, _ position: inout Int, element: UInt32) -> SQLValue?
+    {
         guard position < bytes.endIndex, bytes[position] == UInt8(ascii: "{") else { return nil }
         position += 1
         var elements: [SQLValue] = []
@@ -237,16 +238,23 @@ enum PostgresTextFormat {
         case .decimal(let text): return (OID.numeric, text)
         case .text(let text):
             guard !text.utf8.contains(0) else {
-                throw SQLEncodingError(parameter: index, reason: "the text contains a NUL byte, which PostgreSQL text cannot hold; send it as bytes")
+                throw SQLEncodingError(
+                    parameter: index,
+                    reason: "the text contains a NUL byte, which PostgreSQL text cannot hold; send it as bytes"
+                )
             }
             // Unknown: the server infers the type from the statement, so a string works for
             // text, varchar, uuid, enum, date… columns alike.
             return (OID.unknown, text)
         case .bytes(let bytes):
-            return (OID.bytea, "\\x" + bytes.map { byte in
-                let digits = Array("0123456789abcdef")
-                return String([digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
-            }.joined())
+            return (
+                OID.bytea,
+                "\\x"
+                    + bytes.map { byte in
+                        let digits = Array("0123456789abcdef")
+                        return String([digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
+                    }.joined()
+            )
         case .uuid(let uuid): return (OID.uuid, uuid.uuidString.lowercased())
         case .timestamp(let date): return (OID.timestamptz, CivilTime.format(date) + "+00")
         case .date(let date): return (OID.date, CivilTime.format(date, includeTime: false))

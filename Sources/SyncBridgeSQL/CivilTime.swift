@@ -60,7 +60,8 @@ public enum CivilTime {
         let magnitude = microseconds.magnitude
         let seconds = magnitude / 1_000_000
         let fraction = magnitude % 1_000_000
-        var text = "\(negative ? "-" : "")\(pad(Int(seconds / 3600), 2)):\(pad(Int(seconds / 60 % 60), 2)):\(pad(Int(seconds % 60), 2))"
+        var text =
+            "\(negative ? "-" : "")\(pad(Int(seconds / 3600), 2)):\(pad(Int(seconds / 60 % 60), 2)):\(pad(Int(seconds % 60), 2))"
         if fraction != 0 { text += "." + pad(Int(fraction), 6) }
         return text
     }

@@ -1,5 +1,5 @@
-import SyncBridge
 public import Logging
+import SyncBridge
 
 /// How ``withRetry(_:logger:fileID:line:_:)`` retries: how many attempts, how long it backs off
 /// between them, and which errors are worth another attempt.
@@ -99,7 +99,10 @@ public func withRetry<Result>(
             let backoff = policy.backoff(beforeAttempt: attempt)
             logger.notice(
                 "retrying after a transient error",
-                metadata: ["retry.attempt": "\(attempt)", "retry.backoff": "\(backoff)", "retry.call_site": "\(fileID):\(line)", "error": "\(error)"]
+                metadata: [
+                    "retry.attempt": "\(attempt)", "retry.backoff": "\(backoff)",
+                    "retry.call_site": "\(fileID):\(line)", "error": "\(error)",
+                ]
             )
             try await Task.sleep(for: backoff)
         }

@@ -414,7 +414,11 @@ public struct SQLJSON<Value: Codable & Sendable>: SQLCodable {
         do {
             return SQLJSON(value: try JSONDecoder().decode(Value.self, from: Data(bytes)), json: bytes)
         } catch {
-            throw SQLDecodingError(column: column, swiftType: Value.self, reason: "invalid JSON for this type: \(error)")
+            throw SQLDecodingError(
+                column: column,
+                swiftType: Value.self,
+                reason: "invalid JSON for this type: \(error)"
+            )
         }
     }
 }

@@ -37,7 +37,8 @@ package final class SQLTransactionNesting: Sendable {
         } else {
             try await execute("SAVEPOINT \(savepoint)")
         }
-        let rollBack = depth == 1 ? ["ROLLBACK"] : ["ROLLBACK TO SAVEPOINT \(savepoint)", "RELEASE SAVEPOINT \(savepoint)"]
+        let rollBack =
+            depth == 1 ? ["ROLLBACK"] : ["ROLLBACK TO SAVEPOINT \(savepoint)", "RELEASE SAVEPOINT \(savepoint)"]
         let result: Result
         do {
             result = try await body()

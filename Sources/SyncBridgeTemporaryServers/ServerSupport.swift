@@ -266,7 +266,10 @@ enum SharedServerCleanup {
 
     static func add(_ action: @escaping @Sendable () -> Void) {
         actions.withLock { $0.append(action) }
-        if !registered.withLock({ registered in defer { registered = true }; return registered }) {
+        if !registered.withLock({ registered in
+            defer { registered = true }
+            return registered
+        }) {
             atexit {
                 let actions = SharedServerCleanup.actions.withLock { actions in
                     defer { actions = [] }

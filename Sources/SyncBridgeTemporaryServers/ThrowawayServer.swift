@@ -1,5 +1,5 @@
-import SyncBridge
 import Logging
+import SyncBridge
 
 /// What the throwaway servers share: starting in a fresh folder on a free port (with cleanup when
 /// a step fails), one server per process shared by the tests that ask for it, and stopping.

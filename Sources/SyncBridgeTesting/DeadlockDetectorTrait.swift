@@ -81,7 +81,10 @@ extension Trait where Self == DeadlockDetectorTrait {
     ///   - mode: `DeadlockDetector/Mode/report` (default) or `DeadlockDetector/Mode/throwError`,
     ///     which also ends deadlocked waits with `DeadlockError` so that the test cannot hang.
     ///   - stuckWaitThreshold: The longest a wait may last. Default 5 s.
-    public static func deadlockDetector(mode: DeadlockDetector.Mode = .report, stuckWaitThreshold: Duration = .seconds(5)) -> Self {
+    public static func deadlockDetector(
+        mode: DeadlockDetector.Mode = .report,
+        stuckWaitThreshold: Duration = .seconds(5)
+    ) -> Self {
         DeadlockDetectorTrait(mode: mode, stuckWaitThreshold: stuckWaitThreshold)
     }
 }

@@ -16,7 +16,9 @@ func processState(_ observer: MariaDBConnection, _ id: UInt) async throws -> (co
 
 @Suite("MariaDB cancellation, timeouts, transactions and streaming")
 struct MariaDBCancellationTests {
-    @Test("cancelling SELECT SLEEP(10) returns within 200 ms, the server's process list shows it gone, the connection works")
+    @Test(
+        "cancelling SELECT SLEEP(10) returns within 200 ms, the server's process list shows it gone, the connection works"
+    )
     func cancelRunningQuery() async throws {
         try await withTestConnection { (connection) async throws -> Void in
             let observer = try await connectToTestServer()
@@ -38,7 +40,10 @@ struct MariaDBCancellationTests {
                 await #expect(throws: CancellationError.self) { try await task.value }
                 fastest = min(fastest, ContinuousClock.now - start)
                 let state = try await processState(observer, id)
-                #expect(state?.command == "Sleep", "the statement still runs on the server: \(String(describing: state))")
+                #expect(
+                    state?.command == "Sleep",
+                    "the statement still runs on the server: \(String(describing: state))"
+                )
                 #expect(try await connection.query("SELECT 41 + 1").first?.decode(Int.self, at: 0) == 42)
             }
             #expect(fastest < .milliseconds(200 * slowdown), "cancellation took \(fastest)")
@@ -71,7 +76,10 @@ struct MariaDBCancellationTests {
                 return try await connection.execute("INSERT INTO \(unsafeSQL: table) VALUES (1)")
             }
             await #expect(throws: CancellationError.self) { try await task.value }
-            #expect(try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0) == 0)
+            #expect(
+                try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0)
+                    == 0
+            )
         }
     }
 
@@ -117,9 +125,11 @@ struct MariaDBCancellationTests {
                 try await connection.withTransaction(isolation: .serializable) { tx in
                     // InnoDB lists a transaction once it has touched a table.
                     try await tx.execute("INSERT INTO \(unsafeSQL: table) VALUES (4)")
-                    let level = try #require(try await tx.query(
-                        "SELECT trx_isolation_level FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = CONNECTION_ID()"
-                    ).first).decode(String.self, at: 0)
+                    let level = try #require(
+                        try await tx.query(
+                            "SELECT trx_isolation_level FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = CONNECTION_ID()"
+                        ).first
+                    ).decode(String.self, at: 0)
                     #expect(level == "SERIALIZABLE")
                     throw Abort()
                 }
@@ -137,7 +147,9 @@ struct MariaDBCancellationTests {
                 }
             }
             #expect(readOnly.number == 1792, "\(readOnly)")  // ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
-            let values = try await connection.query("SELECT v FROM \(unsafeSQL: table) ORDER BY v").map { try $0.decode(Int.self, at: 0) }
+            let values = try await connection.query("SELECT v FROM \(unsafeSQL: table) ORDER BY v").map {
+                try $0.decode(Int.self, at: 0)
+            }
             #expect(values == [1, 3])
             #expect(try await connection.query("SELECT @@in_transaction").first?.decode(Int.self, at: 0) == 0)
         }
@@ -199,13 +211,16 @@ struct MariaDBCancellationTests {
         await second.close()
     }
 
-    @Test("streaming 1,000,000 rows (400 MB) keeps them in order in bounded memory; busy connections refuse other statements")
+    @Test(
+        "streaming 1,000,000 rows (400 MB) keeps them in order in bounded memory; busy connections refuse other statements"
+    )
     func streaming() async throws {
         try await withTestConnection { (connection) async throws -> Void in
             // Held at once, these rows would take over 500 MB; other tests running in this process
             // allocate up to about 100 MB meanwhile, so the bound tells streaming from buffering.
             let stream = try await connection.stream(
-                "SELECT seq, CONCAT('row ', seq, REPEAT('x', 400)) FROM seq_1_to_1000000", batchSize: 2000
+                "SELECT seq, CONCAT('row ', seq, REPEAT('x', 400)) FROM seq_1_to_1000000",
+                batchSize: 2000
             )
             let busy = try await #require(throws: MariaDBError.self) { try await connection.query("SELECT 1") }
             #expect(busy.kind == .connectionBusy)
@@ -215,7 +230,11 @@ struct MariaDBCancellationTests {
             var peak = residentBefore
             for try await row in stream {
                 let (seq, text) = try row.decode((Int, String).self)
-                if seq != expected || !text.hasPrefix("row \(expected)x") || text.utf8.count != "row \(expected)".utf8.count + 400 { ordered = false }
+                if seq != expected || !text.hasPrefix("row \(expected)x")
+                    || text.utf8.count != "row \(expected)".utf8.count + 400
+                {
+                    ordered = false
+                }
                 expected += 1
                 if expected % 100_000 == 0 { peak = max(peak, residentMegabytes()) }
             }
@@ -238,7 +257,10 @@ struct MariaDBCancellationTests {
             #expect(seen == 10)
             let start = ContinuousClock.now
             #expect(try await connection.query("SELECT 3").first?.decode(Int.self, at: 0) == 3)
-            #expect(ContinuousClock.now - start < .seconds(5 * slowdown), "the rest of the rows were read instead of stopped")
+            #expect(
+                ContinuousClock.now - start < .seconds(5 * slowdown),
+                "the rest of the rows were read instead of stopped"
+            )
             #expect(try await processState(observer, connection.serverConnectionID)?.command == "Sleep")
             // The same statement, cached, reads its rows correctly after being abandoned.
             var again: [Int] = []

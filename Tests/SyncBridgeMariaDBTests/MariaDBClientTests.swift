@@ -27,19 +27,25 @@ struct MariaDBClientTests {
             $0.acquireTimeout = .seconds(60)
         }
         let table = uniqueTable("load")
-        try await client.execute("CREATE TABLE \(unsafeSQL: table) (task INT, item INT, connection BIGINT, PRIMARY KEY (task, item))")
+        try await client.execute(
+            "CREATE TABLE \(unsafeSQL: table) (task INT, item INT, connection BIGINT, PRIMARY KEY (task, item))"
+        )
         try await withThrowingTaskGroup(of: Void.self) { group in
             for task in 0..<2_000 {
                 group.addTask {
                     for item in 0..<5 {
-                        try await client.execute("INSERT INTO \(unsafeSQL: table) VALUES (\(task), \(item), CONNECTION_ID())")
+                        try await client.execute(
+                            "INSERT INTO \(unsafeSQL: table) VALUES (\(task), \(item), CONNECTION_ID())"
+                        )
                     }
                 }
             }
             try await group.waitForAll()
         }
         let counts = try #require(
-            try await client.query("SELECT count(*), count(DISTINCT task, item), count(DISTINCT connection) FROM \(unsafeSQL: table)").first
+            try await client.query(
+                "SELECT count(*), count(DISTINCT task, item), count(DISTINCT connection) FROM \(unsafeSQL: table)"
+            ).first
         ).decode((Int, Int, Int).self)
         #expect(counts.0 == 10_000)
         #expect(counts.1 == 10_000)
@@ -71,7 +77,9 @@ struct MariaDBClientTests {
         await client.shutdown()
     }
 
-    @Test("a server restart under a load of 100 tasks: typed errors for in-flight queries, reconnection, success afterwards")
+    @Test(
+        "a server restart under a load of 100 tasks: typed errors for in-flight queries, reconnection, success afterwards"
+    )
     func serverRestart() async throws {
         let server = try await TemporaryMariaDB.start()
         let configuration = configuration(for: server)
@@ -112,7 +120,9 @@ struct MariaDBClientTests {
         #expect(outcomes.keys.allSatisfy { ["ok", "connectionClosed", "restarted"].contains($0) }, "\(outcomes)")
         let after = try await withDeadline(30) {
             try await withThrowingTaskGroup(of: Int.self) { group in
-                for value in 0..<20 { group.addTask { try await client.query("SELECT \(value)").first!.decode(Int.self, at: 0) } }
+                for value in 0..<20 {
+                    group.addTask { try await client.query("SELECT \(value)").first!.decode(Int.self, at: 0) }
+                }
                 return try await group.reduce(0, +)
             }
         }
@@ -137,7 +147,9 @@ struct MariaDBClientTests {
     @Test("streams through the pool give the connection back when finished or dropped")
     func streamThroughPool() async throws {
         let client = makeClient(try await testConfiguration()) { $0.maximumConnections = 1 }
-        let all = try await client.stream("SELECT seq FROM seq_1_to_5000").collect().map { try $0.decode(Int.self, at: 0) }
+        let all = try await client.stream("SELECT seq FROM seq_1_to_5000").collect().map {
+            try $0.decode(Int.self, at: 0)
+        }
         #expect(all == Array(1...5000))
         for try await _ in try await client.stream("SELECT seq FROM seq_1_to_1000000", batchSize: 10) { break }
         let ready = try await withDeadline(10) {
@@ -152,7 +164,9 @@ struct MariaDBClientTests {
     @Test("in a ServiceGroup the client serves queries and shuts its pool down with the group")
     func serviceGroup() async throws {
         let client = MariaDBClient(configuration: try await testConfiguration())
-        let group = ServiceGroup(configuration: .init(services: [.init(service: client)], logger: Logger(label: "test")))
+        let group = ServiceGroup(
+            configuration: .init(services: [.init(service: client)], logger: Logger(label: "test"))
+        )
         let running = Task { try await group.run() }
         #expect(try await client.query("SELECT 5").first?.decode(Int.self, at: 0) == 5)
         await group.triggerGracefulShutdown()

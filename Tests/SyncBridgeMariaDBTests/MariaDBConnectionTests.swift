@@ -13,7 +13,9 @@ struct MariaDBConnectionTests {
     func connectAndRun() async throws {
         let server = try await TemporaryMariaDB.shared()
         let tcp = try await MariaDBConnection.connect(url: server.url)
-        let row = try #require(try await tcp.query("SELECT 40 + \(2), CONNECTION_ID(), @@time_zone, @@character_set_client").first)
+        let row = try #require(
+            try await tcp.query("SELECT 40 + \(2), CONNECTION_ID(), @@time_zone, @@character_set_client").first
+        )
         #expect(try row.decode(Int.self, at: 0) == 42)
         #expect(try row.decode(UInt.self, at: 1) == tcp.serverConnectionID)
         #expect(try row.decode(String.self, at: 2) == "+00:00")
@@ -22,7 +24,12 @@ struct MariaDBConnectionTests {
         #expect(thread.hasPrefix("sb-mariadb-"))
         await tcp.close()
         let socket = try await MariaDBConnection.connect(
-            configuration: MariaDBConfiguration(unixSocket: server.socketPath, user: server.user, password: server.password, database: server.database)
+            configuration: MariaDBConfiguration(
+                unixSocket: server.socketPath,
+                user: server.user,
+                password: server.password,
+                database: server.database
+            )
         )
         #expect(try await socket.query("SELECT DATABASE()").first?.decode(String.self, at: 0) == server.database)
         await socket.close()
@@ -31,7 +38,8 @@ struct MariaDBConnectionTests {
     @Test("URLs: percent-encoded credentials, options, and typed errors that never show the password")
     func urls() throws {
         let configuration = try MariaDBConfiguration(
-            url: "mysql://app%40corp:p%40ss%3Aword@db.internal:3307/shop?connect-timeout=2.5&read-timeout=60&tls=required&statement-timeout=1.5"
+            url:
+                "mysql://app%40corp:p%40ss%3Aword@db.internal:3307/shop?connect-timeout=2.5&read-timeout=60&tls=required&statement-timeout=1.5"
         )
         #expect(configuration.user == "app@corp")
         #expect(configuration.password == "p@ss:word")
@@ -46,11 +54,15 @@ struct MariaDBConnectionTests {
         var dumped = ""
         dump(configuration, to: &dumped)
         #expect(!dumped.contains("p@ss"), "\(dumped)")
-        let unknown = try #require(throws: MariaDBError.self) { try MariaDBConfiguration(url: "mariadb://u:secret@h/db?colour=blue") }
+        let unknown = try #require(throws: MariaDBError.self) {
+            try MariaDBConfiguration(url: "mariadb://u:secret@h/db?colour=blue")
+        }
         #expect(unknown.kind == .invalidConfiguration)
         #expect(unknown.description.contains("colour"))
         #expect(!unknown.description.contains("secret"))
-        let scheme = try #require(throws: MariaDBError.self) { try MariaDBConfiguration(url: "postgres://u:secret@h/db") }
+        let scheme = try #require(throws: MariaDBError.self) {
+            try MariaDBConfiguration(url: "postgres://u:secret@h/db")
+        }
         #expect(scheme.description.contains("mariadb://"))
     }
 
@@ -59,19 +71,25 @@ struct MariaDBConnectionTests {
         let server = try await TemporaryMariaDB.shared()
         var configuration = try await testConfiguration()
         configuration.password = "wrong-secret-password"
-        let denied = try await #require(throws: MariaDBError.self) { try await MariaDBConnection.connect(configuration: configuration) }
+        let denied = try await #require(throws: MariaDBError.self) {
+            try await MariaDBConnection.connect(configuration: configuration)
+        }
         #expect(denied.kind == .connectionFailed)
         #expect(denied.number == 1045, "\(denied)")  // ER_ACCESS_DENIED_ERROR
         #expect(denied.description.contains("127.0.0.1:\(server.port)"))
         #expect(!denied.description.contains("wrong-secret-password"))
         configuration.port = 1  // nothing listens there
-        let refused = try await #require(throws: MariaDBError.self) { try await MariaDBConnection.connect(configuration: configuration) }
+        let refused = try await #require(throws: MariaDBError.self) {
+            try await MariaDBConnection.connect(configuration: configuration)
+        }
         #expect(refused.kind == .connectionFailed)
         #expect(refused.number == 2002 || refused.number == 2003, "\(refused)")
         // TLS required against a server without TLS: refused, not silently plain text.
         var tls = try await testConfiguration()
         tls.tls = .required
-        let plain = try await #require(throws: MariaDBError.self) { try await MariaDBConnection.connect(configuration: tls) }
+        let plain = try await #require(throws: MariaDBError.self) {
+            try await MariaDBConnection.connect(configuration: tls)
+        }
         #expect(plain.kind == .connectionFailed, "\(plain)")
         #expect(plain.message.contains("TLS"), "\(plain)")
     }
@@ -79,7 +97,9 @@ struct MariaDBConnectionTests {
     @Test("safe defaults: one statement per call, no LOAD DATA LOCAL INFILE, strict mode, finite read timeout")
     func safeDefaults() async throws {
         try await withTestConnection { (connection) async throws -> Void in
-            let multi = try await #require(throws: MariaDBError.self) { try await connection.query("SELECT 1; SELECT 2") }
+            let multi = try await #require(throws: MariaDBError.self) {
+                try await connection.query("SELECT 1; SELECT 2")
+            }
             #expect(multi.kind == .server, "\(multi)")
             let table = uniqueTable("infile")
             try await connection.execute("CREATE TABLE \(unsafeSQL: table) (line TEXT)")
@@ -87,8 +107,14 @@ struct MariaDBConnectionTests {
                 try await connection.execute("LOAD DATA LOCAL INFILE '/etc/hostname' INTO TABLE \(unsafeSQL: table)")
             }
             #expect(infile.number == 1148 || infile.number == 4166 || infile.number == 2068, "\(infile)")
-            #expect(try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0) == 0)
-            let mode = try #require(try await connection.query("SELECT @@SESSION.sql_mode").first).decode(String.self, at: 0)
+            #expect(
+                try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0)
+                    == 0
+            )
+            let mode = try #require(try await connection.query("SELECT @@SESSION.sql_mode").first).decode(
+                String.self,
+                at: 0
+            )
             #expect(mode.contains("STRICT_ALL_TABLES"))
         }
         // A statement that sends nothing back for longer than the read timeout fails, and the
@@ -106,7 +132,10 @@ struct MariaDBConnectionTests {
     func statementCache() async throws {
         try await withTestConnection { (connection) async throws -> Void in
             func prepares() async throws -> Int {
-                Int(try #require(try await connection.query("SHOW SESSION STATUS LIKE 'Com_stmt_prepare'").first).decode(String.self, at: 1)) ?? -1
+                Int(
+                    try #require(try await connection.query("SHOW SESSION STATUS LIKE 'Com_stmt_prepare'").first)
+                        .decode(String.self, at: 1)
+                ) ?? -1
             }
             let before = try await prepares()
             for value in 0..<20 {
@@ -130,17 +159,31 @@ struct MariaDBConnectionTests {
             #expect(after.columns.all.map(\.name) == ["a", "b"])
             #expect(try after.decode((Int, String).self) == (1, "two"))
             try await connection.execute("ALTER TABLE \(unsafeSQL: table) CHANGE b c VARCHAR(10)")
-            #expect(try await connection.query("SELECT * FROM \(unsafeSQL: table)").first?.columns.all.map(\.name) == ["a", "c"])
+            #expect(
+                try await connection.query("SELECT * FROM \(unsafeSQL: table)").first?.columns.all.map(\.name) == [
+                    "a", "c",
+                ]
+            )
             // A statement that writes is never run twice: its shape change is a typed error.
-            try await connection.execute("CREATE TABLE \(unsafeSQL: table)_log (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+            try await connection.execute(
+                "CREATE TABLE \(unsafeSQL: table)_log (id INT AUTO_INCREMENT PRIMARY KEY, v INT)"
+            )
             try await connection.query("INSERT INTO \(unsafeSQL: table)_log (v) VALUES (1) RETURNING *")
             try await connection.execute("ALTER TABLE \(unsafeSQL: table)_log ADD COLUMN w INT")
             let changed = try await #require(throws: MariaDBError.self) {
                 try await connection.query("INSERT INTO \(unsafeSQL: table)_log (v) VALUES (1) RETURNING *")
             }
             #expect(changed.number == 2057, "\(changed)")
-            #expect(try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)_log").first?.decode(Int.self, at: 0) == 2)
-            #expect(try await connection.query("INSERT INTO \(unsafeSQL: table)_log (v) VALUES (1) RETURNING *").first?.count == 3)
+            #expect(
+                try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)_log").first?.decode(
+                    Int.self,
+                    at: 0
+                ) == 2
+            )
+            #expect(
+                try await connection.query("INSERT INTO \(unsafeSQL: table)_log (v) VALUES (1) RETURNING *").first?
+                    .count == 3
+            )
         }
     }
 
@@ -163,11 +206,16 @@ struct MariaDBConnectionTests {
             #expect(!syntax.isTransient)
             // AUTO_INCREMENT ids come back from insert.
             let auto = uniqueTable("auto")
-            try await connection.execute("CREATE TABLE \(unsafeSQL: auto) (id BIGINT AUTO_INCREMENT PRIMARY KEY, v INT)")
+            try await connection.execute(
+                "CREATE TABLE \(unsafeSQL: auto) (id BIGINT AUTO_INCREMENT PRIMARY KEY, v INT)"
+            )
             let first = try await connection.insert("INSERT INTO \(unsafeSQL: auto) (v) VALUES (\(10))")
             let second = try await connection.insert("INSERT INTO \(unsafeSQL: auto) (v) VALUES (\(20))")
             #expect(second == first + 1)
-            #expect(try await connection.execute("UPDATE \(unsafeSQL: auto) SET v = v") == 2, "found rows, not changed rows")
+            #expect(
+                try await connection.execute("UPDATE \(unsafeSQL: auto) SET v = v") == 2,
+                "found rows, not changed rows"
+            )
         }
     }
 }

@@ -15,13 +15,18 @@ struct MariaDBDeadlockTests {
         return MariaDBClient(configuration: try await testConfiguration(), poolConfiguration: poolConfiguration)
     }
 
-    @Test("pattern 4: a second lease from a full pool inside a transaction throws at once in throw mode, naming both lease sites")
+    @Test(
+        "pattern 4: a second lease from a full pool inside a transaction throws at once in throw mode, naming both lease sites"
+    )
     func nestedLease() async throws {
         let client = try await makeClient(connections: 1)
         let start = ContinuousClock.now
         let outer = #line + 5
         let inner = #line + 5
-        let reports = try await DeadlockDetectorTrait.collectReports(mode: .throwError, stuckWaitThreshold: .seconds(60)) {
+        let reports = try await DeadlockDetectorTrait.collectReports(
+            mode: .throwError,
+            stuckWaitThreshold: .seconds(60)
+        ) {
             do {
                 _ = try await withDeadline(20) {
                     try await client.withTransaction { _ in
@@ -38,7 +43,10 @@ struct MariaDBDeadlockTests {
         #expect(reports.count == 1 && report.thrown)
         #expect(
             report.chain.compactMap(\.callSite)
-                == ["SyncBridgeMariaDBTests/MariaDBDeadlockTests.swift:\(inner)", "SyncBridgeMariaDBTests/MariaDBDeadlockTests.swift:\(outer)"]
+                == [
+                    "SyncBridgeMariaDBTests/MariaDBDeadlockTests.swift:\(inner)",
+                    "SyncBridgeMariaDBTests/MariaDBDeadlockTests.swift:\(outer)",
+                ]
         )
         #expect(try await client.query("SELECT 6 * 7").first?.decode(Int.self, at: 0) == 42)
         await client.shutdown()
@@ -61,7 +69,9 @@ struct MariaDBDeadlockTests {
         }
         try await withDeadline(60) {
             try await withThrowingTaskGroup(of: Void.self) { group in
-                for (name, first, second, mine, theirs) in [("a", 1, 2, firstHolds, secondHolds), ("b", 2, 1, secondHolds, firstHolds)] {
+                for (name, first, second, mine, theirs) in [
+                    ("a", 1, 2, firstHolds, secondHolds), ("b", 2, 1, secondHolds, firstHolds),
+                ] {
                     group.addTask {
                         try await withRetry(policy) { attempt in
                             attempts.withLock { $0[name] = attempt }
@@ -81,10 +91,15 @@ struct MariaDBDeadlockTests {
         }
         // The server chose a victim, which ran again (a retry may collide once more with the other
         // transaction's first attempt); every error was a retryable 1213, one per retry.
-        #expect(attempts.value.count == 2 && attempts.value.values.contains { $0 >= 2 } && attempts.value.values.allSatisfy { $0 <= 3 })
+        #expect(
+            attempts.value.count == 2 && attempts.value.values.contains { $0 >= 2 }
+                && attempts.value.values.allSatisfy { $0 <= 3 }
+        )
         #expect(errors.value.count == attempts.value.values.reduce(0) { $0 + $1 - 1 }, "\(errors.value)")
         #expect(errors.value.allSatisfy { $0.hasPrefix("true") && $0.contains("1213") }, "\(errors.value)")
-        let values = try await client.query("SELECT v FROM \(unsafeSQL: table) ORDER BY id").map { try $0.decode(Int.self, at: 0) }
+        let values = try await client.query("SELECT v FROM \(unsafeSQL: table) ORDER BY id").map {
+            try $0.decode(Int.self, at: 0)
+        }
         #expect(values == [11, 11])
         await client.shutdown()
     }

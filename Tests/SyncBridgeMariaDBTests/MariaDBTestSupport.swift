@@ -11,7 +11,13 @@ func testConfiguration() async throws -> MariaDBConfiguration {
 
 /// A TCP configuration for `server`, as its user.
 func configuration(for server: TemporaryMariaDB) -> MariaDBConfiguration {
-    MariaDBConfiguration(host: server.host, port: server.port, user: server.user, password: server.password, database: server.database)
+    MariaDBConfiguration(
+        host: server.host,
+        port: server.port,
+        user: server.user,
+        password: server.password,
+        database: server.database
+    )
 }
 
 /// Connects to the process's shared throwaway server.

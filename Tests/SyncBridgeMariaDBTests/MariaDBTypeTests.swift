@@ -10,24 +10,33 @@ struct MariaDBTypeTests {
     func integers() async throws {
         try await withTestConnection { (connection) async throws -> Void in
             let table = uniqueTable("ints")
-            try await connection.execute("""
+            try await connection.execute(
+                """
                 CREATE TABLE \(unsafeSQL: table) (
                   t TINYINT, tu TINYINT UNSIGNED, s SMALLINT, su SMALLINT UNSIGNED, m MEDIUMINT, mu MEDIUMINT UNSIGNED,
                   i INT, iu INT UNSIGNED, b BIGINT, bu BIGINT UNSIGNED)
-                """)
-            try await connection.execute("""
+                """
+            )
+            try await connection.execute(
+                """
                 INSERT INTO \(unsafeSQL: table) VALUES
                 (\(Int8.min), \(UInt8.max), \(Int16.min), \(UInt16.max), \(-8_388_608), \(16_777_215),
                  \(Int32.min), \(UInt32.max), \(Int64.min), \(UInt64.max)),
                 (\(Int8.max), \(UInt8.min), \(Int16.max), \(UInt16.min), \(8_388_607), \(0),
                  \(Int32.max), \(UInt32.min), \(Int64.max), \(UInt64.min))
-                """)
+                """
+            )
             let rows = try await connection.query("SELECT * FROM \(unsafeSQL: table) ORDER BY t")
             let low = try rows[0].decode((Int8, UInt8, Int16, UInt16, Int32, UInt32, Int32, UInt32, Int64, UInt64).self)
             #expect(low.0 == .min && low.1 == .max && low.2 == .min && low.3 == .max && low.4 == -8_388_608)
             #expect(low.5 == 16_777_215 && low.6 == .min && low.7 == .max && low.8 == .min && low.9 == .max)
-            let high = try rows[1].decode((Int8, UInt8, Int16, UInt16, Int32, UInt32, Int32, UInt32, Int64, UInt64).self)
-            #expect(high.0 == .max && high.1 == 0 && high.2 == .max && high.3 == 0 && high.6 == .max && high.8 == .max && high.9 == 0)
+            let high = try rows[1].decode(
+                (Int8, UInt8, Int16, UInt16, Int32, UInt32, Int32, UInt32, Int64, UInt64).self
+            )
+            #expect(
+                high.0 == .max && high.1 == 0 && high.2 == .max && high.3 == 0 && high.6 == .max && high.8 == .max
+                    && high.9 == 0
+            )
             // BIGINT UNSIGNED 18446744073709551615 does not fit Int64: an error naming the column.
             let error = try #require(throws: SQLDecodingError.self) { try rows[0].decode(Int64.self, named: "bu") }
             #expect(error.column.name == "bu")
@@ -49,12 +58,16 @@ struct MariaDBTypeTests {
     func numbers() async throws {
         try await withTestConnection { (connection) async throws -> Void in
             let table = uniqueTable("numbers")
-            try await connection.execute("CREATE TABLE \(unsafeSQL: table) (f FLOAT, d DOUBLE, small DECIMAL(10,2), wide DECIMAL(65,30))")
+            try await connection.execute(
+                "CREATE TABLE \(unsafeSQL: table) (f FLOAT, d DOUBLE, small DECIMAL(10,2), wide DECIMAL(65,30))"
+            )
             let wide = "12345678901234567890123456789012345.123456789012345678901234567890"
-            try await connection.execute("""
+            try await connection.execute(
+                """
                 INSERT INTO \(unsafeSQL: table) VALUES
                 (\(Float(1.5)), \(Double.pi), \(Decimal(string: "-12345678.90")!), \(unsafeSQL: "'" + wide + "'"))
-                """)
+                """
+            )
             let row = try #require(try await connection.query("SELECT * FROM \(unsafeSQL: table)").first)
             #expect(try row.decode(Float.self, named: "f") == 1.5)
             #expect(try row.decode(Double.self, named: "d") == Double.pi)
@@ -64,7 +77,10 @@ struct MariaDBTypeTests {
             #expect(error.reason.contains("more significant digits"))
             // A bound decimal string keeps every digit on the way in too.
             try await connection.execute("UPDATE \(unsafeSQL: table) SET wide = \(SQLValue.decimal(wide))")
-            #expect(try await connection.query("SELECT wide FROM \(unsafeSQL: table)").first?.decode(String.self, at: 0) == wide)
+            #expect(
+                try await connection.query("SELECT wide FROM \(unsafeSQL: table)").first?.decode(String.self, at: 0)
+                    == wide
+            )
         }
     }
 
@@ -72,25 +88,35 @@ struct MariaDBTypeTests {
     func text() async throws {
         try await withTestConnection { (connection) async throws -> Void in
             let table = uniqueTable("texts")
-            try await connection.execute("CREATE TABLE \(unsafeSQL: table) (id INT PRIMARY KEY, v TEXT, short VARCHAR(3))")
+            try await connection.execute(
+                "CREATE TABLE \(unsafeSQL: table) (id INT PRIMARY KEY, v TEXT, short VARCHAR(3))"
+            )
             let samples = [
-                "plain", "with\u{0}nul\u{0}bytes", "emoji 🦊 and ü", "'; DROP TABLE \(table); --", "back\\slash ? and $1",
+                "plain", "with\u{0}nul\u{0}bytes", "emoji 🦊 and ü", "'; DROP TABLE \(table); --",
+                "back\\slash ? and $1",
                 String(repeating: "x", count: 60_000),
             ]
             for (id, sample) in samples.enumerated() {
                 try await connection.execute("INSERT INTO \(unsafeSQL: table) (id, v) VALUES (\(id), \(sample))")
             }
-            let read = try await connection.query("SELECT v FROM \(unsafeSQL: table) ORDER BY id").map { try $0.decode(String.self, at: 0) }
+            let read = try await connection.query("SELECT v FROM \(unsafeSQL: table) ORDER BY id").map {
+                try $0.decode(String.self, at: 0)
+            }
             #expect(read == samples)
             let tooLong = try await #require(throws: MariaDBError.self) {
                 try await connection.execute("INSERT INTO \(unsafeSQL: table) (id, short) VALUES (100, \("abcd"))")
             }
             #expect(tooLong.number == 1406, "\(tooLong)")  // ER_DATA_TOO_LONG: nothing truncated
             let invalid = try await #require(throws: MariaDBError.self) {
-                try await connection.execute("INSERT INTO \(unsafeSQL: table) (id, v) VALUES (101, CONVERT(\([UInt8]([0x66, 0xff, 0xfe])) USING utf8mb4))")
+                try await connection.execute(
+                    "INSERT INTO \(unsafeSQL: table) (id, v) VALUES (101, CONVERT(\([UInt8]([0x66, 0xff, 0xfe])) USING utf8mb4))"
+                )
             }
             #expect(invalid.number == 1300 || invalid.number == 1366, "\(invalid)")
-            #expect(try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0) == samples.count)
+            #expect(
+                try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0)
+                    == samples.count
+            )
         }
     }
 
@@ -121,12 +147,18 @@ struct MariaDBTypeTests {
     func temporal() async throws {
         try await withTestConnection { (connection) async throws -> Void in
             let table = uniqueTable("times")
-            try await connection.execute("CREATE TABLE \(unsafeSQL: table) (d DATE, dt DATETIME(6), ts TIMESTAMP(6) NULL, t TIME(6))")
+            try await connection.execute(
+                "CREATE TABLE \(unsafeSQL: table) (d DATE, dt DATETIME(6), ts TIMESTAMP(6) NULL, t TIME(6))"
+            )
             let instant = Date(timeIntervalSince1970: 1_700_000_000.123456)
             let day = Date(timeIntervalSince1970: 19_000 * 86_400)
             let duration = Duration.seconds(-(30 * 3600 + 5 * 60 + 7)) - .microseconds(250)
-            try await connection.execute("INSERT INTO \(unsafeSQL: table) VALUES (\(SQLValue.date(day)), \(instant), \(instant), \(SQLValue.time(duration)))")
-            let row = try #require(try await connection.query("SELECT d, dt, ts, t, CAST(dt AS CHAR) FROM \(unsafeSQL: table)").first)
+            try await connection.execute(
+                "INSERT INTO \(unsafeSQL: table) VALUES (\(SQLValue.date(day)), \(instant), \(instant), \(SQLValue.time(duration)))"
+            )
+            let row = try #require(
+                try await connection.query("SELECT d, dt, ts, t, CAST(dt AS CHAR) FROM \(unsafeSQL: table)").first
+            )
             #expect(try row.decode(Date.self, at: 0) == day)
             let datetime = try row.decode(Date.self, at: 1)
             #expect(abs(datetime.timeIntervalSince(instant)) < 0.000_001)
@@ -144,11 +176,17 @@ struct MariaDBTypeTests {
         }
         try await withTestConnection { (connection) async throws -> Void in
             let table = uniqueTable("misc")
-            try await connection.execute("CREATE TABLE \(unsafeSQL: table) (j JSON, flag BIT(1), mask BIT(64), n INT NULL, u CHAR(36))")
+            try await connection.execute(
+                "CREATE TABLE \(unsafeSQL: table) (j JSON, flag BIT(1), mask BIT(64), n INT NULL, u CHAR(36))"
+            )
             let item = Item(sku: "A-1", quantity: 3)
             let uuid = UUID()
-            try await connection.execute("INSERT INTO \(unsafeSQL: table) VALUES (\(try SQLJSON(item)), \(true), \(UInt64.max), NULL, \(uuid))")
-            let row = try #require(try await connection.query("SELECT j, flag, mask, n, u FROM \(unsafeSQL: table)").first)
+            try await connection.execute(
+                "INSERT INTO \(unsafeSQL: table) VALUES (\(try SQLJSON(item)), \(true), \(UInt64.max), NULL, \(uuid))"
+            )
+            let row = try #require(
+                try await connection.query("SELECT j, flag, mask, n, u FROM \(unsafeSQL: table)").first
+            )
             #expect(try row.decode(SQLJSON<Item>.self, at: 0).value == item)
             #expect(try row.decode(Bool.self, at: 1) == true)
             #expect(try row.decode(UInt64.self, at: 2) == .max)
@@ -166,7 +204,9 @@ struct MariaDBTypeTests {
     @Test("rows decode by index, by name and into tuples")
     func rowAccess() async throws {
         try await withTestConnection { (connection) async throws -> Void in
-            let row = try #require(try await connection.query("SELECT 7 AS id, \("seven") AS name, NULL AS missing").first)
+            let row = try #require(
+                try await connection.query("SELECT 7 AS id, \("seven") AS name, NULL AS missing").first
+            )
             #expect(try row.decode(Int.self, at: 0) == 7)
             #expect(try row.decode(String.self, named: "name") == "seven")
             let (id, name, missing) = try row.decode((Int, String, String?).self)

@@ -1,5 +1,5 @@
-import SharedTestSupport
 import CLibPQ
+import SharedTestSupport
 
 /// Stands for existing synchronous code that calls libpq directly.
 enum LegacyPostgres {

@@ -1,18 +1,23 @@
-import SharedTestSupport
 import Foundation
+import MetricsTestKit
+import SharedTestSupport
 import SyncBridge
 import SyncBridgePostgres
 import SyncBridgeSQL
-import MetricsTestKit
 import SyncBridgeTesting
 import Testing
 
 @Suite("PostgreSQL cancellation and transactions")
 struct PostgresCancellationTests {
-    @Test("cancelling a running pg_sleep(10) returns promptly, cancels it on the server, and the connection stays usable")
+    @Test(
+        "cancelling a running pg_sleep(10) returns promptly, cancels it on the server, and the connection stays usable"
+    )
     func cancelRunningQuery() async throws {
         try await withTestConnection { (connection) async throws -> Void in
-            let pid = try #require(try await connection.query("SELECT pg_backend_pid()").first).decode(Int32.self, at: 0)
+            let pid = try #require(try await connection.query("SELECT pg_backend_pid()").first).decode(
+                Int32.self,
+                at: 0
+            )
             let observer = try await connectToTestServer()
             // Other tests load this 2-core machine at the same time, so the latency is the best
             // of up to three trials; every trial must still cancel the statement on the server.
@@ -52,7 +57,10 @@ struct PostgresCancellationTests {
                 return try await connection.execute("INSERT INTO \(unsafeSQL: table) VALUES (1)")
             }
             await #expect(throws: CancellationError.self) { try await task.value }
-            #expect(try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0) == 0)
+            #expect(
+                try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0)
+                    == 0
+            )
         }
     }
 
@@ -60,7 +68,9 @@ struct PostgresCancellationTests {
     func statementTimeout() async throws {
         try await withTestConnection { (connection) async throws -> Void in
             try await connection.execute("SET statement_timeout = 50")
-            let error = try await #require(throws: PostgresError.self) { try await connection.query("SELECT pg_sleep(5)") }
+            let error = try await #require(throws: PostgresError.self) {
+                try await connection.query("SELECT pg_sleep(5)")
+            }
             #expect(error.isQueryCanceled)
             #expect(error.message.contains("statement timeout"))
         }
@@ -81,7 +91,9 @@ struct PostgresCancellationTests {
                     throw Abort()
                 }
             }
-            let values = try await connection.query("SELECT v FROM \(unsafeSQL: table) ORDER BY v").map { try $0.decode(Int.self, at: 0) }
+            let values = try await connection.query("SELECT v FROM \(unsafeSQL: table) ORDER BY v").map {
+                try $0.decode(Int.self, at: 0)
+            }
             #expect(values == [1])
         }
     }
@@ -102,7 +114,9 @@ struct PostgresCancellationTests {
                     try await inner.execute("INSERT INTO \(unsafeSQL: table) VALUES (3)")
                 }
             }
-            let values = try await connection.query("SELECT v FROM \(unsafeSQL: table) ORDER BY v").map { try $0.decode(Int.self, at: 0) }
+            let values = try await connection.query("SELECT v FROM \(unsafeSQL: table) ORDER BY v").map {
+                try $0.decode(Int.self, at: 0)
+            }
             #expect(values == [1, 3])
         }
     }
@@ -137,14 +151,18 @@ struct PostgresCancellationTests {
             try await inserted.wait()
             task.cancel()
             await #expect(throws: CancellationError.self) { try await task.value }
-            #expect(try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0) == 0)
+            #expect(
+                try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0)
+                    == 0
+            )
             // No transaction is left open: SAVEPOINT outside a transaction block is an error.
-            let outside = try await #require(throws: PostgresError.self) { try await connection.execute("SAVEPOINT probe") }
+            let outside = try await #require(throws: PostgresError.self) {
+                try await connection.execute("SAVEPOINT probe")
+            }
             #expect(outside.sqlState == "25P01")
         }
     }
 }
-
 
 @Suite("PostgreSQL timeouts and metrics")
 struct PostgresTimeoutTests {
@@ -167,7 +185,10 @@ struct PostgresTimeoutTests {
     @Test("a client's default statement timeout applies to every connection")
     func defaultTimeout() async throws {
         let server = try await TemporaryPostgres.shared()
-        let client = PostgresClient(connectionString: server.connectionString, defaultStatementTimeout: .milliseconds(50))
+        let client = PostgresClient(
+            connectionString: server.connectionString,
+            defaultStatementTimeout: .milliseconds(50)
+        )
         let error = try await #require(throws: PostgresError.self) { try await client.query("SELECT pg_sleep(5)") }
         #expect(error.isStatementTimeout)
         #expect(error.kind == .server)

@@ -1,11 +1,11 @@
-import SharedTestSupport
 import Foundation
+import Logging
+import ServiceLifecycle
+import SharedTestSupport
 import SyncBridge
 import SyncBridgePostgres
 import SyncBridgeSQL
 import SyncBridgeTesting
-import Logging
-import ServiceLifecycle
 import Testing
 
 @Suite("PostgreSQL client and pool")
@@ -135,7 +135,10 @@ struct PostgresClientTests {
         let observer = try await connectToTestServer()
         let error = try await #require(throws: PostgresError.self) {
             try await client.withConnection { connection in
-                let pid = try #require(try await connection.query("SELECT pg_backend_pid()").first).decode(Int32.self, at: 0)
+                let pid = try #require(try await connection.query("SELECT pg_backend_pid()").first).decode(
+                    Int32.self,
+                    at: 0
+                )
                 try await observer.execute("SELECT pg_terminate_backend(\(pid))")
                 try await connection.query("SELECT 1")
             }
@@ -224,7 +227,9 @@ struct PostgresClientTests {
         // After the restart, queries succeed on fresh connections.
         let after = try await withDeadline(30) {
             try await withThrowingTaskGroup(of: Int.self) { group in
-                for value in 0..<20 { group.addTask { try await client.query("SELECT \(value)::int").first!.decode(Int.self, at: 0) } }
+                for value in 0..<20 {
+                    group.addTask { try await client.query("SELECT \(value)::int").first!.decode(Int.self, at: 0) }
+                }
                 return try await group.reduce(0, +)
             }
         }
@@ -271,7 +276,10 @@ struct PostgresClientTests {
         try await load.value
         // Every statement that reported success is in the table, and never more than two
         // connections were open.
-        let rows = try #require(try await client.query("SELECT count(*) FROM \(unsafeSQL: table)").first).decode(Int.self, at: 0)
+        let rows = try #require(try await client.query("SELECT count(*) FROM \(unsafeSQL: table)").first).decode(
+            Int.self,
+            at: 0
+        )
         #expect(rows == statements.value)
         let backends = try #require(
             try await client.query("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sb-lanes'").first

@@ -1,5 +1,5 @@
-import SharedTestSupport
 import Foundation
+import SharedTestSupport
 import SyncBridge
 import SyncBridgePostgres
 import SyncBridgeSQL
@@ -8,6 +8,30 @@ import Testing
 
 @Suite("PostgreSQL connection")
 struct PostgresConnectionTests {
+    @Test("300 distinct statements: every result right, at most 256 kept prepared on the server, the latest reused")
+    func statementCache() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let connection = try await PostgresConnection.connect(server.connectionString)
+        for number in 0..<300 {
+            let query: SQLQuery = "SELECT \(unsafeSQL: String(number)) + \(1)::int AS n"
+            let value = try await connection.query(query).first?.decode(Int.self, at: 0)
+            #expect(value == number + 1)
+        }
+        let kept = try await connection.query("SELECT count(*) FROM pg_prepared_statements").first?.decode(
+            Int.self,
+            at: 0
+        )
+        #expect(kept == 256)
+        // The most recent statements are still prepared: running one again prepares nothing.
+        _ = try await connection.query("SELECT \(unsafeSQL: "299") + \(1)::int AS n")
+        let again = try await connection.query("SELECT count(*) FROM pg_prepared_statements").first?.decode(
+            Int.self,
+            at: 0
+        )
+        #expect(again == 256)
+        await connection.close()
+    }
+
     @Test("connects by key/value string and by URL; the password never shows")
     func connectAndDescribe() async throws {
         let server = try await TemporaryPostgres.shared()
@@ -26,7 +50,9 @@ struct PostgresConnectionTests {
         let server = try await TemporaryPostgres.shared()
         let closedPort = server.port == 1 ? 2 : 1
         let refused = try await #require(throws: PostgresError.self) {
-            try await PostgresConnection.connect("host=127.0.0.1 port=\(closedPort) user=x password=s3cret-pw connect_timeout=2")
+            try await PostgresConnection.connect(
+                "host=127.0.0.1 port=\(closedPort) user=x password=s3cret-pw connect_timeout=2"
+            )
         }
         #expect(refused.kind == .connectionFailed)
         #expect(refused.host == "127.0.0.1:\(closedPort)")
@@ -54,7 +80,10 @@ struct PostgresConnectionTests {
         let connection = try await PostgresConnection.connect(
             "host=127.0.0.1,127.0.0.1 port=\(closedPort),\(server.port) dbname=\(server.database) user=\(server.user) password=\(server.password) target_session_attrs=read-write application_name=sb-failover"
         )
-        let name = try await connection.query("SELECT current_setting('application_name')").first?.decode(String.self, at: 0)
+        let name = try await connection.query("SELECT current_setting('application_name')").first?.decode(
+            String.self,
+            at: 0
+        )
         #expect(name == "sb-failover")
         await connection.close()
     }
@@ -106,9 +135,13 @@ struct PostgresConnectionTests {
             for attack in attacks {
                 try await connection.execute("INSERT INTO \(unsafeSQL: table) VALUES (\(attack))")
             }
-            let stored = try await connection.query("SELECT name FROM \(unsafeSQL: table)").map { try $0.decode(String.self, at: 0) }
+            let stored = try await connection.query("SELECT name FROM \(unsafeSQL: table)").map {
+                try $0.decode(String.self, at: 0)
+            }
             #expect(stored == attacks)
-            let matched = try await connection.query("SELECT count(*) FROM \(unsafeSQL: table) WHERE name = \("' OR '1'='1")")
+            let matched = try await connection.query(
+                "SELECT count(*) FROM \(unsafeSQL: table) WHERE name = \("' OR '1'='1")"
+            )
             #expect(try matched.first?.decode(Int.self, at: 0) == 1)
         }
     }
@@ -117,7 +150,9 @@ struct PostgresConnectionTests {
     func preparedStatements() async throws {
         try await withTestConnection { connection in
             for value in 1...5 {
-                #expect(try await connection.query("SELECT \(value)::int4 + 1").first?.decode(Int.self, at: 0) == value + 1)
+                #expect(
+                    try await connection.query("SELECT \(value)::int4 + 1").first?.decode(Int.self, at: 0) == value + 1
+                )
             }
             let prepared = try await connection.query(
                 "SELECT count(*) FROM pg_prepared_statements WHERE statement = \("SELECT $1::int4 + 1")"

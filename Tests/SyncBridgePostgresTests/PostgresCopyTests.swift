@@ -1,5 +1,5 @@
-import SharedTestSupport
 import Foundation
+import SharedTestSupport
 import SyncBridgePostgres
 import SyncBridgeSQL
 import SyncBridgeTesting
@@ -45,7 +45,9 @@ struct PostgresCopyTests {
                 var chunks: [[UInt8]] = []
                 for id in 1...100_000 {
                     let label: SQLValue = id % 10 == 0 ? .null : .text("\(tricky) \(id)")
-                    chunk += try PostgresCopy.textRow([.int(Int64(id)), label, .bytes([0, 9, 10, 92, UInt8(id % 256)])])
+                    chunk += try PostgresCopy.textRow([
+                        .int(Int64(id)), label, .bytes([0, 9, 10, 92, UInt8(id % 256)]),
+                    ])
                     if chunk.count > 64 * 1024 {
                         chunks.append(chunk)
                         chunk = []
@@ -54,13 +56,21 @@ struct PostgresCopyTests {
                 chunks.append(chunk)
                 return chunks
             }
-            let loaded = try await connection.copyFrom("COPY \(unsafeSQL: table) (id, label, data) FROM STDIN", data: Chunks(chunks: chunks))
+            let loaded = try await connection.copyFrom(
+                "COPY \(unsafeSQL: table) (id, label, data) FROM STDIN",
+                data: Chunks(chunks: chunks)
+            )
             #expect(loaded == 100_000)
 
-            let sample = try #require(try await connection.query("SELECT label, data FROM \(unsafeSQL: table) WHERE id = 77").first)
+            let sample = try #require(
+                try await connection.query("SELECT label, data FROM \(unsafeSQL: table) WHERE id = 77").first
+            )
             #expect(try sample.decode(String.self, at: 0) == "\(tricky) 77")
             #expect(try sample.decode([UInt8].self, at: 1) == [0, 9, 10, 92, 77])
-            #expect(try await connection.query("SELECT count(*) FROM \(unsafeSQL: table) WHERE label IS NULL").first?.decode(Int.self, at: 0) == 10_000)
+            #expect(
+                try await connection.query("SELECT count(*) FROM \(unsafeSQL: table) WHERE label IS NULL").first?
+                    .decode(Int.self, at: 0) == 10_000
+            )
 
             var exported = 0
             var bytes = 0
@@ -84,7 +94,10 @@ struct PostgresCopyTests {
                 try await connection.copyFrom("COPY \(unsafeSQL: table) FROM STDIN", data: data)
             }
             #expect(error.sqlState == "22P02")
-            #expect(try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0) == 0)
+            #expect(
+                try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0)
+                    == 0
+            )
         }
     }
 
@@ -97,7 +110,10 @@ struct PostgresCopyTests {
             await #expect(throws: Chunks.SourceFailed.self) {
                 try await connection.copyFrom("COPY \(unsafeSQL: table) FROM STDIN", data: data)
             }
-            #expect(try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0) == 0)
+            #expect(
+                try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0)
+                    == 0
+            )
         }
     }
 
@@ -105,7 +121,10 @@ struct PostgresCopyTests {
     func earlyStopAndParameters() async throws {
         try await withTestConnection { (connection) async throws -> Void in
             var seen = 0
-            for try await _ in try await connection.copyTo("COPY (SELECT generate_series(1, 5000000)) TO STDOUT", maximumBatchBytes: 1024) {
+            for try await _ in try await connection.copyTo(
+                "COPY (SELECT generate_series(1, 5000000)) TO STDOUT",
+                maximumBatchBytes: 1024
+            ) {
                 seen += 1
                 if seen == 10 { break }
             }
@@ -131,7 +150,8 @@ struct PostgresPooledCopyTests {
             rows: (1...1000).map { [SQLValue.int(Int64($0)), .text("item \($0)")] }
         )
         #expect(loaded == 1000)
-        let lines = try await client.copyTo("COPY (SELECT id, name FROM \(unsafeSQL: table) ORDER BY id) TO STDOUT").collect()
+        let lines = try await client.copyTo("COPY (SELECT id, name FROM \(unsafeSQL: table) ORDER BY id) TO STDOUT")
+            .collect()
         #expect(lines.count == 1000)
         #expect(lines.first == Array("1\titem 1\n".utf8))
         #expect(client.pool.statistics.leased == 0)

@@ -13,16 +13,25 @@ struct PostgresDeadlockTests {
         var configuration = ConnectionPoolConfiguration()
         configuration.maximumConnections = connections
         configuration.acquireTimeout = .seconds(30)
-        return PostgresClient(connectionString: server.connectionString + " application_name=\(name)", configuration: configuration, name: name)
+        return PostgresClient(
+            connectionString: server.connectionString + " application_name=\(name)",
+            configuration: configuration,
+            name: name
+        )
     }
 
-    @Test("pattern 4: a second lease from a full pool inside a transaction is reported at once with both lease sites, and throws in throw mode")
+    @Test(
+        "pattern 4: a second lease from a full pool inside a transaction is reported at once with both lease sites, and throws in throw mode"
+    )
     func nestedLease() async throws {
         let client = try await makeClient("sb-nested", connections: 1)
         let start = ContinuousClock.now
         let outer = #line + 6
         let inner = #line + 6
-        let reports = try await DeadlockDetectorTrait.collectReports(mode: .throwError, stuckWaitThreshold: .seconds(60)) {
+        let reports = try await DeadlockDetectorTrait.collectReports(
+            mode: .throwError,
+            stuckWaitThreshold: .seconds(60)
+        ) {
             // (Not inside #require: a macro's closure gives its calls the macro's line.)
             do {
                 _ = try await withDeadline(20) {
@@ -42,13 +51,20 @@ struct PostgresDeadlockTests {
         #expect(report.thrown)
         #expect(report.headline.contains("connection pool 'sb-nested' (1 connection)"))
         let sites = report.chain.compactMap(\.callSite)
-        #expect(sites == ["SyncBridgePostgresTests/PostgresDeadlockTests.swift:\(inner)", "SyncBridgePostgresTests/PostgresDeadlockTests.swift:\(outer)"])
+        #expect(
+            sites == [
+                "SyncBridgePostgresTests/PostgresDeadlockTests.swift:\(inner)",
+                "SyncBridgePostgresTests/PostgresDeadlockTests.swift:\(outer)",
+            ]
+        )
         // The pool is whole: its one connection went back.
         #expect(try await client.query("SELECT 41 + 1").first?.decode(Int.self, at: 0) == 42)
         await client.shutdown()
     }
 
-    @Test("pattern 4, report mode: the nested lease is reported when it starts waiting; the wait still ends when another task releases")
+    @Test(
+        "pattern 4, report mode: the nested lease is reported when it starts waiting; the wait still ends when another task releases"
+    )
     func nestedLeaseThatWaits() async throws {
         let client = try await makeClient("sb-nested2", connections: 2)
         let holding = Gate()
@@ -83,7 +99,9 @@ struct PostgresDeadlockTests {
         await client.shutdown()
     }
 
-    @Test("pattern 4: two tasks leasing from two pools in opposite orders are a cycle, reported with both pools; throw mode frees one")
+    @Test(
+        "pattern 4: two tasks leasing from two pools in opposite orders are a cycle, reported with both pools; throw mode frees one"
+    )
     func poolsInOppositeOrders() async throws {
         let orders = try await makeClient("sb-orders", connections: 1)
         let stock = try await makeClient("sb-stock", connections: 1)
@@ -129,7 +147,9 @@ struct PostgresDeadlockTests {
         await stock.shutdown()
     }
 
-    @Test("pattern 8: a lease that waits while no connection comes back is reported as stuck, naming the holder and where it leased")
+    @Test(
+        "pattern 8: a lease that waits while no connection comes back is reported as stuck, naming the holder and where it leased"
+    )
     func stuckLease() async throws {
         let client = try await makeClient("sb-stuck", connections: 1)
         // The connection is open before the detector looks: opening one is not what is measured.
@@ -137,7 +157,10 @@ struct PostgresDeadlockTests {
         let held = Gate()
         let release = Gate()
         let holderLine = #line + 5
-        let reports = try await DeadlockDetectorTrait.collectReports(mode: .throwError, stuckWaitThreshold: .milliseconds(200 * slowdown)) {
+        let reports = try await DeadlockDetectorTrait.collectReports(
+            mode: .throwError,
+            stuckWaitThreshold: .milliseconds(200 * slowdown)
+        ) {
             try await withDeadline(30) {
                 let holder = Task {
                     // Holds the only connection without waiting for SyncBridge.
@@ -158,12 +181,19 @@ struct PostgresDeadlockTests {
         let stuck = try #require(reports.first { $0.pattern == .stuckWait })
         #expect(reports.count == 1 && !stuck.thrown)
         #expect(stuck.headline.contains("connection pool 'sb-stuck' (1 connection)"))
-        #expect(stuck.chain.contains { $0.party.hasPrefix("  held by task") && $0.callSite == "SyncBridgePostgresTests/PostgresDeadlockTests.swift:\(holderLine)" })
+        #expect(
+            stuck.chain.contains {
+                $0.party.hasPrefix("  held by task")
+                    && $0.callSite == "SyncBridgePostgresTests/PostgresDeadlockTests.swift:\(holderLine)"
+            }
+        )
         #expect(stuck.chain.contains { $0.action == "is running, not waiting for SyncBridge" })
         await client.shutdown()
     }
 
-    @Test("pattern 7: a deadlock victim (40P01) is retried and commits; a unique violation is thrown at once; lock timeouts stop after the last attempt")
+    @Test(
+        "pattern 7: a deadlock victim (40P01) is retried and commits; a unique violation is thrown at once; lock timeouts stop after the last attempt"
+    )
     func retries() async throws {
         let client = try await makeClient("sb-retry", connections: 4)
         let table = uniqueTable("retry")
@@ -175,7 +205,9 @@ struct PostgresDeadlockTests {
         let policy = RetryPolicy(maximumAttempts: 3, initialBackoff: .milliseconds(5))
         try await withDeadline(60) {
             try await withThrowingTaskGroup(of: Void.self) { group in
-                for (name, first, second, mine, theirs) in [("a", 1, 2, firstHolds, secondHolds), ("b", 2, 1, secondHolds, firstHolds)] {
+                for (name, first, second, mine, theirs) in [
+                    ("a", 1, 2, firstHolds, secondHolds), ("b", 2, 1, secondHolds, firstHolds),
+                ] {
                     group.addTask {
                         try await withRetry(policy) { attempt in
                             attempts.withLock { $0[name] = attempt }
@@ -196,8 +228,13 @@ struct PostgresDeadlockTests {
         // The server chose a victim, which ran again; both transactions committed exactly once.
         // (A retried transaction can collide with the other's first attempt once more, and then
         // that one is the victim: each runs at most the policy's three attempts.)
-        #expect(attempts.value.count == 2 && attempts.value.values.contains { $0 >= 2 } && attempts.value.values.allSatisfy { $0 <= 3 })
-        let values = try await client.query("SELECT v FROM \(unsafeSQL: table) ORDER BY id").map { try $0.decode(Int.self, at: 0) }
+        #expect(
+            attempts.value.count == 2 && attempts.value.values.contains { $0 >= 2 }
+                && attempts.value.values.allSatisfy { $0 <= 3 }
+        )
+        let values = try await client.query("SELECT v FROM \(unsafeSQL: table) ORDER BY id").map {
+            try $0.decode(Int.self, at: 0)
+        }
         #expect(values == [11, 11])
 
         // Not retryable: thrown after one attempt.
@@ -231,7 +268,10 @@ struct PostgresDeadlockTests {
     }
 
     /// Runs `body` under a detector and returns its result and reports.
-    func withReports<T: Sendable>(mode: DeadlockDetector.Mode, _ body: @escaping @Sendable () async throws -> T) async throws -> (T, [DeadlockReport]) {
+    func withReports<T: Sendable>(
+        mode: DeadlockDetector.Mode,
+        _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> (T, [DeadlockReport]) {
         let result = Shared<T?>(nil)
         let reports = try await DeadlockDetectorTrait.collectReports(mode: mode, stuckWaitThreshold: .seconds(60)) {
             let value = try await body()

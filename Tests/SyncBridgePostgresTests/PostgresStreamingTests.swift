@@ -1,5 +1,5 @@
-import SharedTestSupport
 import Foundation
+import SharedTestSupport
 import SyncBridgePostgres
 import SyncBridgeSQL
 import SyncBridgeTesting
@@ -48,7 +48,10 @@ struct PostgresStreamingTests {
     func earlyStop() async throws {
         try await withTestConnection { (connection) async throws -> Void in
             var seen = 0
-            for try await _ in try await connection.stream("SELECT i FROM generate_series(1, 10000000) AS i", batchSize: 100) {
+            for try await _ in try await connection.stream(
+                "SELECT i FROM generate_series(1, 10000000) AS i",
+                batchSize: 100
+            ) {
                 seen += 1
                 if seen == 250 { break }
             }

@@ -1,5 +1,5 @@
-import SharedTestSupport
 import Foundation
+import SharedTestSupport
 import SyncBridgePostgres
 import SyncBridgeSQL
 import SyncBridgeTesting

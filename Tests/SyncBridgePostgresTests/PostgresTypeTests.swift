@@ -1,5 +1,5 @@
-import SharedTestSupport
 import Foundation
+import SharedTestSupport
 import SyncBridgePostgres
 import SyncBridgeSQL
 import Testing
@@ -8,7 +8,11 @@ import Testing
 @Suite("PostgreSQL types")
 struct PostgresTypeTests {
     /// Inserts `value` into a column of `sqlType` and reads it back as `T`.
-    func roundTrip<T: SQLCodable & Equatable>(_ value: T, as sqlType: String, on connection: PostgresConnection) async throws -> T {
+    func roundTrip<T: SQLCodable & Equatable>(
+        _ value: T,
+        as sqlType: String,
+        on connection: PostgresConnection
+    ) async throws -> T {
         let table = uniqueTable("rt")
         try await connection.execute("CREATE TEMP TABLE \(unsafeSQL: table) (v \(unsafeSQL: sqlType))")
         try await connection.execute("INSERT INTO \(unsafeSQL: table) VALUES (\(value))")
@@ -26,7 +30,9 @@ struct PostgresTypeTests {
             #expect(try await roundTrip(Int.max, as: "int8", on: c) == Int.max)
             #expect(try await roundTrip(Float(3.4028235e38), as: "float4", on: c) == Float(3.4028235e38))
             #expect(try await roundTrip(Double.leastNonzeroMagnitude, as: "float8", on: c) == .leastNonzeroMagnitude)
-            #expect(try await roundTrip(Double.greatestFiniteMagnitude, as: "float8", on: c) == .greatestFiniteMagnitude)
+            #expect(
+                try await roundTrip(Double.greatestFiniteMagnitude, as: "float8", on: c) == .greatestFiniteMagnitude
+            )
             #expect(try await roundTrip(-Double.infinity, as: "float8", on: c) == -.infinity)
             #expect(try await roundTrip(0.1 + 0.2, as: "float8", on: c) == 0.1 + 0.2)
             #expect(try await roundTrip("héllo wörld ✓ 🎉", as: "text", on: c) == "héllo wörld ✓ 🎉")
@@ -103,13 +109,18 @@ struct PostgresTypeTests {
     @Test("mismatches are typed errors naming column, PostgreSQL type and Swift type")
     func mismatches() async throws {
         try await withTestConnection { (c) async throws -> Void in
-            let row = try #require(try await c.query("SELECT 'abc'::text AS word, 40000::int4 AS big, NULL::int8 AS nothing").first)
+            let row = try #require(
+                try await c.query("SELECT 'abc'::text AS word, 40000::int4 AS big, NULL::int8 AS nothing").first
+            )
             let textAsInt = try #require(throws: SQLDecodingError.self) { try row.decode(Int.self, named: "word") }
             #expect(textAsInt.column.databaseType == "text")
             #expect(textAsInt.column.name == "word")
             #expect(textAsInt.swiftType == "Swift.Int")
             let overflow = try #require(throws: SQLDecodingError.self) { try row.decode(Int16.self, named: "big") }
-            #expect(overflow.description == "cannot decode column \"big\" (column 1, int4) as Swift.Int16: 40000 does not fit (-32768...32767)")
+            #expect(
+                overflow.description
+                    == "cannot decode column \"big\" (column 1, int4) as Swift.Int16: 40000 does not fit (-32768...32767)"
+            )
             let null = try #require(throws: SQLDecodingError.self) { try row.decode(Int.self, named: "nothing") }
             #expect(null.column.databaseType == "int8")
         }

@@ -68,7 +68,9 @@ struct ConnectionPoolStateFuzzTests {
                     }
                     held.append((entry, .statement))
                 case .checkHealth(let entry, let waiter):
-                    if waiting.removeValue(forKey: waiter) == nil { problems.append("checked a connection for \(waiter), which was not waiting") }
+                    if waiting.removeValue(forKey: waiter) == nil {
+                        problems.append("checked a connection for \(waiter), which was not waiting")
+                    }
                     pendingChecks.append((entry, waiter))
                 case .connect:
                     pendingConnects += 1
@@ -77,7 +79,9 @@ struct ConnectionPoolStateFuzzTests {
                     pendingCloses.append(connection)
                 case .fail(let waiter, _):
                     answer(waiter)
-                    if waiting.removeValue(forKey: waiter) == nil { problems.append("failed \(waiter), which was not waiting") }
+                    if waiting.removeValue(forKey: waiter) == nil {
+                        problems.append("failed \(waiter), which was not waiting")
+                    }
                 case .schedule(let timer, let deadline):
                     timers[timer] = deadline
                 case .cancel(let timer):
@@ -192,7 +196,8 @@ struct ConnectionPoolStateFuzzTests {
             for (id, count) in state.lanes {
                 #expect(state.leased[id] != nil && count > 0, context)
             }
-            let heldStatements = Dictionary(grouping: held.filter { $0.demand == .statement }, by: \.entry.id).mapValues(\.count)
+            let heldStatements = Dictionary(grouping: held.filter { $0.demand == .statement }, by: \.entry.id)
+                .mapValues(\.count)
             #expect(heldStatements == state.lanes, context)
             #expect(Set(held.map(\.entry.id)) == Set(state.leased.keys), context)
             // The queue is exactly the waiters without an answer.
@@ -209,7 +214,10 @@ struct ConnectionPoolStateFuzzTests {
     @Test("random events keep every invariant, and shutdown completes once everything has come back", arguments: 0..<40)
     func randomEvents(seed: UInt64) {
         var world = World(
-            state: ConnectionPoolStateTests.makeState(minimum: min(Int(seed % 3), 1 + Int(seed % 5)), maximum: 1 + Int(seed % 5)),
+            state: ConnectionPoolStateTests.makeState(
+                minimum: min(Int(seed % 3), 1 + Int(seed % 5)),
+                maximum: 1 + Int(seed % 5)
+            ),
             random: SeededGenerator(state: seed)
         )
         for _ in 0..<600 {

@@ -31,7 +31,11 @@ struct ConnectionPoolStateTests {
     }
 
     /// Asks for a connection as the pool does: a waiter id, then the lease.
-    static func ask(_ state: inout State, _ demand: State.Demand = .exclusive, now: UInt64 = 0) -> (State.WaiterID, [State.Action]) {
+    static func ask(
+        _ state: inout State,
+        _ demand: State.Demand = .exclusive,
+        now: UInt64 = 0
+    ) -> (State.WaiterID, [State.Action]) {
         let waiter = state.makeWaiterID()
         return (waiter, state.lease(waiter, demand: demand, now: now))
     }
@@ -110,7 +114,8 @@ struct ConnectionPoolStateTests {
         let (second, _) = Self.ask(&state)
         _ = state.connected(FakeConnection(1), now: 1)
         #expect(state.timerFired(.acquireTimeout(first), now: 5 * Self.second).isEmpty)
-        guard case .fail(second, .timedOut)? = state.timerFired(.acquireTimeout(second), now: 5 * Self.second).first else {
+        guard case .fail(second, .timedOut)? = state.timerFired(.acquireTimeout(second), now: 5 * Self.second).first
+        else {
             Issue.record("expected a timeout failure")
             return
         }
@@ -118,7 +123,9 @@ struct ConnectionPoolStateTests {
         #expect(state.waiters.isEmpty)
     }
 
-    @Test("a waiter cancelled before its lease arrives is refused when it does; a queued one is failed and its timer stopped")
+    @Test(
+        "a waiter cancelled before its lease arrives is refused when it does; a queued one is failed and its timer stopped"
+    )
     func cancellation() {
         var state = Self.makeState(maximum: 1)
         let early = state.makeWaiterID()
@@ -230,7 +237,9 @@ struct ConnectionPoolStateTests {
         #expect(state.lanes.isEmpty)
     }
 
-    @Test("shutdown fails waiters, stops the timers, closes idle connections, and completes when leases and closes are done")
+    @Test(
+        "shutdown fails waiters, stops the timers, closes idle connections, and completes when leases and closes are done"
+    )
     func shutdown() {
         var state = Self.makeState(maximum: 2)
         _ = state.started(now: 0)

@@ -36,7 +36,11 @@ struct SQLQueryTests {
     func arrays() {
         let bytes: [UInt8] = [0, 1, 255]
         let query: SQLQuery = "VALUES (\(bytes), \([1, 2, 3]), \(["a", nil]))"
-        #expect(query.bindings == [.bytes([0, 1, 255]), .array([.int(1), .int(2), .int(3)]), .array([.text("a"), .null])])
+        #expect(
+            query.bindings == [
+                .bytes([0, 1, 255]), .array([.int(1), .int(2), .int(3)]), .array([.text("a"), .null]),
+            ]
+        )
     }
 }
 
@@ -62,7 +66,10 @@ struct SQLRowDecodingTests {
     func mismatches() throws {
         let row = SQLRow(columns: columns, values: [.int(Int64(Int32.max) + 1), .text("12"), .null])
         let overflow = try #require(throws: SQLDecodingError.self) { try row.decode(Int32.self, at: 0) }
-        #expect(overflow.description == "cannot decode column \"id\" (column 0, int8) as Swift.Int32: 2147483648 does not fit (-2147483648...2147483647)")
+        #expect(
+            overflow.description
+                == "cannot decode column \"id\" (column 0, int8) as Swift.Int32: 2147483648 does not fit (-2147483648...2147483647)"
+        )
         let textAsInt = try #require(throws: SQLDecodingError.self) { try row.decode(Int.self, named: "name") }
         #expect(textAsInt.reason == "a text value cannot be decoded as this type")
         let null = try #require(throws: SQLDecodingError.self) { try row.decode(String.self, at: 2) }
@@ -95,7 +102,9 @@ struct SQLRowDecodingTests {
         #expect(try Decimal.decode(from: .decimal("-12345.678900"), column: column) == Decimal(string: "-12345.6789"))
         #expect(try Decimal.decode(from: .decimal("0.000"), column: column) == 0)
         let wide = "12345678901234567890123456789012345.123456789012345678901234567890"
-        let error = try #require(throws: SQLDecodingError.self) { try Decimal.decode(from: .decimal(wide), column: column) }
+        let error = try #require(throws: SQLDecodingError.self) {
+            try Decimal.decode(from: .decimal(wide), column: column)
+        }
         #expect(error.reason.contains("more significant digits"))
         #expect(try String.decode(from: .decimal(wide), column: column) == wide)
     }

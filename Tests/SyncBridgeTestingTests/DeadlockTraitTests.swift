@@ -5,7 +5,10 @@ import Testing
 
 @Suite("The deadlock detector trait")
 struct DeadlockTraitTests {
-    @Test("a test whose tasks take two AsyncMutexes in one order passes under the trait", .deadlockDetector(mode: .throwError))
+    @Test(
+        "a test whose tasks take two AsyncMutexes in one order passes under the trait",
+        .deadlockDetector(mode: .throwError)
+    )
     func oneOrderPasses() async throws {
         let suffix = UUID().uuidString.prefix(8)
         let accounts = AsyncMutex(100, lockClass: "trait-accounts-\(suffix)")

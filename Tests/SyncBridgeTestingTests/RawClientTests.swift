@@ -80,8 +80,10 @@ struct RawClientTests {
         await executor.shutdownGracefully()
     }
 
-    @Test("a stopped server is gone: its process ends and its folder is deleted",
-          arguments: ["postgres", "mariadb"])
+    @Test(
+        "a stopped server is gone: its process ends and its folder is deleted",
+        arguments: ["postgres", "mariadb"]
+    )
     func stopCleansUp(kind: String) async throws {
         let directory: String
         let port: Int
@@ -102,8 +104,10 @@ struct RawClientTests {
         #expect(!Self.accepts(port: port))
     }
 
-    @Test("stop() cleans up also when called from a cancelled task (a program interrupted by Ctrl-C)",
-          arguments: ["postgres", "mariadb"])
+    @Test(
+        "stop() cleans up also when called from a cancelled task (a program interrupted by Ctrl-C)",
+        arguments: ["postgres", "mariadb"]
+    )
     func stopInCancelledTask(kind: String) async throws {
         let (directory, port): (String, Int)
         if kind == "postgres" {

@@ -29,7 +29,10 @@ struct WatchdogTraitTests {
     // busy for tens of milliseconds at times (ten times longer under ThreadSanitizer), so the
     // threshold is 250 ms, and the offloaded calls block for 600 ms: on the cooperative pool they
     // would stall it well past the threshold.
-    @Test("a test that offloads its blocking work passes under the trait", .watchdog(threshold: .milliseconds(250 * slowdown)))
+    @Test(
+        "a test that offloads its blocking work passes under the trait",
+        .watchdog(threshold: .milliseconds(250 * slowdown))
+    )
     func offloadedWorkPasses() async throws {
         let pool = BlockingPool(name: "sb-trait", threadCount: 4)
         await withThrowingTaskGroup(of: Void.self) { group in
@@ -47,7 +50,9 @@ struct WatchdogTraitTests {
                 try Blocking.call("legacyFetch") { _ = usleep(1_000) }
             }
         } matching: { issue in
-            issue.comments.contains { $0.rawValue.contains("blocking call legacyFetch") && $0.rawValue.contains("WatchdogTraitTests.swift") }
+            issue.comments.contains {
+                $0.rawValue.contains("blocking call legacyFetch") && $0.rawValue.contains("WatchdogTraitTests.swift")
+            }
         }
     }
 
@@ -76,7 +81,10 @@ struct WatchdogTraitTests {
             return text.contains("Swift's cooperative pool (band")
         }
         // The report made while the band was blocked carries the blocked threads' stacks.
-        #expect(seen.current.contains { $0.contains("its threads are blocked") && $0.contains("usleep") }, "\(seen.current)")
+        #expect(
+            seen.current.contains { $0.contains("its threads are blocked") && $0.contains("usleep") },
+            "\(seen.current)"
+        )
     }
 
     @Test(

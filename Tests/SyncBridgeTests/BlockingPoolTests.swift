@@ -65,8 +65,10 @@ struct BlockingPoolTests {
         await pool.shutdownGracefully()
     }
 
-    @Test("a closure cancelled before it starts never runs and its caller gets CancellationError",
-          arguments: [false, true])
+    @Test(
+        "a closure cancelled before it starts never runs and its caller gets CancellationError",
+        arguments: [false, true]
+    )
     func cancelBeforeStart(whileAwaitingAdmission: Bool) async throws {
         let pool = BlockingPool(name: "sb-cancel", threadCount: 1, queueCapacity: 1)
         let gate = Gate()
@@ -162,7 +164,12 @@ struct BlockingPoolTests {
     func shutdown() async throws {
         let pool = BlockingPool(name: "sb-stop", threadCount: 1, queueCapacity: 2)
         let gate = Gate()
-        let blocker = Task { try await pool.run { gate.wait(); return 0 } }
+        let blocker = Task {
+            try await pool.run {
+                gate.wait()
+                return 0
+            }
+        }
         try await waitUntil("the blocker runs") { pool.statistics.runningWork == 1 }
         let queued = (1...4).map { index in Task { try await pool.run { index } } }
         try await waitUntil("two queued, two waiting for room") {

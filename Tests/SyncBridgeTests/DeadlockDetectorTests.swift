@@ -39,7 +39,11 @@ func spinUntil(_ condition: () -> Bool) {
 }
 
 /// Synchronous legacy code that waits on a semaphore; what the tests call from various threads.
-func legacySemaphoreWait(_ semaphore: GuardedSemaphore, timeout: Duration? = nil, line: UInt = #line) -> Result<Void, any Error> {
+func legacySemaphoreWait(
+    _ semaphore: GuardedSemaphore,
+    timeout: Duration? = nil,
+    line: UInt = #line
+) -> Result<Void, any Error> {
     Result { try semaphore.wait(timeout: timeout, line: line) }
 }
 
@@ -66,7 +70,9 @@ struct DeadlockDetectorTests {
         #expect(reports[1].chain.first?.callSite?.hasPrefix("SyncBridgeTests/DeadlockDetectorTests.swift:") == true)
     }
 
-    @Test("pattern 2: code on a ThreadExecutor's thread that waits for work needing that thread is refused and reported")
+    @Test(
+        "pattern 2: code on a ThreadExecutor's thread that waits for work needing that thread is refused and reported"
+    )
     func selfWait() async throws {
         let executor = ThreadExecutor(name: "sb-dl-self")
         let service = LegacyService(executor: executor)
@@ -80,7 +86,9 @@ struct DeadlockDetectorTests {
         await executor.shutdownGracefully()
     }
 
-    @Test("pattern 3: pool jobs that wait for work queued behind them on the same full pool are refused; the report lists the waiting jobs")
+    @Test(
+        "pattern 3: pool jobs that wait for work queued behind them on the same full pool are refused; the report lists the waiting jobs"
+    )
     func blockingPoolStarvation() async throws {
         let pool = BlockingPool(name: "sb-dl-starve", threadCount: 2)
         let inside = Shared(0)
@@ -118,7 +126,9 @@ struct DeadlockDetectorTests {
         await pool.shutdownGracefully()
     }
 
-    @Test("pattern 5: CheckedMutex classes taken in both orders are reported on the first inversion, with both sites, without any hang")
+    @Test(
+        "pattern 5: CheckedMutex classes taken in both orders are reported on the first inversion, with both sites, without any hang"
+    )
     func checkedMutexInversion() async throws {
         let suffix = UUID().uuidString.prefix(8)
         let accounts = CheckedMutex(0, lockClass: "accounts-\(suffix)")
@@ -128,14 +138,29 @@ struct DeadlockDetectorTests {
             // One job takes accounts then ledger; a later one ledger then accounts. They never
             // overlap, so nothing hangs; the orders still contradict each other.
             try await pool.run {
-                accounts.withLock { a in ledger.withLock { l in a += 1; l += 1 } }
+                accounts.withLock { a in
+                    ledger.withLock { l in
+                        a += 1
+                        l += 1
+                    }
+                }
             }
             try await pool.run {
-                ledger.withLock { l in accounts.withLock { a in a += 1; l += 1 } }
+                ledger.withLock { l in
+                    accounts.withLock { a in
+                        a += 1
+                        l += 1
+                    }
+                }
             }
             // The same inversion again is not reported twice.
             try await pool.run {
-                ledger.withLock { l in accounts.withLock { a in a += 1; l += 1 } }
+                ledger.withLock { l in
+                    accounts.withLock { a in
+                        a += 1
+                        l += 1
+                    }
+                }
             }
             await pool.shutdownGracefully()
         }
@@ -151,7 +176,9 @@ struct DeadlockDetectorTests {
         #expect(accounts.withLock { $0 } == 3 && ledger.withLock { $0 } == 3)
     }
 
-    @Test("pattern 5: AsyncMutex classes taken in both orders by tasks that never overlap are reported, naming both tasks' sites")
+    @Test(
+        "pattern 5: AsyncMutex classes taken in both orders by tasks that never overlap are reported, naming both tasks' sites"
+    )
     func asyncMutexInversion() async throws {
         let suffix = UUID().uuidString.prefix(8)
         let cache = AsyncMutex([Int](), lockClass: "cache-\(suffix)")
@@ -183,7 +210,9 @@ struct DeadlockDetectorTests {
         #expect(try await index.withLock { $0 } == 2)
     }
 
-    @Test("pattern 6: two tasks waiting for each other's AsyncMutex are detected at once; in throw mode the wait that closed the cycle throws")
+    @Test(
+        "pattern 6: two tasks waiting for each other's AsyncMutex are detected at once; in throw mode the wait that closed the cycle throws"
+    )
     func asyncMutexCycle() async throws {
         let suffix = UUID().uuidString.prefix(8)
         let left = AsyncMutex(0, lockClass: "left-\(suffix)")
@@ -233,7 +262,9 @@ struct DeadlockDetectorTests {
         #expect(reports.contains { $0.pattern == .lockOrderInversion })
     }
 
-    @Test("pattern 6: a cycle through a pool job's guarded wait and an AsyncMutex is detected, and broken in throw mode")
+    @Test(
+        "pattern 6: a cycle through a pool job's guarded wait and an AsyncMutex is detected, and broken in throw mode"
+    )
     func guardedWaitCycle() async throws {
         let suffix = UUID().uuidString.prefix(8)
         let mutex = AsyncMutex(0, lockClass: "session-\(suffix)")
@@ -255,7 +286,12 @@ struct DeadlockDetectorTests {
         let waits = cycle.chain.filter { $0.action == "waits for" }
         #expect(waits.count == 2)
         #expect(waits.contains { $0.object == "AsyncMutex \"session-\(suffix)\"" })
-        #expect(waits.contains { $0.object == "the work it awaits in waitForAsync" && $0.callSite?.hasPrefix("SyncBridgeTests/GuardedWaitTests.swift:") == true })
+        #expect(
+            waits.contains {
+                $0.object == "the work it awaits in waitForAsync"
+                    && $0.callSite?.hasPrefix("SyncBridgeTests/GuardedWaitTests.swift:") == true
+            }
+        )
         #expect(waits.contains { $0.party.contains("its closure on thread sb-dl-cycle") })
         await pool.shutdownGracefully()
     }
@@ -304,7 +340,9 @@ struct DeadlockDetectorTests {
         #expect(mutexReport.chain.contains { $0.action == "is running, not waiting for SyncBridge" })
     }
 
-    @Test("trap mode stops the process with the report; off mode tracks nothing and refuses only what the guarded wait always refuses")
+    @Test(
+        "trap mode stops the process with the report; off mode tracks nothing and refuses only what the guarded wait always refuses"
+    )
     func trapAndOff() async throws {
         let trapped = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             let detector = DeadlockDetector(configuration: .init(mode: .trap))
@@ -312,7 +350,12 @@ struct DeadlockDetectorTests {
             _ = await Task.detached { legacyWait { 1 } }.value
         }
         let message = String(decoding: trapped?.standardErrorContent ?? [], as: UTF8.self)
-        #expect(message.contains("DEADLOCK (cooperative-thread-wait): waitForAsync would block a thread of Swift's cooperative pool"), "\(message)")
+        #expect(
+            message.contains(
+                "DEADLOCK (cooperative-thread-wait): waitForAsync would block a thread of Swift's cooperative pool"
+            ),
+            "\(message)"
+        )
         await #expect(processExitsWith: .success) {
             let detector = DeadlockDetector(configuration: .init(mode: .off))
             detector.start()
@@ -351,7 +394,9 @@ struct DeadlockDetectorTests {
         #expect(decoded == reports)
     }
 
-    @Test("pattern 8: a guarded wait that lasts is reported as stuck, with the awaited work behind it (running, or not started yet)")
+    @Test(
+        "pattern 8: a guarded wait that lasts is reported as stuck, with the awaited work behind it (running, or not started yet)"
+    )
     func stuckGuardedWait() async throws {
         let threshold = Duration.milliseconds(200 * slowdown)
         let started = Shared<Date?>(nil)
@@ -381,7 +426,12 @@ struct DeadlockDetectorTests {
             #expect(stuck.chain.contains { $0.action == "is running, not waiting for SyncBridge" }, "\(stuck)")
         } else {
             // (The awaited task records itself a few microseconds before its body notes the time.)
-            #expect(stuck.chain.contains { $0.party.contains("nobody holds it yet") || $0.party.hasPrefix("  held by task") }, "\(stuck)")
+            #expect(
+                stuck.chain.contains {
+                    $0.party.contains("nobody holds it yet") || $0.party.hasPrefix("  held by task")
+                },
+                "\(stuck)"
+            )
         }
     }
 

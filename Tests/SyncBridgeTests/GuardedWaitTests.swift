@@ -12,7 +12,8 @@ func legacyWait<T: Sendable>(
 
 /// Runs `body` in a watchdog scope of its own and returns the blocking calls it made, which
 /// reach no other watchdog (such as one `SYNCBRIDGE_WATCHDOG` started for the test run).
-func withBlockingCallReports<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> (T, [WatchdogReport]) {
+func withBlockingCallReports<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> (T, [WatchdogReport])
+{
     let scope = WatchdogScope.next()
     let collector = ReportCollector()
     let watchdog = Watchdog(configuration: .init(bands: [], onReport: collector.record), scope: scope)

@@ -13,12 +13,19 @@ struct StallClassifierTests {
     static let threshold = 100 * ms
 
     /// Times that grew by `running` and `waiting` milliseconds between the two readings.
-    static func times(from start: Times = Times(running: 5_000 * ms, waiting: 700 * ms), running: UInt64, waiting: UInt64) -> (Times, Times) {
+    static func times(
+        from start: Times = Times(running: 5_000 * ms, waiting: 700 * ms),
+        running: UInt64,
+        waiting: UInt64
+    ) -> (Times, Times) {
         (start, Times(running: start.running + running * ms, waiting: start.waiting + waiting * ms))
     }
 
     /// One thread's evidence: the task halfway and at the threshold, and how its times grew.
-    static func verdict(_ threads: [(id: Int32, halfway: UInt, now: UInt, running: UInt64, waiting: UInt64)], capturesStacks: Bool = true) -> StallClassifier.Verdict {
+    static func verdict(
+        _ threads: [(id: Int32, halfway: UInt, now: UInt, running: UInt64, waiting: UInt64)],
+        capturesStacks: Bool = true
+    ) -> StallClassifier.Verdict {
         var tasks: [Int32: UInt] = [:]
         var before: [Int32: Times] = [:]
         var after: [Int32: Times] = [:]

@@ -113,7 +113,11 @@ let slowdown: Int64 = dlsym(dlopen(nil, RTLD_NOW), "__tsan_init") != nil ? 10 : 
 struct RefusesOnPurposeTrait: TestTrait, SuiteTrait, TestScoping {
     var isRecursive: Bool { true }
 
-    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+    func provideScope(
+        for test: Test,
+        testCase: Test.Case?,
+        performing function: @Sendable () async throws -> Void
+    ) async throws {
         guard testCase != nil || !test.isSuite else { return try await function() }
         let scope = WatchdogScope.next()
         let detector = DeadlockDetector(configuration: .init(mode: .report), scope: scope)

@@ -98,7 +98,12 @@ struct ThreadExecutorTests {
     func shutdown() async throws {
         let executor = ThreadExecutor(name: "sb-test-stop")
         let gate = Gate()
-        let blocker = Task { try await executor.run { gate.wait(); return "blocker" } }
+        let blocker = Task {
+            try await executor.run {
+                gate.wait()
+                return "blocker"
+            }
+        }
         try await waitUntil("the blocker runs") { executor.statistics.runningWork == 1 }
         let queued = Task { try await executor.run { "queued" } }
         try await waitUntil("a closure is queued") { executor.statistics.queuedWork == 1 }

@@ -44,14 +44,18 @@ let soloTestsNote: Comment = "runs in a pass of its own: SYNCBRIDGE_SOLO_TESTS=1
 /// the watchdog's thread, probes and sampling in the other watchdog tests.
 let stallReportsExpected = slowdown == 1
 let stallReportsNote: Comment = "waits for a stall report: runs in the passes without ThreadSanitizer"
-let classificationNote: Comment = "needs the task each thread runs, which sampling cannot see under ThreadSanitizer: runs in the passes without it"
+let classificationNote: Comment =
+    "needs the task each thread runs, which sampling cannot see under ThreadSanitizer: runs in the passes without it"
 
 /// The number of threads of each band of Swift's cooperative pool: one per CPU.
 let cooperativeWidth = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
 
 /// Blocks every thread of the `priority` band for `milliseconds` with `usleep`, and returns when
 /// all have started blocking (the instant the last one started) and a task that ends with them.
-func blockBand(_ priority: TaskPriority, milliseconds: UInt32) async -> (started: ContinuousClock.Instant, done: Task<Void, Never>) {
+func blockBand(
+    _ priority: TaskPriority,
+    milliseconds: UInt32
+) async -> (started: ContinuousClock.Instant, done: Task<Void, Never>) {
     let started = AsyncStream<ContinuousClock.Instant>.makeStream()
     let done = Task.detached(priority: priority) {
         await withTaskGroup(of: Void.self) { group in
@@ -80,15 +84,22 @@ struct WatchdogTests {
         let blocked = Locked<Int32>(0)
         let released = Locked(false)
         var handle = pthread_t()
-        let box = Unmanaged.passRetained(Box {
-            blocked.withLock { $0 = sb_gettid() }
-            // Sleeps until released, sleeping again when a sample's signal interrupts it.
-            while !released.current { _ = usleep(100_000) }
-        }).toOpaque()
-        let created = sb_thread_create(&handle, { context in
-            Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
-            return nil
-        }, box, 0)
+        let box = Unmanaged.passRetained(
+            Box {
+                blocked.withLock { $0 = sb_gettid() }
+                // Sleeps until released, sleeping again when a sample's signal interrupts it.
+                while !released.current { _ = usleep(100_000) }
+            }
+        ).toOpaque()
+        let created = sb_thread_create(
+            &handle,
+            { context in
+                Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
+                return nil
+            },
+            box,
+            0
+        )
         #expect(created == 0)
         try await waitUntil("the thread started") { blocked.current != 0 }
         try await waitUntil("the thread is inside usleep") {
@@ -118,7 +129,9 @@ struct WatchdogTests {
             // report the stall with its stacks.
             for _ in 0..<(slowdown == 1 ? 5 : 1) where best > .milliseconds(20) {
                 let collector = ReportCollector()
-                let watchdog = Watchdog(configuration: .init(threshold: threshold, bands: [.utility], onReport: collector.record))
+                let watchdog = Watchdog(
+                    configuration: .init(threshold: threshold, bands: [.utility], onReport: collector.record)
+                )
                 watchdog.start()
                 try await waitUntil("the band was probed") { watchdog.hasProbed(.utility) }
                 let (started, done) = await blockBand(.utility, milliseconds: 300)
@@ -151,14 +164,21 @@ struct WatchdogTests {
         try await WatchdogScope.exclusively {
             let collector = ReportCollector()
             // Expects no report: under ThreadSanitizer the band's own jobs may take longer than 50 ms.
-            let watchdog = Watchdog(configuration: .init(threshold: .milliseconds(50 * slowdown), bands: [.utility], onReport: collector.record))
+            let watchdog = Watchdog(
+                configuration: .init(
+                    threshold: .milliseconds(50 * slowdown),
+                    bands: [.utility],
+                    onReport: collector.record
+                )
+            )
             watchdog.start()
             let pool = BlockingPool(name: "sb-offload", threadCount: cooperativeWidth * 2)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for _ in 0..<(cooperativeWidth * 2) {
                     group.addTask(priority: .utility) {
                         try await pool.run { _ in sleepBlocking(milliseconds: 300) }
-                        try Blocking.call("legacyFetch") { _ = usleep(1000) }  // on the cooperative thread again: reported
+                        // On the cooperative thread again: reported.
+                        try Blocking.call("legacyFetch") { _ = usleep(1000) }
                     }
                 }
                 try await group.waitForAll()
@@ -197,7 +217,11 @@ struct WatchdogTests {
             }
             await watchdog.shutdown()
             let reports = collector.all.filter { $0.kind == .blockingCall }
-            #expect(reports.map { $0.operation ?? "" } == ["legacyFetch", "legacyWrite", "ThreadExecutor.syncShutdownGracefully", "waitForAsync"])
+            #expect(
+                reports.map { $0.operation ?? "" } == [
+                    "legacyFetch", "legacyWrite", "ThreadExecutor.syncShutdownGracefully", "waitForAsync",
+                ]
+            )
             let first = try #require(reports.first)
             #expect(first.callSite == "SyncBridgeTests/WatchdogTests.swift:\(line)")
             #expect(first.stacks.count == 1 && first.stacks[0].isCooperative)
@@ -214,7 +238,13 @@ struct WatchdogTests {
         try await WatchdogScope.exclusively {
             // One blocked thread of two: the lag probe, whose probes run on the free thread, sees nothing.
             let probesOnly = ReportCollector()
-            let probing = Watchdog(configuration: .init(threshold: .milliseconds(50 * slowdown), bands: [.utility], onReport: probesOnly.record))
+            let probing = Watchdog(
+                configuration: .init(
+                    threshold: .milliseconds(50 * slowdown),
+                    bands: [.utility],
+                    onReport: probesOnly.record
+                )
+            )
             probing.start()
             try await waitUntil("the band was probed") { probing.hasProbed(.utility) }
             await Task.detached(priority: .utility) { sleepBlocking(milliseconds: 200) }.value
@@ -223,7 +253,15 @@ struct WatchdogTests {
 
             // The same job with every job timed: reported while it runs, with its stack, and when it ends.
             let perJob = ReportCollector()
-            let timing = Watchdog(configuration: .init(threshold: .milliseconds(50), bands: [], onReport: perJob.record, timesEveryJob: true, perJobThreads: 4))
+            let timing = Watchdog(
+                configuration: .init(
+                    threshold: .milliseconds(50),
+                    bands: [],
+                    onReport: perJob.record,
+                    timesEveryJob: true,
+                    perJobThreads: 4
+                )
+            )
             timing.start()
             let ranOn = await Task.detached(priority: .utility) { () -> Bool in
                 sleepBlocking(milliseconds: 200)
@@ -231,19 +269,28 @@ struct WatchdogTests {
             }.value
             try await waitUntil("the end of the slow job is reported") {
                 let running = perJob.first { $0.isOngoing && $0.containsFrame("usleep") }?.report
-                return running.map { running in perJob.first { !$0.isOngoing && $0.startedAt == running.startedAt } != nil } ?? false
+                return running.map { running in
+                    perJob.first { !$0.isOngoing && $0.startedAt == running.startedAt } != nil
+                } ?? false
             }
             await timing.shutdown()
             #expect(ranOn)
             // Jobs of other suites running meanwhile are timed too: find this test's job by its stack.
-            let running = try #require(perJob.first { $0.kind == .slowJob && $0.isOngoing && $0.containsFrame("usleep") }).report
+            let running = try #require(
+                perJob.first { $0.kind == .slowJob && $0.isOngoing && $0.containsFrame("usleep") }
+            ).report
             #expect(running.headline.contains("one job"))
-            let finished = try #require(perJob.first { $0.kind == .slowJob && !$0.isOngoing && $0.startedAt == running.startedAt }).report
+            let finished = try #require(
+                perJob.first { $0.kind == .slowJob && !$0.isOngoing && $0.startedAt == running.startedAt }
+            ).report
             #expect(finished.duration >= .milliseconds(150))
         }
     }
 
-    @Test("per-job mode installs and uninstalls cleanly and loses no job", .enabled(if: soloTestsEnabled, soloTestsNote))
+    @Test(
+        "per-job mode installs and uninstalls cleanly and loses no job",
+        .enabled(if: soloTestsEnabled, soloTestsNote)
+    )
     func testSoloPerJobModeLosesNothing() async throws {
         // Tests that block the pool or watch for stalls take turns across the process.
         try await WatchdogScope.exclusively {
@@ -275,7 +322,10 @@ struct WatchdogTests {
 
     // Telling saturation from a long call needs the task each thread runs, which the signal
     // handler cannot see under ThreadSanitizer's runtime.
-    @Test("a band saturated with short jobs is counted, not reported as a long call", .enabled(if: stallReportsExpected, classificationNote))
+    @Test(
+        "a band saturated with short jobs is counted, not reported as a long call",
+        .enabled(if: stallReportsExpected, classificationNote)
+    )
     func saturatedBandIsNotAStall() async throws {
         try await WatchdogScope.exclusively {
             let metrics = TestMetrics()
@@ -311,8 +361,10 @@ struct WatchdogTests {
             #expect(collector.all.filter { $0.kind == .stall }.isEmpty, "\(collector.all)")
             // Alone, the wait is saturation; with other suites loading the machine, the kernel's
             // statistics may first show the threads waiting for a CPU: either way, not a stall.
-            let saturations = try metrics.expectCounter("syncbridge.watchdog.saturations", [("band", "utility")]).totalValue
-            let starvations = try metrics.expectCounter("syncbridge.watchdog.starvations", [("band", "utility")]).totalValue
+            let saturations = try metrics.expectCounter("syncbridge.watchdog.saturations", [("band", "utility")])
+                .totalValue
+            let starvations = try metrics.expectCounter("syncbridge.watchdog.starvations", [("band", "utility")])
+                .totalValue
             #expect(saturations + starvations >= 1)
         }
     }
@@ -349,7 +401,12 @@ struct WatchdogTests {
             defer { try? FileManager.default.removeItem(atPath: path) }
             let collector = ReportCollector()
             let watchdog = Watchdog(
-                configuration: .init(threshold: .milliseconds(50), bands: [.utility], jsonLinesPath: path, onReport: collector.record),
+                configuration: .init(
+                    threshold: .milliseconds(50),
+                    bands: [.utility],
+                    jsonLinesPath: path,
+                    onReport: collector.record
+                ),
                 metricsFactory: metrics
             )
             watchdog.start()

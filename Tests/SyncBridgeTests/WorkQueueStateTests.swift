@@ -22,11 +22,23 @@ struct WorkQueueStateTests {
         #expect(initial.isPark)
         state.parked()
         let items = (0..<4).map { _ in item() }
-        guard case .queued(wakeThread: true) = state.submit(items[0]) else { Issue.record(); return }
+        guard case .queued(wakeThread: true) = state.submit(items[0]) else {
+            Issue.record()
+            return
+        }
         state.unparked()
-        guard case .queued(wakeThread: false) = state.submit(items[1]) else { Issue.record(); return }
-        guard case .awaitingAdmission = state.submit(items[2]) else { Issue.record(); return }
-        guard case .awaitingAdmission = state.submit(items[3]) else { Issue.record(); return }
+        guard case .queued(wakeThread: false) = state.submit(items[1]) else {
+            Issue.record()
+            return
+        }
+        guard case .awaitingAdmission = state.submit(items[2]) else {
+            Issue.record()
+            return
+        }
+        guard case .awaitingAdmission = state.submit(items[3]) else {
+            Issue.record()
+            return
+        }
         #expect(state.queuedWorkCount == 2)
         #expect(state.awaitingAdmissionCount == 2)
 
@@ -53,11 +65,20 @@ struct WorkQueueStateTests {
         _ = state.submit(work)
         _ = state.enqueue("job-a")
         _ = state.enqueue("job-b")
-        guard case .run(.work(let first)) = state.next() else { Issue.record(); return }
+        guard case .run(.work(let first)) = state.next() else {
+            Issue.record()
+            return
+        }
         #expect(first === work)
         state.finished(work)
-        guard case .run(.job("job-a")) = state.next() else { Issue.record(); return }
-        guard case .run(.job("job-b")) = state.next() else { Issue.record(); return }
+        guard case .run(.job("job-a")) = state.next() else {
+            Issue.record()
+            return
+        }
+        guard case .run(.job("job-b")) = state.next() else {
+            Issue.record()
+            return
+        }
     }
 
     @Test("cancelling queued or waiting items frees their place and resumes them; they never run")
@@ -69,10 +90,16 @@ struct WorkQueueStateTests {
         _ = state.submit(queued)
         _ = state.submit(waiting)
         _ = state.submit(later)
-        guard case .resumeCancelled = state.cancel(queued) else { Issue.record(); return }
+        guard case .resumeCancelled = state.cancel(queued) else {
+            Issue.record()
+            return
+        }
         // `waiting` was admitted into the freed place.
         #expect(waiting.phase == .queued)
-        guard case .resumeCancelled = state.cancel(later) else { Issue.record(); return }
+        guard case .resumeCancelled = state.cancel(later) else {
+            Issue.record()
+            return
+        }
         #expect(next(&state) === waiting)
         state.finished(waiting)
         let idle = state.next()
@@ -80,15 +107,24 @@ struct WorkQueueStateTests {
         #expect(queued.phase == .cancelled)
         #expect(later.phase == .cancelled)
         // A second cancellation is a no-op.
-        guard case .none = state.cancel(queued) else { Issue.record(); return }
+        guard case .none = state.cancel(queued) else {
+            Issue.record()
+            return
+        }
     }
 
     @Test("a task cancelled before submitting is resumed without queueing")
     func cancelledBeforeSubmit() {
         var state = State(threadCount: 1, capacity: 4)
         let work = item()
-        guard case .none = state.cancel(work) else { Issue.record(); return }
-        guard case .cancelled = state.submit(work) else { Issue.record(); return }
+        guard case .none = state.cancel(work) else {
+            Issue.record()
+            return
+        }
+        guard case .cancelled = state.submit(work) else {
+            Issue.record()
+            return
+        }
         #expect(state.queuedWorkCount == 0)
     }
 
@@ -99,10 +135,16 @@ struct WorkQueueStateTests {
         _ = state.submit(work)
         _ = state.next()
         work.interruptHandler = {}
-        guard case .interrupt = state.cancel(work) else { Issue.record(); return }
+        guard case .interrupt = state.cancel(work) else {
+            Issue.record()
+            return
+        }
         #expect(work.interruptInProgress)
         state.interruptFinished(work)
-        guard case .none = state.cancel(work) else { Issue.record(); return }
+        guard case .none = state.cancel(work) else {
+            Issue.record()
+            return
+        }
     }
 
     @Test("shutdown refuses new work, drains queued and waiting work, then every thread exits")
@@ -116,15 +158,27 @@ struct WorkQueueStateTests {
         let second = state.shutdown()
         #expect(first)
         #expect(!second)
-        guard case .rejected = state.submit(item()) else { Issue.record(); return }
+        guard case .rejected = state.submit(item()) else {
+            Issue.record()
+            return
+        }
         #expect(next(&state) === queued)
         state.finished(queued)
         #expect(next(&state) === waiting)
         state.finished(waiting)
-        guard case .exit(lastThread: false) = state.next() else { Issue.record(); return }
-        guard case .exit(lastThread: true) = state.next() else { Issue.record(); return }
+        guard case .exit(lastThread: false) = state.next() else {
+            Issue.record()
+            return
+        }
+        guard case .exit(lastThread: true) = state.next() else {
+            Issue.record()
+            return
+        }
         #expect(state.lifecycle == .stopped)
-        guard case .stopped = state.enqueue("late") else { Issue.record(); return }
+        guard case .stopped = state.enqueue("late") else {
+            Issue.record()
+            return
+        }
     }
 
     @Test("cancelled tombstones in the admission queue do not keep a draining queue alive")
@@ -142,7 +196,10 @@ struct WorkQueueStateTests {
         state.finished(running)
         #expect(next(&state) === filler)
         state.finished(filler)
-        guard case .exit(lastThread: true) = state.next() else { Issue.record(); return }
+        guard case .exit(lastThread: true) = state.next() else {
+            Issue.record()
+            return
+        }
     }
 }
 

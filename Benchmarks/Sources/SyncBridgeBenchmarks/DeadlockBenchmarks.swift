@@ -65,7 +65,11 @@ func deadlockBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
     poolConfiguration.maximumConnections = 8
 
     let postgres = try await TemporaryPostgres.start()
-    let pg = PostgresClient(connectionString: postgres.connectionString, configuration: poolConfiguration, name: "bench-dl")
+    let pg = PostgresClient(
+        connectionString: postgres.connectionString,
+        configuration: poolConfiguration,
+        name: "bench-dl"
+    )
     let pgRun = Task { try await pg.run() }
     var pgContenders: [Contender] = []
     for tasks in [8, 64] {
@@ -81,7 +85,12 @@ func deadlockBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
             )
         }
     }
-    let pgComparison = try await compare("Deadlock detector on the PostgreSQL client (8 connections)", unit: "queries/s", rounds: rounds, pgContenders)
+    let pgComparison = try await compare(
+        "Deadlock detector on the PostgreSQL client (8 connections)",
+        unit: "queries/s",
+        rounds: rounds,
+        pgContenders
+    )
     comparisons.append(pgComparison)
     pgRun.cancel()
     await pg.shutdown()
@@ -89,7 +98,13 @@ func deadlockBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
 
     let mariadb = try await TemporaryMariaDB.start()
     let maria = MariaDBClient(
-        configuration: MariaDBConfiguration(host: mariadb.host, port: mariadb.port, user: mariadb.user, password: mariadb.password, database: mariadb.database),
+        configuration: MariaDBConfiguration(
+            host: mariadb.host,
+            port: mariadb.port,
+            user: mariadb.user,
+            password: mariadb.password,
+            database: mariadb.database
+        ),
         poolConfiguration: poolConfiguration,
         name: "bench-dl"
     )
@@ -108,7 +123,14 @@ func deadlockBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
             )
         }
     }
-    comparisons.append(try await compare("Deadlock detector on the MariaDB client (8 connections)", unit: "queries/s", rounds: rounds, mariaContenders))
+    comparisons.append(
+        try await compare(
+            "Deadlock detector on the MariaDB client (8 connections)",
+            unit: "queries/s",
+            rounds: rounds,
+            mariaContenders
+        )
+    )
     mariaRun.cancel()
     await maria.shutdown()
     await mariadb.stop()

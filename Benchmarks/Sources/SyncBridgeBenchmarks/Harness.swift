@@ -36,7 +36,8 @@ struct Comparison {
         let theirs = samples[reference, default: []]
         let ratios = zip(ours, theirs).map { $0 / $1 }.sorted()
         guard !ratios.isEmpty else { return .nan }
-        let median = ratios.count.isMultiple(of: 2)
+        let median =
+            ratios.count.isMultiple(of: 2)
             ? (ratios[ratios.count / 2 - 1] + ratios[ratios.count / 2]) / 2 : ratios[ratios.count / 2]
         return median - 1
     }

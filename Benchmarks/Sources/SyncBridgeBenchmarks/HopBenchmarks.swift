@@ -1,8 +1,8 @@
 import CBenchShims
 import Foundation
-import Synchronization
 import NIOPosix
 import SyncBridge
+import Synchronization
 
 /// An actor on a ThreadExecutor whose method mutates state, so the hop cannot be optimised away.
 actor Bumper {

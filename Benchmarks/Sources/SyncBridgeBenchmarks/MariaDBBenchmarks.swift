@@ -24,7 +24,11 @@ enum MariaDBWorkload: String, CaseIterable {
 func mariadbBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison] {
     let server = try await TemporaryMariaDB.start()
     let configuration = MariaDBConfiguration(
-        host: server.host, port: server.port, user: server.user, password: server.password, database: server.database
+        host: server.host,
+        port: server.port,
+        user: server.user,
+        password: server.password,
+        database: server.database
     )
     var poolConfiguration = ConnectionPoolConfiguration()
     poolConfiguration.minimumConnections = 8
@@ -65,21 +69,36 @@ func mariadbBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison
         }
         var contenders: [Contender] = []
         for tasks in [8, 64] {
-            contenders.append(Contender(name: "SyncBridge MariaDBClient, \(tasks) tasks") {
-                try await queriesPerSecond(tasks: tasks, seconds: seconds, oursQuery)
-            })
+            contenders.append(
+                Contender(name: "SyncBridge MariaDBClient, \(tasks) tasks") {
+                    try await queriesPerSecond(tasks: tasks, seconds: seconds, oursQuery)
+                }
+            )
         }
-        contenders.append(Contender(name: "mysqlslap --concurrency=8") {
-            try await runMysqlslap(server: server, sql: sql, concurrency: 8, seconds: seconds)
-        })
-        contenders.append(Contender(name: "raw Connector/C, 1 connection, 1 thread (floor of one connection)") {
-            await onDedicatedThread { rawConnectorC(server, sql: sql, seconds: seconds) }
-        })
+        contenders.append(
+            Contender(name: "mysqlslap --concurrency=8") {
+                try await runMysqlslap(server: server, sql: sql, concurrency: 8, seconds: seconds)
+            }
+        )
+        contenders.append(
+            Contender(name: "raw Connector/C, 1 connection, 1 thread (floor of one connection)") {
+                await onDedicatedThread { rawConnectorC(server, sql: sql, seconds: seconds) }
+            }
+        )
         for driver in pythonDrivers {
             for tasks in [8, 64] {
-                contenders.append(Contender(name: "Python \(driver) (asyncio), 8 connections, \(tasks) tasks") {
-                    try await runPython(driver, server: server, sql: sql, rows: workload.rows, tasks: tasks, seconds: seconds)
-                })
+                contenders.append(
+                    Contender(name: "Python \(driver) (asyncio), 8 connections, \(tasks) tasks") {
+                        try await runPython(
+                            driver,
+                            server: server,
+                            sql: sql,
+                            rows: workload.rows,
+                            tasks: tasks,
+                            seconds: seconds
+                        )
+                    }
+                )
             }
         }
         comparisons.append(
@@ -129,7 +148,14 @@ func runMysqlslap(server: TemporaryMariaDB, sql: String, concurrency: Int, queri
 }
 
 /// Runs the Python asyncio peer (Benchmarks/Peers/mariadb_asyncio.py) and returns its queries/s.
-func runPython(_ driver: String, server: TemporaryMariaDB, sql: String, rows: Int, tasks: Int, seconds: Double) async throws -> Double {
+func runPython(
+    _ driver: String,
+    server: TemporaryMariaDB,
+    sql: String,
+    rows: Int,
+    tasks: Int,
+    seconds: Double
+) async throws -> Double {
     let script = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Peers/mariadb_asyncio.py").path
@@ -156,7 +182,18 @@ func pythonModuleExists(_ module: String) async -> Bool {
 func rawConnectorC(_ server: TemporaryMariaDB, sql: String, seconds: Double) -> Double {
     guard let mysql = mysql_init(nil) else { return .nan }
     defer { mysql_close(mysql) }
-    guard mysql_real_connect(mysql, server.host, server.user, server.password, server.database, UInt32(server.port), nil, 0) != nil else {
+    guard
+        mysql_real_connect(
+            mysql,
+            server.host,
+            server.user,
+            server.password,
+            server.database,
+            UInt32(server.port),
+            nil,
+            0
+        ) != nil
+    else {
         return .nan
     }
     let deadline = now() + UInt64(seconds * 1e9)

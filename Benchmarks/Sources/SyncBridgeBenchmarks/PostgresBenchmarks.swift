@@ -22,7 +22,11 @@ enum PostgresWorkload: String, CaseIterable {
 }
 
 /// Runs `body` repeatedly in `tasks` concurrent tasks for `seconds`; returns completions per second.
-func queriesPerSecond(tasks: Int, seconds: Double, _ body: @escaping @Sendable () async throws -> Void) async throws -> Double {
+func queriesPerSecond(
+    tasks: Int,
+    seconds: Double,
+    _ body: @escaping @Sendable () async throws -> Void
+) async throws -> Double {
     let deadline = now() + UInt64(seconds * 1e9)
     let start = now()
     let total = try await withThrowingTaskGroup(of: Int.self) { group in
@@ -48,7 +52,11 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
     var configuration = ConnectionPoolConfiguration()
     configuration.minimumConnections = 8
     configuration.maximumConnections = 8
-    let ours = SyncBridgePostgres.PostgresClient(connectionString: server.connectionString, configuration: configuration, name: "bench")
+    let ours = SyncBridgePostgres.PostgresClient(
+        connectionString: server.connectionString,
+        configuration: configuration,
+        name: "bench"
+    )
     let oursRun = Task { try await ours.run() }
 
     var nioConfiguration = PostgresNIO.PostgresClient.Configuration(
@@ -61,7 +69,10 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
     )
     nioConfiguration.options.minimumConnections = 8
     nioConfiguration.options.maximumConnections = 8
-    let nio = PostgresNIO.PostgresClient(configuration: nioConfiguration, backgroundLogger: Logger(label: "nio") { _ in SwiftLogNoOpLogHandler() })
+    let nio = PostgresNIO.PostgresClient(
+        configuration: nioConfiguration,
+        backgroundLogger: Logger(label: "nio") { _ in SwiftLogNoOpLogHandler() }
+    )
     let nioRun = Task { await nio.run() }
 
     try await ours.execute("CREATE TABLE bench_rows (id int PRIMARY KEY, name text NOT NULL)")
@@ -94,7 +105,9 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
             }
             nioQuery = {
                 var count = 0
-                for try await (_, _) in try await nio.query("SELECT id, name FROM bench_rows").decode((Int, String).self) {
+                for try await (_, _) in try await nio.query("SELECT id, name FROM bench_rows").decode(
+                    (Int, String).self
+                ) {
                     count += 1
                 }
                 precondition(count == 100)
@@ -102,21 +115,35 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
         }
         var contenders: [Contender] = []
         for tasks in [8, 64] {
-            contenders.append(Contender(name: "SyncBridge PostgresClient, \(tasks) tasks") {
-                try await queriesPerSecond(tasks: tasks, seconds: seconds, oursQuery)
-            })
-            contenders.append(Contender(name: "PostgresNIO PostgresClient, \(tasks) tasks") {
-                try await queriesPerSecond(tasks: tasks, seconds: seconds, nioQuery)
-            })
+            contenders.append(
+                Contender(name: "SyncBridge PostgresClient, \(tasks) tasks") {
+                    try await queriesPerSecond(tasks: tasks, seconds: seconds, oursQuery)
+                }
+            )
+            contenders.append(
+                Contender(name: "PostgresNIO PostgresClient, \(tasks) tasks") {
+                    try await queriesPerSecond(tasks: tasks, seconds: seconds, nioQuery)
+                }
+            )
         }
         if let pgbench {
-            contenders.append(Contender(name: "pgbench -c 8 -j 2") {
-                try await runPgbench(pgbench, server: server, script: workload.pgbenchScript, clients: 8, seconds: seconds)
-            })
+            contenders.append(
+                Contender(name: "pgbench -c 8 -j 2") {
+                    try await runPgbench(
+                        pgbench,
+                        server: server,
+                        script: workload.pgbenchScript,
+                        clients: 8,
+                        seconds: seconds
+                    )
+                }
+            )
         }
-        contenders.append(Contender(name: "raw libpq, 1 connection, 1 thread (floor of one connection)") {
-            await onDedicatedThread { rawLibpq(server.connectionString, sql: sql, seconds: seconds) }
-        })
+        contenders.append(
+            Contender(name: "raw libpq, 1 connection, 1 thread (floor of one connection)") {
+                await onDedicatedThread { rawLibpq(server.connectionString, sql: sql, seconds: seconds) }
+            }
+        )
         comparisons.append(
             try await compare(
                 "PostgreSQL \(workload.rawValue): queries per second (8 connections; \(seconds) s per round)",
@@ -136,9 +163,11 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
 }
 
 func findPgbench() -> String? {
-    let candidates = ["/usr/bin/pgbench"] + ((try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []).map {
-        "/usr/lib/postgresql/\($0)/bin/pgbench"
-    }
+    let candidates =
+        ["/usr/bin/pgbench"]
+        + ((try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []).map {
+            "/usr/lib/postgresql/\($0)/bin/pgbench"
+        }
     return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
 }
 
@@ -148,13 +177,37 @@ func findPgbench() -> String? {
 /// pgbench's `-T` relies on SIGALRM, which a child spawned from a Swift program inherits blocked
 /// (libdispatch's threads block it), so it would never stop: the run is sized with `-t` instead,
 /// from a short calibration run.
-func runPgbench(_ pgbench: String, server: TemporaryPostgres, script: String, clients: Int, seconds: Double) async throws -> Double {
-    let calibration = try await runPgbench(pgbench, server: server, script: script, clients: clients, transactionsPerClient: 500)
+func runPgbench(
+    _ pgbench: String,
+    server: TemporaryPostgres,
+    script: String,
+    clients: Int,
+    seconds: Double
+) async throws -> Double {
+    let calibration = try await runPgbench(
+        pgbench,
+        server: server,
+        script: script,
+        clients: clients,
+        transactionsPerClient: 500
+    )
     let perClient = max(500, Int(calibration * seconds / Double(clients)))
-    return try await runPgbench(pgbench, server: server, script: script, clients: clients, transactionsPerClient: perClient)
+    return try await runPgbench(
+        pgbench,
+        server: server,
+        script: script,
+        clients: clients,
+        transactionsPerClient: perClient
+    )
 }
 
-func runPgbench(_ pgbench: String, server: TemporaryPostgres, script: String, clients: Int, transactionsPerClient: Int) async throws -> Double {
+func runPgbench(
+    _ pgbench: String,
+    server: TemporaryPostgres,
+    script: String,
+    clients: Int,
+    transactionsPerClient: Int
+) async throws -> Double {
     let scriptPath = NSTemporaryDirectory() + "/sb-pgbench-\(getpid()).sql"
     try script.write(toFile: scriptPath, atomically: true, encoding: .utf8)
     let (status, text) = try await runProgram(

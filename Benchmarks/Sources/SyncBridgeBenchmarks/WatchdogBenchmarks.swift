@@ -1,6 +1,6 @@
 import Foundation
-import Synchronization
 import SyncBridge
+import Synchronization
 
 /// The threads of one band of Swift's cooperative pool: one per CPU.
 let cooperativeWidth = ProcessInfo.processInfo.activeProcessorCount
@@ -52,7 +52,9 @@ func watchdogBenchmarks(rounds: Int, trials: Int, healthySeconds: Double) async 
     // Detection latency: full-band stalls of the utility band at a 50 ms threshold.
     let log = ReportLog()
     let threshold = 50
-    let watchdog = Watchdog(configuration: .init(threshold: .milliseconds(threshold), bands: [.utility], onReport: log.record))
+    let watchdog = Watchdog(
+        configuration: .init(threshold: .milliseconds(threshold), bands: [.utility], onReport: log.record)
+    )
     watchdog.start()
     var latencies: [Double] = []
     for trial in 1...trials {
@@ -69,7 +71,11 @@ func watchdogBenchmarks(rounds: Int, trials: Int, healthySeconds: Double) async 
     }
     FileHandle.standardError.write(Data("\n".utf8))
     await watchdog.shutdown()
-    var detection = Comparison(title: "Detection latency of a full-band stall, threshold \(threshold) ms (\(trials) trials)", unit: "ms after the threshold", order: ["detection time - threshold"])
+    var detection = Comparison(
+        title: "Detection latency of a full-band stall, threshold \(threshold) ms (\(trials) trials)",
+        unit: "ms after the threshold",
+        order: ["detection time - threshold"]
+    )
     detection.samples["detection time - threshold"] = latencies
     comparisons.append(detection)
 
@@ -95,7 +101,9 @@ func watchdogBenchmarks(rounds: Int, trials: Int, healthySeconds: Double) async 
         let start = now()
         try await body()
         let wall = Double(now() - start) / Double(operations)
-        cpuTimes.withLock { $0[name, default: []].append(Double(processCPUNanoseconds() - cpuStart) / Double(operations)) }
+        cpuTimes.withLock {
+            $0[name, default: []].append(Double(processCPUNanoseconds() - cpuStart) / Double(operations))
+        }
         return wall
     }
     let hop: (String) -> Contender = { mode in
@@ -127,22 +135,46 @@ func watchdogBenchmarks(rounds: Int, trials: Int, healthySeconds: Double) async 
     // The lag probe against off in rounds of their own, so that per-job mode (whose threads come
     // and go between rounds) cannot disturb the comparison the target is about.
     comparisons.append(
-        try await compare("Watchdog overhead on the core hop", unit: "ns per hop", rounds: rounds, ["off", "on"].map(hop))
+        try await compare(
+            "Watchdog overhead on the core hop",
+            unit: "ns per hop",
+            rounds: rounds,
+            ["off", "on"].map(hop)
+        )
     )
     comparisons.append(
-        try await compare("Watchdog overhead on busy async code", unit: "ns per yield", rounds: rounds, ["off", "on"].map(yieldLoop))
+        try await compare(
+            "Watchdog overhead on busy async code",
+            unit: "ns per yield",
+            rounds: rounds,
+            ["off", "on"].map(yieldLoop)
+        )
     )
     comparisons.append(
-        try await compare("Per-job mode overhead on the core hop (test-only)", unit: "ns per hop", rounds: max(3, rounds / 3), ["off", "per-job"].map(hop))
+        try await compare(
+            "Per-job mode overhead on the core hop (test-only)",
+            unit: "ns per hop",
+            rounds: max(3, rounds / 3),
+            ["off", "per-job"].map(hop)
+        )
     )
     comparisons.append(
-        try await compare("Per-job mode overhead on busy async code (test-only)", unit: "ns per yield", rounds: max(3, rounds / 3), ["off", "per-job"].map(yieldLoop))
+        try await compare(
+            "Per-job mode overhead on busy async code (test-only)",
+            unit: "ns per yield",
+            rounds: max(3, rounds / 3),
+            ["off", "per-job"].map(yieldLoop)
+        )
     )
     await pool.shutdownGracefully()
 
     // The watchdog's own cost, measured where noise cannot hide it: the CPU time an otherwise idle
     // process uses in 5 s, with the watchdog off, with the lag probe on, and in per-job mode.
-    var idleCost = Comparison(title: "CPU time of an otherwise idle process (the watchdog's own cost)", unit: "% of one CPU", order: ["off", "on", "per-job"])
+    var idleCost = Comparison(
+        title: "CPU time of an otherwise idle process (the watchdog's own cost)",
+        unit: "% of one CPU",
+        order: ["off", "on", "per-job"]
+    )
     for _ in 0..<3 {
         for mode in ["off", "on", "per-job"] {
             let watchdog = mode == "off" ? nil : Watchdog(configuration: .init(timesEveryJob: mode == "per-job"))
@@ -174,7 +206,7 @@ func watchdogBenchmarks(rounds: Int, trials: Int, healthySeconds: Double) async 
                         _ = try? await offload.run { _ in usleep(2_000) }
                     } else {
                         // Async work: a little computation, then a suspension.
-                        for _ in 0..<1_000 { state = state &* 6364136223846793005 &+ 1442695040888963407 }
+                        for _ in 0..<1_000 { state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407 }
                         await Task.yield()
                     }
                     operations.value.add(1, ordering: .relaxed)
@@ -186,7 +218,8 @@ func watchdogBenchmarks(rounds: Int, trials: Int, healthySeconds: Double) async 
     await healthyWatchdog.shutdown()
     await offload.shutdownGracefully()
     var healthy = Comparison(
-        title: "False positives: \(healthySeconds) s of healthy load (32 tasks: blocking calls offloaded, busy async code; \(operations.value.load(ordering: .relaxed)) operations)",
+        title:
+            "False positives: \(healthySeconds) s of healthy load (32 tasks: blocking calls offloaded, busy async code; \(operations.value.load(ordering: .relaxed)) operations)",
         unit: "reports",
         order: ["watchdog reports"]
     )

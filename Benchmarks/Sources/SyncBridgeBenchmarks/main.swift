@@ -5,7 +5,10 @@ import Foundation
 
 let arguments = CommandLine.arguments.dropFirst()
 let suites = arguments.filter { !$0.hasPrefix("--") && Int($0) == nil }
-let rounds = arguments.firstIndex(of: "--rounds").flatMap { arguments.index(after: $0) < arguments.endIndex ? Int(arguments[arguments.index(after: $0)]) : nil } ?? 15
+let rounds =
+    arguments.firstIndex(of: "--rounds").flatMap {
+        arguments.index(after: $0) < arguments.endIndex ? Int(arguments[arguments.index(after: $0)]) : nil
+    } ?? 15
 
 func ratio(_ a: Double, _ b: Double) -> String { String(format: "%.2f", a / b) }
 
@@ -16,7 +19,9 @@ if suites.isEmpty || suites.contains("hop") {
     let floor = hop.median("pthread mutex+condvar ping-pong (floor)")
     let nio = hop.median("NIOThreadPool.runIfActive")
     print("\nRatios (target: hop <= 0.5x NIOThreadPool.runIfActive and <= 1.5x the pthread floor):\n")
-    for name in ["SyncBridge BlockingPool.run", "SyncBridge ThreadExecutor actor method", "SyncBridge ThreadExecutor.run"] {
+    for name in [
+        "SyncBridge BlockingPool.run", "SyncBridge ThreadExecutor actor method", "SyncBridge ThreadExecutor.run",
+    ] {
         let ours = hop.median(name)
         print("- \(name): \(ratio(ours, nio))x NIOThreadPool.runIfActive, \(ratio(ours, floor))x the pthread floor")
     }
@@ -28,11 +33,16 @@ if suites.isEmpty || suites.contains("hop") {
     let jobMilliseconds = meanJobMilliseconds()
     let ideal = 8 / jobMilliseconds
     func percent(_ value: Double, of reference: Double) -> String { String(format: "%.1f %%", value / reference * 100) }
-    print("\nA '1 ms' job really lasted \(String(format: "%.3f", jobMilliseconds)) ms on average (nanosleep overshoots), so the ideal is \(String(format: "%.2f", ideal)) jobs/ms, not 8.")
+    print(
+        "\nA '1 ms' job really lasted \(String(format: "%.3f", jobMilliseconds)) ms on average (nanosleep overshoots), so the ideal is \(String(format: "%.2f", ideal)) jobs/ms, not 8."
+    )
     print("\nRatios (target: >= 90 % of the ideal):\n")
-    for name in ["SyncBridge BlockingPool.run", "NIOThreadPool.runIfActive", "8 raw pthreads, 125 sleeps each (floor)"] {
+    for name in ["SyncBridge BlockingPool.run", "NIOThreadPool.runIfActive", "8 raw pthreads, 125 sleeps each (floor)"]
+    {
         let value = throughput.median(name)
-        print("- \(name): \(percent(value, of: ideal)) of the ideal for the jobs' real duration, \(percent(value, of: 8)) of the nominal 8 jobs/ms")
+        print(
+            "- \(name): \(percent(value, of: ideal)) of the ideal for the jobs' real duration, \(percent(value, of: 8)) of the nominal 8 jobs/ms"
+        )
     }
     print("- SyncBridge BlockingPool.run vs the raw-pthread floor: \(percent(ours, of: floorJobs))")
 }
@@ -50,7 +60,9 @@ if suites.isEmpty || suites.contains("postgres") {
         }
         let pgbench = comparison.median("pgbench -c 8 -j 2")
         if !pgbench.isNaN {
-            print("- SyncBridge, 8 tasks: \(ratio(comparison.median("SyncBridge PostgresClient, 8 tasks"), pgbench))x pgbench")
+            print(
+                "- SyncBridge, 8 tasks: \(ratio(comparison.median("SyncBridge PostgresClient, 8 tasks"), pgbench))x pgbench"
+            )
         }
     }
 }
@@ -67,7 +79,9 @@ if suites.isEmpty || suites.contains("mariadb") {
             print("- SyncBridge, \(tasks) tasks: \(ratio(ours, slap))x mysqlslap")
             for driver in ["asyncmy", "aiomysql"] {
                 let python = comparison.median("Python \(driver) (asyncio), 8 connections, \(tasks) tasks")
-                if !python.isNaN { print("- SyncBridge, \(tasks) tasks: \(ratio(ours, python))x Python \(driver) at \(tasks) tasks") }
+                if !python.isNaN {
+                    print("- SyncBridge, \(tasks) tasks: \(ratio(ours, python))x Python \(driver) at \(tasks) tasks")
+                }
             }
         }
     }
@@ -80,10 +94,14 @@ if suites.isEmpty || suites.contains("watchdog") {
     let results = try await watchdogBenchmarks(rounds: rounds, trials: trials, healthySeconds: seconds)
     let latencies = results[0].samples["detection time - threshold"] ?? []
     print("\n### \(results[0].title)\n")
-    print("median \(String(format: "%.1f", percentile(latencies, 50))) ms, p99 \(String(format: "%.1f", percentile(latencies, 99))) ms, max \(String(format: "%.1f", latencies.max() ?? .nan)) ms after the threshold (target: p99 <= 15 ms)")
+    print(
+        "median \(String(format: "%.1f", percentile(latencies, 50))) ms, p99 \(String(format: "%.1f", percentile(latencies, 99))) ms, max \(String(format: "%.1f", latencies.max() ?? .nan)) ms after the threshold (target: p99 <= 15 ms)"
+    )
     for comparison in results[1...4] {
         report(comparison)
-        let off = comparison.samples.first { $0.key.hasSuffix("off") }.map { _ in comparison.median(comparison.order[0]) } ?? .nan
+        let off =
+            comparison.samples.first { $0.key.hasSuffix("off") }.map { _ in comparison.median(comparison.order[0]) }
+            ?? .nan
         print("")
         let cpu = cpuTimes.withLock { $0 }
         func cpuMedian(_ name: String) -> Double {
@@ -92,12 +110,19 @@ if suites.isEmpty || suites.contains("watchdog") {
         }
         for name in comparison.order.dropFirst() {
             let cpuChange = cpuMedian(name) / cpuMedian(comparison.order[0]) - 1
-            print("- \(name): wall time \(String(format: "%+.1f %%", comparison.pairedChange(name, against: comparison.order[0]) * 100)) (median of the round-by-round ratios; ratio of medians \(String(format: "%+.1f %%", (comparison.median(name) / off - 1) * 100))), CPU time \(String(format: "%+.1f %%", cpuChange * 100)) against off (target for the lag probe: <= 2 %; per-job mode is test-only)")
+            print(
+                "- \(name): wall time \(String(format: "%+.1f %%", comparison.pairedChange(name, against: comparison.order[0]) * 100)) (median of the round-by-round ratios; ratio of medians \(String(format: "%+.1f %%", (comparison.median(name) / off - 1) * 100))), CPU time \(String(format: "%+.1f %%", cpuChange * 100)) against off (target for the lag probe: <= 2 %; per-job mode is test-only)"
+            )
         }
-        print("- CPU ns per operation, medians: " + comparison.order.map { "\($0): \(String(format: "%.0f", cpuMedian($0)))" }.joined(separator: "; "))
+        print(
+            "- CPU ns per operation, medians: "
+                + comparison.order.map { "\($0): \(String(format: "%.0f", cpuMedian($0)))" }.joined(separator: "; ")
+        )
     }
     report(results[5])
-    print("\nThe lag probe costs \(String(format: "%.2f", results[5].median("on") - results[5].median("off"))) % of one CPU; on this \(ProcessInfo.processInfo.activeProcessorCount)-CPU machine, a fully busy process would lose at most \(String(format: "%.2f", (results[5].median("on") - results[5].median("off")) / Double(ProcessInfo.processInfo.activeProcessorCount))) % (target: <= 2 %).")
+    print(
+        "\nThe lag probe costs \(String(format: "%.2f", results[5].median("on") - results[5].median("off"))) % of one CPU; on this \(ProcessInfo.processInfo.activeProcessorCount)-CPU machine, a fully busy process would lose at most \(String(format: "%.2f", (results[5].median("on") - results[5].median("off")) / Double(ProcessInfo.processInfo.activeProcessorCount))) % (target: <= 2 %)."
+    )
     print("\n### \(results[6].title)\n")
     print("\(Int(results[6].samples["watchdog reports"]?.first ?? -1)) reports (target: 0)")
 }
@@ -112,9 +137,12 @@ if suites.isEmpty || suites.contains("deadlock") {
         for on in comparison.order where on.hasSuffix("detector on") {
             let off = String(on.dropLast(2)) + "off"
             // Times per operation grow when slower; throughputs shrink.
-            let slower = comparison.unit == "queries/s"
+            let slower =
+                comparison.unit == "queries/s"
                 ? comparison.pairedChange(off, against: on) : comparison.pairedChange(on, against: off)
-            print("- \(on.replacingOccurrences(of: ", detector on", with: "")): \(String(format: "%+.1f %%", slower * 100)) slower with the detector on (median of the round-by-round ratios)")
+            print(
+                "- \(on.replacingOccurrences(of: ", detector on", with: "")): \(String(format: "%+.1f %%", slower * 100)) slower with the detector on (median of the round-by-round ratios)"
+            )
         }
     }
 }

@@ -30,7 +30,8 @@ struct FanOut {
                 exit(2)
             }
         }
-        await SampleMain.run("fan-out", interruptMessage: "Interrupted: cancelling the lookups in flight") { [items, concurrency] in
+        await SampleMain.run("fan-out", interruptMessage: "Interrupted: cancelling the lookups in flight") {
+            [items, concurrency] in
             try await Self.run(items: items, concurrency: concurrency)
         }
     }
@@ -45,7 +46,11 @@ struct FanOut {
         logger.logLevel = .error
         var poolConfiguration = ConnectionPoolConfiguration()
         poolConfiguration.maximumConnections = concurrency
-        let client = PostgresClient(connectionString: databases.postgresURL, configuration: poolConfiguration, logger: logger)
+        let client = PostgresClient(
+            connectionString: databases.postgresURL,
+            configuration: poolConfiguration,
+            logger: logger
+        )
 
         let counter = ProgressCounter()
         do {
@@ -75,7 +80,9 @@ struct FanOut {
                     let number = next
                     next += 1
                     group.addTask {
-                        let price = try await client.withRawConnection { try SupplierCatalogue.lookUp($0, sku: "SKU-\(number)") }
+                        let price = try await client.withRawConnection {
+                            try SupplierCatalogue.lookUp($0, sku: "SKU-\(number)")
+                        }
                         return (number, price)
                     }
                 }
@@ -94,17 +101,21 @@ struct FanOut {
             guard wrong.isEmpty else {
                 throw SampleError("\(wrong.count) lookups returned a wrong price, the first for SKU-\(wrong[0])")
             }
-            print("""
+            print(
+                """
 
                 Sequential: \(Int(sequentialRate)) lookups/s
                 Fan-out:    \(Int(fanOutRate)) lookups/s with \(concurrency) connections
                 Speed-up:   \(String(format: "%.1f", fanOutRate / sequentialRate))×, all \(items) prices checked
-                """)
+                """
+            )
         } catch {
             progress.finish()
             await cleanUp(client, databases)
             if Task.isCancelled {
-                print("Cancelled after \(counter.value) of \(items) lookups; those in flight were cancelled on the server.")
+                print(
+                    "Cancelled after \(counter.value) of \(items) lookups; those in flight were cancelled on the server."
+                )
                 throw CancellationError()
             }
             throw error

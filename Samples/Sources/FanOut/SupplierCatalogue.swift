@@ -27,7 +27,12 @@ enum SupplierCatalogue {
             return PQexecParams(
                 connection,
                 "SELECT price FROM supplier_prices, pg_sleep(0.005) WHERE sku = $1",
-                1, nil, values, nil, nil, 0
+                1,
+                nil,
+                values,
+                nil,
+                nil,
+                0
             )
         }
         defer { PQclear(result) }

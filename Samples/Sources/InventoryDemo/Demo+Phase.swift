@@ -19,23 +19,35 @@ extension Demo {
                 case .mariaDB: try LegacyInventoryStore(mariaDB: databases.mariaDBURL, gate: gate)
                 }
             }
-            let inventory = LegacyInventory(store: try legacyStore(mode == .legacy ? .dispatchSemaphore : .guardedSemaphore))
+            let inventory = LegacyInventory(
+                store: try legacyStore(mode == .legacy ? .dispatchSemaphore : .guardedSemaphore)
+            )
             // The guarded store refuses every call from a task: a plain one seeds the products.
             let seed = LegacyInventory(store: try legacyStore(.dispatchSemaphore))
             return try await measure(mode, database, databases, inventory, seed: seed)
         case (.wrapped, .postgres), (.migrated, .postgres):
             let client = PostgresClient(connectionString: databases.postgresURL, logger: Self.quietLogger)
-            let inventory: any Inventory = mode == .wrapped ? WrappedInventory(client) : PostgresInventory(client: client)
-            return try await withRunning(client) { try await measure(mode, database, databases, inventory, seed: inventory) }
+            let inventory: any Inventory =
+                mode == .wrapped ? WrappedInventory(client) : PostgresInventory(client: client)
+            return try await withRunning(client) {
+                try await measure(mode, database, databases, inventory, seed: inventory)
+            }
         case (.wrapped, .mariaDB), (.migrated, .mariaDB):
-            let client = MariaDBClient(configuration: try MariaDBConfiguration(url: databases.mariaDBURL), logger: Self.quietLogger)
-            let inventory: any Inventory = mode == .wrapped ? WrappedInventory(client) : MariaDBInventory(client: client)
-            return try await withRunning(client) { try await measure(mode, database, databases, inventory, seed: inventory) }
+            let client = MariaDBClient(
+                configuration: try MariaDBConfiguration(url: databases.mariaDBURL),
+                logger: Self.quietLogger
+            )
+            let inventory: any Inventory =
+                mode == .wrapped ? WrappedInventory(client) : MariaDBInventory(client: client)
+            return try await withRunning(client) {
+                try await measure(mode, database, databases, inventory, seed: inventory)
+            }
         }
     }
 
     /// Runs `body` while `client` keeps its pool in shape; shuts the client down afterwards.
-    private func withRunning(_ client: some Service, _ body: () async throws -> PhaseResult) async throws -> PhaseResult {
+    private func withRunning(_ client: some Service, _ body: () async throws -> PhaseResult) async throws -> PhaseResult
+    {
         try await withThrowingTaskGroup { group in
             group.addTask { try await client.run() }
             defer { group.cancelAll() }
@@ -64,7 +76,11 @@ extension Demo {
         let counter = ProgressCounter()
         let (watchdogBefore, deadlockBefore) = await reports.settledCounts()
         let limit = mode == .legacyGuarded ? 10 : nil
-        progress.start("\(mode.label) (\(database.rawValue))", duration: limit == nil ? options.phaseDuration : .zero, counter: counter)
+        progress.start(
+            "\(mode.label) (\(database.rawValue))",
+            duration: limit == nil ? options.phaseDuration : .zero,
+            counter: counter
+        )
         defer { progress.finish() }
         let started = ContinuousClock.now
         let deadline = started + options.phaseDuration
@@ -73,7 +89,14 @@ extension Demo {
         try await withThrowingTaskGroup(of: ClientResult.self) { group in
             for client in 0..<options.clients {
                 group.addTask {
-                    await Self.runClient(client, inventory: inventory, products: productCount, until: deadline, limit: limit, counter: counter)
+                    await Self.runClient(
+                        client,
+                        inventory: inventory,
+                        products: productCount,
+                        until: deadline,
+                        limit: limit,
+                        counter: counter
+                    )
                 }
             }
             group.addTask { await Self.measureTicks(from: started, until: limit == nil ? deadline : nil) }
@@ -156,7 +179,10 @@ extension Demo {
 
     /// An unrelated task that wakes every 10 ms and records how late each wake-up is, counting
     /// from the phase's start: what the rest of an application feels while the phase runs.
-    static func measureTicks(from start: ContinuousClock.Instant, until deadline: ContinuousClock.Instant?) async -> ClientResult {
+    static func measureTicks(
+        from start: ContinuousClock.Instant,
+        until deadline: ContinuousClock.Instant?
+    ) async -> ClientResult {
         var result = ClientResult()
         var expected = start
         while !Task.isCancelled {

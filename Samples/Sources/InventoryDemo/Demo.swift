@@ -85,12 +85,14 @@ struct Demo: Sendable {
     }()
 
     func run() async throws {
-        print("""
+        print(
+            """
             SyncBridge demo: a legacy inventory service (libpq and Connector/C, one connection, a semaphore)
             under \(options.clients) concurrent clients for \(Self.format(options.phaseDuration)) per phase: 70 % lookups, 25 % reserve + release, 5 % low-stock reports.
             Meanwhile another program (a warehouse sync) locks 20 products' rows for 200 ms twice a second.
 
-            """)
+            """
+        )
         progress.start("starting the databases")
         let databases = try await SampleDatabases.start(
             postgres: options.databases.contains(.postgres),
@@ -132,13 +134,15 @@ struct Demo: Sendable {
         await cleanUp(watchdog: watchdog, detector: detector, databases: databases)
 
         print(ResultTable.render(results))
-        print("""
+        print(
+            """
 
             requests/s and latency count completed requests; "other tasks' delay" is how late a 10 ms sleep in an
             unrelated task woke up. The watchdog flags the cooperative pool when it runs no task for 100 ms; the
             deadlock detector reports waits that cannot end, such as a semaphore wait on a cooperative thread.
             Next: MIGRATION.md walks through the same steps in your code.
-            """)
+            """
+        )
     }
 
     /// Stops the watchdog, the detector and the throwaway servers, even when the run was
@@ -158,9 +162,13 @@ struct Demo: Sendable {
         var parts: [String] = []
         if result.completed > 0 {
             parts.append("\(Int(result.requestsPerSecond)) requests/s")
-            if let p99 = result.latencies.percentile(0.99) { parts.append("p99 \(ResultTable.format(p99.inMilliseconds, decimals: 1)) ms") }
+            if let p99 = result.latencies.percentile(0.99) {
+                parts.append("p99 \(ResultTable.format(p99.inMilliseconds, decimals: 1)) ms")
+            }
         }
-        if result.refused > 0 { parts.append("\(result.refused) of \(result.refused + result.completed) requests refused") }
+        if result.refused > 0 {
+            parts.append("\(result.refused) of \(result.refused + result.completed) requests refused")
+        }
         parts.append("\(result.watchdogReports) watchdog reports, \(result.deadlockReports) deadlock reports")
         return parts.joined(separator: ", ")
     }

@@ -37,10 +37,14 @@ struct Options: Sendable {
             guard let value = arguments.popFirst() else { throw DemoError("\(option) needs a value") }
             switch option {
             case "--seconds":
-                guard let seconds = Double(value), seconds > 0 else { throw DemoError("--seconds must be a positive number, not \(value)") }
+                guard let seconds = Double(value), seconds > 0 else {
+                    throw DemoError("--seconds must be a positive number, not \(value)")
+                }
                 phaseDuration = .milliseconds(Int(seconds * 1000))
             case "--clients":
-                guard let count = Int(value), count > 0 else { throw DemoError("--clients must be a positive integer, not \(value)") }
+                guard let count = Int(value), count > 0 else {
+                    throw DemoError("--clients must be a positive integer, not \(value)")
+                }
                 clients = count
             case "--database":
                 switch value {

@@ -32,7 +32,10 @@ extension Array where Element == Duration {
 /// The table the demo ends with.
 enum ResultTable {
     static func render(_ results: [PhaseResult]) -> String {
-        let header = ["database", "mode", "requests/s", "p50 ms", "p99 ms", "other tasks' delay p99 ms", "watchdog reports", "deadlock reports", "failed"]
+        let header = [
+            "database", "mode", "requests/s", "p50 ms", "p99 ms", "other tasks' delay p99 ms", "watchdog reports",
+            "deadlock reports", "failed",
+        ]
         var rows = [header]
         for result in results {
             rows.append([

@@ -1,7 +1,7 @@
 import CLibPQ
 public import CMariaDB
-public import InventoryCore
 import Dispatch
+public import InventoryCore
 public import SyncBridge
 
 /// The legacy inventory service: one connection for the whole process, opened at start-up, and a
@@ -50,7 +50,11 @@ public final class LegacyInventoryStore: @unchecked Sendable {
     ///   - postgres: A libpq connection string or `postgres://` URL.
     ///   - gate: How callers take turns; the legacy program's `DispatchSemaphore` by default.
     public convenience init(postgres: String, gate: Gate = .dispatchSemaphore) throws {
-        self.init(connection: .postgres(try PostgresInventorySQL.connect(postgres)), databaseName: "PostgreSQL", gate: gate)
+        self.init(
+            connection: .postgres(try PostgresInventorySQL.connect(postgres)),
+            databaseName: "PostgreSQL",
+            gate: gate
+        )
     }
 
     /// Connects to MariaDB.
@@ -59,7 +63,11 @@ public final class LegacyInventoryStore: @unchecked Sendable {
     ///   - mariaDB: A `mariadb://user:password@host:port/database` URL.
     ///   - gate: How callers take turns; the legacy program's `DispatchSemaphore` by default.
     public convenience init(mariaDB: String, gate: Gate = .dispatchSemaphore) throws {
-        self.init(connection: .mariaDB(try MariaDBInventorySQL.connect(url: mariaDB)), databaseName: "MariaDB", gate: gate)
+        self.init(
+            connection: .mariaDB(try MariaDBInventorySQL.connect(url: mariaDB)),
+            databaseName: "MariaDB",
+            gate: gate
+        )
     }
 
     private init(connection: Connection, databaseName: String, gate: Gate) {
@@ -83,7 +91,11 @@ public final class LegacyInventoryStore: @unchecked Sendable {
     }
 
     /// Runs `body` with the connection once it is this caller's turn.
-    private func withTurn<T>(fileID: StaticString = #fileID, line: UInt = #line, _ body: (Connection) throws -> T) throws -> T {
+    private func withTurn<T>(
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
+        _ body: (Connection) throws -> T
+    ) throws -> T {
         if let guardedGate {
             try guardedGate.wait(fileID: fileID, line: line)
         } else {
@@ -130,8 +142,10 @@ public final class LegacyInventoryStore: @unchecked Sendable {
     public func reserve(sku: String, quantity: Int, order: String) throws -> Int {
         try withTurn {
             switch $0 {
-            case .postgres(let handle): try PostgresInventorySQL.reserve(handle, sku: sku, quantity: quantity, order: order)
-            case .mariaDB(let handle): try MariaDBInventorySQL.reserve(handle, sku: sku, quantity: quantity, order: order)
+            case .postgres(let handle):
+                try PostgresInventorySQL.reserve(handle, sku: sku, quantity: quantity, order: order)
+            case .mariaDB(let handle):
+                try MariaDBInventorySQL.reserve(handle, sku: sku, quantity: quantity, order: order)
             }
         }
     }
@@ -194,7 +208,9 @@ public struct LegacyInventory: Inventory {
     public var name: String { "legacy (\(store.databaseName))" }
 
     /// Calls the store from `callers`, or right here.
-    private func call<Result: Sendable>(_ body: @escaping @Sendable (LegacyInventoryStore) throws -> Result) async throws -> Result {
+    private func call<Result: Sendable>(
+        _ body: @escaping @Sendable (LegacyInventoryStore) throws -> Result
+    ) async throws -> Result {
         let store = self.store
         guard let callers else { return try body(store) }
         return try await callers.run { try body(store) }
@@ -225,5 +241,7 @@ public struct LegacyInventory: Inventory {
     }
 
     /// See ``Inventory/lowStock(below:)``.
-    public func lowStock(below threshold: Int) async throws -> [Product] { try await call { try $0.lowStock(below: threshold) } }
+    public func lowStock(below threshold: Int) async throws -> [Product] {
+        try await call { try $0.lowStock(below: threshold) }
+    }
 }

@@ -1,6 +1,6 @@
 public import CMariaDB
-public import InventoryCore
 import Foundation
+public import InventoryCore
 
 /// The legacy data layer for MariaDB, as such code is written: synchronous functions that take the
 /// connection's `MYSQL*` and call Connector/C directly, building statements with
@@ -22,8 +22,14 @@ public enum MariaDBInventorySQL {
             throw InventoryError.database("mysql_init returned no handle (out of memory)")
         }
         let connected = mysql_real_connect(
-            connection, host, user.removingPercentEncoding ?? user, components.password?.removingPercentEncoding,
-            database, UInt32(components.port ?? 3306), nil, 0
+            connection,
+            host,
+            user.removingPercentEncoding ?? user,
+            components.password?.removingPercentEncoding,
+            database,
+            UInt32(components.port ?? 3306),
+            nil,
+            0
         )
         guard connected != nil else {
             let message = String(cString: mysql_error(connection))
@@ -41,7 +47,12 @@ public enum MariaDBInventorySQL {
     }
 
     /// Inserts a product.
-    public static func addProduct(_ connection: UnsafeMutablePointer<MYSQL>, sku: String, name: String, stock: Int) throws {
+    public static func addProduct(
+        _ connection: UnsafeMutablePointer<MYSQL>,
+        sku: String,
+        name: String,
+        stock: Int
+    ) throws {
         guard stock >= 0 else { throw InventoryError.invalidQuantity(stock) }
         do {
             try execute(
@@ -61,11 +72,19 @@ public enum MariaDBInventorySQL {
 
     /// Reserves units in one transaction: locks the product's row, checks what is available,
     /// records the reservation.
-    public static func reserve(_ connection: UnsafeMutablePointer<MYSQL>, sku: String, quantity: Int, order: String) throws -> Int {
+    public static func reserve(
+        _ connection: UnsafeMutablePointer<MYSQL>,
+        sku: String,
+        quantity: Int,
+        order: String
+    ) throws -> Int {
         guard quantity > 0 else { throw InventoryError.invalidQuantity(quantity) }
         let quotedSKU = escape(connection, sku)
         return try inTransaction(connection) {
-            let found = try rows(connection, "SELECT stock - reserved FROM products WHERE sku = '\(quotedSKU)' FOR UPDATE")
+            let found = try rows(
+                connection,
+                "SELECT stock - reserved FROM products WHERE sku = '\(quotedSKU)' FOR UPDATE"
+            )
             guard let row = found.first else { throw InventoryError.unknownProduct(sku: sku) }
             let available = Int(row[0] ?? "") ?? 0
             guard available >= quantity else {
@@ -83,26 +102,38 @@ public enum MariaDBInventorySQL {
     /// Deletes a reservation and returns its units, in one transaction.
     public static func release(_ connection: UnsafeMutablePointer<MYSQL>, reservation: Int) throws {
         try inTransaction(connection) {
-            let found = try rows(connection, "SELECT sku, quantity FROM reservations WHERE id = \(reservation) FOR UPDATE")
+            let found = try rows(
+                connection,
+                "SELECT sku, quantity FROM reservations WHERE id = \(reservation) FOR UPDATE"
+            )
             guard let row = found.first, let sku = row[0], let quantity = Int(row[1] ?? "") else {
                 throw InventoryError.unknownReservation(id: reservation)
             }
             try execute(connection, "DELETE FROM reservations WHERE id = \(reservation)")
-            try execute(connection, "UPDATE products SET reserved = reserved - \(quantity) WHERE sku = '\(escape(connection, sku))'")
+            try execute(
+                connection,
+                "UPDATE products SET reserved = reserved - \(quantity) WHERE sku = '\(escape(connection, sku))'"
+            )
         }
     }
 
     /// Adds units to a product's stock.
     public static func restock(_ connection: UnsafeMutablePointer<MYSQL>, sku: String, quantity: Int) throws {
         guard quantity > 0 else { throw InventoryError.invalidQuantity(quantity) }
-        try execute(connection, "UPDATE products SET stock = stock + \(quantity) WHERE sku = '\(escape(connection, sku))'")
+        try execute(
+            connection,
+            "UPDATE products SET stock = stock + \(quantity) WHERE sku = '\(escape(connection, sku))'"
+        )
         guard mysql_affected_rows(connection) == 1 else { throw InventoryError.unknownProduct(sku: sku) }
     }
 
     /// The products with fewer than `threshold` units available, by SKU.
     public static func lowStock(_ connection: UnsafeMutablePointer<MYSQL>, below threshold: Int) throws -> [Product] {
-        try rows(connection, "SELECT sku, name, stock, reserved FROM products WHERE stock - reserved < \(threshold) ORDER BY sku")
-            .map(product(from:))
+        try rows(
+            connection,
+            "SELECT sku, name, stock, reserved FROM products WHERE stock - reserved < \(threshold) ORDER BY sku"
+        )
+        .map(product(from:))
     }
 
     // MARK: Connector/C plumbing, as legacy code has it
@@ -152,9 +183,13 @@ public enum MariaDBInventorySQL {
         var rows: [[String?]] = []
         while let row = mysql_fetch_row(result) {
             let lengths = mysql_fetch_lengths(result)!
-            rows.append((0..<columns).map { column in
-                row[column].map { String(decoding: UnsafeRawBufferPointer(start: $0, count: Int(lengths[column])), as: UTF8.self) }
-            })
+            rows.append(
+                (0..<columns).map { column in
+                    row[column].map {
+                        String(decoding: UnsafeRawBufferPointer(start: $0, count: Int(lengths[column])), as: UTF8.self)
+                    }
+                }
+            )
         }
         return rows
     }

@@ -63,7 +63,11 @@ public enum PostgresInventorySQL {
             guard available >= quantity else {
                 throw InventoryError.insufficientStock(sku: sku, requested: quantity, available: available)
             }
-            _ = try execute(connection, "UPDATE products SET reserved = reserved + $2 WHERE sku = $1", [sku, String(quantity)])
+            _ = try execute(
+                connection,
+                "UPDATE products SET reserved = reserved + $2 WHERE sku = $1",
+                [sku, String(quantity)]
+            )
             let inserted = try execute(
                 connection,
                 "INSERT INTO reservations (sku, quantity, order_ref) VALUES ($1, $2, $3) RETURNING id",
@@ -76,7 +80,11 @@ public enum PostgresInventorySQL {
     /// Deletes a reservation and returns its units, in one transaction.
     public static func release(_ connection: OpaquePointer, reservation: Int) throws {
         try inTransaction(connection) {
-            let deleted = try execute(connection, "DELETE FROM reservations WHERE id = $1 RETURNING sku, quantity", [String(reservation)])
+            let deleted = try execute(
+                connection,
+                "DELETE FROM reservations WHERE id = $1 RETURNING sku, quantity",
+                [String(reservation)]
+            )
             guard deleted.rowCount == 1 else { throw InventoryError.unknownReservation(id: reservation) }
             _ = try execute(
                 connection,
@@ -89,7 +97,11 @@ public enum PostgresInventorySQL {
     /// Adds units to a product's stock.
     public static func restock(_ connection: OpaquePointer, sku: String, quantity: Int) throws {
         guard quantity > 0 else { throw InventoryError.invalidQuantity(quantity) }
-        let result = try execute(connection, "UPDATE products SET stock = stock + $2 WHERE sku = $1", [sku, String(quantity)])
+        let result = try execute(
+            connection,
+            "UPDATE products SET stock = stock + $2 WHERE sku = $1",
+            [sku, String(quantity)]
+        )
         guard result.affectedRows == 1 else { throw InventoryError.unknownProduct(sku: sku) }
     }
 
@@ -114,7 +126,9 @@ public enum PostgresInventorySQL {
 
         var rowCount: Int { Int(PQntuples(result)) }
         var affectedRows: Int { Int(String(cString: PQcmdTuples(result))) ?? 0 }
-        func string(_ row: Int, _ column: Int) -> String { String(cString: PQgetvalue(result, Int32(row), Int32(column))) }
+        func string(_ row: Int, _ column: Int) -> String {
+            String(cString: PQgetvalue(result, Int32(row), Int32(column)))
+        }
         func int(_ row: Int, _ column: Int) -> Int { Int(string(row, column)) ?? 0 }
 
         func product(at row: Int) -> Product {
@@ -125,7 +139,7 @@ public enum PostgresInventorySQL {
     /// `PQexecParams` with text parameters; throws unless the statement succeeded.
     static func execute(_ connection: OpaquePointer, _ sql: String, _ parameters: [String] = []) throws -> QueryResult {
         let copies = parameters.map { strdup($0) }
-        defer { copies.forEach { free($0) } }
+        defer { for copy in copies { free(copy) } }
         let values: [UnsafePointer<CChar>?] = copies.map { UnsafePointer($0) }
         let raw = values.withUnsafeBufferPointer {
             PQexecParams(connection, sql, Int32(parameters.count), nil, $0.baseAddress, nil, nil, 0)

@@ -11,6 +11,11 @@ extension MigratedInventory where Database == MariaDBClient {
     ///   - client: The client, run by the caller (a `ServiceGroup` or a task).
     ///   - statementTimeout: How long one statement may run; the server cancels it then.
     public init(client: MariaDBClient, statementTimeout: Duration? = .seconds(5)) {
-        self.init(client: client, schema: InventorySchema.mariaDB, name: "migrated (MariaDB)", statementTimeout: statementTimeout)
+        self.init(
+            client: client,
+            schema: InventorySchema.mariaDB,
+            name: "migrated (MariaDB)",
+            statementTimeout: statementTimeout
+        )
     }
 }

@@ -63,7 +63,10 @@ public struct MigratedInventory<Database: SQLDatabase>: Inventory {
     public func addProduct(sku: String, name: String, stock: Int) async throws {
         guard stock >= 0 else { throw InventoryError.invalidQuantity(stock) }
         do {
-            try await client.execute("INSERT INTO products (sku, name, stock) VALUES (\(sku), \(name), \(stock))", timeout: statementTimeout)
+            try await client.execute(
+                "INSERT INTO products (sku, name, stock) VALUES (\(sku), \(name), \(stock))",
+                timeout: statementTimeout
+            )
         } catch let error as any SQLServerError where error.isUniqueViolation {
             throw InventoryError.duplicateProduct(sku: sku)
         }
@@ -71,8 +74,11 @@ public struct MigratedInventory<Database: SQLDatabase>: Inventory {
 
     /// See ``Inventory/product(sku:)``.
     public func product(sku: String) async throws -> Product? {
-        try await client.query("SELECT sku, name, stock, reserved FROM products WHERE sku = \(sku)", timeout: statementTimeout)
-            .first.map(Product.init(row:))
+        try await client.query(
+            "SELECT sku, name, stock, reserved FROM products WHERE sku = \(sku)",
+            timeout: statementTimeout
+        )
+        .first.map(Product.init(row:))
     }
 
     /// See ``Inventory/reserve(sku:quantity:order:)``.
@@ -89,7 +95,10 @@ public struct MigratedInventory<Database: SQLDatabase>: Inventory {
             guard available >= quantity else {
                 throw InventoryError.insufficientStock(sku: sku, requested: quantity, available: available)
             }
-            try await connection.execute("UPDATE products SET reserved = reserved + \(quantity) WHERE sku = \(sku)", timeout: timeout)
+            try await connection.execute(
+                "UPDATE products SET reserved = reserved + \(quantity) WHERE sku = \(sku)",
+                timeout: timeout
+            )
             let inserted = try await connection.query(
                 "INSERT INTO reservations (sku, quantity, order_ref) VALUES (\(sku), \(quantity), \(order)) RETURNING id",
                 timeout: timeout
@@ -108,14 +117,20 @@ public struct MigratedInventory<Database: SQLDatabase>: Inventory {
             )
             guard let row = deleted.first else { throw InventoryError.unknownReservation(id: reservation) }
             let (sku, quantity) = try row.decode((String, Int).self)
-            try await connection.execute("UPDATE products SET reserved = reserved - \(quantity) WHERE sku = \(sku)", timeout: timeout)
+            try await connection.execute(
+                "UPDATE products SET reserved = reserved - \(quantity) WHERE sku = \(sku)",
+                timeout: timeout
+            )
         }
     }
 
     /// See ``Inventory/restock(sku:quantity:)``.
     public func restock(sku: String, quantity: Int) async throws {
         guard quantity > 0 else { throw InventoryError.invalidQuantity(quantity) }
-        let updated = try await client.execute("UPDATE products SET stock = stock + \(quantity) WHERE sku = \(sku)", timeout: statementTimeout)
+        let updated = try await client.execute(
+            "UPDATE products SET stock = stock + \(quantity) WHERE sku = \(sku)",
+            timeout: statementTimeout
+        )
         guard updated == 1 else { throw InventoryError.unknownProduct(sku: sku) }
     }
 

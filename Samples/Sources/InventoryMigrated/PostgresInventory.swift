@@ -11,6 +11,11 @@ extension MigratedInventory where Database == PostgresClient {
     ///   - client: The client, run by the caller (a `ServiceGroup` or a task).
     ///   - statementTimeout: How long one statement may run; the server cancels it then.
     public init(client: PostgresClient, statementTimeout: Duration? = .seconds(5)) {
-        self.init(client: client, schema: InventorySchema.postgres, name: "migrated (PostgreSQL)", statementTimeout: statementTimeout)
+        self.init(
+            client: client,
+            schema: InventorySchema.postgres,
+            name: "migrated (PostgreSQL)",
+            statementTimeout: statementTimeout
+        )
     }
 }

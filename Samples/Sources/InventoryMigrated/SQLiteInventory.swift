@@ -13,6 +13,12 @@ extension MigratedInventory where Database == SQLiteClient {
     ///   - client: The client, run by the caller (a `ServiceGroup` or a task).
     ///   - statementTimeout: How long one statement may run; it is interrupted then.
     public init(client: SQLiteClient, statementTimeout: Duration? = .seconds(5)) {
-        self.init(client: client, schema: InventorySchema.sqlite, name: "migrated (SQLite)", rowLock: "", statementTimeout: statementTimeout)
+        self.init(
+            client: client,
+            schema: InventorySchema.sqlite,
+            name: "migrated (SQLite)",
+            rowLock: "",
+            statementTimeout: statementTimeout
+        )
     }
 }

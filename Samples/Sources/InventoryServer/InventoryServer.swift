@@ -62,7 +62,9 @@ struct InventoryServer {
         // The watchdog and the deadlock detector, in production settings: reports go to the
         // log and to the health endpoint's counters.
         let health = Health()
-        let watchdog = Watchdog(configuration: .init(threshold: .milliseconds(100), onReport: { _ in health.watchdogReport() }))
+        let watchdog = Watchdog(
+            configuration: .init(threshold: .milliseconds(100), onReport: { _ in health.watchdogReport() })
+        )
         let detector = DeadlockDetector(configuration: .init(mode: .report, onReport: { _ in health.deadlockReport() }))
 
         let app = Application(
@@ -77,7 +79,9 @@ struct InventoryServer {
         await databases.stop()
         logger.info(
             "stopped",
-            metadata: ["watchdog_reports": "\(health.counts.watchdog)", "deadlock_reports": "\(health.counts.deadlock)"]
+            metadata: [
+                "watchdog_reports": "\(health.counts.watchdog)", "deadlock_reports": "\(health.counts.deadlock)",
+            ]
         )
     }
 
@@ -155,5 +159,7 @@ final class Health: Sendable {
 
     func watchdogReport() { watchdog.add(1, ordering: .relaxed) }
     func deadlockReport() { deadlock.add(1, ordering: .relaxed) }
-    var counts: (watchdog: Int, deadlock: Int) { (watchdog.load(ordering: .relaxed), deadlock.load(ordering: .relaxed)) }
+    var counts: (watchdog: Int, deadlock: Int) {
+        (watchdog.load(ordering: .relaxed), deadlock.load(ordering: .relaxed))
+    }
 }

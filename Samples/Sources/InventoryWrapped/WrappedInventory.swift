@@ -59,16 +59,21 @@ public struct WrappedInventory: Inventory {
     public func addProduct(sku: String, name: String, stock: Int) async throws {
         switch client {
         case .postgres(let client):
-            try await client.withRawConnection { try PostgresInventorySQL.addProduct($0, sku: sku, name: name, stock: stock) }
+            try await client.withRawConnection {
+                try PostgresInventorySQL.addProduct($0, sku: sku, name: name, stock: stock)
+            }
         case .mariaDB(let client):
-            try await client.withRawConnection { try MariaDBInventorySQL.addProduct($0, sku: sku, name: name, stock: stock) }
+            try await client.withRawConnection {
+                try MariaDBInventorySQL.addProduct($0, sku: sku, name: name, stock: stock)
+            }
         }
     }
 
     /// See ``Inventory/product(sku:)``.
     public func product(sku: String) async throws -> Product? {
         switch client {
-        case .postgres(let client): try await client.withRawConnection { try PostgresInventorySQL.product($0, sku: sku) }
+        case .postgres(let client):
+            try await client.withRawConnection { try PostgresInventorySQL.product($0, sku: sku) }
         case .mariaDB(let client): try await client.withRawConnection { try MariaDBInventorySQL.product($0, sku: sku) }
         }
     }
@@ -77,17 +82,23 @@ public struct WrappedInventory: Inventory {
     public func reserve(sku: String, quantity: Int, order: String) async throws -> Int {
         switch client {
         case .postgres(let client):
-            try await client.withRawConnection { try PostgresInventorySQL.reserve($0, sku: sku, quantity: quantity, order: order) }
+            try await client.withRawConnection {
+                try PostgresInventorySQL.reserve($0, sku: sku, quantity: quantity, order: order)
+            }
         case .mariaDB(let client):
-            try await client.withRawConnection { try MariaDBInventorySQL.reserve($0, sku: sku, quantity: quantity, order: order) }
+            try await client.withRawConnection {
+                try MariaDBInventorySQL.reserve($0, sku: sku, quantity: quantity, order: order)
+            }
         }
     }
 
     /// See ``Inventory/release(reservation:)``.
     public func release(reservation: Int) async throws {
         switch client {
-        case .postgres(let client): try await client.withRawConnection { try PostgresInventorySQL.release($0, reservation: reservation) }
-        case .mariaDB(let client): try await client.withRawConnection { try MariaDBInventorySQL.release($0, reservation: reservation) }
+        case .postgres(let client):
+            try await client.withRawConnection { try PostgresInventorySQL.release($0, reservation: reservation) }
+        case .mariaDB(let client):
+            try await client.withRawConnection { try MariaDBInventorySQL.release($0, reservation: reservation) }
         }
     }
 
@@ -104,8 +115,10 @@ public struct WrappedInventory: Inventory {
     /// See ``Inventory/lowStock(below:)``.
     public func lowStock(below threshold: Int) async throws -> [Product] {
         switch client {
-        case .postgres(let client): try await client.withRawConnection { try PostgresInventorySQL.lowStock($0, below: threshold) }
-        case .mariaDB(let client): try await client.withRawConnection { try MariaDBInventorySQL.lowStock($0, below: threshold) }
+        case .postgres(let client):
+            try await client.withRawConnection { try PostgresInventorySQL.lowStock($0, below: threshold) }
+        case .mariaDB(let client):
+            try await client.withRawConnection { try MariaDBInventorySQL.lowStock($0, below: threshold) }
         }
     }
 }

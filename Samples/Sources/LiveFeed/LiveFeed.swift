@@ -27,7 +27,8 @@ struct LiveFeed {
             }
             seconds = value
         }
-        await SampleMain.run("live-feed", interruptMessage: "Interrupted: stopping the feeds and the servers") { [seconds] in
+        await SampleMain.run("live-feed", interruptMessage: "Interrupted: stopping the feeds and the servers") {
+            [seconds] in
             try await Self.run(seconds: seconds)
         }
     }
@@ -48,7 +49,8 @@ struct LiveFeed {
             print("PostgreSQL, LISTEN/NOTIFY (a trigger announces each reservation):")
             let store = try LegacyInventoryStore(postgres: databases.postgresURL)
             summaries.append(
-                "PostgreSQL LISTEN/NOTIFY: " + (try await consume(await ReservationFeed.postgres(postgres), from: store, for: seconds))
+                "PostgreSQL LISTEN/NOTIFY: "
+                    + (try await consume(await ReservationFeed.postgres(postgres), from: store, for: seconds))
             )
             await postgres.shutdown()
 
@@ -60,7 +62,11 @@ struct LiveFeed {
             let mariaDBStore = try LegacyInventoryStore(mariaDB: databases.mariaDBURL)
             summaries.append(
                 "MariaDB polling:          "
-                    + (try await consume(try await ReservationFeed.mariaDB(mariaDB, every: .milliseconds(100)), from: mariaDBStore, for: seconds))
+                    + (try await consume(
+                        try await ReservationFeed.mariaDB(mariaDB, every: .milliseconds(100)),
+                        from: mariaDBStore,
+                        for: seconds
+                    ))
             )
             await mariaDB.shutdown()
         } catch {

@@ -20,18 +20,22 @@ enum ReservationFeed {
     /// Installs the trigger that announces each new reservation on ``channel`` with
     /// `pg_notify` (`id,quantity,sku`), delivered when the writer's transaction commits.
     static func installTrigger(_ client: PostgresClient) async throws {
-        try await client.execute("""
+        try await client.execute(
+            """
             CREATE OR REPLACE FUNCTION announce_reservation() RETURNS trigger AS $$
             BEGIN
                 PERFORM pg_notify('reservations', NEW.id || ',' || NEW.quantity || ',' || NEW.sku);
                 RETURN NEW;
             END
             $$ LANGUAGE plpgsql
-            """)
-        try await client.execute("""
+            """
+        )
+        try await client.execute(
+            """
             CREATE TRIGGER announce_reservation AFTER INSERT ON reservations
             FOR EACH ROW EXECUTE FUNCTION announce_reservation()
-            """)
+            """
+        )
     }
 
     /// PostgreSQL: LISTEN/NOTIFY. Returns once the client listens, so that no reservation made
@@ -59,7 +63,10 @@ enum ReservationFeed {
     /// With several concurrent writers, `AUTO_INCREMENT` ids can commit out of order and a row
     /// committed late behind a higher id would be skipped; such feeds poll an outbox table that
     /// one writer numbers, or a change timestamp with a safety margin. The sample has one writer.
-    static func mariaDB(_ client: MariaDBClient, every interval: Duration) async throws -> AsyncThrowingStream<ReservationEvent, any Error> {
+    static func mariaDB(
+        _ client: MariaDBClient,
+        every interval: Duration
+    ) async throws -> AsyncThrowingStream<ReservationEvent, any Error> {
         // Where the feed starts: every reservation made after this returns is reported.
         let start = try await client.query("SELECT COALESCE(MAX(id), 0) FROM reservations")[0].decode(Int.self, at: 0)
         return AsyncThrowingStream { continuation in

@@ -43,8 +43,9 @@ public final class SQLiteSession: SQLSession {
     /// When the running statement must stop (monotonic nanoseconds), read by the progress
     /// handler; `UInt64.max` for no limit.
     private let deadline = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
-    /// Prepared statements by SQL text.
-    private var statements: [String: OpaquePointer] = [:]
+    /// Prepared statements by SQL text: the 256 most recently used, as SyncBridge's own adapters
+    /// keep them.
+    private var statements = SQLStatementCache<String, OpaquePointer>()
     /// The statement whose rows are being streamed, and its columns.
     private var streaming: (statement: OpaquePointer, columns: SQLColumns)?
     private var isBroken = false
@@ -74,12 +75,17 @@ public final class SQLiteSession: SQLSession {
         let session = SQLiteSession(handle: handle)
         let (seconds, attoseconds) = configuration.busyTimeout.components
         sqlite3_busy_timeout(handle, Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000))
-        sqlite3_progress_handler(handle, 1000, { context in
-            var now = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &now)
-            let nanoseconds = UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
-            return nanoseconds >= context!.load(as: UInt64.self) ? 1 : 0
-        }, UnsafeMutableRawPointer(session.deadline))
+        sqlite3_progress_handler(
+            handle,
+            1000,
+            { context in
+                var now = timespec()
+                clock_gettime(CLOCK_MONOTONIC, &now)
+                let nanoseconds = UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+                return nanoseconds >= context!.load(as: UInt64.self) ? 1 : 0
+            },
+            UnsafeMutableRawPointer(session.deadline)
+        )
         do {
             try session.runControl("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON")
         } catch {
@@ -117,7 +123,11 @@ public final class SQLiteSession: SQLSession {
             rows.append(SQLRow(columns: columns, values: values))
         }
         let changed = sqlite3_column_count(statement) == 0 ? Int(sqlite3_changes(rawHandle)) : rows.count
-        return SQLOutcome(rows: rows, rowsAffected: changed, lastInsertID: UInt64(bitPattern: sqlite3_last_insert_rowid(rawHandle)))
+        return SQLOutcome(
+            rows: rows,
+            rowsAffected: changed,
+            lastInsertID: UInt64(bitPattern: sqlite3_last_insert_rowid(rawHandle))
+        )
     }
 
     /// Runs parameterless SQL (several statements allowed).
@@ -126,7 +136,11 @@ public final class SQLiteSession: SQLSession {
         let status = sqlite3_exec(rawHandle, sql, nil, nil, &message)
         defer { sqlite3_free(message) }
         guard status == SQLITE_OK else {
-            throw SQLiteError(code: sqlite3_extended_errcode(rawHandle), message: message.map { String(cString: $0) } ?? "", sql: sql)
+            throw SQLiteError(
+                code: sqlite3_extended_errcode(rawHandle),
+                message: message.map { String(cString: $0) } ?? "",
+                sql: sql
+            )
         }
     }
 
@@ -167,8 +181,7 @@ public final class SQLiteSession: SQLSession {
 
     /// Finalises every statement and closes the connection.
     public func close() {
-        for statement in statements.values { sqlite3_finalize(statement) }
-        statements.removeAll()
+        for statement in statements.removeAll() { sqlite3_finalize(statement) }
         sqlite3_close_v2(rawHandle)
         isBroken = true
     }
@@ -189,7 +202,11 @@ public final class SQLiteSession: SQLSession {
 
     private func refuseWhileStreaming() throws {
         guard streaming == nil else {
-            throw SQLiteError(code: SQLITE_MISUSE, message: "the connection is streaming another statement's rows", sql: nil)
+            throw SQLiteError(
+                code: SQLITE_MISUSE,
+                message: "the connection is streaming another statement's rows",
+                sql: nil
+            )
         }
     }
 
@@ -197,14 +214,18 @@ public final class SQLiteSession: SQLSession {
     private func prepare(_ query: SQLQuery) throws -> (OpaquePointer, String) {
         let sql = query.render { "?\($0)" }
         let statement: OpaquePointer
-        if let cached = statements[sql] {
+        if let cached = statements.statement(for: sql) {
             statement = cached
         } else {
             var prepared: OpaquePointer?
             guard sqlite3_prepare_v2(rawHandle, sql, -1, &prepared, nil) == SQLITE_OK, let prepared else {
-                throw SQLiteError(code: sqlite3_extended_errcode(rawHandle), message: String(cString: sqlite3_errmsg(rawHandle)), sql: sql)
+                throw SQLiteError(
+                    code: sqlite3_extended_errcode(rawHandle),
+                    message: String(cString: sqlite3_errmsg(rawHandle)),
+                    sql: sql
+                )
             }
-            statements[sql] = prepared
+            if let evicted = statements.insert(prepared, for: sql) { sqlite3_finalize(evicted) }
             statement = prepared
         }
         sqlite3_clear_bindings(statement)
@@ -224,7 +245,10 @@ public final class SQLiteSession: SQLSession {
         case .int(let int): status = sqlite3_bind_int64(statement, index, int)
         case .uint(let uint):
             guard let int = Int64(exactly: uint) else {
-                throw SQLEncodingError(parameter: Int(index), reason: "\(uint) does not fit SQLite's 64-bit signed integers")
+                throw SQLEncodingError(
+                    parameter: Int(index),
+                    reason: "\(uint) does not fit SQLite's 64-bit signed integers"
+                )
             }
             status = sqlite3_bind_int64(statement, index, int)
         case .float(let float): status = sqlite3_bind_double(statement, index, Double(float))
@@ -262,7 +286,12 @@ public final class SQLiteSession: SQLSession {
             let code = sqlite3_extended_errcode(rawHandle)
             let sql = sql ?? String(cString: sqlite3_sql(statement))
             if code == SQLITE_INTERRUPT, let timeout, Self.now() >= timeout.deadline {
-                throw SQLiteError(code: code, message: "the statement did not finish within \(timeout.duration) and was interrupted", sql: sql, isTimeout: true)
+                throw SQLiteError(
+                    code: code,
+                    message: "the statement did not finish within \(timeout.duration) and was interrupted",
+                    sql: sql,
+                    isTimeout: true
+                )
             }
             throw SQLiteError(code: code, message: String(cString: sqlite3_errmsg(rawHandle)), sql: sql)
         }

@@ -49,7 +49,12 @@ public final class ProgressLine: Sendable {
         let generation = generations.add(1, ordering: .relaxed).newValue
         state.withLock {
             $0 = State(
-                label: label, duration: duration, started: .now, counter: counter, unit: unit, expected: expected,
+                label: label,
+                duration: duration,
+                started: .now,
+                counter: counter,
+                unit: unit,
+                expected: expected,
                 generation: generation
             )
         }

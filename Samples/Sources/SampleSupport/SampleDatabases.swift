@@ -19,8 +19,10 @@ public struct SampleDatabases: Sendable {
         postgresURL = environment["POSTGRES_URL"] ?? postgres?.url ?? ""
         mariaDBURL = environment["MARIADB_URL"] ?? mariaDB?.url ?? ""
         let origins = [
-            environment["POSTGRES_URL"] != nil ? "PostgreSQL from POSTGRES_URL" : postgres.map { "throwaway PostgreSQL on port \($0.port)" },
-            environment["MARIADB_URL"] != nil ? "MariaDB from MARIADB_URL" : mariaDB.map { "throwaway MariaDB on port \($0.port)" },
+            environment["POSTGRES_URL"] != nil
+                ? "PostgreSQL from POSTGRES_URL" : postgres.map { "throwaway PostgreSQL on port \($0.port)" },
+            environment["MARIADB_URL"] != nil
+                ? "MariaDB from MARIADB_URL" : mariaDB.map { "throwaway MariaDB on port \($0.port)" },
         ]
         origin = origins.compactMap { $0 }.joined(separator: ", ")
         temporaryPostgres = stopsServers ? postgres : nil

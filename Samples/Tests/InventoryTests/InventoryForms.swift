@@ -2,12 +2,12 @@ import InventoryCore
 import InventoryLegacy
 import InventoryMigrated
 import InventoryWrapped
+import SQLiteAdapter
 import SampleSupport
 import ServiceLifecycle
 import SyncBridge
 import SyncBridgeMariaDB
 import SyncBridgePostgres
-import SQLiteAdapter
 import Testing
 
 #if canImport(Glibc)
@@ -19,13 +19,19 @@ import Glibc
 /// migrated form only: there is no legacy SQLite program to wrap.
 struct InventoryForm: Sendable, CustomTestStringConvertible {
     enum Stage: String, Sendable, CaseIterable { case legacy, wrapped, migrated }
-    enum Database: String, Sendable, CaseIterable { case postgres = "PostgreSQL", mariaDB = "MariaDB", sqlite = "SQLite" }
+    enum Database: String, Sendable, CaseIterable {
+        case postgres = "PostgreSQL"
+        case mariaDB = "MariaDB"
+        case sqlite = "SQLite"
+    }
 
     let stage: Stage
     let database: Database
 
     static let all: [InventoryForm] = Stage.allCases.flatMap { stage in
-        Database.allCases.filter { $0 != .sqlite || stage == .migrated }.map { InventoryForm(stage: stage, database: $0) }
+        Database.allCases.filter { $0 != .sqlite || stage == .migrated }.map {
+            InventoryForm(stage: stage, database: $0)
+        }
     }
 
     var testDescription: String { "\(stage.rawValue) (\(database.rawValue))" }
@@ -36,9 +42,18 @@ struct InventoryForm: Sendable, CustomTestStringConvertible {
         let databases = try await SampleDatabases.shared()
         switch (stage, database) {
         case (.legacy, .postgres):
-            try await run(LegacyInventory(store: try LegacyInventoryStore(postgres: databases.postgresURL), callers: legacyCallers), body)
+            try await run(
+                LegacyInventory(
+                    store: try LegacyInventoryStore(postgres: databases.postgresURL),
+                    callers: legacyCallers
+                ),
+                body
+            )
         case (.legacy, .mariaDB):
-            try await run(LegacyInventory(store: try LegacyInventoryStore(mariaDB: databases.mariaDBURL), callers: legacyCallers), body)
+            try await run(
+                LegacyInventory(store: try LegacyInventoryStore(mariaDB: databases.mariaDBURL), callers: legacyCallers),
+                body
+            )
         case (.wrapped, .postgres):
             let client = PostgresClient(connectionString: databases.postgresURL)
             try await run(WrappedInventory(client), service: client, body)

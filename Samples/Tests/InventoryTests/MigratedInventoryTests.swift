@@ -8,62 +8,68 @@ import SyncBridgeSQL
 import Testing
 
 extension InventoryTables {
-/// What only the migrated form offers: cancellation that reaches the server, and streaming.
-@Suite("The migrated inventory: cancellation and streaming")
-struct MigratedInventoryTests {
-    @Test("cancelling a reservation that waits for a row lock ends it at once; nothing is reserved", arguments: [InventoryForm.Database.postgres, .mariaDB])
-    func cancelWhileWaitingForALock(database: InventoryForm.Database) async throws {
-        let databases = try await SampleDatabases.shared()
-        let holder = try #require(try Holder(database, databases))
-        let inventory = holder.inventory
-        try await inventory.resetSchema()
-        try await inventory.addProduct(sku: "HOT", name: "Popular", stock: 10)
-
-        // Another transaction locks the row until the test lets go.
-        let (locked, lockedContinuation) = AsyncStream<Void>.makeStream()
-        let (release, releaseContinuation) = AsyncStream<Void>.makeStream()
-        let lockHolder = Task {
-            try await holder.holdRowLock(sku: "HOT") {
-                lockedContinuation.yield()
-                for await _ in release { break }
-            }
-        }
-        for await _ in locked { break }
-
-        let reservation = Task { try await inventory.reserve(sku: "HOT", quantity: 1, order: "cancelled") }
-        try await holder.waitUntilALockWaitIsSeen()
-        let cancelledAt = ContinuousClock.now
-        reservation.cancel()
-        await #expect(throws: CancellationError.self) { _ = try await reservation.value }
-        #expect(ContinuousClock.now - cancelledAt < .seconds(5), "the reservation gave up only when the lock was released")
-
-        releaseContinuation.yield()
-        try await lockHolder.value
-        #expect(try await inventory.product(sku: "HOT")?.reserved == 0)
-        // The pool still works: the connection that ran the cancelled statement is usable or replaced.
-        _ = try await inventory.reserve(sku: "HOT", quantity: 2, order: "after")
-        #expect(try await inventory.product(sku: "HOT")?.reserved == 2)
-        await holder.shutdown()
-    }
-
-    @Test("allProducts streams every product in SKU order")
-    func streaming() async throws {
-        let databases = try await SampleDatabases.shared()
-        let client = PostgresClient(connectionString: databases.postgresURL)
-        let inventory = PostgresInventory(client: client)
-        try await inventory.resetSchema()
-        let skus = (0..<2500).map { String(format: "SKU-%05d", $0) }
-        try await client.execute(
-            "INSERT INTO products (sku, name, stock) SELECT s, 'streamed', 1 FROM unnest(\(skus)::text[]) AS s"
+    /// What only the migrated form offers: cancellation that reaches the server, and streaming.
+    @Suite("The migrated inventory: cancellation and streaming")
+    struct MigratedInventoryTests {
+        @Test(
+            "cancelling a reservation that waits for a row lock ends it at once; nothing is reserved",
+            arguments: [InventoryForm.Database.postgres, .mariaDB]
         )
-        var streamed: [String] = []
-        for try await product in try await inventory.allProducts() {
-            streamed.append(product.sku)
+        func cancelWhileWaitingForALock(database: InventoryForm.Database) async throws {
+            let databases = try await SampleDatabases.shared()
+            let holder = try #require(try Holder(database, databases))
+            let inventory = holder.inventory
+            try await inventory.resetSchema()
+            try await inventory.addProduct(sku: "HOT", name: "Popular", stock: 10)
+
+            // Another transaction locks the row until the test lets go.
+            let (locked, lockedContinuation) = AsyncStream<Void>.makeStream()
+            let (release, releaseContinuation) = AsyncStream<Void>.makeStream()
+            let lockHolder = Task {
+                try await holder.holdRowLock(sku: "HOT") {
+                    lockedContinuation.yield()
+                    for await _ in release { break }
+                }
+            }
+            for await _ in locked { break }
+
+            let reservation = Task { try await inventory.reserve(sku: "HOT", quantity: 1, order: "cancelled") }
+            try await holder.waitUntilALockWaitIsSeen()
+            let cancelledAt = ContinuousClock.now
+            reservation.cancel()
+            await #expect(throws: CancellationError.self) { _ = try await reservation.value }
+            #expect(
+                ContinuousClock.now - cancelledAt < .seconds(5),
+                "the reservation gave up only when the lock was released"
+            )
+
+            releaseContinuation.yield()
+            try await lockHolder.value
+            #expect(try await inventory.product(sku: "HOT")?.reserved == 0)
+            // The pool still works: the connection that ran the cancelled statement is usable or replaced.
+            _ = try await inventory.reserve(sku: "HOT", quantity: 2, order: "after")
+            #expect(try await inventory.product(sku: "HOT")?.reserved == 2)
+            await holder.shutdown()
         }
-        #expect(streamed == skus)
-        await client.shutdown()
+
+        @Test("allProducts streams every product in SKU order")
+        func streaming() async throws {
+            let databases = try await SampleDatabases.shared()
+            let client = PostgresClient(connectionString: databases.postgresURL)
+            let inventory = PostgresInventory(client: client)
+            try await inventory.resetSchema()
+            let skus = (0..<2500).map { String(format: "SKU-%05d", $0) }
+            try await client.execute(
+                "INSERT INTO products (sku, name, stock) SELECT s, 'streamed', 1 FROM unnest(\(skus)::text[]) AS s"
+            )
+            var streamed: [String] = []
+            for try await product in try await inventory.allProducts() {
+                streamed.append(product.sku)
+            }
+            #expect(streamed == skus)
+            await client.shutdown()
+        }
     }
-}
 }
 
 /// The migrated inventory on one database, with the raw statements the cancellation test needs.

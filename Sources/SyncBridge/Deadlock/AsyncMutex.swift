@@ -70,13 +70,25 @@ public final class AsyncMutex<Value: Sendable>: @unchecked Sendable {
             return try await body(&value)
         }
         let party = Party.current
-        if let report = LockOrder.acquiring(lockClass, kind: "AsyncMutex", at: callSite, holding: HeldLock.current, party: party) {
+        if let report = LockOrder.acquiring(
+            lockClass,
+            kind: "AsyncMutex",
+            at: callSite,
+            holding: HeldLock.current,
+            party: party
+        ) {
             DeadlockDetector.report(report, refusing: false)
         }
         try await lock(party: party, callSite: callSite)
         state.withLock { $0.holder = WaitGraph.Holding(party: party, callSite: callSite) }
         defer { unlock(tracked: true) }
-        let held = HeldLock(lockClass: lockClass, kind: "AsyncMutex", instance: instance, callSite: callSite, next: HeldLock.taskList)
+        let held = HeldLock(
+            lockClass: lockClass,
+            kind: "AsyncMutex",
+            instance: instance,
+            callSite: callSite,
+            next: HeldLock.taskList
+        )
         return try await HeldLock.$taskList.withValue(held) {
             try await body(&value)
         }

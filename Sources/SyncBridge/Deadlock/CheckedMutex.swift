@@ -65,7 +65,12 @@ public final class CheckedMutex<Value>: @unchecked Sendable {
                 pattern: .waitCycle,
                 headline: "a thread takes a CheckedMutex it already holds; it would wait for itself forever",
                 chain: [
-                    .init(party: party.label, action: "takes", object: "CheckedMutex \"\(lockClass)\"", callSite: "\(callSite)"),
+                    .init(
+                        party: party.label,
+                        action: "takes",
+                        object: "CheckedMutex \"\(lockClass)\"",
+                        callSite: "\(callSite)"
+                    ),
                     .init(party: "  which it took", action: "", object: "", callSite: "\(holding.callSite)"),
                 ],
                 advice: "do not take the mutex again inside its critical section; pass the value down instead",
@@ -74,9 +79,18 @@ public final class CheckedMutex<Value>: @unchecked Sendable {
             DeadlockDetector.report(report, refusing: true)
             fatalError("\(report)")
         }
-        if let report = LockOrder.acquiring(lockClass, kind: "CheckedMutex", at: callSite, holding: held, party: party) {
+        if let report = LockOrder.acquiring(lockClass, kind: "CheckedMutex", at: callSite, holding: held, party: party)
+        {
             DeadlockDetector.report(report, refusing: false)
         }
-        HeldLock.pushOnThread(HeldLock(lockClass: lockClass, kind: "CheckedMutex", instance: instance, callSite: callSite, next: HeldLock.threadList))
+        HeldLock.pushOnThread(
+            HeldLock(
+                lockClass: lockClass,
+                kind: "CheckedMutex",
+                instance: instance,
+                callSite: callSite,
+                next: HeldLock.threadList
+            )
+        )
     }
 }

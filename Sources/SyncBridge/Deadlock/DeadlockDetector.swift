@@ -216,7 +216,11 @@ public final class DeadlockDetector: Sendable {
     }
 
     private func deliver(_ report: DeadlockReport) {
-        Counter(label: "syncbridge.deadlock.reports", dimensions: [("pattern", report.pattern.name)], factory: metricsFactory).increment()
+        Counter(
+            label: "syncbridge.deadlock.reports",
+            dimensions: [("pattern", report.pattern.name)],
+            factory: metricsFactory
+        ).increment()
         logger.warning(
             "\(report.description)",
             metadata: ["deadlock.pattern": "\(report.pattern)", "deadlock.thrown": "\(report.thrown)"]
@@ -339,16 +343,25 @@ extension DeadlockDetector {
         let logger = Logger(label: "SyncBridge.DeadlockDetector")
         let modes: [String: Mode] = ["off": .off, "report": .report, "throw": .throwError, "trap": .trap]
         guard let mode = modes[value] else {
-            logger.error("SYNCBRIDGE_DEADLOCK must be off, report, throw or trap; the detector is off", metadata: ["value": "\(value)"])
+            logger.error(
+                "SYNCBRIDGE_DEADLOCK must be off, report, throw or trap; the detector is off",
+                metadata: ["value": "\(value)"]
+            )
             return nil
         }
         guard mode != .off else { return nil }
-        var configuration = Configuration(mode: mode, jsonLinesPath: getenv("SYNCBRIDGE_DEADLOCK_JSONL").map { String(cString: $0) })
+        var configuration = Configuration(
+            mode: mode,
+            jsonLinesPath: getenv("SYNCBRIDGE_DEADLOCK_JSONL").map { String(cString: $0) }
+        )
         if let stuck = getenv("SYNCBRIDGE_DEADLOCK_STUCK_MS").map({ String(cString: $0) }) {
             if let milliseconds = Int(stuck), milliseconds > 0 {
                 configuration.stuckWaitThreshold = .milliseconds(milliseconds)
             } else {
-                logger.error("SYNCBRIDGE_DEADLOCK_STUCK_MS must be a number of milliseconds; using 5000", metadata: ["value": "\(stuck)"])
+                logger.error(
+                    "SYNCBRIDGE_DEADLOCK_STUCK_MS must be a number of milliseconds; using 5000",
+                    metadata: ["value": "\(stuck)"]
+                )
             }
         }
         let detector = DeadlockDetector(configuration: configuration, logger: logger)

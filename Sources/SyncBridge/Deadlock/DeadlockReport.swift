@@ -28,7 +28,8 @@ public struct DeadlockPattern: Hashable, Sendable, Codable, CustomStringConverti
 
     /// Every pattern, in the catalogue's order.
     public static let all: [DeadlockPattern] = [
-        .cooperativeThreadWait, .selfWait, .blockingPoolStarvation, .nestedPoolLease, .lockOrderInversion, .waitCycle, .stuckWait,
+        .cooperativeThreadWait, .selfWait, .blockingPoolStarvation, .nestedPoolLease, .lockOrderInversion, .waitCycle,
+        .stuckWait,
     ]
 
     /// The pattern's name.

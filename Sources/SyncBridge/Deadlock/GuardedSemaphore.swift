@@ -42,7 +42,11 @@ public final class GuardedSemaphore: @unchecked Sendable {
     ///   - line: The call site, for errors and reports; leave the default.
     /// - Throws: ``GuardedWaitError`` on a cooperative thread (reason
     ///   ``GuardedWaitError/Reason/cooperativeThread``) and when the timeout passes.
-    @available(*, noasync, message: "blocks the calling thread; in async code use an AsyncMutex or a task group's width")
+    @available(
+        *,
+        noasync,
+        message: "blocks the calling thread; in async code use an AsyncMutex or a task group's width"
+    )
     public func wait(timeout: Duration? = nil, fileID: StaticString = #fileID, line: UInt = #line) throws {
         let callSite = CallSite(fileID: fileID, line: line)
         try refuseOnCooperativeThread("GuardedSemaphore(\(name)).wait", at: callSite)

@@ -74,7 +74,13 @@ enum LockOrder {
 
     /// Records that `party` takes a lock of `lockClass` at `callSite` while holding `held`;
     /// returns the inversion report when this order contradicts one seen before.
-    static func acquiring(_ lockClass: String, kind: String, at callSite: CallSite, holding held: [HeldLock], party: Party) -> DeadlockReport? {
+    static func acquiring(
+        _ lockClass: String,
+        kind: String,
+        at callSite: CallSite,
+        holding held: [HeldLock],
+        party: Party
+    ) -> DeadlockReport? {
         guard !held.isEmpty else { return nil }
         return state.withLock { state -> DeadlockReport? in
             var report: DeadlockReport?
@@ -83,10 +89,21 @@ enum LockOrder {
                 if report == nil, let path = path(from: lockClass, to: holding.lockClass, state.edges) {
                     let pair = [holding.lockClass, lockClass].sorted()
                     if state.reported.insert(pair).inserted {
-                        report = inversionReport(lockClass, kind: kind, at: callSite, holding: holding, party: party, earlier: path)
+                        report = inversionReport(
+                            lockClass,
+                            kind: kind,
+                            at: callSite,
+                            holding: holding,
+                            party: party,
+                            earlier: path
+                        )
                     }
                 }
-                state.edges[holding.lockClass, default: [:]][lockClass] = Edge(fromSite: holding.callSite, toSite: callSite, party: party.label)
+                state.edges[holding.lockClass, default: [:]][lockClass] = Edge(
+                    fromSite: holding.callSite,
+                    toSite: callSite,
+                    party: party.label
+                )
             }
             return report
         }
@@ -126,15 +143,25 @@ enum LockOrder {
     ) -> DeadlockReport {
         var chain: [DeadlockReport.Step] = [
             .init(party: party.label, action: "takes", object: "\(kind) \"\(lockClass)\"", callSite: "\(callSite)"),
-            .init(party: "  while holding", action: "\(holding.kind) \"\(holding.lockClass)\", taken", object: "", callSite: "\(holding.callSite)"),
+            .init(
+                party: "  while holding",
+                action: "\(holding.kind) \"\(holding.lockClass)\", taken",
+                object: "",
+                callSite: "\(holding.callSite)"
+            ),
         ]
         for (from, to, edge) in path {
-            chain.append(.init(party: "earlier, \(edge.party)", action: "took", object: "\"\(to)\"", callSite: "\(edge.toSite)"))
-            chain.append(.init(party: "  while holding", action: "\"\(from)\", taken", object: "", callSite: "\(edge.fromSite)"))
+            chain.append(
+                .init(party: "earlier, \(edge.party)", action: "took", object: "\"\(to)\"", callSite: "\(edge.toSite)")
+            )
+            chain.append(
+                .init(party: "  while holding", action: "\"\(from)\", taken", object: "", callSite: "\(edge.fromSite)")
+            )
         }
         return DeadlockReport(
             pattern: .lockOrderInversion,
-            headline: "lock classes \"\(holding.lockClass)\" and \"\(lockClass)\" are taken in both orders; two parties doing so at the same time deadlock",
+            headline:
+                "lock classes \"\(holding.lockClass)\" and \"\(lockClass)\" are taken in both orders; two parties doing so at the same time deadlock",
             chain: chain,
             advice: "take \"\(holding.lockClass)\" and \"\(lockClass)\" in one order everywhere, or hold one at a time",
             scopeID: WatchdogScope.current

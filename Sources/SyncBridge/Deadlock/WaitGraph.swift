@@ -175,7 +175,14 @@ package enum WaitGraph {
         var deadlockReported = false
         var stuckReported = false
 
-        init(id: UInt64, party: Party, key: ResourceKey, callSite: CallSite, scope: UInt64?, interrupt: (@Sendable (DeadlockError) -> Void)?) {
+        init(
+            id: UInt64,
+            party: Party,
+            key: ResourceKey,
+            callSite: CallSite,
+            scope: UInt64?,
+            interrupt: (@Sendable (DeadlockError) -> Void)?
+        ) {
             self.id = id
             self.party = party
             self.key = key
@@ -215,7 +222,14 @@ package enum WaitGraph {
         alreadyReported: Bool = false,
         interrupt: (@Sendable (DeadlockError) -> Void)? = nil
     ) -> UInt64 {
-        let wait = Wait(id: newResourceID(), party: party, key: key, callSite: callSite, scope: WatchdogScope.current, interrupt: interrupt)
+        let wait = Wait(
+            id: newResourceID(),
+            party: party,
+            key: key,
+            callSite: callSite,
+            scope: WatchdogScope.current,
+            interrupt: interrupt
+        )
         wait.deadlockReported = alreadyReported
         state.withLock { state in
             if state.resources[key] == nil {
@@ -289,11 +303,14 @@ package enum WaitGraph {
         while let current = stack.popLast() {
             guard visited.insert(current.party.identity).inserted else { continue }
             let holders = holders(of: current.key, state)
-            guard let resource = state.resources[current.key], !resource.ownerless, !resource.mayGrow, !holders.isEmpty else {
+            guard let resource = state.resources[current.key], !resource.ownerless, !resource.mayGrow, !holders.isEmpty
+            else {
                 return true
             }
             for holder in holders {
-                guard let next = state.waitOfParty[holder.party.identity].flatMap({ state.waits[$0] }) else { return true }
+                guard let next = state.waitOfParty[holder.party.identity].flatMap({ state.waits[$0] }) else {
+                    return true
+                }
                 stack.append(next)
             }
         }
@@ -365,13 +382,24 @@ package enum WaitGraph {
         for wait in cycle {
             let object = state.resources[wait.key]?.description ?? "a resource"
             objects.append(object)
-            chain.append(.init(party: wait.party.label, action: "waits for", object: object, callSite: "\(wait.callSite)"))
+            chain.append(
+                .init(party: wait.party.label, action: "waits for", object: object, callSite: "\(wait.callSite)")
+            )
             let holders = holders(of: wait.key, state)
             for holder in holders {
-                chain.append(.init(party: "  held by \(holder.party.label)", action: "who took it", object: "", callSite: "\(holder.callSite)"))
+                chain.append(
+                    .init(
+                        party: "  held by \(holder.party.label)",
+                        action: "who took it",
+                        object: "",
+                        callSite: "\(holder.callSite)"
+                    )
+                )
             }
         }
-        let parties = cycle.count == 1 ? "a task waits for what it holds itself" : "\(cycle.count) tasks wait for each other in a cycle"
+        let parties =
+            cycle.count == 1
+            ? "a task waits for what it holds itself" : "\(cycle.count) tasks wait for each other in a cycle"
         let pools = objects.contains { $0.hasPrefix("connection pool") }
         return DeadlockReport(
             pattern: .waitCycle,
@@ -391,9 +419,11 @@ package enum WaitGraph {
         // Only waits past their threshold can be stuck: found on a copy, without the lock.
         let copy = state.withLock { $0 }
         let early = monotonicNanoseconds()
-        guard copy.waits.values.contains(where: { wait in
-            threshold(wait.scope).map { early - min(early, wait.since) > $0 } ?? false
-        }) else { return [] }
+        guard
+            copy.waits.values.contains(where: { wait in
+                threshold(wait.scope).map { early - min(early, wait.since) > $0 } ?? false
+            })
+        else { return [] }
         return state.withLock { state in
             let now = monotonicNanoseconds()
             var reports: [DeadlockReport] = []
@@ -413,7 +443,8 @@ package enum WaitGraph {
         }
     }
 
-    private static func stuckReport(_ wait: Wait, quietFor quiet: UInt64, now: UInt64, _ state: State) -> DeadlockReport {
+    private static func stuckReport(_ wait: Wait, quietFor quiet: UInt64, now: UInt64, _ state: State) -> DeadlockReport
+    {
         var chain: [DeadlockReport.Step] = []
         var visited = Set<Party.Identity>()
         func follow(_ wait: Wait, depth: Int) {
@@ -421,28 +452,65 @@ package enum WaitGraph {
             let indent = String(repeating: "  ", count: depth)
             let object = state.resources[wait.key]?.description ?? "a resource"
             let seconds = Double(now &- wait.since) / 1e9
-            chain.append(.init(party: indent + wait.party.label, action: "has waited \(formatSeconds(seconds)) for", object: object, callSite: "\(wait.callSite)"))
+            chain.append(
+                .init(
+                    party: indent + wait.party.label,
+                    action: "has waited \(formatSeconds(seconds)) for",
+                    object: object,
+                    callSite: "\(wait.callSite)"
+                )
+            )
             let holders = holders(of: wait.key, state)
             if state.resources[wait.key]?.ownerless == true {
-                chain.append(.init(party: indent + "  nobody holds it:", action: "any thread may signal it", object: "", callSite: nil))
+                chain.append(
+                    .init(
+                        party: indent + "  nobody holds it:",
+                        action: "any thread may signal it",
+                        object: "",
+                        callSite: nil
+                    )
+                )
             } else if holders.isEmpty {
-                chain.append(.init(party: indent + "  nobody holds it yet:", action: "what it waits for has not started (a connection being opened, work not yet scheduled)", object: "", callSite: nil))
+                chain.append(
+                    .init(
+                        party: indent + "  nobody holds it yet:",
+                        action: "what it waits for has not started (a connection being opened, work not yet scheduled)",
+                        object: "",
+                        callSite: nil
+                    )
+                )
             }
             for holder in holders {
-                chain.append(.init(party: indent + "  held by \(holder.party.label)", action: "who took it", object: "", callSite: "\(holder.callSite)"))
+                chain.append(
+                    .init(
+                        party: indent + "  held by \(holder.party.label)",
+                        action: "who took it",
+                        object: "",
+                        callSite: "\(holder.callSite)"
+                    )
+                )
                 if let holderWait = state.waitOfParty[holder.party.identity].flatMap({ state.waits[$0] }) {
                     follow(holderWait, depth: depth + 2)
                 } else {
-                    chain.append(.init(party: indent + "    which", action: "is running, not waiting for SyncBridge", object: "", callSite: nil))
+                    chain.append(
+                        .init(
+                            party: indent + "    which",
+                            action: "is running, not waiting for SyncBridge",
+                            object: "",
+                            callSite: nil
+                        )
+                    )
                 }
             }
         }
         follow(wait, depth: 0)
         return DeadlockReport(
             pattern: .stuckWait,
-            headline: "a wait for \(state.resources[wait.key]?.description ?? "a resource") has lasted \(formatSeconds(Double(now &- wait.since) / 1e9)), \(formatSeconds(Double(quiet) / 1e9)) of it without any release; no cycle is known",
+            headline:
+                "a wait for \(state.resources[wait.key]?.description ?? "a resource") has lasted \(formatSeconds(Double(now &- wait.since) / 1e9)), \(formatSeconds(Double(quiet) / 1e9)) of it without any release; no cycle is known",
             chain: chain,
-            advice: "find why the holders above do not release (a slow query, a lost signal, a leaked lease); give the wait a timeout",
+            advice:
+                "find why the holders above do not release (a slow query, a lost signal, a leaked lease); give the wait a timeout",
             scopeID: wait.scope
         )
     }

@@ -132,7 +132,11 @@ public final class BlockingPool: TaskExecutor, Sendable {
         if isCurrent {
             if WaitGraph.isActive {
                 let report = BridgingReports.selfWait(
-                    "BlockingPool.syncShutdownGracefully", executor: name, kind: .blockingPool, at: CallSite(fileID: fileID, line: line), thread: .current
+                    "BlockingPool.syncShutdownGracefully",
+                    executor: name,
+                    kind: .blockingPool,
+                    at: CallSite(fileID: fileID, line: line),
+                    thread: .current
                 )
                 DeadlockDetector.report(report, refusing: true)
             }

@@ -151,7 +151,11 @@ public final class ThreadExecutor: SerialExecutor, TaskExecutor, Sendable {
         if isCurrent {
             if WaitGraph.isActive {
                 let report = BridgingReports.selfWait(
-                    "ThreadExecutor.syncShutdownGracefully", executor: name, kind: .threadExecutor, at: CallSite(fileID: fileID, line: line), thread: .current
+                    "ThreadExecutor.syncShutdownGracefully",
+                    executor: name,
+                    kind: .threadExecutor,
+                    at: CallSite(fileID: fileID, line: line),
+                    thread: .current
                 )
                 DeadlockDetector.report(report, refusing: true)
             }

@@ -1,4 +1,5 @@
 import CSyncBridgeShims
+
 /// One closure submitted with `run` to a ``BlockingPool`` or a ``ThreadExecutor``, with the state
 /// that cancellation and interruption need.
 ///

@@ -11,13 +11,19 @@ extension WorkerThreads {
         if WaitGraph.isActive {
             let report =
                 kind == .threadExecutor
-                ? BridgingReports.selfWait("waitForAsync", executor: name, kind: kind, at: record.callSite, thread: record.thread, scope: record.scope)
+                ? BridgingReports.selfWait(
+                    "waitForAsync",
+                    executor: name,
+                    kind: kind,
+                    at: record.callSite,
+                    thread: record.thread,
+                    scope: record.scope
+                )
                 : BridgingReports.poolStarvation(pool: name, waits: blocked, scope: record.scope)
             DeadlockDetector.report(report, refusing: true)
         }
         record.fail(reason: .awaitedWorkNeedsBlockedThread(executor: name, kind: kind))
     }
-
 
     /// A guarded wait starts blocking one of these threads.
     func beginGuardedWait(_ record: GuardedWaitRecord) {

@@ -83,11 +83,16 @@ final class WorkerThreads: @unchecked Sendable {
             let thread = WorkerThread(group: self, index: index, name: threadName(index))
             let context = Unmanaged.passRetained(thread).toOpaque()
             var handle = pthread_t()
-            let result = sb_thread_create(&handle, { context in
-                let thread = Unmanaged<WorkerThread>.fromOpaque(context!).takeRetainedValue()
-                thread.group.serve(on: thread)
-                return nil
-            }, context, 0)
+            let result = sb_thread_create(
+                &handle,
+                { context in
+                    let thread = Unmanaged<WorkerThread>.fromOpaque(context!).takeRetainedValue()
+                    thread.group.serve(on: thread)
+                    return nil
+                },
+                context,
+                0
+            )
             precondition(result == 0, "\(kind.rawValue) '\(name)': pthread_create failed with \(result)")
             pthread_detach(handle)
         }

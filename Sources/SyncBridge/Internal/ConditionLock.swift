@@ -1,4 +1,5 @@
 import CSyncBridgeShims
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -103,12 +104,17 @@ func startDedicatedThread(named name: String, _ body: @escaping @Sendable () -> 
     }
     let context = Unmanaged.passRetained(Start(name: name, body: body)).toOpaque()
     var handle = pthread_t()
-    let result = sb_thread_create(&handle, { context in
-        let start = Unmanaged<Start>.fromOpaque(context!).takeRetainedValue()
-        _ = sb_set_current_thread_name(start.name)
-        start.body()
-        return nil
-    }, context, 0)
+    let result = sb_thread_create(
+        &handle,
+        { context in
+            let start = Unmanaged<Start>.fromOpaque(context!).takeRetainedValue()
+            _ = sb_set_current_thread_name(start.name)
+            start.body()
+            return nil
+        },
+        context,
+        0
+    )
     precondition(result == 0, "\(name): pthread_create failed with \(result)")
     pthread_detach(handle)
 }

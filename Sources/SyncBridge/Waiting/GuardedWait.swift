@@ -144,13 +144,13 @@ public func waitForAsync<Success: Sendable>(
         record.awaitedTaskStarted(tracked: tracked)
         // The awaited work belongs to the caller's scope (a test's), for reports.
         await WatchdogScope.$current.withValue(scope) {
-        await GuardedWaitRecord.$awaitedBy.withValue(record) {
-            do {
-                result.store(.success(try await operation()))
-            } catch {
-                result.store(.failure(error))
+            await GuardedWaitRecord.$awaitedBy.withValue(record) {
+                do {
+                    result.store(.success(try await operation()))
+                } catch {
+                    result.store(.failure(error))
+                }
             }
-        }
         }
         record.complete()
     }

@@ -138,7 +138,9 @@ package enum WatchdogScope {
     /// Runs `body` while no other `exclusively` body runs in the process: tests that watch for
     /// stalls, and tests that block the cooperative pool on purpose, take turns, since a stall
     /// cannot be attributed to the task that caused it.
-    package static func exclusively<Result: Sendable>(_ body: @Sendable () async throws -> Result) async throws -> Result {
+    package static func exclusively<Result: Sendable>(
+        _ body: @Sendable () async throws -> Result
+    ) async throws -> Result {
         try await turns.run(body)
     }
 

@@ -108,10 +108,15 @@ enum InstrumentedGlobalExecutor {
 
     private static func startThread() {
         var handle = pthread_t()
-        let result = sb_thread_create(&handle, { _ in
-            InstrumentedGlobalExecutor.serve()
-            return nil
-        }, nil, 0)
+        let result = sb_thread_create(
+            &handle,
+            { _ in
+                InstrumentedGlobalExecutor.serve()
+                return nil
+            },
+            nil,
+            0
+        )
         precondition(result == 0, "per-job executor: pthread_create failed with \(result)")
         pthread_detach(handle)
     }
@@ -124,7 +129,11 @@ enum InstrumentedGlobalExecutor {
             let next = state.withLock { state -> (UnsafeMutableRawPointer, RunningJob)? in
                 guard let job = state.queue.popFirst() else { return nil }
                 state.nextSequence += 1
-                let running = RunningJob(threadID: threadID, sequence: state.nextSequence, startedAt: monotonicNanoseconds())
+                let running = RunningJob(
+                    threadID: threadID,
+                    sequence: state.nextSequence,
+                    startedAt: monotonicNanoseconds()
+                )
                 state.running[threadID] = running
                 return (job, running)
             }
@@ -141,7 +150,12 @@ enum InstrumentedGlobalExecutor {
                 state.completed += 1
                 if let threshold = state.slowThresholds.min(), end - running.startedAt > threshold {
                     state.finishedSlow.append(
-                        FinishedJob(threadID: threadID, sequence: running.sequence, startedAt: running.startedAt, endedAt: end)
+                        FinishedJob(
+                            threadID: threadID,
+                            sequence: running.sequence,
+                            startedAt: running.startedAt,
+                            endedAt: end
+                        )
                     )
                 }
             }

@@ -24,7 +24,10 @@ public struct StackFrame: Sendable, Hashable, Codable, CustomStringConvertible {
 
     /// `usleep + 0x24 (libc.so.6 +0xe5a14)`.
     public var description: String {
-        let place = image.map { " (\($0.split(separator: "/").last.map(String.init) ?? $0) +0x\(String(imageOffset ?? 0, radix: 16)))" } ?? ""
+        let place =
+            image.map {
+                " (\($0.split(separator: "/").last.map(String.init) ?? $0) +0x\(String(imageOffset ?? 0, radix: 16)))"
+            } ?? ""
         guard let symbol else { return "0x\(String(address, radix: 16))" + place }
         return "\(symbol) + 0x\(String(symbolOffset ?? 0, radix: 16))" + place
     }
@@ -94,7 +97,8 @@ public struct ThreadStack: Sendable, Hashable, Codable, CustomStringConvertible 
 
     /// A header line, then one numbered line per frame.
     public var description: String {
-        let header = "thread \(threadID)\(name.isEmpty ? "" : " '\(name)'")\(isCooperative ? " (cooperative)" : ""), \(wasRunning ? "running" : "waiting in the kernel"):"
+        let header =
+            "thread \(threadID)\(name.isEmpty ? "" : " '\(name)'")\(isCooperative ? " (cooperative)" : ""), \(wasRunning ? "running" : "waiting in the kernel"):"
         return ([header] + frames.enumerated().map { "  #\($0.offset) \($0.element)" }).joined(separator: "\n")
     }
 }
@@ -142,7 +146,8 @@ enum StackSampler {
         // thread's own stack starts at the instruction the signal interrupted.
         var frames = symbolize(addresses)
         let interrupted = UInt(sample.pointee.interrupted_pc)
-        if let start = frames.prefix(8).firstIndex(where: { $0.address == interrupted || $0.address == interrupted + 1 }) {
+        if let start = frames.prefix(8).firstIndex(where: { $0.address == interrupted || $0.address == interrupted + 1 }
+        ) {
             frames.removeFirst(start)
         } else if !frames.isEmpty {
             frames.removeFirst(min(2, frames.count))
@@ -204,9 +209,10 @@ enum StackSampler {
         }
     }
 
-    private typealias DemangleFunction = @convention(c) (
-        UnsafePointer<CChar>?, Int, UnsafeMutablePointer<CChar>?, UnsafeMutablePointer<Int>?, UInt32
-    ) -> UnsafeMutablePointer<CChar>?
+    private typealias DemangleFunction =
+        @convention(c) (
+            UnsafePointer<CChar>?, Int, UnsafeMutablePointer<CChar>?, UnsafeMutablePointer<Int>?, UInt32
+        ) -> UnsafeMutablePointer<CChar>?
 
     /// The runtime's demangler, found once.
     private static let demangler: DemangleFunction? = {

@@ -74,10 +74,22 @@ enum StallClassifier {
             // No cooperative thread runs a job, of this band or any other: nothing blocks the
             // band. Its probe waits for the thread pool to start or wake a thread, as on a
             // machine overloaded by other processes.
-            return .starved(reason: "no cooperative thread was running a job: the probe waited for the thread pool or a CPU, not for blocking code")
+            return .starved(
+                reason:
+                    "no cooperative thread was running a job: the probe waited for the thread pool or a CPU, not for blocking code"
+            )
         }
-        if isPreempted(samples: samples, tasksHalfway: tasksHalfway, timesHalfway: timesHalfway, timesNow: timesNow, threshold: threshold) {
-            return .starved(reason: "the threads that stayed in one task mostly waited for a CPU: an overloaded machine, not a long call")
+        if isPreempted(
+            samples: samples,
+            tasksHalfway: tasksHalfway,
+            timesHalfway: timesHalfway,
+            timesNow: timesNow,
+            threshold: threshold
+        ) {
+            return .starved(
+                reason:
+                    "the threads that stayed in one task mostly waited for a CPU: an overloaded machine, not a long call"
+            )
         }
         if isSaturated(samples: samples, tasksHalfway: tasksHalfway) {
             return .saturated
@@ -96,11 +108,15 @@ enum StallClassifier {
         timesNow: [Int32: SchedulerTimes],
         threshold: UInt64
     ) -> Bool {
-        let stayed = samples.filter { sample in tasksHalfway[sample.threadID].map { $0 != 0 && $0 == sample.task } ?? false }
+        let stayed = samples.filter { sample in
+            tasksHalfway[sample.threadID].map { $0 != 0 && $0 == sample.task } ?? false
+        }
         guard !stayed.isEmpty else { return false }
         let window = threshold / 2
         return stayed.allSatisfy { sample in
-            guard let before = timesHalfway[sample.threadID], let after = timesNow[sample.threadID] else { return false }
+            guard let before = timesHalfway[sample.threadID], let after = timesNow[sample.threadID] else {
+                return false
+            }
             let running = after.running &- before.running
             let waiting = after.waiting &- before.waiting
             return waiting > running && waiting > window / 4

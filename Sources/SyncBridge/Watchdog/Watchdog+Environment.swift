@@ -18,7 +18,10 @@ extension Watchdog {
         guard let value = getenv("SYNCBRIDGE_WATCHDOG").map({ String(cString: $0) }), !value.isEmpty else { return nil }
         let logger = Logger(label: "SyncBridge.Watchdog")
         guard let milliseconds = Int(value), milliseconds > 0 else {
-            logger.error("SYNCBRIDGE_WATCHDOG must be a threshold in milliseconds, such as 100; the watchdog is off", metadata: ["value": "\(value)"])
+            logger.error(
+                "SYNCBRIDGE_WATCHDOG must be a threshold in milliseconds, such as 100; the watchdog is off",
+                metadata: ["value": "\(value)"]
+            )
             return nil
         }
         let path = getenv("SYNCBRIDGE_WATCHDOG_JSONL").map { String(cString: $0) }

@@ -188,10 +188,26 @@ public final class Watchdog: Sendable {
         var bands: [UInt8: BandState] = [:]
         for priority in configuration.bands {
             let name = Self.bandName(priority)
-            stalls[priority.rawValue] = Counter(label: "syncbridge.watchdog.stalls", dimensions: [("band", name)], factory: metricsFactory)
-            starvations[priority.rawValue] = Counter(label: "syncbridge.watchdog.starvations", dimensions: [("band", name)], factory: metricsFactory)
-            saturations[priority.rawValue] = Counter(label: "syncbridge.watchdog.saturations", dimensions: [("band", name)], factory: metricsFactory)
-            lags[priority.rawValue] = Timer(label: "syncbridge.watchdog.lag", dimensions: [("band", name)], factory: metricsFactory)
+            stalls[priority.rawValue] = Counter(
+                label: "syncbridge.watchdog.stalls",
+                dimensions: [("band", name)],
+                factory: metricsFactory
+            )
+            starvations[priority.rawValue] = Counter(
+                label: "syncbridge.watchdog.starvations",
+                dimensions: [("band", name)],
+                factory: metricsFactory
+            )
+            saturations[priority.rawValue] = Counter(
+                label: "syncbridge.watchdog.saturations",
+                dimensions: [("band", name)],
+                factory: metricsFactory
+            )
+            lags[priority.rawValue] = Timer(
+                label: "syncbridge.watchdog.lag",
+                dimensions: [("band", name)],
+                factory: metricsFactory
+            )
             bands[priority.rawValue] = BandState(priority: priority)
         }
         stallCounters = stalls
@@ -224,7 +240,10 @@ public final class Watchdog: Sendable {
         guard shouldStart else { return }
         if configuration.captureStacks { _ = StackSampler.install() }
         if configuration.timesEveryJob {
-            let installed = InstrumentedGlobalExecutor.acquire(threadCount: configuration.perJobThreads, slowThreshold: configuration.threshold)
+            let installed = InstrumentedGlobalExecutor.acquire(
+                threadCount: configuration.perJobThreads,
+                slowThreshold: configuration.threshold
+            )
             if installed {
                 state.withLock { $0.timingJobs = true }
             } else {
@@ -233,7 +252,10 @@ public final class Watchdog: Sendable {
         }
         startDedicatedThread(named: "sb-watchdog") { [self] in watch() }
         WatchdogRegistry.add(self)
-        logger.debug("watchdog started", metadata: ["threshold": "\(WatchdogReport.milliseconds(configuration.threshold))"])
+        logger.debug(
+            "watchdog started",
+            metadata: ["threshold": "\(WatchdogReport.milliseconds(configuration.threshold))"]
+        )
     }
 
     /// Stops the watchdog and waits for its thread to end; reports still pending are delivered
@@ -383,7 +405,9 @@ public final class Watchdog: Sendable {
             var snapshot: [Int32: SchedulerTimes] = [:]
             for threadID in threads { snapshot[threadID] = Self.schedulerTimes(of: threadID) }
             var sampledTimes: [Int32: SchedulerTimes] = [:]
-            for threadID in tasks.keys { sampledTimes[threadID] = snapshot[threadID] ?? Self.schedulerTimes(of: threadID) }
+            for threadID in tasks.keys {
+                sampledTimes[threadID] = snapshot[threadID] ?? Self.schedulerTimes(of: threadID)
+            }
             state.withLock { state in
                 state.bands[key]?.schedulerSnapshot = snapshot
                 state.bands[key]?.sampledTimes = sampledTimes
@@ -407,7 +431,10 @@ public final class Watchdog: Sendable {
                 case .blocked: break
                 case .starved(let reason): dismissal = (starvationCounters[key], reason)
                 case .saturated:
-                    dismissal = (saturationCounters[key], "the band's threads kept running different tasks: a saturated pool, no single long call")
+                    dismissal = (
+                        saturationCounters[key],
+                        "the band's threads kept running different tasks: a saturated pool, no single long call"
+                    )
                 }
             }
             if let dismissal {
@@ -415,7 +442,10 @@ public final class Watchdog: Sendable {
                 dismissal.counter?.increment()
                 logger.debug(
                     "watchdog: \(dismissal.reason); not reported",
-                    metadata: ["watchdog.band": "\(Self.bandName(TaskPriority(rawValue: key)))", "watchdog.lag_ms": "\(lag / 1_000_000)"]
+                    metadata: [
+                        "watchdog.band": "\(Self.bandName(TaskPriority(rawValue: key)))",
+                        "watchdog.lag_ms": "\(lag / 1_000_000)",
+                    ]
                 )
                 continue
             }
@@ -454,7 +484,8 @@ public final class Watchdog: Sendable {
         let reported = state.withLock { $0.reportedJobs }
         // Jobs may start after `now` was read: subtract with saturation.
         func age(_ start: UInt64) -> UInt64 { now > start ? now - start : 0 }
-        for job in InstrumentedGlobalExecutor.running where age(job.startedAt) > threshold && reported[job.sequence] == nil {
+        for job in InstrumentedGlobalExecutor.running
+        where age(job.startedAt) > threshold && reported[job.sequence] == nil {
             let wall = Date(timeIntervalSinceNow: -Double(age(job.startedAt)) / 1e9)
             let stack = configuration.captureStacks ? StackSampler.sample(job.threadID) : nil
             state.withLock { $0.reportedJobs[job.sequence] = wall }
@@ -476,7 +507,8 @@ public final class Watchdog: Sendable {
                 WatchdogReport(
                     kind: .slowJob,
                     band: Self.perJobBand,
-                    startedAt: started ?? Date(timeIntervalSinceNow: -Double(monotonicNanoseconds() - job.startedAt) / 1e9),
+                    startedAt: started
+                        ?? Date(timeIntervalSinceNow: -Double(monotonicNanoseconds() - job.startedAt) / 1e9),
                     duration: .nanoseconds(Int64(job.endedAt - job.startedAt)),
                     isOngoing: false,
                     threshold: configuration.threshold
@@ -494,7 +526,11 @@ public final class Watchdog: Sendable {
         guard let snapshot = state.withLock({ $0.bands[key]?.schedulerSnapshot }) else { return false }
         var now: [Int32: SchedulerTimes] = [:]
         for threadID in snapshot.keys { now[threadID] = Self.schedulerTimes(of: threadID) }
-        return StallClassifier.isStarved(before: snapshot, after: now, threshold: Self.nanoseconds(configuration.threshold))
+        return StallClassifier.isStarved(
+            before: snapshot,
+            after: now,
+            threshold: Self.nanoseconds(configuration.threshold)
+        )
     }
 
     /// The verdict on a stall (see ``StallClassifier/classify(samples:capturesStacks:tasksHalfway:timesHalfway:timesNow:threshold:)``),

@@ -78,12 +78,18 @@ public struct WatchdogReport: Sendable, Hashable, Codable, CustomStringConvertib
         switch kind {
         case .stall:
             let busy = !stacks.isEmpty && stacks.allSatisfy(\.wasRunning)
-            let state = !isOngoing ? "it has recovered" : busy ? "its threads are busy running synchronous code" : "its threads are blocked"
-            return "Swift's cooperative pool (band \(band ?? "?")) ran no task for \(Self.milliseconds(duration)) (threshold \(Self.milliseconds(threshold))): \(state)"
+            let state =
+                !isOngoing
+                ? "it has recovered"
+                : busy ? "its threads are busy running synchronous code" : "its threads are blocked"
+            return
+                "Swift's cooperative pool (band \(band ?? "?")) ran no task for \(Self.milliseconds(duration)) (threshold \(Self.milliseconds(threshold))): \(state)"
         case .slowJob:
-            return "one job on Swift's cooperative pool (band \(band ?? "?")) \(isOngoing ? "has run" : "ran") for \(Self.milliseconds(duration)) (threshold \(Self.milliseconds(threshold))) without suspending"
+            return
+                "one job on Swift's cooperative pool (band \(band ?? "?")) \(isOngoing ? "has run" : "ran") for \(Self.milliseconds(duration)) (threshold \(Self.milliseconds(threshold))) without suspending"
         case .blockingCall:
-            return "blocking call \(operation ?? "?") on a cooperative thread at \(callSite ?? "an unknown place"): move it to a BlockingPool or a ThreadExecutor"
+            return
+                "blocking call \(operation ?? "?") on a cooperative thread at \(callSite ?? "an unknown place"): move it to a BlockingPool or a ThreadExecutor"
         }
     }
 
@@ -91,7 +97,9 @@ public struct WatchdogReport: Sendable, Hashable, Codable, CustomStringConvertib
     public var description: String {
         var lines = [headline]
         let since = startedAt.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
-        lines.append("  since: \(since)\(kind == .blockingCall ? "" : isOngoing ? ", still going on when reported" : ", total \(Self.milliseconds(duration))")")
+        lines.append(
+            "  since: \(since)\(kind == .blockingCall ? "" : isOngoing ? ", still going on when reported" : ", total \(Self.milliseconds(duration))")"
+        )
         for stack in stacks {
             lines.append(stack.description.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
         }

@@ -62,7 +62,11 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
         ) {
             try await Connection.connect(configuration: configuration, logger: logger, metricsFactory: metricsFactory)
         }
-        clientExtension = Session.ClientExtension(configuration: configuration, logger: logger, metricsFactory: metricsFactory)
+        clientExtension = Session.ClientExtension(
+            configuration: configuration,
+            logger: logger,
+            metricsFactory: metricsFactory
+        )
     }
 
     /// Keeps the pool in shape until cancelled or until the service group shuts down; then shuts

@@ -80,7 +80,9 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         let executor = ThreadExecutor(name: "sb-\(Session.databaseName)-\(number)", logger: logger)
         do {
             let session = try await ThreadBound(on: executor) { try Session.open(configuration) }
-            let canceller = try await session.withResource { session in session.makeCanceller(configuration: configuration) }
+            let canceller = try await session.withResource { session in
+                session.makeCanceller(configuration: configuration)
+            }
             var logger = logger
             logger[metadataKey: "\(Session.databaseName).connection"] = "\(number)"
             logger.debug("connected", metadata: ["\(Session.databaseName).server": "\(configuration)"])
@@ -181,7 +183,7 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
             try job.checkCancellation()
             do {
                 return try job.withInterruptHandler({ canceller.cancel() }) { try body(session, job) }
-            } catch where job.isCancelled && Session.isCancellation(error) {
+            } catch  where job.isCancelled && Session.isCancellation(error) {
                 if (try? Self.settle(canceller, session)) != nil { session.recoverFromCancellation() }
                 throw CancellationError()
             }

@@ -161,6 +161,11 @@ extension SQLDatabase {
         line: UInt = #line,
         _ body: (SQLConnection<Session>) async throws -> Result
     ) async throws -> Result {
-        try await withTransaction(isolation: isolation, readOnly: readOnly, at: CallSite(fileID: fileID, line: line), body)
+        try await withTransaction(
+            isolation: isolation,
+            readOnly: readOnly,
+            at: CallSite(fileID: fileID, line: line),
+            body
+        )
     }
 }

@@ -5,9 +5,17 @@ package import SyncBridge
 // graph, and the pool's holders, for the detector's analyses.
 extension ConnectionPool {
     /// Runs `body` with `lease` recorded as the current task's, while a detector tracks leases.
-    func withLeaseRecorded<Result>(_ lease: Lease, _ body: () async throws -> sending Result) async throws -> sending Result {
+    func withLeaseRecorded<Result>(
+        _ lease: Lease,
+        _ body: () async throws -> sending Result
+    ) async throws -> sending Result {
         guard let holder = lease.holder else { return try await body() }
-        let record = PoolLeaseRecord(pool: resourceID, callSite: lease.callSite, party: holder, next: PoolLeaseRecord.current)
+        let record = PoolLeaseRecord(
+            pool: resourceID,
+            callSite: lease.callSite,
+            party: holder,
+            next: PoolLeaseRecord.current
+        )
         let transfer = try await PoolLeaseRecord.$current.withValue(record) {
             SendingTransfer(value: try await body())
         }
@@ -25,13 +33,30 @@ extension ConnectionPool {
         if !canGrow, let outer = PoolLeaseRecord.current?.first(where: { $0.pool == resourceID }) {
             let report = DeadlockReport(
                 pattern: .nestedPoolLease,
-                headline: "a task that holds a connection of \(resourceDescription) asks it for another, and the pool cannot grow",
+                headline:
+                    "a task that holds a connection of \(resourceDescription) asks it for another, and the pool cannot grow",
                 chain: [
-                    .init(party: party.label, action: "asks for a second connection of", object: resourceDescription, callSite: "\(callSite)"),
-                    .init(party: "  while holding one, leased by \(outer.party)", action: "", object: "", callSite: "\(outer.callSite)"),
-                    .init(party: "  every connection is leased;", action: "this wait ends only when another task releases one", object: "", callSite: nil),
+                    .init(
+                        party: party.label,
+                        action: "asks for a second connection of",
+                        object: resourceDescription,
+                        callSite: "\(callSite)"
+                    ),
+                    .init(
+                        party: "  while holding one, leased by \(outer.party)",
+                        action: "",
+                        object: "",
+                        callSite: "\(outer.callSite)"
+                    ),
+                    .init(
+                        party: "  every connection is leased;",
+                        action: "this wait ends only when another task releases one",
+                        object: "",
+                        callSite: nil
+                    ),
                 ],
-                advice: "run the inner statement on the connection you already hold (pass it down), or lease once for the whole unit of work; with N such tasks at once the pool deadlocks",
+                advice:
+                    "run the inner statement on the connection you already hold (pass it down), or lease once for the whole unit of work; with N such tasks at once the pool deadlocks",
                 scopeID: WatchdogScope.current
             )
             if DeadlockDetector.report(report, refusing: true) == .throwError {

@@ -207,7 +207,13 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         // waits for.
         let holder = demand == .statement ? Party.statementLane(entry.id) : party
         shared.withLock { $0.holders[entry.id] = WaitGraph.Holding(party: holder, callSite: callSite) }
-        return Lease(entry: entry, demand: demand, tracked: true, holder: demand == .statement ? nil : party, callSite: callSite)
+        return Lease(
+            entry: entry,
+            demand: demand,
+            tracked: true,
+            holder: demand == .statement ? nil : party,
+            callSite: callSite
+        )
     }
 
     /// Returns a connection from ``leaseConnection(at:)``, or ends a statement's place on a lane.
@@ -286,7 +292,9 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
             case .fail(let waiter, let failure):
                 let (continuation, error) = shared.withLock { shared in
                     defer { shared.deadlockErrors[waiter] = nil }
-                    return (shared.continuations.removeValue(forKey: waiter), makeError(failure, waiter: waiter, shared))
+                    return (
+                        shared.continuations.removeValue(forKey: waiter), makeError(failure, waiter: waiter, shared)
+                    )
                 }
                 continuation?.resume(throwing: error)
             case .schedule(let timer, let deadline):
@@ -311,7 +319,7 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
                     return (shared.shutdownWaiters, shared.jobWaiter)
                 }
                 jobWaiter?.resume(returning: nil)
-                waiters.forEach { $0.resume() }
+                for waiter in waiters { waiter.resume() }
             }
         }
         recordGauges()
@@ -404,7 +412,9 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
             if !healthy {
                 logger.debug("an idle connection failed its health check", metadata: ["pool": "\(name)"])
             }
-            perform(shared.withLock { $0.state.healthChecked(entry, healthy: healthy, for: waiter, now: monotonicNow()) })
+            perform(
+                shared.withLock { $0.state.healthChecked(entry, healthy: healthy, for: waiter, now: monotonicNow()) }
+            )
         case .timer(let timer, let deadline, let generation):
             guard await sleep(timer, until: deadline, generation: generation) else { return }
             perform(shared.withLock { $0.state.timerFired(timer, now: monotonicNow()) })

@@ -341,7 +341,8 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
         entry.lastUsedAt = now
         leased[entry.id] = entry
         if waiter.demand == .statement { lanes[entry.id] = 1 }
-        return wasQueued ? [.lease(entry, to: waiter.id), .cancel(.acquireTimeout(waiter.id))] : [.lease(entry, to: waiter.id)]
+        return wasQueued
+            ? [.lease(entry, to: waiter.id), .cancel(.acquireTimeout(waiter.id))] : [.lease(entry, to: waiter.id)]
     }
 
     /// Queues `waiter` and starts its acquire timer.
@@ -387,7 +388,9 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
     }
 
     private mutating func finishShutdownIfDone() -> [Action] {
-        guard lifecycle == .shuttingDown, leased.isEmpty, connecting == 0, checks.isEmpty, closing == 0 else { return [] }
+        guard lifecycle == .shuttingDown, leased.isEmpty, connecting == 0, checks.isEmpty, closing == 0 else {
+            return []
+        }
         lifecycle = .shutDown
         return [.shutdownComplete]
     }

@@ -30,8 +30,16 @@ struct PoolMetrics: Sendable {
         waiting = Meter(label: "syncbridge.pool.waiting", dimensions: dimensions, factory: factory)
         acquireDuration = Timer(label: "syncbridge.pool.acquire_duration", dimensions: dimensions, factory: factory)
         acquireTimeouts = Counter(label: "syncbridge.pool.acquire_timeouts", dimensions: dimensions, factory: factory)
-        connectionsOpened = Counter(label: "syncbridge.pool.connections_opened", dimensions: dimensions, factory: factory)
-        connectionsClosed = Counter(label: "syncbridge.pool.connections_closed", dimensions: dimensions, factory: factory)
+        connectionsOpened = Counter(
+            label: "syncbridge.pool.connections_opened",
+            dimensions: dimensions,
+            factory: factory
+        )
+        connectionsClosed = Counter(
+            label: "syncbridge.pool.connections_closed",
+            dimensions: dimensions,
+            factory: factory
+        )
         connectFailures = Counter(label: "syncbridge.pool.connect_failures", dimensions: dimensions, factory: factory)
     }
 }
