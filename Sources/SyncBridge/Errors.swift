@@ -46,6 +46,11 @@ public struct ExecutorError: Error, Hashable, CustomStringConvertible {
         self.executorKind = kind.rawValue
     }
 
+    /// The error of work submitted for a `ThreadBound` resource that is closed.
+    package static func resourceClosed(onThreadExecutor executorName: String) -> ExecutorError {
+        ExecutorError(code: .resourceClosed, executorName: executorName, kind: .threadExecutor)
+    }
+
     /// What was refused and why, naming the executor.
     public var description: String {
         switch code {

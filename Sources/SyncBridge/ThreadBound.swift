@@ -102,12 +102,13 @@ public final class ThreadBound<Resource>: Sendable {
     /// the tool for clean-up that must happen from synchronous code (a `deinit`). When the
     /// resource is closed or the executor shut down, `ifClosed` runs instead.
     package func withResourceDetached(
+        actsForCurrentTask: Bool = false,
         _ body: sending @escaping (inout Resource) -> Void,
         ifClosed: @escaping @Sendable () -> Void
     ) {
         let storage = self.storage
         let executor = self.executor
-        let queued = executor.workers.submitDetached { _ in
+        let queued = executor.workers.submitDetached(actsForCurrentTask: actsForCurrentTask) { _ in
             precondition(executor.isCurrent)
             guard var resource = storage.resource else {
                 ifClosed()

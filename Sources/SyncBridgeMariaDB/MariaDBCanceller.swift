@@ -34,6 +34,9 @@ final class MariaDBKiller: Sendable {
                         var sideConfiguration = configuration
                         sideConfiguration.statementTimeout = nil
                         sideConfiguration.connectTimeout = min(configuration.connectTimeout, .seconds(5))
+                        // A server that stopped answering holds the kill thread 5 s at most.
+                        sideConfiguration.readTimeout = min(configuration.readTimeout, .seconds(5))
+                        sideConfiguration.writeTimeout = min(configuration.writeTimeout, .seconds(5))
                         guard let opened = try? MariaDBSession.connectHandle(sideConfiguration) else { break }
                         connections[configuration] = opened
                         mysql = opened

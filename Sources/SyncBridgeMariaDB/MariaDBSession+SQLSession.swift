@@ -29,9 +29,25 @@ extension MariaDBSession: SQLSession {
         try run(query, statementTimeout: timeout?.duration)
     }
 
-    /// Runs `sql` through the text protocol.
-    public func runControl(_ sql: String) throws {
-        try runText(sql)
+    /// Connector/C's socket (`mysql_get_socket`).
+    public var socketDescriptor: Int32? {
+        let socket = mysql_get_socket(mysql)
+        return socket >= 0 ? Int32(socket) : nil
+    }
+
+    /// `false`: the server ends a statement past its timeout itself (`max_statement_time`).
+    public static var cancelsAtTimeout: Bool { false }
+
+    /// A ``MariaDBError`` of kind ``MariaDBError/Kind/timedOut`` (error 1969,
+    /// `ER_STATEMENT_TIMEOUT`).
+    public static func timeoutError(_ timeout: SQLTimeout, query: SQLQuery) -> any Error {
+        MariaDBError(
+            kind: .timedOut,
+            number: 1969,
+            sqlState: "70100",
+            message: "the statement did not finish within \(timeout.duration)",
+            query: query.render { _ in "?" }
+        )
     }
 
     /// A ``MariaDBError`` with number 1317 (`ER_QUERY_INTERRUPTED`).

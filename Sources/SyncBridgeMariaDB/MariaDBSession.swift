@@ -51,7 +51,7 @@ public final class MariaDBSession {
             if let timeout = configuration.statementTimeout {
                 settings.append("max_statement_time = \(seconds(timeout))")
             }
-            try session.runText("SET " + settings.joined(separator: ", "))
+            try session.runControl("SET " + settings.joined(separator: ", "))
         } catch {
             mysql_close(mysql)
             throw error
@@ -219,7 +219,7 @@ public final class MariaDBSession {
 
     /// Runs a statement without parameters through the text protocol: session setup and
     /// transaction control. A result, if any, is read and dropped.
-    func runText(_ sql: String) throws {
+    public func runControl(_ sql: String) throws {
         try refuseWhileStreaming()
         let status = sql.utf8CString.withUnsafeBufferPointer { buffer in
             mysql_real_query(mysql, buffer.baseAddress, UInt(buffer.count - 1))

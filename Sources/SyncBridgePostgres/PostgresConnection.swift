@@ -56,7 +56,7 @@ extension SQLConnection where Session == PostgresSession {
     /// Waits up to `timeout` for notifications on the channels this connection listens to.
     func pollNotifications(timeout: Duration) async throws -> [PostgresNotification] {
         let milliseconds = Int32(clamping: timeout.millisecondCount)
-        return try await withSession { session, _ in
+        return try await withSession { session in
             try session.pollNotifications(timeoutMilliseconds: milliseconds)
         }
     }

@@ -18,12 +18,12 @@ extension PostgresConnection {
     public func copyFrom<Data: AsyncSequence>(_ statement: SQLQuery, data: Data) async throws -> Int
     where Data.Element == [UInt8] {
         let sql = try Self.copySQL(statement)
-        try await withSession { session, _ in try session.beginCopy(sql, direction: PGRES_COPY_IN) }
+        try await withSession { session in try session.beginCopy(sql, direction: PGRES_COPY_IN) }
         do {
             for try await chunk in data {
                 try Task.checkCancellation()
                 guard !chunk.isEmpty else { continue }
-                try await withSession { session, _ in try session.putCopyData(chunk) }
+                try await withSession { session in try session.putCopyData(chunk) }
             }
         } catch {
             let reason = error is CancellationError ? "cancelled by the client" : "the client's data failed: \(error)"
@@ -75,13 +75,13 @@ extension PostgresConnection {
         onFinish: @escaping @Sendable () -> Void
     ) async throws -> SQLBatchStream<[UInt8]> {
         let next: @Sendable () async throws -> [[UInt8]]? = { [self] in
-            try await withSession { session, _ in try session.nextCopyRows(maximumBytes: maximumBatchBytes) }
+            try await withSession { session in try session.nextCopyRows(maximumBytes: maximumBatchBytes) }
         }
         return try await .start(
             first: {
                 // Inside `first`, so that a statement refused here still runs `onFinish`.
                 let sql = try Self.copySQL(statement)
-                try await withSession { session, _ in try session.beginCopy(sql, direction: PGRES_COPY_OUT) }
+                try await withSession { session in try session.beginCopy(sql, direction: PGRES_COPY_OUT) }
                 return try await next()
             },
             next: next,

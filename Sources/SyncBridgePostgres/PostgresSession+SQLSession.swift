@@ -22,20 +22,31 @@ extension PostgresSession: SQLSession {
     /// The `PGconn*`.
     public var rawHandle: OpaquePointer { connection }
 
-    /// Runs `query` with its bound parameters, prepared on first use; past `timeout`, the
-    /// statement is cancelled on the server and fails with ``PostgresError/Kind/timedOut``.
+    /// Runs `query` with its bound parameters, prepared on first use. A `timeout` is enforced by
+    /// the connection, which asks the server to cancel the statement when it passes.
     public func run(_ query: SQLQuery, timeout: SQLTimeout?) throws -> SQLOutcome {
-        try run(query, deadline: timeout?.deadline)
+        try run(query)
     }
 
-    /// Runs `sql` through the simple protocol.
-    public func runControl(_ sql: String) throws {
-        try runSimple(sql)
+    /// libpq's socket (`PQsocket`).
+    public var socketDescriptor: Int32? {
+        let socket = PQsocket(connection)
+        return socket >= 0 ? socket : nil
+    }
+
+    /// A ``PostgresError`` of kind ``PostgresError/Kind/timedOut``.
+    public static func timeoutError(_ timeout: SQLTimeout, query: SQLQuery) -> any Error {
+        PostgresError(
+            kind: .timedOut,
+            message: "the statement did not finish within \(timeout.duration) and was cancelled",
+            sqlState: "57014",
+            query: query.render { "$\($0)" }
+        )
     }
 
     /// `SELECT 1`.
     public func ping() -> Bool {
-        (try? runSimple("SELECT 1")) != nil
+        (try? runControl("SELECT 1")) != nil
     }
 
     /// A ``PostgresError`` with SQLSTATE 57014 (`query_canceled`).

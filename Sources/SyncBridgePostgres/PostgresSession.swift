@@ -79,7 +79,7 @@ public final class PostgresSession {
                 let milliseconds = max(1, statementTimeout.millisecondCount)
                 setup += "; SET statement_timeout TO \(milliseconds)"
             }
-            try session.runSimple(setup)
+            try session.runControl(setup)
         } catch {
             PQfinish(connection)
             throw error
@@ -105,22 +105,17 @@ public final class PostgresSession {
 
     /// Runs a statement without parameters through the simple protocol (several statements
     /// allowed): session setup, transaction control.
-    func runSimple(_ sql: String) throws {
+    public func runControl(_ sql: String) throws {
         let result = PQexec(connection, sql)
         defer { PQclear(result) }
         _ = try outcome(of: result, sql: sql)
     }
 
-    /// Runs `query` with its bound parameters, preparing it on first use. With a `deadline`
-    /// (monotonic nanoseconds), a statement still running then is cancelled on the server and
-    /// fails with ``PostgresError/Kind/timedOut``.
-    func run(_ query: SQLQuery, deadline: UInt64?) throws -> Outcome {
+    /// Runs `query` with its bound parameters, preparing it on first use.
+    func run(_ query: SQLQuery) throws -> Outcome {
         try refuseWhileStreaming()
         let statement = try Statement(query)
         let name = try prepare(statement)
-        if let deadline {
-            return try runWithDeadline(statement, name: name, deadline: deadline)
-        }
         let result = withParameterArrays(statement.parameters) { values, lengths, formats in
             if let name {
                 return PQexecPrepared(connection, name, Int32(statement.parameters.count), values, lengths, formats, 0)
@@ -178,50 +173,6 @@ public final class PostgresSession {
             }
         }
         guard sent == 1 else { throw connectionError(query: statement.sql) }
-    }
-
-    /// Sends the statement, then waits for its result no longer than `deadline`; past it, cancels
-    /// the statement from this same thread, so the cancel can only hit this statement.
-    private func runWithDeadline(_ statement: Statement, name: String?, deadline: UInt64) throws -> Outcome {
-        try send(statement, name: name)
-        var timedOut = false
-        while PQisBusy(connection) == 1 {
-            let now = monotonicNanoseconds()
-            if !timedOut && now >= deadline {
-                timedOut = true
-                if let cancel = PQgetCancel(connection) {
-                    var buffer = [CChar](repeating: 0, count: 256)
-                    _ = PQcancel(cancel, &buffer, Int32(buffer.count))
-                    PQfreeCancel(cancel)
-                }
-            }
-            var descriptor = pollfd(fd: PQsocket(connection), events: Int16(POLLIN), revents: 0)
-            let waitMilliseconds = timedOut ? 1000 : Int32(clamping: (deadline - min(deadline, now)) / 1_000_000 + 1)
-            _ = poll(&descriptor, 1, waitMilliseconds)
-            guard PQconsumeInput(connection) == 1 else { throw connectionError(query: statement.sql) }
-        }
-        var outcome = Outcome()
-        var failure: (any Error)?
-        while let result = PQgetResult(connection) {
-            defer { PQclear(result) }
-            do {
-                outcome = try self.outcome(of: result, sql: statement.sql)
-            } catch let error as PostgresError where timedOut && error.isQueryCanceled {
-                failure =
-                    failure
-                    ?? PostgresError(
-                        kind: .timedOut,
-                        message: "the statement did not finish in time and was cancelled on the server",
-                        sqlState: error.sqlState,
-                        severity: error.severity,
-                        query: statement.sql
-                    )
-            } catch {
-                failure = failure ?? error
-            }
-        }
-        if let failure { throw failure }
-        return outcome
     }
 
     /// A query rendered for libpq, with its parameters encoded.

@@ -246,6 +246,20 @@ enum ServerSupport {
 
     /// Whether `pid` still runs. A child of ours that exited stays a zombie (and answers
     /// `kill(pid, 0)`) until it is reaped, so reap it here.
+    /// The processes whose parent is `pid` (read from `/proc/<pid>/stat`).
+    static func childProcessIDs(of pid: Int32) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { entry -> Int32? in
+            guard let child = Int32(entry),
+                let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                let afterName = stat.range(of: ") ", options: .backwards)
+            else { return nil }
+            // The fields after the name: state, parent id, …
+            let fields = stat[afterName.upperBound...].split(separator: " ")
+            return fields.count > 1 && Int32(fields[1]) == pid ? child : nil
+        }
+    }
+
     static func isAlive(_ pid: Int32) -> Bool {
         var status: Int32 = 0
         if waitpid(pid, &status, WNOHANG) == pid { return false }

@@ -94,6 +94,24 @@ public final class TemporaryPostgres: Sendable, ThrowawayServer {
         await stopServer()
     }
 
+    /// Freezes the server (`SIGSTOP` to all of its processes), as a host that stopped answering
+    /// does: connections stay open, nothing answers. ``thaw()`` resumes it. For fault-injection
+    /// tests.
+    public func freeze() {
+        signalServer(SIGSTOP)
+    }
+
+    /// Resumes a server that ``freeze()`` stopped (`SIGCONT`).
+    public func thaw() {
+        signalServer(SIGCONT)
+    }
+
+    /// The server's processes while it runs: the main one first, then its children. For
+    /// fault-injection tests.
+    public var processIDs: [Int32] { serverProcessIDs }
+
+    var mainProcessID: Int32? { state.withLock { $0.postmasterPID } }
+
     static let displayName = "PostgreSQL"
     static let directoryPrefix = "syncbridge-pg"
     static let sharedServer = Locked<Task<TemporaryPostgres, any Error>?>(nil)

@@ -1,6 +1,12 @@
 import Logging
 import SyncBridge
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// What the throwaway servers share: starting in a fresh folder on a free port (with cleanup when
 /// a step fails), one server per process shared by the tests that ask for it, and stopping.
 ///
@@ -28,6 +34,8 @@ protocol ThrowawayServer: AnyObject, Sendable {
 
     var port: Int { get }
     var directory: String { get }
+    /// The server's main process, while it runs.
+    var mainProcessID: Int32? { get }
 }
 
 extension ThrowawayServer {
@@ -76,5 +84,18 @@ extension ThrowawayServer {
     /// Stops the server and deletes its folder, also when the calling task is cancelled.
     func stopServer() async {
         await ServerSupport.runToCompletion { self.stopBlocking() }
+    }
+}
+
+extension ThrowawayServer {
+    /// The server's processes: the main one and its children (PostgreSQL's backends), while it runs.
+    var serverProcessIDs: [Int32] {
+        guard let main = mainProcessID else { return [] }
+        return [main] + ServerSupport.childProcessIDs(of: main)
+    }
+
+    /// Sends `signal` to every process of the server.
+    func signalServer(_ signal: Int32) {
+        for pid in serverProcessIDs { kill(pid, signal) }
     }
 }

@@ -99,3 +99,53 @@ private let testWorkPool = BlockingPool(name: "sb-test-work", threadCount: 2)
 public func offloaded<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await testWorkPool.run { _ in try body() }
 }
+
+/// Runs `count` statements at once on `client`, whose server cannot be reached, and returns what
+/// each one threw and how long it took, in seconds. A statement that succeeds is a test failure
+/// of the caller's to report (it returns `nil` for that one).
+public func concurrentFailures<Session: SQLSession>(
+    of client: SQLClient<Session>,
+    count: Int = 20
+) async throws -> [(error: (any Error)?, seconds: Double)] {
+    try await withThrowingTaskGroup(of: ((any Error)?, Double).self) { group in
+        for _ in 0..<count {
+            group.addTask {
+                let start = ContinuousClock.now
+                do {
+                    try await client.query("SELECT 1")
+                    return (nil, (ContinuousClock.now - start).seconds)
+                } catch {
+                    return (error, (ContinuousClock.now - start).seconds)
+                }
+            }
+        }
+        var results: [((any Error)?, Double)] = []
+        for try await result in group { results.append(result) }
+        return results.map { (error: $0.0, seconds: $0.1) }
+    }
+}
+
+extension Duration {
+    /// The duration in seconds.
+    public var seconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}
+
+/// The names of this process's threads (`/proc/self/task/*/comm`).
+public func threadNames() -> [String] {
+    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+    return tasks.compactMap { task in
+        (try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
+
+/// Waits until `condition` holds, checking every 10 ms; fails with ``DeadlineExceeded`` after
+/// `seconds`.
+public func waitUntil(_ seconds: Double = 10, _ condition: @escaping @Sendable () async throws -> Bool) async throws {
+    try await withDeadline(seconds) {
+        while try await !condition() { try await Task.sleep(for: .milliseconds(10)) }
+    }
+}

@@ -21,8 +21,8 @@ struct MariaDBDeadlockTests {
     func nestedLease() async throws {
         let client = try await makeClient(connections: 1)
         let start = ContinuousClock.now
-        let outer = #line + 5
-        let inner = #line + 5
+        let outer = #line + 8
+        let inner = #line + 8
         let reports = try await DeadlockDetectorTrait.collectReports(
             mode: .throwError,
             stuckWaitThreshold: .seconds(60)

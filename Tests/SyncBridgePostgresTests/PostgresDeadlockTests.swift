@@ -26,8 +26,8 @@ struct PostgresDeadlockTests {
     func nestedLease() async throws {
         let client = try await makeClient("sb-nested", connections: 1)
         let start = ContinuousClock.now
-        let outer = #line + 6
-        let inner = #line + 6
+        let outer = #line + 9
+        let inner = #line + 9
         let reports = try await DeadlockDetectorTrait.collectReports(
             mode: .throwError,
             stuckWaitThreshold: .seconds(60)
@@ -156,7 +156,7 @@ struct PostgresDeadlockTests {
         #expect(try await client.query("SELECT 1").count == 1)
         let held = Gate()
         let release = Gate()
-        let holderLine = #line + 5
+        let holderLine = #line + 8
         let reports = try await DeadlockDetectorTrait.collectReports(
             mode: .throwError,
             stuckWaitThreshold: .milliseconds(200 * slowdown)

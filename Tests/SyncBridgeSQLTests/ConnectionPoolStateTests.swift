@@ -181,6 +181,29 @@ struct ConnectionPoolStateTests {
         #expect(schedules(retry) == [.acquireTimeout(second): 16 * Self.second])
     }
 
+    @Test("once a connection comes back broken, the idle ones are checked before they are leased")
+    func checkIdleAfterBreakage() {
+        var state = Self.makeState(maximum: 2)
+        let (first, _) = Self.ask(&state)
+        let (second, _) = Self.ask(&state)
+        let a = leasedEntry(state.connected(FakeConnection(1), now: 1), to: first)!
+        let b = leasedEntry(state.connected(FakeConnection(2), now: 1), to: second)!
+        _ = state.released(a.id, reusable: true, now: 2)
+        // b broke (a server restart): a, idle since before, is checked, not handed out as is.
+        _ = state.released(b.id, reusable: false, now: 3)
+        let (third, actions) = Self.ask(&state, now: 4)
+        guard case .checkHealth(let checked, for: third)? = actions.first else {
+            Issue.record("expected a health check, got \(actions)")
+            return
+        }
+        #expect(checked.id == a.id)
+        // Once it passed, it is leased as usual, and used again without a check.
+        let leased = leasedEntry(state.healthChecked(checked, healthy: true, for: third, now: 5), to: third)!
+        _ = state.released(leased.id, reusable: true, now: 6)
+        let (fourth, again) = Self.ask(&state, now: 7)
+        #expect(leasedEntry(again, to: fourth)?.id == a.id)
+    }
+
     @Test("upkeep runs on the maintenance timer: idle connections above the minimum close, the minimum stays open")
     func maintenance() {
         var state = Self.makeState(minimum: 1, maximum: 3)
@@ -235,6 +258,60 @@ struct ConnectionPoolStateTests {
         let handedOver = state.statementFinished(on: lane.id, reusable: true, now: 1)
         #expect(leasedEntry(handedOver, to: exclusive)?.id == lane.id)
         #expect(state.lanes.isEmpty)
+    }
+
+    @Test(
+        "when attempts fail and nothing is left to serve, waiters fail at once; leases fail fast; probes run each backoff until one succeeds"
+    )
+    func circuit() {
+        var state = Self.makeState(maximum: 2)
+        let (first, _) = Self.ask(&state)
+        let (second, _) = Self.ask(&state)
+        #expect(state.connecting == 2)
+        // One attempt fails while the other is in flight: nobody fails yet.
+        let afterOne = state.connectFailed(now: 1)
+        #expect(!afterOne.contains { if case .fail = $0 { true } else { false } })
+        #expect(!state.isCircuitOpen)
+        // The last one fails: both waiters get the connection error, and their timers stop.
+        let afterTwo = state.connectFailed(now: 2)
+        let failed = afterTwo.compactMap { if case .fail(let waiter, .connectionFailed) = $0 { waiter } else { nil } }
+        #expect(Set(failed) == [first, second])
+        #expect(cancels(afterTwo).isSuperset(of: [.acquireTimeout(first), .acquireTimeout(second)]))
+        #expect(state.isCircuitOpen)
+        #expect(state.waiters.isEmpty)
+        // While it is open and no attempt runs, a lease fails at once.
+        guard case .fail(_, .connectionFailed)? = Self.ask(&state, now: 3).1.first else {
+            Issue.record("expected a fast failure")
+            return
+        }
+        // The backoff ends: one probe, even with nobody waiting; a lease during the probe waits
+        // for it.
+        #expect(connects(state.timerFired(.reconnect, now: 4 * Self.second)) == 1)
+        let (third, queued) = Self.ask(&state, now: 4 * Self.second)
+        #expect(!queued.contains { if case .fail = $0 { true } else { false } })
+        let served = state.connected(FakeConnection(1), now: 5 * Self.second)
+        #expect(leasedEntry(served, to: third) != nil)
+        #expect(!state.isCircuitOpen)
+    }
+
+    @Test(
+        "a burst of statements while the first connections open shares them as lanes instead of queueing for one each"
+    )
+    func burst() {
+        var state = Self.makeState(maximum: 2)
+        var asked: [State.WaiterID] = []
+        for _ in 0..<10 { asked.append(Self.ask(&state, .statement).0) }
+        #expect(state.connecting == 2)
+        // The first connection: one statement gets it, and the queued statements beyond the one
+        // connection still being opened join its lane.
+        let first = state.connected(FakeConnection(1), now: 1)
+        let shared = first.filter { if case .share = $0 { true } else { false } }.count
+        #expect(leasedEntry(first, to: asked[0]) != nil)
+        #expect(shared == 8)
+        #expect(state.waiters.map(\.id) == [asked[9]])
+        // The second connection serves the last one.
+        #expect(leasedEntry(state.connected(FakeConnection(2), now: 2), to: asked[9]) != nil)
+        #expect(state.waiters.isEmpty)
     }
 
     @Test(

@@ -186,6 +186,19 @@ public final class SQLiteSession: SQLSession {
         isBroken = true
     }
 
+    /// `false`: the progress handler stops a statement past its timeout.
+    public static var cancelsAtTimeout: Bool { false }
+
+    /// An ``SQLiteError`` that says the statement ran past `timeout`.
+    public static func timeoutError(_ timeout: SQLTimeout, query: SQLQuery) -> any Error {
+        SQLiteError(
+            code: SQLITE_INTERRUPT,
+            message: "the statement did not finish within \(timeout.duration) and was interrupted",
+            sql: query.render { "?\($0)" },
+            isTimeout: true
+        )
+    }
+
     /// `SQLITE_INTERRUPT`.
     public static func isCancellation(_ error: any Error) -> Bool {
         (error as? SQLiteError)?.primaryCode == SQLITE_INTERRUPT

@@ -116,6 +116,14 @@ public final class BlockingPool: TaskExecutor, Sendable {
         try await workers.submit(body)
     }
 
+    /// Queues `body` on one of the pool's threads without waiting for it, from synchronous code:
+    /// for work nobody awaits (a service loop, a cancel request). `false` once the pool is shut
+    /// down (`body` then never runs).
+    @discardableResult
+    package func runDetached(_ body: sending @escaping () -> Void) -> Bool {
+        workers.submitDetached { _ in body() }
+    }
+
     /// Refuses new closures, lets queued work finish, and returns once every thread has exited.
     public func shutdownGracefully() async {
         await workers.shutdownGracefully()

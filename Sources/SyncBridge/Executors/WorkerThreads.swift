@@ -164,8 +164,15 @@ final class WorkerThreads: @unchecked Sendable {
     /// Queues `body` without waiting for it: it runs after everything submitted before this call
     /// and before everything submitted after it. Returns `false` when the queue no longer accepts
     /// work (then `body` never runs).
-    func submitDetached(_ body: sending @escaping (BlockingJobContext) -> Void) -> Bool {
+    ///
+    /// With `actsForCurrentTask`, the deadlock detector sees the thread that runs `body` act for
+    /// the calling task, as it does for awaited work.
+    func submitDetached(
+        actsForCurrentTask: Bool = false,
+        _ body: sending @escaping (BlockingJobContext) -> Void
+    ) -> Bool {
         let item = DetachedWorkItem(body: body, submittedAt: monotonicNanoseconds())
+        if actsForCurrentTask { tagForDeadlockDetection(item) }
         lock.lock()
         let action = state.submit(item)
         entryCount.store(state.entries.count, ordering: .relaxed)

@@ -44,12 +44,16 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
     ///   - configuration: Where and how to connect.
     ///   - poolConfiguration: The pool's sizes and timeouts.
     ///   - name: Names the pool in logs, metrics and errors; the database's name by default.
+    ///   - cancellationGracePeriod: How long a cancelled or timed-out statement may wait for the
+    ///     server to answer before its caller gets the error anyway and the connection is
+    ///     abandoned (see ``SQLConnection/connect(configuration:cancellationGracePeriod:logger:metricsFactory:)``).
     ///   - logger: Receives pool and connection events; the password never appears.
     ///   - metricsFactory: Receives the pool's and the statements' metrics.
     public init(
         configuration: Session.Configuration,
         poolConfiguration: ConnectionPoolConfiguration = .init(),
         name: String = Session.databaseName,
+        cancellationGracePeriod: Duration = .seconds(2),
         logger: Logger = Logger(label: "SyncBridge.\(Session.databaseName)"),
         metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) {
@@ -60,7 +64,12 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
             logger: logger,
             metricsFactory: metricsFactory
         ) {
-            try await Connection.connect(configuration: configuration, logger: logger, metricsFactory: metricsFactory)
+            try await Connection.connect(
+                configuration: configuration,
+                cancellationGracePeriod: cancellationGracePeriod,
+                logger: logger,
+                metricsFactory: metricsFactory
+            )
         }
         clientExtension = Session.ClientExtension(
             configuration: configuration,

@@ -2,6 +2,12 @@ public import Logging
 public import Metrics
 public import SyncBridge
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// One database connection living on its own dedicated thread: the async face of an
 /// ``SQLSession``.
 ///
@@ -37,6 +43,10 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     public let configuration: Session.Configuration
     package let session: ThreadBound<Session>
     package let canceller: Session.Canceller
+    /// How long a cancelled or timed-out statement waits for the server before the connection is
+    /// abandoned.
+    public let cancellationGracePeriod: Duration
+    private let abandoner: SocketAbandoner
     private let transactions = SQLTransactionNesting()
     private let metrics: SQLStatementMetrics
     /// Cleared once the session reports the connection broken; a pool then discards it.
@@ -48,6 +58,8 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         executor: ThreadExecutor,
         session: ThreadBound<Session>,
         canceller: Session.Canceller,
+        abandoner: SocketAbandoner,
+        cancellationGracePeriod: Duration,
         configuration: Session.Configuration,
         logger: Logger,
         metrics: SQLStatementMetrics
@@ -55,6 +67,8 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         self.executor = executor
         self.session = session
         self.canceller = canceller
+        self.abandoner = abandoner
+        self.cancellationGracePeriod = cancellationGracePeriod
         self.configuration = configuration
         self.description = configuration.description
         self.logger = logger
@@ -65,11 +79,15 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     ///
     /// - Parameters:
     ///   - configuration: Where and how to connect.
+    ///   - cancellationGracePeriod: How long a statement that was cancelled, or ran past its
+    ///     timeout, may wait for the server to answer; past it, the caller gets its error at once
+    ///     and the connection is abandoned (its socket shut down, never reused). 2 s by default.
     ///   - logger: Receives the connection's logs; the password never appears in them.
     ///   - metricsFactory: Receives statement metrics (`syncbridge.<database>.*`).
     /// - Throws: The session's connection error, naming the server and the reason.
     public static func connect(
         configuration: Session.Configuration,
+        cancellationGracePeriod: Duration = .seconds(2),
         logger: Logger = Logger(label: "SyncBridge.\(Session.databaseName)"),
         metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) async throws -> SQLConnection {
@@ -80,8 +98,8 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         let executor = ThreadExecutor(name: "sb-\(Session.databaseName)-\(number)", logger: logger)
         do {
             let session = try await ThreadBound(on: executor) { try Session.open(configuration) }
-            let canceller = try await session.withResource { session in
-                session.makeCanceller(configuration: configuration)
+            let (canceller, socket) = try await session.withResource { session in
+                (session.makeCanceller(configuration: configuration), session.socketDescriptor)
             }
             var logger = logger
             logger[metadataKey: "\(Session.databaseName).connection"] = "\(number)"
@@ -90,6 +108,8 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
                 executor: executor,
                 session: session,
                 canceller: canceller,
+                abandoner: SocketAbandoner(socket),
+                cancellationGracePeriod: cancellationGracePeriod,
                 configuration: configuration,
                 logger: logger,
                 metrics: SQLStatementMetrics(prefix: "syncbridge.\(Session.databaseName)", factory: metricsFactory)
@@ -117,7 +137,9 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         let start = monotonicNanoseconds()
         let limit = timeout.map(SQLTimeout.init)
         do {
-            let outcome = try await withSession { session, _ in try session.run(query, timeout: limit) }
+            let outcome = try await withSession(timeout: limit, statement: query) { session in
+                try session.run(query, timeout: limit)
+            }
             metrics.record(start: start, failed: false)
             return outcome
         } catch {
@@ -154,12 +176,12 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         precondition(batchSize > 0, "batchSize must be positive")
         return try await .start(
             first: {
-                try await withSession { session, _ in
+                try await withSession { session in
                     try session.beginStream(query)
                     return try session.nextBatch(limit: batchSize)
                 }
             },
-            next: { [self] in try await withSession { session, _ in try session.nextBatch(limit: batchSize) } },
+            next: { [self] in try await withSession { session in try session.nextBatch(limit: batchSize) } },
             abandon: { [self] done in abandonStream(then: done) },
             onFinish: onFinish
         )
@@ -167,27 +189,96 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
 
     // MARK: The session on its thread
 
-    /// Runs `body` with the session on the connection's thread, with server-side cancellation,
-    /// keeping track of whether the connection broke.
+    /// Runs `body` with the session on the connection's thread, ordered after the work queued
+    /// before it, keeping track of whether the connection broke.
     ///
-    /// A cancel meant for an earlier statement settles first; when the task is cancelled while
-    /// `body` runs, the canceller interrupts it, and the server's "cancelled" error becomes
-    /// `CancellationError`.
+    /// A cancel meant for an earlier statement settles first. When the task is cancelled while
+    /// `body` runs, the canceller asks the server to stop it and the server's "cancelled" error
+    /// becomes `CancellationError`; a task cancelled while `body` is still queued gets
+    /// `CancellationError` at once, and `body` never runs. With a `timeout`, the server is asked
+    /// to stop the statement when it passes (for sessions that do not enforce it themselves), and
+    /// the error becomes the database's typed timeout error.
+    ///
+    /// Either way, the caller waits for the server no longer than ``cancellationGracePeriod``:
+    /// past it, the caller gets its error, and the connection is abandoned — marked unusable, its
+    /// socket shut down so that the blocked C call returns on its own thread.
     package func withSession<Result: Sendable>(
-        _ body: sending @escaping (Session, BlockingJobContext) throws -> Result
+        timeout: SQLTimeout? = nil,
+        statement: SQLQuery? = nil,
+        _ body: @escaping @Sendable (Session) throws -> Result
     ) async throws -> Result {
-        let (canceller, usable) = (self.canceller, self.usable)
-        return try await session.withResource { session, job in
-            defer { if !session.isHealthy { usable.withLock { $0 = false } } }
-            try Self.settle(canceller, session)
-            try job.checkCancellation()
-            do {
-                return try job.withInterruptHandler({ canceller.cancel() }) { try body(session, job) }
-            } catch  where job.isCancelled && Session.isCancellation(error) {
-                if (try? Self.settle(canceller, session)) != nil { session.recoverFromCancellation() }
-                throw CancellationError()
+        let call = SQLCall<Result>()
+        let (canceller, usable, session) = (self.canceller, self.usable, self.session)
+        let grace = UInt64(max(0, cancellationGracePeriod.nanosecondCount))
+        return try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { continuation in
+                guard call.install(continuation) else { return }
+                if let timeout {
+                    if Session.cancelsAtTimeout {
+                        call.schedule(at: timeout.deadline) { canceller.cancel() }
+                    }
+                    call.schedule(at: timeout.deadline &+ grace) { [self] in
+                        abandon(
+                            call,
+                            because: Session.timeoutError(timeout, query: statement ?? ""),
+                            after: "its timeout"
+                        )
+                    }
+                }
+                session.withResourceDetached(
+                    actsForCurrentTask: true,
+                    { session in
+                        guard call.begin() else { return }
+                        let result: Swift.Result<Result, any Error>
+                        do {
+                            try Self.settle(canceller, session)
+                            result = .success(try body(session))
+                        } catch  where Session.isCancellation(error) && (call.isCancelled || timeout?.hasPassed == true)
+                        {
+                            if session.isHealthy, (try? Self.settle(canceller, session)) != nil {
+                                session.recoverFromCancellation()
+                            }
+                            if call.isCancelled || timeout == nil {
+                                result = .failure(CancellationError())
+                            } else {
+                                result = .failure(Session.timeoutError(timeout!, query: statement ?? ""))
+                            }
+                        } catch {
+                            result = .failure(error)
+                        }
+                        // Before the caller resumes: a pool that gets the connection back must
+                        // know whether it broke.
+                        if !session.isHealthy { usable.withLock { $0 = false } }
+                        call.finish(result)
+                    },
+                    ifClosed: {
+                        call.finish(.failure(ExecutorError.resourceClosed(onThreadExecutor: session.executor.name)))
+                    }
+                )
+            }
+        } onCancel: {
+            guard call.cancel() == .running else { return }
+            canceller.cancel()
+            call.schedule(at: monotonicNanoseconds() &+ grace) { [self] in
+                abandon(call, because: CancellationError(), after: "a cancel")
             }
         }
+    }
+
+    /// Ends `call` with `error` if the server still has not answered, and abandons the
+    /// connection: it is never reused, and its socket is shut down so that the C call blocked on
+    /// it returns.
+    private func abandon<Result>(_ call: SQLCall<Result>, because error: any Error, after reason: String) {
+        // Unusable before the caller resumes, so that its pool discards the connection. (When the
+        // thread finishes at this very moment, the connection is discarded for nothing.)
+        usable.withLock { $0 = false }
+        guard call.finish(.failure(error)) else { return }
+        abandoner.abandon()
+        metrics.abandoned.increment()
+        logger.warning(
+            "the server did not answer within the grace period after \(reason); the connection is abandoned",
+            metadata: ["grace_period": "\(cancellationGracePeriod)"]
+        )
     }
 
     /// Like ``withSession(_:)``, but runs even when the calling task is cancelled: for statements
@@ -291,7 +382,7 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     /// Whether the server answers a round trip on this connection.
     public func checkHealth() async -> Bool {
         guard isUsable else { return false }
-        let alive = (try? await withSession { session, _ in session.ping() }) ?? false
+        let alive = (try? await withSession { session in session.ping() }) ?? false
         if !alive { usable.withLock { $0 = false } }
         return alive
     }
@@ -299,12 +390,13 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     /// Closes the connection and stops its thread. Statements queued before finish first.
     public func close() async {
         usable.withLock { $0 = false }
-        let (session, canceller, executor) = (self.session, self.canceller, self.executor)
+        let (session, canceller, executor, abandoner) = (self.session, self.canceller, self.executor, self.abandoner)
         // In a task of its own, which the caller's cancellation does not reach: a cancelled pool
         // still closes its connections.
         await Task.detached {
             try? await session.close { session in
                 canceller.invalidate()
+                abandoner.invalidate()
                 session.close()
             }
             await executor.shutdownGracefully()
@@ -343,7 +435,7 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
 
     /// Runs a control statement (`BEGIN`, `LISTEN`, …) on the connection's thread.
     package func runControl(_ sql: String) async throws {
-        try await withSession { session, _ in try session.runControl(sql) }
+        try await withSession { session in try session.runControl(sql) }
     }
 
     /// Runs rollback statements even when the task is cancelled: they run in a task of their
@@ -361,3 +453,31 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
 
 /// Numbers connections across every database, for their threads' names.
 private let sqlConnectionNumbers = Locked(0)
+
+extension SQLTimeout {
+    /// Whether the deadline has passed.
+    var hasPassed: Bool { monotonicNanoseconds() >= deadline }
+}
+
+/// Shuts a connection's socket down from another thread, to make a C call that waits for a server
+/// that does not answer return on its own thread. The lock keeps the descriptor from being shut
+/// down once the session has closed it (the number may then belong to another file).
+final class SocketAbandoner: Sendable {
+    private let descriptor: Locked<Int32?>
+
+    init(_ descriptor: Int32?) {
+        self.descriptor = Locked(descriptor)
+    }
+
+    /// Shuts the socket down in both directions; reads and writes on it fail from now on.
+    func abandon() {
+        descriptor.withLock { descriptor in
+            if let descriptor { _ = shutdown(descriptor, Int32(SHUT_RDWR)) }
+        }
+    }
+
+    /// The session is closing its socket: later calls do nothing.
+    func invalidate() {
+        descriptor.withLock { $0 = nil }
+    }
+}

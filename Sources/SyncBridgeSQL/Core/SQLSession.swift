@@ -97,6 +97,21 @@ public protocol SQLSession: AnyObject, SendableMetatype {
     /// Checks the session after legacy code used the raw handle (for example for an error that
     /// says the connection is gone). Default: nothing.
     func checkAfterRawAccess()
+
+    /// The connection's socket, read on the session's thread after ``open(_:)``. When the server
+    /// does not answer a cancel or a timeout within the grace period, the connection shuts the
+    /// socket down from another thread, so that the blocked C call returns; `nil` (the default)
+    /// where there is no socket (an in-process database).
+    var socketDescriptor: Int32? { get }
+
+    /// Whether the connection asks the canceller to stop a statement when its timeout passes.
+    /// `false` (the default is `true`) for a session whose ``run(_:timeout:)`` has the server or
+    /// the library end it (MariaDB's `max_statement_time`, SQLite's progress handler).
+    static var cancelsAtTimeout: Bool { get }
+
+    /// The database's typed timeout error for `query`, which ran past `timeout`: thrown when the
+    /// statement was cancelled because of it, or abandoned when the server never answered.
+    static func timeoutError(_ timeout: SQLTimeout, query: SQLQuery) -> any Error
 }
 
 extension SQLSession {
@@ -105,6 +120,12 @@ extension SQLSession {
 
     /// Nothing to check.
     public func checkAfterRawAccess() {}
+
+    /// No socket.
+    public var socketDescriptor: Int32? { nil }
+
+    /// The connection cancels statements whose timeout passed.
+    public static var cancelsAtTimeout: Bool { true }
 }
 
 /// Interrupts one session's running statement from any thread.

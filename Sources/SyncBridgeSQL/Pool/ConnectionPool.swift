@@ -42,6 +42,9 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         /// stale stops without firing.
         var timerGenerations: [State.Timer: UInt64] = [:]
         var lastConnectionError: String?
+        /// The last connection attempt's error, which waiters get when nothing is left to serve
+        /// them (``State/Failure/connectionFailed``).
+        var lastConnectFailure: (any Error)?
         var isShutDown = false
         var shutdownWaiters: [UnsafeContinuation<Void, Never>] = []
         /// The errors of waits a deadlock detector ended (throw mode), by waiter.
@@ -368,6 +371,9 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         case .deadlock:
             return shared.deadlockErrors[waiter] ?? CancellationError()
         case .cancelled: return CancellationError()
+        case .connectionFailed:
+            metrics.connectFailedLeases.increment()
+            return shared.lastConnectFailure ?? poolError(.acquireTimeout, timeout: nil)
         case .shutDown: return poolError(.shutDown, timeout: nil)
         case .timedOut:
             metrics.acquireTimeouts.increment()
@@ -376,13 +382,17 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
     }
 
     private func recordGauges() {
-        let (idle, leased, waiting, canGrow) = shared.withLock {
-            ($0.state.idle.count, $0.state.leased.count, $0.state.waiters.count, $0.state.canServeWithoutRelease)
+        let (idle, leased, waiting, canGrow, circuitOpen) = shared.withLock {
+            (
+                $0.state.idle.count, $0.state.leased.count, $0.state.waiters.count, $0.state.canServeWithoutRelease,
+                $0.state.isCircuitOpen
+            )
         }
         if waiting > 0 && WaitGraph.isActive { WaitGraph.setMayGrow(.object(resourceID), canGrow) }
         metrics.idle.set(idle)
         metrics.leased.set(leased)
         metrics.waiting.set(waiting)
+        metrics.circuitOpen.set(circuitOpen ? 1 : 0)
     }
 
     // MARK: Jobs
@@ -393,13 +403,27 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
             do {
                 let connection = try await connect()
                 metrics.connectionsOpened.increment()
-                perform(shared.withLock { $0.state.connected(connection, now: monotonicNow()) })
+                let (actions, closed) = shared.withLock { shared in
+                    let wasOpen = shared.state.isCircuitOpen
+                    return (shared.state.connected(connection, now: monotonicNow()), wasOpen)
+                }
+                if closed { logger.notice("the server accepts connections again", metadata: ["pool": "\(name)"]) }
+                perform(actions)
             } catch {
                 metrics.connectFailures.increment()
                 logger.warning("connection attempt failed", metadata: ["pool": "\(name)", "error": "\(error)"])
-                let actions = shared.withLock { shared in
+                let (actions, opened) = shared.withLock { shared in
                     shared.lastConnectionError = "\(error)"
-                    return shared.state.connectFailed(now: monotonicNow())
+                    shared.lastConnectFailure = error
+                    let wasOpen = shared.state.isCircuitOpen
+                    let actions = shared.state.connectFailed(now: monotonicNow())
+                    return (actions, !wasOpen && shared.state.isCircuitOpen)
+                }
+                if opened {
+                    logger.error(
+                        "no connection can be opened: leases fail at once with the connection error until the server accepts connections again",
+                        metadata: ["pool": "\(name)", "error": "\(error)"]
+                    )
                 }
                 perform(actions)
             }

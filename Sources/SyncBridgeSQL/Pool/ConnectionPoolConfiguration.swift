@@ -30,8 +30,10 @@ public struct ConnectionPoolConfiguration: Sendable, Hashable {
     /// The wait before reconnecting after a failed attempt; doubles with each consecutive
     /// failure. Default 100 ms.
     public var initialBackoff: Duration = .milliseconds(100)
-    /// The longest wait between reconnection attempts. Default 10 s.
-    public var maximumBackoff: Duration = .seconds(10)
+    /// The longest wait between reconnection attempts. Default 1 s: while the server is down,
+    /// leases fail at once with the connection error, and the pool probes it this often, so it
+    /// serves again within about this long of the server accepting connections.
+    public var maximumBackoff: Duration = .seconds(1)
     /// How often ``ConnectionPool/run()`` closes stale connections and opens missing ones.
     /// Default 1 s.
     public var maintenanceInterval: Duration = .seconds(1)

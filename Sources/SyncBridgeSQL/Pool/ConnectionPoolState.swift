@@ -63,6 +63,9 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
         case cancelled
         /// A deadlock detector in throw mode ended the wait.
         case deadlock
+        /// No connection could be opened and none is left to serve: the waiter gets the last
+        /// connection attempt's error.
+        case connectionFailed
     }
 
     /// A timer the owner runs; when it fires, the owner reports it with ``timerFired(_:now:)``.
@@ -111,6 +114,14 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
     private(set) var consecutiveFailures = 0
     /// A reconnect timer is pending: no connection is opened before it fires.
     private(set) var isBackingOff = false
+    /// Connection attempts fail and no connection is left: leases fail at once with the last
+    /// attempt's error (while no attempt is in flight), and a probe attempt runs each time the
+    /// backoff ends, until one succeeds.
+    private(set) var isCircuitOpen = false
+    /// When a leased connection last came back broken: idle connections that were last used
+    /// before then are checked before they are leased (a server restart or a failover breaks them
+    /// all, also those that sat idle).
+    private(set) var lastBreakage: UInt64?
     /// ``started(now:)`` ran: the maintenance timer is kept scheduled.
     private(set) var isStarted = false
     /// Waiter ids handed out whose lease has not arrived yet.
@@ -157,6 +168,7 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
         expected.remove(waiter)
         if cancelledEarly.remove(waiter) != nil { return [.fail(waiter, .cancelled)] }
         guard lifecycle == .running else { return [.fail(waiter, .shutDown)] }
+        if isCircuitOpen && connecting == 0 && idle.isEmpty { return [.fail(waiter, .connectionFailed)] }
         let canLease = !idle.isEmpty || totalConnections < limits.maximumConnections
         if demand == .statement, !canLease, waiters.isEmpty,
             let (laneID, _) = lanes.min(by: { $0.value < $1.value }), let entry = leased[laneID]
@@ -170,7 +182,7 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
                 actions.append(close(entry))
                 continue
             }
-            if now &- entry.lastUsedAt >= limits.healthCheckAfterIdle {
+            if now &- entry.lastUsedAt >= limits.healthCheckAfterIdle || satIdleThroughBreakage(entry) {
                 checks[waiter] = demand
                 actions.append(.checkHealth(entry, for: waiter))
             } else {
@@ -203,11 +215,13 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
     mutating func connected(_ connection: Connection, now: UInt64) -> [Action] {
         connecting -= 1
         consecutiveFailures = 0
+        isCircuitOpen = false
         nextConnectionID += 1
         let entry = Entry(connection: connection, id: nextConnectionID, createdAt: now, lastUsedAt: now)
         guard lifecycle == .running else { return [close(entry)] + finishShutdownIfDone() }
         if let waiter = waiters.popFirst() {
-            return hand(entry, to: waiter, now: now, wasQueued: true) + connectIfNeeded()
+            return hand(entry, to: waiter, now: now, wasQueued: true) + shareLanesWithQueuedStatements()
+                + connectIfNeeded()
         }
         idle.append(entry)
         return connectIfNeeded()
@@ -218,9 +232,19 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
         connecting -= 1
         consecutiveFailures += 1
         guard lifecycle == .running else { return finishShutdownIfDone() }
-        guard !isBackingOff, connectionsWanted > 0 else { return [] }
+        var actions: [Action] = []
+        // Nothing is left that could serve the waiters: they get the error now rather than at
+        // their acquire timeout, and later leases fail fast until a probe attempt succeeds.
+        if idle.isEmpty && leased.isEmpty && checks.isEmpty && connecting == 0 {
+            isCircuitOpen = true
+            for waiter in waiters {
+                actions += [.fail(waiter.id, .connectionFailed), .cancel(.acquireTimeout(waiter.id))]
+            }
+            waiters.removeAll()
+        }
+        guard !isBackingOff, isCircuitOpen || connectionsWanted > 0 else { return actions }
         isBackingOff = true
-        return [.schedule(.reconnect, deadline: now &+ backoff)]
+        return actions + [.schedule(.reconnect, deadline: now &+ backoff)]
     }
 
     /// A connection leased to one task came back. `reusable` is false when it broke.
@@ -229,6 +253,7 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
             preconditionFailure("SyncBridge bug: released a connection the pool did not lease")
         }
         lanes[entryID] = nil
+        if !reusable { lastBreakage = now }
         entry.lastUsedAt = now
         let expired = now &- entry.createdAt >= limits.maximumLifetime
         guard lifecycle == .running, reusable, !expired else {
@@ -278,6 +303,11 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
         case .reconnect:
             guard isBackingOff else { return [] }
             isBackingOff = false
+            // An open circuit probes with one attempt even when nobody waits.
+            if isCircuitOpen && connecting == 0 && connectionsWanted == 0 && lifecycle == .running {
+                connecting += 1
+                return [.connect]
+            }
             return connectIfNeeded()
         case .maintenance:
             guard lifecycle == .running else { return [] }
@@ -371,12 +401,35 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
         return Array(repeating: .connect, count: count)
     }
 
+    /// Whether `entry` was last used before a connection came back broken.
+    private func satIdleThroughBreakage(_ entry: Entry) -> Bool {
+        guard let lastBreakage else { return false }
+        return entry.lastUsedAt <= lastBreakage
+    }
+
     /// 0 after a success; then `initialBackoff` doubling per consecutive failure, capped.
     var backoff: UInt64 {
         guard consecutiveFailures > 0 else { return 0 }
         let shift = UInt64(min(consecutiveFailures - 1, 30))
         let (delay, overflow) = limits.initialBackoff.multipliedReportingOverflow(by: 1 << shift)
         return overflow ? limits.maximumBackoff : min(delay, limits.maximumBackoff)
+    }
+
+    /// While connections are still being opened for a burst of statements, the statements beyond
+    /// those connections join the lanes that already run, least loaded first, instead of waiting
+    /// for a connection each. Only statements at the head of the queue move: a task waiting for a
+    /// connection of its own keeps its turn.
+    private mutating func shareLanesWithQueuedStatements() -> [Action] {
+        var actions: [Action] = []
+        while let waiter = waiters.first, waiter.demand == .statement, waiters.count > connecting,
+            idle.isEmpty, totalConnections >= limits.maximumConnections,
+            let (laneID, _) = lanes.min(by: { $0.value < $1.value }), let entry = leased[laneID]
+        {
+            waiters.removeFirst()
+            lanes[laneID, default: 0] += 1
+            actions += [.share(entry, with: waiter.id), .cancel(.acquireTimeout(waiter.id))]
+        }
+        return actions
     }
 
     private mutating func serveWaiters(now: UInt64) -> [Action] {

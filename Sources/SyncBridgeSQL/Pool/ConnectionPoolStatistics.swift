@@ -22,6 +22,8 @@ struct PoolMetrics: Sendable {
     let connectionsOpened: Counter
     let connectionsClosed: Counter
     let connectFailures: Counter
+    let connectFailedLeases: Counter
+    let circuitOpen: Meter
 
     init(name: String, factory: any MetricsFactory) {
         let dimensions = [("pool", name)]
@@ -41,5 +43,11 @@ struct PoolMetrics: Sendable {
             factory: factory
         )
         connectFailures = Counter(label: "syncbridge.pool.connect_failures", dimensions: dimensions, factory: factory)
+        connectFailedLeases = Counter(
+            label: "syncbridge.pool.connect_failed_leases",
+            dimensions: dimensions,
+            factory: factory
+        )
+        circuitOpen = Meter(label: "syncbridge.pool.circuit_open", dimensions: dimensions, factory: factory)
     }
 }
