@@ -50,6 +50,19 @@ public struct MariaDBConfiguration: Sendable, Hashable, CustomStringConvertible 
     /// The session's `max_statement_time`: the server aborts statements that run longer. `nil`
     /// keeps the server's default.
     public var statementTimeout: Duration?
+    /// TCP keepalives on the connection's socket: the first probe after this much idle time, then
+    /// one every ``keepaliveInterval``, ``keepaliveCount`` unanswered probes and the connection is
+    /// dead. With ``tcpUserTimeout``, a server that vanished without closing the connection (a
+    /// half-open connection) is noticed within about a minute, idle or not. Default 30 s; `nil`
+    /// leaves the socket's keepalives off.
+    public var keepaliveIdle: Duration? = .seconds(30)
+    /// The time between keepalive probes. Default 10 s.
+    public var keepaliveInterval: Duration = .seconds(10)
+    /// Unanswered keepalive probes before the connection is dead. Default 3.
+    public var keepaliveCount = 3
+    /// How long sent data may stay unacknowledged before the connection is dead
+    /// (`TCP_USER_TIMEOUT`). Default 30 s; `nil` for the kernel's default.
+    public var tcpUserTimeout: Duration? = .seconds(30)
 
     /// How TLS is used.
     public struct TLS: Sendable, Hashable {

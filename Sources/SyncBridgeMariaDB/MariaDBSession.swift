@@ -117,6 +117,7 @@ public final class MariaDBSession {
             mysql_close(mysql)
             throw error
         }
+        if configuration.unixSocket == nil { setKeepalives(mysql, configuration) }
         // Connector/C may fall back to plain text when the server offers no TLS; a configuration
         // that requires TLS must not.
         if (tls.mode == .required || tls.mode == .verifyIdentity) && configuration.unixSocket == nil
@@ -132,6 +133,26 @@ public final class MariaDBSession {
             )
         }
         return mysql
+    }
+
+    /// Sets TCP keepalives and the user timeout on the connection's socket (Connector/C has no
+    /// options for them).
+    private static func setKeepalives(_ mysql: UnsafeMutablePointer<MYSQL>, _ configuration: MariaDBConfiguration) {
+        let socket = Int32(truncatingIfNeeded: mysql_get_socket(mysql))
+        guard socket >= 0 else { return }
+        func set(_ level: Int32, _ option: Int32, _ value: Int) {
+            var value = Int32(clamping: value)
+            _ = setsockopt(socket, level, option, &value, socklen_t(MemoryLayout<Int32>.size))
+        }
+        if let idle = configuration.keepaliveIdle {
+            set(SOL_SOCKET, SO_KEEPALIVE, 1)
+            set(Int32(IPPROTO_TCP), TCP_KEEPIDLE, max(1, Int(idle.components.seconds)))
+            set(Int32(IPPROTO_TCP), TCP_KEEPINTVL, max(1, Int(configuration.keepaliveInterval.components.seconds)))
+            set(Int32(IPPROTO_TCP), TCP_KEEPCNT, max(1, configuration.keepaliveCount))
+        }
+        if let userTimeout = configuration.tcpUserTimeout {
+            set(Int32(IPPROTO_TCP), TCP_USER_TIMEOUT, Int(userTimeout.millisecondCount))
+        }
     }
 
     /// `duration` in seconds, as MariaDB's time settings take them (`1.5`).

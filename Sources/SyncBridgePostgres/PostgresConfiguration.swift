@@ -10,6 +10,10 @@ public struct PostgresConfiguration: Sendable, Hashable, CustomStringConvertible
     /// (`postgres://user:password@host:5432/db?sslmode=require`), parsed by libpq itself, so
     /// every libpq option works: several hosts with `target_session_attrs`, `sslmode`,
     /// `connect_timeout` (10 s unless given), `application_name`…
+    ///
+    /// Unless the string says otherwise, TCP connections use keepalives (`keepalives_idle=30`,
+    /// `keepalives_interval=10`, `keepalives_count=3`) and `tcp_user_timeout=30000`, so that a
+    /// server that vanished without closing the connection is noticed within about a minute.
     public var connectionString: String
     /// The session's default `statement_timeout`: the server cancels any statement that runs
     /// longer. `nil` keeps the server's default.

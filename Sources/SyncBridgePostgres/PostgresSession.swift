@@ -52,8 +52,13 @@ public final class PostgresSession {
         _ = try PostgresConfiguration.redactedDescription(of: connectionString)
         // Defaults come before `dbname`, whose expansion (the user's connection string or URL)
         // overrides them; `client_encoding` comes after, since results are decoded as UTF-8.
-        let keywords = ["connect_timeout", "dbname", "client_encoding"]
-        let values = ["10", connectionString, "UTF8"]
+        // TCP keepalives and a user timeout find a peer that vanished (a half-open connection)
+        // within about a minute, not the hours of the kernel's defaults.
+        let keywords = [
+            "connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+            "tcp_user_timeout", "dbname", "client_encoding",
+        ]
+        let values = ["10", "1", "30", "10", "3", "30000", connectionString, "UTF8"]
         let connection = withCStringArray(keywords) { keywords in
             withCStringArray(values) { values in
                 PQconnectdbParams(keywords, values, 1)

@@ -132,6 +132,21 @@ public final class TemporaryPostgres: Sendable, ThrowawayServer {
         }
     }
 
+    /// Stops the server the hard way, as a crash does, and leaves it down until ``relaunch()``:
+    /// connections break, new ones are refused until ``relaunch()``. For fault-injection tests.
+    public func crash() async throws {
+        try await ServerSupport.pool.run {
+            try self.stopServerOnly(signal: SIGQUIT)
+        }
+    }
+
+    /// Starts a server that ``crash()`` stopped again, on the same port and data.
+    public func relaunch() async throws {
+        try await ServerSupport.pool.run {
+            try self.launch()
+        }
+    }
+
     // MARK: Steps (blocking; run on ServerSupport.pool)
 
     static func findBinaries() throws -> Binaries {

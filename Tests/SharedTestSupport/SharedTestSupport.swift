@@ -149,3 +149,73 @@ public func waitUntil(_ seconds: Double = 10, _ condition: @escaping @Sendable (
         while try await !condition() { try await Task.sleep(for: .milliseconds(10)) }
     }
 }
+
+/// A socket's TCP keepalive settings: keepalives on, idle seconds, interval seconds, probe count,
+/// user timeout in milliseconds (`getsockopt`).
+public func keepaliveSettings(of socket: Int32) -> [Int32] {
+    func get(_ level: Int32, _ option: Int32) -> Int32 {
+        var value: Int32 = -1
+        var size = socklen_t(MemoryLayout<Int32>.size)
+        _ = getsockopt(socket, level, option, &value, &size)
+        return value
+    }
+    let tcp = Int32(IPPROTO_TCP)
+    return [
+        get(SOL_SOCKET, SO_KEEPALIVE), get(tcp, TCP_KEEPIDLE), get(tcp, TCP_KEEPINTVL), get(tcp, TCP_KEEPCNT),
+        get(tcp, TCP_USER_TIMEOUT),
+    ]
+}
+
+/// What ``insertsUntilFailure(client:table:tasks:rowsPerTask:isConnectionError:)`` saw.
+public struct InsertRun: Sendable {
+    /// The ids whose insert returned successfully.
+    public var acknowledged: Set<Int> = []
+    /// The ids whose insert failed, with the error's description.
+    public var failed: [Int: String] = [:]
+    /// Errors that were not the typed connection error.
+    public var unexpected: [String] = []
+    /// When each task ended.
+    public var endedAt: [ContinuousClock.Instant] = []
+}
+
+/// Runs `tasks` tasks, each inserting `rowsPerTask` rows with known ids one at a time and stopping
+/// at its first error; returns what each insert did. `kill` runs once every task has inserted a
+/// row.
+public func insertsUntilFailure<Session: SQLSession>(
+    client: SQLClient<Session>,
+    table: String,
+    tasks: Int = 100,
+    rowsPerTask: Int = 1_000,
+    isConnectionError: @escaping @Sendable (any Error) -> Bool,
+    kill: @escaping @Sendable () async throws -> Void
+) async throws -> InsertRun {
+    let run = Shared(InsertRun())
+    let started = Shared(0)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for task in 0..<tasks {
+            group.addTask {
+                for row in 0..<rowsPerTask {
+                    let id = task * rowsPerTask + row
+                    do {
+                        try await client.execute("INSERT INTO \(unsafeSQL: table) (id) VALUES (\(id))")
+                        run.withLock { _ = $0.acknowledged.insert(id) }
+                        if row == 0 { started.withLock { $0 += 1 } }
+                    } catch {
+                        run.withLock { run in
+                            run.failed[id] = "\(error)"
+                            if !isConnectionError(error) { run.unexpected.append("\(error)") }
+                        }
+                        break
+                    }
+                }
+                run.withLock { $0.endedAt.append(.now) }
+            }
+        }
+        group.addTask {
+            try await waitUntil(30) { started.value == tasks }
+            try await kill()
+        }
+        try await group.waitForAll()
+    }
+    return run.value
+}
