@@ -2,29 +2,93 @@ import CLibPQ
 import SyncBridge
 public import SyncBridgeSQL
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// Sends cancel requests for one connection's running statement, without blocking the caller.
 ///
-/// `PQcancel` opens a connection to the server and waits for it to act, which takes a round trip
-/// and, with a server that stopped answering, forever. So `cancel()` only queues the request on
-/// one of a few cancel threads shared by the process and returns; the connection's thread calls
-/// ``settle()`` before its next statement, so that a cancel meant for a statement that has just
-/// finished never reaches the next one.
+/// A cancel request opens a connection to the server and waits for it to act, which takes a
+/// round trip and, with a server that stopped answering, forever. So `cancel()` only queues the
+/// request on one of a few cancel threads shared by the process and returns; the connection's
+/// thread calls ``settle()`` before its next statement, so that a cancel meant for a statement
+/// that has just finished never reaches the next one.
+///
+/// With libpq 17 or later at run time, the request uses libpq's cancel connections
+/// (`PQcancelCreate`, `PQcancelBlocking`), which are encrypted like the session they cancel;
+/// with an older libpq, `PQcancel`, which sends the request in plain text (see
+/// ``usesCancelConnections``).
 public final class PostgresCanceller: SQLCanceller {
-    /// libpq's `PGcancel` for one connection: a copy of what a cancel request needs (address,
-    /// process id, secret key), independent of the `PGconn`.
+    /// What sends one request: libpq 17's cancel connection, or the older `PGcancel`. Both are
+    /// independent of the `PGconn`, so a request may still be sent after the connection closed.
     private final class Handle: @unchecked Sendable {
-        // Safe to share: the pointer is never changed, `PQcancel` is documented as safe to call
-        // from any thread, and `PQfreeCancel` runs only in `deinit`, when no thread holds it.
+        // Safe to share: `send()` is the only use, serialised by `lock` (a cancel connection is
+        // not thread-safe; `PQcancel` is, and the lock costs it nothing); the handle is freed
+        // only in `deinit`, when no thread holds it.
         let pointer: OpaquePointer
+        let isCancelConnection: Bool
+        private let lock = Locked(())
 
-        init(_ pointer: OpaquePointer) {
+        init(pointer: OpaquePointer, isCancelConnection: Bool) {
             self.pointer = pointer
+            self.isCancelConnection = isCancelConnection
+        }
+
+        func send() {
+            lock.withLock { _ in
+                if isCancelConnection, let api = CancelConnectionAPI.available {
+                    _ = api.blocking(pointer)
+                    api.reset(pointer)
+                } else {
+                    var buffer = [CChar](repeating: 0, count: 256)
+                    _ = PQcancel(pointer, &buffer, Int32(buffer.count))
+                }
+            }
         }
 
         deinit {
-            PQfreeCancel(pointer)
+            if isCancelConnection, let api = CancelConnectionAPI.available {
+                api.finish(pointer)
+            } else {
+                PQfreeCancel(pointer)
+            }
         }
     }
+
+    /// libpq 17's cancel-connection functions, found at run time (the headers SyncBridge builds
+    /// with may be older).
+    private struct CancelConnectionAPI {
+        typealias Create = @convention(c) (OpaquePointer?) -> OpaquePointer?
+        typealias Blocking = @convention(c) (OpaquePointer?) -> Int32
+        typealias Action = @convention(c) (OpaquePointer?) -> Void
+
+        let create: Create
+        let blocking: Blocking
+        let reset: Action
+        let finish: Action
+
+        /// The functions, when the libpq loaded in this process has them.
+        static let available: CancelConnectionAPI? = {
+            func symbol<T>(_ name: String, as type: T.Type) -> T? {
+                // RTLD_DEFAULT: every library loaded in the process.
+                guard let address = dlsym(UnsafeMutableRawPointer(bitPattern: 0), name) else { return nil }
+                return unsafeBitCast(address, to: type)
+            }
+            guard PQlibVersion() >= 170_000,
+                let create = symbol("PQcancelCreate", as: Create.self),
+                let blocking = symbol("PQcancelBlocking", as: Blocking.self),
+                let reset = symbol("PQcancelReset", as: Action.self),
+                let finish = symbol("PQcancelFinish", as: Action.self)
+            else { return nil }
+            return CancelConnectionAPI(create: create, blocking: blocking, reset: reset, finish: finish)
+        }()
+    }
+
+    /// Whether cancel requests use libpq 17's cancel connections (encrypted on TLS sessions), or
+    /// `PQcancel` with an older libpq (in plain text).
+    public static var usesCancelConnections: Bool { CancelConnectionAPI.available != nil }
 
     /// The threads that send cancel requests, for every connection of the process.
     private static let senders = BlockingPool(name: "sb-pg-cancel", threadCount: 2)
@@ -33,8 +97,15 @@ public final class PostgresCanceller: SQLCanceller {
     private let condition = ConditionLock()
     private let pending = Locked(0)
 
-    init(_ handle: OpaquePointer?) {
-        self.handle = Locked(handle.map(Handle.init))
+    /// A canceller for `connection`; called on the connection's thread.
+    init(connection: OpaquePointer) {
+        let handle: Handle?
+        if let api = CancelConnectionAPI.available, let cancelConnection = api.create(connection) {
+            handle = Handle(pointer: cancelConnection, isCancelConnection: true)
+        } else {
+            handle = PQgetCancel(connection).map { Handle(pointer: $0, isCancelConnection: false) }
+        }
+        self.handle = Locked(handle)
     }
 
     /// Asks the server to cancel the statement running now, if any. Does not block: the request
@@ -44,8 +115,7 @@ public final class PostgresCanceller: SQLCanceller {
         let (condition, pending) = (self.condition, self.pending)
         condition.withLock { pending.withLock { $0 += 1 } }
         let queued = Self.senders.runDetached {
-            var buffer = [CChar](repeating: 0, count: 256)
-            _ = PQcancel(handle.pointer, &buffer, Int32(buffer.count))
+            handle.send()
             condition.withLock {
                 pending.withLock { $0 -= 1 }
                 condition.broadcast()

@@ -48,6 +48,15 @@ struct PostgresFaultTests {
     }
 }
 
+@Suite("PostgreSQL faults: cancel requests")
+struct PostgresCancelRequestTests {
+    @Test("libpq 17's encrypted cancel connections are used exactly when the libpq loaded has them; PQcancel otherwise")
+    func cancelAPI() {
+        // On these machines libpq is 15: every cancellation test runs the PQcancel path.
+        #expect(PostgresCanceller.usesCancelConnections == (PQlibVersion() >= 170_000))
+    }
+}
+
 @Suite("PostgreSQL faults: dead peers are found")
 struct PostgresKeepaliveTests {
     @Test(
