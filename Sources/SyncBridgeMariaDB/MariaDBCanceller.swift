@@ -2,15 +2,24 @@ import CMariaDB
 import SyncBridge
 public import SyncBridgeSQL
 
-/// Sends `KILL QUERY` from side connections, on one dedicated thread for the whole process.
+/// Sends `KILL QUERY` from a side connection, on a thread of its own for each server: a server
+/// that stopped answering holds up the kills meant for it, never those for other servers.
 ///
 /// MariaDB cancels a running statement only when another connection asks (`KILL QUERY <id>`).
-/// Opening that connection takes a round trip or more, so the killer keeps one side connection
-/// per server configuration open, on its own thread: interrupt handlers, which must not block,
-/// only queue the request here.
+/// Opening that connection takes a round trip or more, so the killer keeps its side connection
+/// open, on its own thread: interrupt handlers, which must not block, only queue the request here.
 final class MariaDBKiller: Sendable {
-    /// The process's killer.
-    static let shared = MariaDBKiller()
+    private static let killers = Locked<[MariaDBConfiguration: MariaDBKiller]>([:])
+
+    /// The killer for the server of `configuration`.
+    static func killer(for configuration: MariaDBConfiguration) -> MariaDBKiller {
+        killers.withLock { killers in
+            if let killer = killers[configuration] { return killer }
+            let killer = MariaDBKiller()
+            killers[configuration] = killer
+            return killer
+        }
+    }
 
     private let sideConnections: ThreadBound<[MariaDBConfiguration: UnsafeMutablePointer<MYSQL>]>
 
@@ -77,7 +86,7 @@ public final class MariaDBCanceller: SQLCanceller {
     /// Asks the server to interrupt the connection's running statement. Does not block.
     public func cancel() {
         condition.withLock { pending.withLock { $0 += 1 } }
-        MariaDBKiller.shared.killQuery(threadID, on: configuration) { [condition, pending] in
+        MariaDBKiller.killer(for: configuration).killQuery(threadID, on: configuration) { [condition, pending] in
             condition.withLock {
                 pending.withLock { $0 -= 1 }
                 condition.broadcast()

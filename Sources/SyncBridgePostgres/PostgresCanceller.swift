@@ -12,7 +12,7 @@ import Musl
 ///
 /// A cancel request opens a connection to the server and waits for it to act, which takes a
 /// round trip and, with a server that stopped answering, forever. So `cancel()` only queues the
-/// request on one of a few cancel threads shared by the process and returns; the connection's
+/// request on the cancel thread of the connection's server and returns; the connection's
 /// thread calls ``settle()`` before its next statement, so that a cancel meant for a statement
 /// that has just finished never reaches the next one.
 ///
@@ -90,15 +90,28 @@ public final class PostgresCanceller: SQLCanceller {
     /// `PQcancel` with an older libpq (in plain text).
     public static var usesCancelConnections: Bool { CancelConnectionAPI.available != nil }
 
-    /// The threads that send cancel requests, for every connection of the process.
-    private static let senders = BlockingPool(name: "sb-pg-cancel", threadCount: 2)
+    /// The thread that sends cancel requests to each server (by `host:port`): a server that
+    /// stopped answering holds up the requests meant for it, never those for other servers.
+    private static let senders = Locked<[String: BlockingPool]>([:])
+
+    private static func sender(for server: String) -> BlockingPool {
+        senders.withLock { senders in
+            if let sender = senders[server] { return sender }
+            let sender = BlockingPool(name: "sb-pg-cancel", threadCount: 1)
+            senders[server] = sender
+            return sender
+        }
+    }
 
     private let handle: Locked<Handle?>
+    private let sender: BlockingPool
     private let condition = ConditionLock()
     private let pending = Locked(0)
 
-    /// A canceller for `connection`; called on the connection's thread.
-    init(connection: OpaquePointer) {
+    /// A canceller for `connection`, whose server is `server` (`host:port`); called on the
+    /// connection's thread.
+    init(connection: OpaquePointer, server: String) {
+        sender = Self.sender(for: server)
         let handle: Handle?
         if let api = CancelConnectionAPI.available, let cancelConnection = api.create(connection) {
             handle = Handle(pointer: cancelConnection, isCancelConnection: true)
@@ -114,7 +127,7 @@ public final class PostgresCanceller: SQLCanceller {
         guard let handle = handle.current else { return }
         let (condition, pending) = (self.condition, self.pending)
         condition.withLock { pending.withLock { $0 += 1 } }
-        let queued = Self.senders.runDetached {
+        let queued = sender.runDetached {
             handle.send()
             condition.withLock {
                 pending.withLock { $0 -= 1 }

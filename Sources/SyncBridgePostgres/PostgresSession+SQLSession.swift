@@ -16,7 +16,7 @@ extension PostgresSession: SQLSession {
 
     /// A ``PostgresCanceller`` over this connection's `PGcancel`.
     public func makeCanceller(configuration: PostgresConfiguration) -> PostgresCanceller {
-        PostgresCanceller(connection: connection)
+        PostgresCanceller(connection: connection, server: Self.describeHost(connection) ?? "local")
     }
 
     /// The `PGconn*`.
