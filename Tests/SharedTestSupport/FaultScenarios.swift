@@ -174,3 +174,57 @@ public struct FaultTarget<Session: SQLSession>: Sendable {
         }
     }
 }
+
+/// The server is killed while 100 tasks insert rows with known ids through `client` (8
+/// connections): every task ends soon after with the typed connection error; once the server is
+/// back, the pool serves again without a restart of the client, and every acknowledged row is there
+/// exactly once.
+///
+/// - Parameters:
+///   - client: A client of the server, not yet running.
+///   - createTable: Creates the table `killed (id int PRIMARY KEY)`.
+///   - isConnectionError: The database's typed connection errors (closed, failed).
+///   - crash: Kills the server.
+///   - relaunch: Starts it again.
+public func killUnderLoad<Session: SQLSession>(
+    client: SQLClient<Session>,
+    createTable: SQLQuery,
+    isConnectionError: @escaping @Sendable (any Error) -> Bool,
+    crash: @escaping @Sendable () async throws -> Void,
+    relaunch: @escaping @Sendable () async throws -> Void
+) async throws {
+    try await withThrowingDiscardingTaskGroup { group in
+        group.addTask { try await client.run() }
+        defer { group.cancelAll() }
+        try await client.execute(createTable)
+        let run = try await withDeadline(60) {
+            try await insertsUntilFailure(
+                client: client,
+                table: "killed",
+                isConnectionError: isConnectionError,
+                kill: crash
+            )
+        }
+        #expect(run.unexpected.isEmpty, "\(run.unexpected.prefix(3))")
+        #expect(run.failed.count == 100, "every task ended with an error")
+        // Measured from the first task that saw the failure (the kill itself may wait for a thread
+        // of the throwaway servers' pool): 10–15 ms on an idle machine; the bound leaves room for a
+        // CI machine that runs the whole suite beside it.
+        let (firstEnd, lastEnd) = try (#require(run.endedAt.min()), #require(run.endedAt.max()))
+        #expect(
+            (lastEnd - firstEnd).seconds < 3,
+            "the last task ended \((lastEnd - firstEnd).seconds) s after the first"
+        )
+        try await relaunch()
+        let recovered = ContinuousClock.now
+        try await waitUntil(10) { (try? await client.query("SELECT 1")) != nil }
+        #expect((ContinuousClock.now - recovered).seconds < 3)
+        // Every acknowledged insert is there, once; of the failed ones, at most those in flight.
+        let rows = Set(try await client.query("SELECT id FROM killed").map { try $0.decode(Int.self, at: 0) })
+        #expect(
+            run.acknowledged.isSubset(of: rows),
+            "\(run.acknowledged.subtracting(rows).count) acknowledged rows missing"
+        )
+        #expect(rows.subtracting(run.acknowledged).isSubset(of: Set(run.failed.keys)))
+    }
+}

@@ -186,50 +186,15 @@ struct PostgresKillTests {
             connectionString: server.connectionString + " options='-c synchronous_commit=on'",
             configuration: pool
         )
-        try await withThrowingDiscardingTaskGroup { group in
-            group.addTask { try await client.run() }
-            defer { group.cancelAll() }
-            try await client.execute("CREATE TABLE killed (id int PRIMARY KEY)")
-            let killedAt = Shared<ContinuousClock.Instant?>(nil)
-            let run = try await withDeadline(60) {
-                try await insertsUntilFailure(
-                    client: client,
-                    table: "killed",
-                    isConnectionError: { error in
-                        guard let error = error as? PostgresError else { return false }
-                        return error.kind == .connectionClosed || error.kind == .connectionFailed
-                    },
-                    kill: {
-                        killedAt.withLock { $0 = .now }
-                        try await server.crash()
-                    }
-                )
-            }
-            _ = try #require(killedAt.value)
-            #expect(run.unexpected.isEmpty, "\(run.unexpected.prefix(3))")
-            #expect(run.failed.count == 100, "every task ended with an error")
-            // Measured from the first task that saw the failure (the kill itself may wait for a
-            // thread of the throwaway servers' pool): 10–15 ms on an idle machine; the bound leaves
-            // room for a CI machine that runs the whole suite beside it.
-            let (firstEnd, lastEnd) = try (#require(run.endedAt.min()), #require(run.endedAt.max()))
-            #expect(
-                (lastEnd - firstEnd).seconds < 3,
-                "the last task ended \((lastEnd - firstEnd).seconds) s after the first"
-            )
-            // Back up: the pool serves again within a few seconds, without a restart of the client.
-            try await server.relaunch()
-            let recovered = ContinuousClock.now
-            try await waitUntil(10) { (try? await client.query("SELECT 1")) != nil }
-            #expect((ContinuousClock.now - recovered).seconds < 3)
-            // Every acknowledged insert is there, once; of the failed ones, at most those that were
-            // in flight.
-            let rows = Set(try await client.query("SELECT id FROM killed").map { try $0.decode(Int.self, at: 0) })
-            #expect(
-                run.acknowledged.isSubset(of: rows),
-                "\(run.acknowledged.subtracting(rows).count) acknowledged rows missing"
-            )
-            #expect(rows.subtracting(run.acknowledged).isSubset(of: Set(run.failed.keys)))
-        }
+        try await SharedTestSupport.killUnderLoad(
+            client: client,
+            createTable: "CREATE TABLE killed (id int PRIMARY KEY)",
+            isConnectionError: {
+                [PostgresError.Kind.connectionClosed, .connectionFailed].contains(($0 as? PostgresError)?.kind)
+            },
+            crash: server.crash,
+            relaunch: server.relaunch
+        )
         await server.stop()
     }
 }
