@@ -31,6 +31,10 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
     struct Shared {
         var state: State
         var continuations: [State.WaiterID: UnsafeContinuation<State.Entry, any Error>] = [:]
+        /// Waiters queued that do not wait yet (between asking and suspending), and the answers
+        /// that came for them meanwhile.
+        var awaiting: Set<State.WaiterID> = []
+        var answers: [State.WaiterID: Result<State.Entry, any Error>] = [:]
         /// Work for ``run()`` to start as child tasks.
         var jobs: [Job] = []
         /// ``run()`` waiting for the next job.
@@ -238,29 +242,58 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
     }
 
     private func lease(_ demand: State.Demand, party: Party?, callSite: CallSite) async throws -> State.Entry {
-        let (waiter, startRunner) = shared.withLock { shared in
-            defer { if case .notStarted = shared.runner { shared.runner = .running } }
+        let start = monotonicNow()
+        // Asked and, when a connection is idle or a lane has room, served in one step, without
+        // suspending; otherwise the waiter is queued, and its answer is kept until it waits.
+        let (waiter, served, actions, queued, canGrow, startRunner, countsChanged) = shared.withLock { shared in
             let startRunner = if case .notStarted = shared.runner { true } else { false }
-            return (shared.state.makeWaiterID(), startRunner)
+            if startRunner { shared.runner = .running }
+            let waiter = shared.state.makeWaiterID()
+            var actions = shared.state.lease(waiter, demand: demand, now: monotonicNow())
+            var served: Result<State.Entry, any Error>?
+            var countsChanged = true
+            actions.removeAll { action in
+                switch action {
+                case .share(let entry, waiter):
+                    // One more statement on a lane: no connection changed hands.
+                    served = .success(entry)
+                    countsChanged = false
+                case .lease(let entry, waiter):
+                    served = .success(entry)
+                case .fail(waiter, let failure):
+                    served = .failure(makeError(failure, waiter: waiter, shared))
+                default:
+                    return false
+                }
+                return true
+            }
+            if served == nil { shared.awaiting.insert(waiter) }
+            let queued = shared.state.waiters.last?.id == waiter
+            return (waiter, served, actions, queued, shared.state.canServeWithoutRelease, startRunner, countsChanged)
         }
         if startRunner { startOwnRunner() }
-        let start = monotonicNow()
+        perform(actions)
+        if let served {
+            if actions.isEmpty && countsChanged { recordGauges() }
+            metrics.acquireDuration.recordNanoseconds(Int64(monotonicNow() - start))
+            return try served.get()
+        }
         let wait: PoolWaitSlot? = party == nil ? nil : PoolWaitSlot()
         defer { wait?.end() }
+        // A waiter that must wait was appended to the queue (entered in the wait-for graph only
+        // while a deadlock detector tracks leases).
+        if let party, let wait, queued {
+            wait.id = beginWait(waiter, party: party, callSite: callSite, canGrow: canGrow)
+        }
         let entry = try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { continuation in
-                let (actions, waiting, canGrow) = shared.withLock { shared -> ([State.Action], Bool, Bool) in
+                let answer = shared.withLock { shared -> Result<State.Entry, any Error>? in
+                    shared.awaiting.remove(waiter)
+                    if let answer = shared.answers.removeValue(forKey: waiter) { return answer }
                     shared.continuations[waiter] = continuation
-                    let actions = shared.state.lease(waiter, demand: demand, now: monotonicNow())
-                    // A waiter that must wait was just appended to the queue (checked only while a
-                    // deadlock detector tracks leases).
-                    guard party != nil, shared.state.waiters.last?.id == waiter else { return (actions, false, true) }
-                    return (actions, true, shared.state.canServeWithoutRelease)
+                    return nil
                 }
-                if let party, let wait, waiting {
-                    wait.id = beginWait(waiter, party: party, callSite: callSite, canGrow: canGrow)
-                }
-                perform(actions)
+                if let answer { continuation.resume(with: answer) }
             }
         } onCancel: {
             perform(shared.withLock { $0.state.cancel(waiter, because: .cancelled) })
@@ -285,7 +318,7 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         for action in actions {
             switch action {
             case .lease(let entry, let waiter), .share(let entry, let waiter):
-                shared.withLock { $0.continuations.removeValue(forKey: waiter) }?.resume(returning: entry)
+                answer(waiter, with: .success(entry))
             case .checkHealth(let entry, let waiter):
                 enqueue(.checkHealth(entry, for: waiter))
             case .connect:
@@ -293,13 +326,11 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
             case .close(let connection):
                 enqueue(.close(connection))
             case .fail(let waiter, let failure):
-                let (continuation, error) = shared.withLock { shared in
+                let error = shared.withLock { shared in
                     defer { shared.deadlockErrors[waiter] = nil }
-                    return (
-                        shared.continuations.removeValue(forKey: waiter), makeError(failure, waiter: waiter, shared)
-                    )
+                    return makeError(failure, waiter: waiter, shared)
                 }
-                continuation?.resume(throwing: error)
+                answer(waiter, with: .failure(error))
             case .schedule(let timer, let deadline):
                 let generation = shared.withLock { shared in
                     shared.timerGenerations[timer, default: 0] += 1
@@ -326,6 +357,16 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
             }
         }
         recordGauges()
+    }
+
+    /// Resumes `waiter` with `answer`, or keeps the answer until it waits.
+    private func answer(_ waiter: State.WaiterID, with answer: Result<State.Entry, any Error>) {
+        let continuation = shared.withLock { shared -> UnsafeContinuation<State.Entry, any Error>? in
+            if let continuation = shared.continuations.removeValue(forKey: waiter) { return continuation }
+            if shared.awaiting.contains(waiter) { shared.answers[waiter] = answer }
+            return nil
+        }
+        continuation?.resume(with: answer)
     }
 
     private func enqueue(_ job: Job) {
