@@ -246,6 +246,11 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         // Asked and, when a connection is idle or a lane has room, served in one step, without
         // suspending; otherwise the waiter is queued, and its answer is kept until it waits.
         let (waiter, served, actions, queued, canGrow, startRunner, countsChanged) = shared.withLock { shared in
+            // Under load, a statement joins a lane without a waiter of its own: no id, no actions.
+            if demand == .statement, let entry = shared.state.joinLane() {
+                let served: Result<State.Entry, any Error>? = .success(entry)
+                return (State.WaiterID(0), served, [State.Action](), false, false, false, false)
+            }
             let startRunner = if case .notStarted = shared.runner { true } else { false }
             if startRunner { shared.runner = .running }
             let waiter = shared.state.makeWaiterID()

@@ -169,13 +169,7 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
         if cancelledEarly.remove(waiter) != nil { return [.fail(waiter, .cancelled)] }
         guard lifecycle == .running else { return [.fail(waiter, .shutDown)] }
         if isCircuitOpen && connecting == 0 && idle.isEmpty { return [.fail(waiter, .connectionFailed)] }
-        let canLease = !idle.isEmpty || totalConnections < limits.maximumConnections
-        if demand == .statement, !canLease, waiters.isEmpty,
-            let (laneID, _) = lanes.min(by: { $0.value < $1.value }), let entry = leased[laneID]
-        {
-            lanes[laneID, default: 0] += 1
-            return [.share(entry, with: waiter)]
-        }
+        if demand == .statement, let entry = joinLane() { return [.share(entry, with: waiter)] }
         var actions: [Action] = []
         while let entry = idle.popLast() {
             if now &- entry.createdAt >= limits.maximumLifetime {
@@ -191,6 +185,17 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
             return actions
         }
         return actions + enqueue(Waiter(id: waiter, demand: demand), now: now) + connectIfNeeded()
+    }
+
+    /// A statement joins the least loaded lane, when the pool can lease no connection and no task
+    /// waits for one; `nil` otherwise. The same decision as ``lease(_:demand:now:)`` makes for a
+    /// statement, without a waiter: the statement path's fast path under load.
+    mutating func joinLane() -> Entry? {
+        guard lifecycle == .running, idle.isEmpty, totalConnections >= limits.maximumConnections, waiters.isEmpty,
+            let (laneID, _) = lanes.min(by: { $0.value < $1.value }), let entry = leased[laneID]
+        else { return nil }
+        lanes[laneID, default: 0] += 1
+        return entry
     }
 
     /// The health check of an idle connection finished.
