@@ -63,6 +63,45 @@ struct PostgresDeadlockTests {
     }
 
     @Test(
+        "pattern 4: a task that holds two leases of a full pool and asks for a third is reported with all three sites, oldest lease first"
+    )
+    func thirdLease() async throws {
+        let client = try await makeClient("sb-third", connections: 2)
+        let first = #line + 9
+        let second = #line + 9
+        let third = #line + 9
+        let reports = try await DeadlockDetectorTrait.collectReports(
+            mode: .throwError,
+            stuckWaitThreshold: .seconds(60)
+        ) {
+            do {
+                _ = try await withDeadline(20) {
+                    try await client.withConnection { _ in
+                        try await client.withConnection { _ in
+                            try await client.query("SELECT 1")
+                        }
+                    }
+                }
+                Issue.record("the third lease did not throw")
+            } catch let error as DeadlockError {
+                #expect(error.report.pattern == .nestedPoolLease)
+            }
+        }
+        let report = try #require(reports.first)
+        #expect(reports.count == 1)
+        #expect(
+            report.headline
+                == "a task that holds 2 connections of connection pool 'sb-third' (2 connections) asks it for another, and the pool cannot grow"
+        )
+        #expect(report.chain.first?.action == "asks for a third connection of")
+        let file = "SyncBridgePostgresTests/PostgresDeadlockTests.swift"
+        #expect(report.chain.compactMap(\.callSite) == ["\(file):\(third)", "\(file):\(first)", "\(file):\(second)"])
+        #expect(report.chain.map(\.party).filter { $0.contains("leased by") }.count == 2)
+        #expect(try await client.query("SELECT 2").first?.decode(Int.self, at: 0) == 2)
+        await client.shutdown()
+    }
+
+    @Test(
         "pattern 4, report mode: the nested lease is reported when it starts waiting; the wait still ends when another task releases"
     )
     func nestedLeaseThatWaits() async throws {

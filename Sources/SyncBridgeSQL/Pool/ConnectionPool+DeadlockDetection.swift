@@ -30,31 +30,42 @@ extension ConnectionPool {
         }
         let resourceDescription = waitDescription
         var reported = false
-        if !canGrow, let outer = PoolLeaseRecord.current?.first(where: { $0.pool == resourceID }) {
+        // Every lease of this pool the task holds, the oldest first.
+        let held: [PoolLeaseRecord] = (PoolLeaseRecord.current?.all { $0.pool == resourceID } ?? []).reversed()
+        if !canGrow, !held.isEmpty {
+            let holding = held.count == 1 ? "a connection" : "\(held.count) connections"
+            var chain: [DeadlockReport.Step] = [
+                .init(
+                    party: party.label,
+                    action: "asks for a \(ordinal(held.count + 1)) connection of",
+                    object: resourceDescription,
+                    callSite: "\(callSite)"
+                )
+            ]
+            for (index, lease) in held.enumerated() {
+                let lead = index == 0 ? "  while holding one" : "  and one"
+                chain.append(
+                    .init(
+                        party: "\(lead), leased by \(lease.party)",
+                        action: "",
+                        object: "",
+                        callSite: "\(lease.callSite)"
+                    )
+                )
+            }
+            chain.append(
+                .init(
+                    party: "  every connection is leased;",
+                    action: "this wait ends only when another task releases one",
+                    object: "",
+                    callSite: nil
+                )
+            )
             let report = DeadlockReport(
                 pattern: .nestedPoolLease,
                 headline:
-                    "a task that holds a connection of \(resourceDescription) asks it for another, and the pool cannot grow",
-                chain: [
-                    .init(
-                        party: party.label,
-                        action: "asks for a second connection of",
-                        object: resourceDescription,
-                        callSite: "\(callSite)"
-                    ),
-                    .init(
-                        party: "  while holding one, leased by \(outer.party)",
-                        action: "",
-                        object: "",
-                        callSite: "\(outer.callSite)"
-                    ),
-                    .init(
-                        party: "  every connection is leased;",
-                        action: "this wait ends only when another task releases one",
-                        object: "",
-                        callSite: nil
-                    ),
-                ],
+                    "a task that holds \(holding) of \(resourceDescription) asks it for another, and the pool cannot grow",
+                chain: chain,
                 advice:
                     "run the inner statement on the connection you already hold (pass it down), or lease once for the whole unit of work; with N such tasks at once the pool deadlocks",
                 scopeID: WatchdogScope.current
@@ -114,13 +125,15 @@ package final class PoolLeaseRecord: Sendable {
 
     @TaskLocal static var current: PoolLeaseRecord?
 
-    func first(where predicate: (PoolLeaseRecord) -> Bool) -> PoolLeaseRecord? {
+    /// The records, newest first, that match `predicate`.
+    func all(where predicate: (PoolLeaseRecord) -> Bool) -> [PoolLeaseRecord] {
+        var matches: [PoolLeaseRecord] = []
         var node: PoolLeaseRecord? = self
         while let record = node {
-            if predicate(record) { return record }
+            if predicate(record) { matches.append(record) }
             node = record.next
         }
-        return nil
+        return matches
     }
 }
 
@@ -134,6 +147,14 @@ final class PoolWaitSlot: @unchecked Sendable {
     func end() {
         if let id { WaitGraph.endWait(id) }
     }
+}
+
+/// "second", "third", … for a count of connections.
+private func ordinal(_ number: Int) -> String {
+    let words = [2: "second", 3: "third", 4: "fourth", 5: "fifth", 6: "sixth", 7: "seventh", 8: "eighth", 9: "ninth"]
+    if let word = words[number] { return word }
+    let suffix = (11...13).contains(number % 100) ? "th" : [1: "st", 2: "nd", 3: "rd"][number % 10] ?? "th"
+    return "\(number)\(suffix)"
 }
 
 /// Carries a `sending` result out of `TaskLocal.withValue`, whose result is not `sending`.
