@@ -178,14 +178,15 @@ public struct InsertRun: Sendable {
     public var endedAt: [ContinuousClock.Instant] = []
 }
 
-/// Runs `tasks` tasks, each inserting `rowsPerTask` rows with known ids one at a time and stopping
-/// at its first error; returns what each insert did. `kill` runs once every task has inserted a
-/// row.
+/// Runs `tasks` tasks, each inserting rows with known ids one at a time until its first error;
+/// returns what each insert did. `kill` runs once every task has inserted a row. (However late the
+/// kill comes on a loaded machine, every task still ends with the error it causes: `rowsPerTask`
+/// only keeps the ids of different tasks apart.)
 public func insertsUntilFailure<Session: SQLSession>(
     client: SQLClient<Session>,
     table: String,
     tasks: Int = 100,
-    rowsPerTask: Int = 1_000,
+    rowsPerTask: Int = 1_000_000,
     isConnectionError: @escaping @Sendable (any Error) -> Bool,
     kill: @escaping @Sendable () async throws -> Void
 ) async throws -> InsertRun {
