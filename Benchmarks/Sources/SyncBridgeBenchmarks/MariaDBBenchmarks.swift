@@ -71,7 +71,7 @@ func mariadbBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison
         for tasks in [8, 64] {
             contenders.append(
                 Contender(name: "SyncBridge MariaDBClient, \(tasks) tasks") {
-                    try await queriesPerSecond(tasks: tasks, seconds: seconds, oursQuery)
+                    try await queriesPerSecond("SyncBridge, \(tasks) tasks", tasks: tasks, seconds: seconds, oursQuery)
                 }
             )
         }

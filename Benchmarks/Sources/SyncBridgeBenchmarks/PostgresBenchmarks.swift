@@ -22,13 +22,17 @@ enum PostgresWorkload: String, CaseIterable {
 }
 
 /// Runs `body` repeatedly in `tasks` concurrent tasks for `seconds`; returns completions per second.
+/// Prints the process's CPU per call on standard error, under `name` when given.
 func queriesPerSecond(
+    _ name: String? = nil,
     tasks: Int,
     seconds: Double,
     _ body: @escaping @Sendable () async throws -> Void
 ) async throws -> Double {
     let deadline = now() + UInt64(seconds * 1e9)
     let start = now()
+    var usageBefore = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usageBefore)
     let total = try await withThrowingTaskGroup(of: Int.self) { group in
         for _ in 0..<tasks {
             group.addTask {
@@ -42,6 +46,22 @@ func queriesPerSecond(
         }
         return try await group.reduce(0, +)
     }
+    var usageAfter = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usageAfter)
+    // The whole process's CPU per completed call (the contender's threads and everything else
+    // in this process): less sensitive to a noisy machine than the rate, and where a change in
+    // the client's own cost shows first. On standard error, beside the round's progress.
+    func microseconds(_ time: timeval) -> Double { Double(time.tv_sec) * 1e6 + Double(time.tv_usec) }
+    let calls = Double(max(total, 1))
+    let user = (microseconds(usageAfter.ru_utime) - microseconds(usageBefore.ru_utime)) / calls
+    let system = (microseconds(usageAfter.ru_stime) - microseconds(usageBefore.ru_stime)) / calls
+    let switches = Double(usageAfter.ru_nvcsw - usageBefore.ru_nvcsw) / calls
+    FileHandle.standardError.write(
+        Data(
+            "\n\(name ?? "\(tasks) tasks"): \(format(user)) µs user + \(format(system)) µs system CPU and \(String(format: "%.2f", switches)) voluntary context switches per call\n"
+                .utf8
+        )
+    )
     return Double(total) / (Double(now() - start) / 1e9)
 }
 
@@ -117,12 +137,12 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
         for tasks in [8, 64] {
             contenders.append(
                 Contender(name: "SyncBridge PostgresClient, \(tasks) tasks") {
-                    try await queriesPerSecond(tasks: tasks, seconds: seconds, oursQuery)
+                    try await queriesPerSecond("SyncBridge, \(tasks) tasks", tasks: tasks, seconds: seconds, oursQuery)
                 }
             )
             contenders.append(
                 Contender(name: "PostgresNIO PostgresClient, \(tasks) tasks") {
-                    try await queriesPerSecond(tasks: tasks, seconds: seconds, nioQuery)
+                    try await queriesPerSecond("PostgresNIO, \(tasks) tasks", tasks: tasks, seconds: seconds, nioQuery)
                 }
             )
         }
