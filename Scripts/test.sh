@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs the whole suite, the tests that must
-# run alone (the watchdog's per-job mode, stall reports and detection latency) in a pass of their own, and the
+# run alone (the watchdog's per-job mode, stall reports and detection latency) in a pass of their
+# own, the tests with tight time bounds (faults, cancel latency) in another, and the
 # suite again with the watchdog and the deadlock detector on (no report allowed); then the samples
 # (Samples/): built, tested and run end to end (Scripts/test-samples.sh). The tests start their own
 # throwaway PostgreSQL and MariaDB servers; nothing needs to be configured. Extra arguments go to
@@ -18,6 +19,11 @@ if [ $# -eq 0 ]; then
     # Per-job mode takes over every job of the process, and a latency bound needs a machine that
     # other tests do not load.
     SYNCBRIDGE_SOLO_TESTS=1 swift test --skip-build --filter Solo
+
+    echo "== The tests with tight time bounds: faults (frozen, half-open, reset, killed servers) and cancel latency =="
+    # On a 2-core machine the rest of the suite beside them stretches any latency; alone, their
+    # bounds hold with room to spare.
+    SYNCBRIDGE_TIMED_TESTS=1 swift test --skip-build --filter Timed
 
     echo "== The whole suite with the watchdog and the deadlock detector on: they must report nothing =="
     # SYNCBRIDGE_WATCHDOG starts a process-wide watchdog (threshold in ms), SYNCBRIDGE_DEADLOCK a

@@ -78,11 +78,14 @@ public struct FaultTarget<Session: SQLSession>: Sendable {
             let start = ContinuousClock.now
             statement.cancel()
             let cancelTook = (ContinuousClock.now - start).seconds
-            #expect(cancelTook < 0.1, "cancel() took \(cancelTook) s")
-            let outcome = try await withDeadline(10) { await statement.result }
+            #expect(cancelTook < 0.1 * Double(slowdown), "cancel() took \(cancelTook) s")
+            let outcome = try await withDeadline(10 * Double(slowdown)) { await statement.result }
             let waited = (ContinuousClock.now - start).seconds
             #expect(throws: CancellationError.self) { try outcome.get() }
-            #expect(waited < Self.gracePeriod + 1.5, "the caller waited \(waited) s (grace period 1 s)")
+            #expect(
+                waited < Self.gracePeriod + 1.5 * Double(slowdown),
+                "the caller waited \(waited) s (grace period 1 s)"
+            )
         }
     }
 
@@ -94,12 +97,12 @@ public struct FaultTarget<Session: SQLSession>: Sendable {
     ) async throws {
         let start = ContinuousClock.now
         try await withFrozenServer(statementTimeout: .seconds(3), freeze: freeze, thaw: thaw) { statement in
-            let outcome = try await withDeadline(15) { await statement.result }
+            let outcome = try await withDeadline(15 * Double(slowdown)) { await statement.result }
             let waited = (ContinuousClock.now - start).seconds
             #expect(throws: (any Error).self) { try outcome.get() }
             if case .failure(let error) = outcome { #expect(isTimeout(error), "\(error)") }
             #expect(
-                waited < 3 + Self.gracePeriod + 2.5,
+                waited < 3 + Self.gracePeriod + 2.5 * Double(slowdown),
                 "the caller waited \(waited) s (timeout 3 s, grace period 1 s)"
             )
         }
@@ -134,11 +137,16 @@ public struct FaultTarget<Session: SQLSession>: Sendable {
             proxy.pause()
             let start = ContinuousClock.now
             let error = await #expect(throws: (any Error).self) {
-                try await withDeadline(10) { try await client.query("SELECT 1", timeout: .seconds(1)) }
+                try await withDeadline(10 * Double(slowdown)) {
+                    try await client.query("SELECT 1", timeout: .seconds(1))
+                }
             }
             let waited = (ContinuousClock.now - start).seconds
             if let error { #expect(isTimeout(error), "\(error)") }
-            #expect(waited < 1 + Self.gracePeriod + 1.5, "waited \(waited) s (timeout 1 s, grace period 1 s)")
+            #expect(
+                waited < 1 + Self.gracePeriod + 1.5 * Double(slowdown),
+                "waited \(waited) s (timeout 1 s, grace period 1 s)"
+            )
         }
     }
 
@@ -151,10 +159,10 @@ public struct FaultTarget<Session: SQLSession>: Sendable {
             proxy.pause()
             let start = ContinuousClock.now
             statement.cancel()
-            let outcome = try await withDeadline(10) { await statement.result }
+            let outcome = try await withDeadline(10 * Double(slowdown)) { await statement.result }
             let waited = (ContinuousClock.now - start).seconds
             #expect(throws: CancellationError.self) { try outcome.get() }
-            #expect(waited < Self.gracePeriod + 1.5, "waited \(waited) s (grace period 1 s)")
+            #expect(waited < Self.gracePeriod + 1.5 * Double(slowdown), "waited \(waited) s (grace period 1 s)")
         }
     }
 
@@ -166,11 +174,11 @@ public struct FaultTarget<Session: SQLSession>: Sendable {
             try await waitUntil { try await isRunning(10.02) }
             let start = ContinuousClock.now
             proxy.resetAll()
-            let outcome = try await withDeadline(10) { await statement.result }
+            let outcome = try await withDeadline(10 * Double(slowdown)) { await statement.result }
             let waited = (ContinuousClock.now - start).seconds
             #expect(throws: (any Error).self) { try outcome.get() }
             if case .failure(let error) = outcome { #expect(isConnectionClosed(error), "\(error)") }
-            #expect(waited < 1.5, "waited \(waited) s")
+            #expect(waited < 1.5 * Double(slowdown), "waited \(waited) s")
         }
     }
 }
@@ -209,16 +217,17 @@ public func killUnderLoad<Session: SQLSession>(
         #expect(run.failed.count == 100, "every task ended with an error")
         // Measured from the first task that saw the failure (the kill itself may wait for a thread
         // of the throwaway servers' pool): 10–15 ms on an idle machine; the bound leaves room for a
-        // CI machine that runs the whole suite beside it.
+        // slow, shared CI machine. (Every bound here is multiplied by `slowdown` under
+        // ThreadSanitizer.)
         let (firstEnd, lastEnd) = try (#require(run.endedAt.min()), #require(run.endedAt.max()))
         #expect(
-            (lastEnd - firstEnd).seconds < 3,
+            (lastEnd - firstEnd).seconds < 3 * Double(slowdown),
             "the last task ended \((lastEnd - firstEnd).seconds) s after the first"
         )
         try await relaunch()
         let recovered = ContinuousClock.now
         try await waitUntil(10) { (try? await client.query("SELECT 1")) != nil }
-        #expect((ContinuousClock.now - recovered).seconds < 3)
+        #expect((ContinuousClock.now - recovered).seconds < 3 * Double(slowdown))
         // Every acknowledged insert is there, once; of the failed ones, at most those in flight.
         let rows = Set(try await client.query("SELECT id FROM killed").map { try $0.decode(Int.self, at: 0) })
         #expect(

@@ -1,6 +1,7 @@
 import Foundation
 import SyncBridge
 public import SyncBridgeSQL
+public import Testing
 
 // Helpers shared by the test targets that talk to database servers. A plain target, not a
 // product: users never see it.
@@ -74,6 +75,16 @@ public func uniqueTable(_ prefix: String) -> String {
 /// loaded when `__tsan_init` resolves), which slows code 5 to 15 times; 1 otherwise. Latency
 /// bounds in tests are multiplied by it.
 public let slowdown: Int64 = dlsym(dlopen(nil, RTLD_NOW), "__tsan_init") != nil ? 10 : 1
+
+/// Whether the tests with tight time bounds run: the fault tests (frozen, half-open and reset
+/// connections, a server killed under load) and the promptness of a cancel. They run in a pass of
+/// their own (`SYNCBRIDGE_TIMED_TESTS=1 swift test --filter Timed`, as `Scripts/test.sh` does),
+/// because on a 2-core machine the rest of the suite beside them stretches any latency.
+public let timedTestsEnabled = ProcessInfo.processInfo.environment["SYNCBRIDGE_TIMED_TESTS"] == "1"
+
+/// Why a timed test was skipped.
+public let timedTestsNote: Comment =
+    "runs in a pass of its own, on a machine other tests do not load: SYNCBRIDGE_TIMED_TESTS=1 swift test --filter Timed"
 
 /// Runs `body` with `connection` and closes the connection afterwards, also when `body` throws.
 public func withClosing<Connection: PooledConnection, T: Sendable>(

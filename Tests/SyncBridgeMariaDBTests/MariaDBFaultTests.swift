@@ -116,11 +116,11 @@ func withFaultTarget(
 
 /// A server of its own, frozen mid-statement (`SIGSTOP`, as a host that stopped answering):
 /// cancelling and timing out stay bounded in time, and the pool works again once it thaws.
-@Suite("MariaDB faults: a frozen server", .serialized)
-struct MariaDBFrozenServerTests {
+@Suite("MariaDB faults: a frozen server", .serialized, .enabled(if: timedTestsEnabled, timedTestsNote))
+struct TimedMariaDBFrozenServerTests {
     @Test(
         "cancel() returns at once and the caller gets CancellationError within the grace period",
-        .watchdog(threshold: .milliseconds(200))
+        .watchdog(threshold: .milliseconds(200 * slowdown))
     )
     func cancelFrozen() async throws {
         let server = try await TemporaryMariaDB.start()
@@ -132,7 +132,7 @@ struct MariaDBFrozenServerTests {
 
     @Test(
         "a statement timeout passes while the server is frozen: the typed timeout error within timeout + grace",
-        .watchdog(threshold: .milliseconds(200))
+        .watchdog(threshold: .milliseconds(200 * slowdown))
     )
     func timeoutFrozen() async throws {
         let server = try await TemporaryMariaDB.start()
@@ -145,8 +145,8 @@ struct MariaDBFrozenServerTests {
 
 /// Through a loopback proxy that stops forwarding without closing (a half-open connection) or
 /// resets every connection.
-@Suite("MariaDB faults: half-open and reset connections")
-struct MariaDBProxyFaultTests {
+@Suite("MariaDB faults: half-open and reset connections", .enabled(if: timedTestsEnabled, timedTestsNote))
+struct TimedMariaDBProxyFaultTests {
     @Test("half-open: a statement with a timeout ends with the typed timeout error within timeout + grace")
     func halfOpenTimeout() async throws {
         try await withFaultTarget { try await $0.halfOpenTimeout() }
@@ -163,8 +163,8 @@ struct MariaDBProxyFaultTests {
     }
 }
 
-@Suite("MariaDB faults: the server is killed under load")
-struct MariaDBKillTests {
+@Suite("MariaDB faults: the server is killed under load", .enabled(if: timedTestsEnabled, timedTestsNote))
+struct TimedMariaDBKillTests {
     @Test(
         "killed under 100 tasks: every task ends within about a second with a typed connection error; after a restart the pool recovers and every acknowledged row is there exactly once"
     )

@@ -123,11 +123,11 @@ func withFaultTarget(
 
 /// A server of its own, frozen mid-statement (`SIGSTOP`, as a host that stopped answering):
 /// cancelling and timing out stay bounded in time, and the pool works again once it thaws.
-@Suite("PostgreSQL faults: a frozen server", .serialized)
-struct PostgresFrozenServerTests {
+@Suite("PostgreSQL faults: a frozen server", .serialized, .enabled(if: timedTestsEnabled, timedTestsNote))
+struct TimedPostgresFrozenServerTests {
     @Test(
         "cancel() returns at once and the caller gets CancellationError within the grace period",
-        .watchdog(threshold: .milliseconds(200))
+        .watchdog(threshold: .milliseconds(200 * slowdown))
     )
     func cancelFrozen() async throws {
         let server = try await TemporaryPostgres.start()
@@ -139,7 +139,7 @@ struct PostgresFrozenServerTests {
 
     @Test(
         "a statement timeout passes while the server is frozen: the typed timeout error within timeout + grace",
-        .watchdog(threshold: .milliseconds(200))
+        .watchdog(threshold: .milliseconds(200 * slowdown))
     )
     func timeoutFrozen() async throws {
         let server = try await TemporaryPostgres.start()
@@ -152,8 +152,8 @@ struct PostgresFrozenServerTests {
 
 /// Through a loopback proxy that stops forwarding without closing (a half-open connection) or
 /// resets every connection.
-@Suite("PostgreSQL faults: half-open and reset connections")
-struct PostgresProxyFaultTests {
+@Suite("PostgreSQL faults: half-open and reset connections", .enabled(if: timedTestsEnabled, timedTestsNote))
+struct TimedPostgresProxyFaultTests {
     @Test("half-open: a statement with a timeout ends with the typed timeout error within timeout + grace")
     func halfOpenTimeout() async throws {
         try await withFaultTarget { try await $0.halfOpenTimeout() }
@@ -170,8 +170,8 @@ struct PostgresProxyFaultTests {
     }
 }
 
-@Suite("PostgreSQL faults: the server is killed under load")
-struct PostgresKillTests {
+@Suite("PostgreSQL faults: the server is killed under load", .enabled(if: timedTestsEnabled, timedTestsNote))
+struct TimedPostgresKillTests {
     @Test(
         "killed under 100 tasks: every task ends within about a second with a typed connection error; after a restart the pool recovers and every acknowledged row is there exactly once"
     )
