@@ -263,7 +263,7 @@ struct DeadlockDetectorTests {
     }
 
     @Test(
-        "pattern 6: a cycle through a pool job's guarded wait and an AsyncMutex is detected, and broken in throw mode"
+        "pattern 6: a cycle through a pool job's guarded wait and an AsyncMutex is detected, and broken in throw mode; the legacy code gets GuardedWaitError with the report"
     )
     func guardedWaitCycle() async throws {
         let suffix = UUID().uuidString.prefix(8)
@@ -279,9 +279,11 @@ struct DeadlockDetectorTests {
             }
         }
         // The wait that closed the cycle (the awaited work's, for the mutex) threw; the legacy code
-        // got the error instead of hanging.
-        let error = try #require(throws: DeadlockError.self) { try result.get() }
-        #expect(error.report.pattern == .waitCycle)
+        // got the refusal, as GuardedWaitError with the report, instead of hanging.
+        let error = try #require(throws: GuardedWaitError.self) { try result.get() }
+        #expect(error.reason.isDeadlock)
+        #expect(error.report?.pattern == .waitCycle)
+        #expect(error.report?.thrown == true)
         let cycle = try #require(reports.first { $0.pattern == .waitCycle })
         let waits = cycle.chain.filter { $0.action == "waits for" }
         #expect(waits.count == 2)
@@ -294,6 +296,42 @@ struct DeadlockDetectorTests {
         )
         #expect(waits.contains { $0.party.contains("its closure on thread sb-dl-cycle") })
         await pool.shutdownGracefully()
+    }
+
+    @Test(
+        "throw mode: one catch clause handles every refusal of a guarded wait — on a cooperative thread, for work that needs the blocked thread, and a deadlock found inside the awaited work"
+    )
+    func oneErrorForEveryRefusal() async throws {
+        /// What legacy code that catches `GuardedWaitError` alone makes of a guarded wait.
+        @Sendable func outcome(_ result: Result<Int, any Error>) -> String {
+            do {
+                return "ran: \(try result.get())"
+            } catch let refusal as GuardedWaitError {
+                if refusal.reason.isDeadlock { return "deadlock: \(refusal.report?.pattern.name ?? "no report")" }
+                if refusal.reason.isAwaitedWorkNeedsBlockedThread { return "needs the blocked thread" }
+                return "refused: \(refusal.reason == .cooperativeThread ? "cooperative thread" : "\(refusal.reason)")"
+            } catch {
+                return "another error: \(type(of: error))"
+            }
+        }
+        let suffix = UUID().uuidString.prefix(8)
+        let mutex = AsyncMutex(0, lockClass: "one-catch-\(suffix)")
+        let pool = BlockingPool(name: "sb-dl-one-catch", threadCount: 1)
+        let executor = ThreadExecutor(name: "sb-dl-one-catch-self")
+        let service = LegacyService(executor: executor)
+        let (outcomes, _) = try await withDeadlockReports {
+            try await withDeadline {
+                let onCooperativeThread = legacyWait { 1 }
+                let selfWait = await service.selfWait().map { _ in 0 }
+                let cycle = try await mutex.withLock { _ in
+                    try await pool.run { legacyWait { try await mutex.withLock { $0 } } }
+                }
+                return [onCooperativeThread, selfWait, cycle].map(outcome)
+            }
+        }
+        #expect(outcomes == ["refused: cooperative thread", "needs the blocked thread", "deadlock: wait-cycle"])
+        await pool.shutdownGracefully()
+        await executor.shutdownGracefully()
     }
 
     @Test("pattern 8: a wait longer than the threshold is reported with its chain before it ends, and not twice")

@@ -7,7 +7,7 @@ public struct GuardedWaitError: Error, Hashable, CustomStringConvertible {
             case cooperativeThread
             case awaitedWorkNeedsBlockedThread(executor: String, kind: String)
             case timedOut(nanoseconds: Int64)
-            case deadlock(headline: String)
+            case deadlock(DeadlockReport)
         }
 
         let base: Base
@@ -21,7 +21,7 @@ public struct GuardedWaitError: Error, Hashable, CustomStringConvertible {
         }
 
         static func deadlock(_ report: DeadlockReport) -> Reason {
-            Reason(base: .deadlock(headline: report.headline))
+            Reason(base: .deadlock(report))
         }
 
         static func timedOut(_ timeout: Duration) -> Reason {
@@ -35,8 +35,10 @@ public struct GuardedWaitError: Error, Hashable, CustomStringConvertible {
             return false
         }
 
-        /// Whether a ``DeadlockDetector`` in throw mode ended the wait: the awaited work waits,
-        /// directly or through others, for something the waiting code holds.
+        /// Whether a ``DeadlockDetector`` in throw mode ended the wait, or a wait inside the
+        /// awaited work: the work waits, directly or through others, for something that can
+        /// never come (often something the waiting code holds). ``GuardedWaitError/report``
+        /// has the detector's report.
         public var isDeadlock: Bool {
             if case .deadlock = base { return true }
             return false
@@ -57,8 +59,8 @@ public struct GuardedWaitError: Error, Hashable, CustomStringConvertible {
                 "the awaited work needs \(kind) '\(executor)', whose thread is the one that would wait for it"
             case .timedOut(let nanoseconds):
                 "the awaited work did not finish within \(Double(nanoseconds) / 1e6) ms"
-            case .deadlock(let headline):
-                "deadlock: \(headline)"
+            case .deadlock(let report):
+                "deadlock: \(report.headline)"
             }
         }
     }
@@ -69,6 +71,13 @@ public struct GuardedWaitError: Error, Hashable, CustomStringConvertible {
     public let callSite: CallSite
     /// The thread that would have blocked.
     public let thread: ThreadIdentity
+
+    /// The deadlock detector's report when it ended the wait (``Reason/isDeadlock``): the
+    /// pattern, the whole chain with its call sites, and the fix.
+    public var report: DeadlockReport? {
+        if case .deadlock(let report) = reason.base { return report }
+        return nil
+    }
 
     /// The call site, the thread, the reason and what to do instead.
     public var description: String {
@@ -111,7 +120,10 @@ public struct GuardedWaitError: Error, Hashable, CustomStringConvertible {
 ///   - line: The call site, for errors; leave the default.
 ///   - operation: The async work. It runs as a detached task on the global executor.
 /// - Returns: What `operation` returns.
-/// - Throws: ``GuardedWaitError`` when the wait is refused, would deadlock, or times out; otherwise
+/// - Throws: ``GuardedWaitError`` when the wait is refused, would deadlock, or times out —
+///   including when a ``DeadlockDetector`` in throw mode ends a wait inside `operation` (its
+///   ``DeadlockError`` arrives as ``GuardedWaitError`` with ``GuardedWaitError/Reason/isDeadlock``
+///   and the ``GuardedWaitError/report``), so one `catch` clause handles every refusal; otherwise
 ///   what `operation` throws.
 @available(*, noasync, message: "waitForAsync blocks its thread; in async code, await the work directly")
 public func waitForAsync<Success: Sendable>(
@@ -157,7 +169,13 @@ public func waitForAsync<Success: Sendable>(
     let deadline = timeout.map { monotonicNanoseconds() &+ UInt64(max(0, $0.nanosecondCount)) }
     switch record.block(untilMonotonicNanoseconds: deadline) {
     case .completed:
-        return try result.take().get()
+        do {
+            return try result.take().get()
+        } catch let error as DeadlockError {
+            // A detector ended a wait inside the awaited work: for the waiting code, the same
+            // refusal as when it ends this wait.
+            throw GuardedWaitError(reason: .deadlock(error.report), callSite: callSite, thread: .current)
+        }
     case .failed(let reason):
         task.cancel()
         throw GuardedWaitError(reason: reason, callSite: callSite, thread: .current)
