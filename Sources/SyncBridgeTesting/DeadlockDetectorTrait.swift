@@ -48,13 +48,14 @@ public struct DeadlockDetectorTrait: TestTrait, SuiteTrait, TestScoping {
         }
     }
 
-    /// Runs `body` under a detector of its own scope and returns the reports that concern it.
+    /// Runs `body` under a detector of its own scope (`scope`, a new one by default) and returns
+    /// the reports that concern it.
     package static func collectReports(
         mode: DeadlockDetector.Mode,
         stuckWaitThreshold: Duration,
+        inScope scope: UInt64 = WatchdogScope.next(),
         _ body: @Sendable () async throws -> Void
     ) async throws -> [DeadlockReport] {
-        let scope = WatchdogScope.next()
         let collected = DeadlockReportList()
         let detector = DeadlockDetector(
             configuration: .init(mode: mode, stuckWaitThreshold: stuckWaitThreshold, onReport: collected.append),

@@ -38,4 +38,80 @@ extension XCTestCase {
         }
         return reports
     }
+
+    /// Runs `body` expecting the deadlock detector to report `pattern`, and returns that report;
+    /// the XCTest counterpart of `expectDeadlockReport(_:mode:stuckWaitThreshold:sourceLocation:_:)`.
+    ///
+    /// ```swift
+    /// func testLegacyReserveStillLeasesTwice() async throws {
+    ///     let report = try await assertDeadlockReport(.nestedPoolLease) {
+    ///         try await legacyStock.reserve(item)
+    ///     }
+    ///     XCTAssertEqual(report?.chain.count, 4)
+    /// }
+    /// ```
+    ///
+    /// `body` runs under a detector of its own scope; the test fails when no report of `pattern`
+    /// arrives, and with every report of another pattern. The refusal the expected report causes
+    /// (`DeadlockError`, `GuardedWaitError`) is not rethrown; any other error is.
+    ///
+    /// - Parameters:
+    ///   - pattern: The report expected.
+    ///   - mode: The detector's mode while `body` runs; throw mode (the default) ends the
+    ///     deadlocked wait.
+    ///   - stuckWaitThreshold: For stuck waits: how long a wait may last.
+    ///   - file: Where failures are reported; leave the default.
+    ///   - line: Where failures are reported; leave the default.
+    ///   - body: The code expected to cause the report.
+    /// - Returns: The first report of `pattern`, or `nil` (and the test fails).
+    /// - Throws: What `body` throws, except the refusal the expected report causes.
+    @discardableResult
+    public func assertDeadlockReport(
+        _ pattern: DeadlockPattern,
+        mode: DeadlockDetector.Mode = .throwError,
+        stuckWaitThreshold: Duration = .seconds(5),
+        file: StaticString = #filePath,
+        line: UInt = #line,
+        _ body: @Sendable () async throws -> Void
+    ) async throws -> DeadlockReport? {
+        let (reports, error) = try await ExpectedReports.deadlockReports(
+            mode: mode,
+            stuckWaitThreshold: stuckWaitThreshold,
+            body
+        )
+        let outcome = ExpectedReports.judge(reports, expecting: pattern, error: error)
+        for failure in outcome.failures {
+            XCTFail(failure, file: file, line: line)
+        }
+        if let rethrown = outcome.rethrown { throw rethrown }
+        return outcome.report
+    }
+
+    /// Runs `body` expecting a blocking call on a cooperative thread (by its operation name, or any
+    /// when `nil`), and returns the watchdog's report of it; the XCTest counterpart of
+    /// `expectBlockingCall(_:sourceLocation:_:)`. Every other blocking call in `body` fails the
+    /// test.
+    ///
+    /// - Parameters:
+    ///   - operation: The blocking call expected, by the name its report gives; `nil` for any.
+    ///   - file: Where failures are reported; leave the default.
+    ///   - line: Where failures are reported; leave the default.
+    ///   - body: The code expected to make the call.
+    /// - Returns: The first report of the call, or `nil` (and the test fails).
+    /// - Throws: What `body` throws, except the refusal of the expected call.
+    @discardableResult
+    public func assertBlockingCall(
+        _ operation: String? = nil,
+        file: StaticString = #filePath,
+        line: UInt = #line,
+        _ body: @Sendable () async throws -> Void
+    ) async throws -> WatchdogReport? {
+        let (reports, error) = try await ExpectedReports.blockingCalls(body)
+        let outcome = ExpectedReports.judge(reports, expecting: operation, error: error)
+        for failure in outcome.failures {
+            XCTFail(failure, file: file, line: line)
+        }
+        if let rethrown = outcome.rethrown { throw rethrown }
+        return outcome.report
+    }
 }

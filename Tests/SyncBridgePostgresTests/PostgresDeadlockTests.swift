@@ -63,6 +63,20 @@ struct PostgresDeadlockTests {
     }
 
     @Test(
+        "expectDeadlockReport keeps a legacy nested lease flagged: it returns the report with both lease sites, the test does not fail, and the pool is whole afterwards"
+    )
+    func expectedNestedLease() async throws {
+        let client = try await makeClient("sb-expect-nested", connections: 1)
+        let report = try await expectDeadlockReport(.nestedPoolLease) {
+            _ = try await client.withTransaction { _ in try await client.query("SELECT 1") }
+        }
+        #expect(report?.thrown == true)
+        #expect(report?.chain.compactMap(\.callSite).count == 2)
+        #expect(try await client.query("SELECT 3").first?.decode(Int.self, at: 0) == 3)
+        await client.shutdown()
+    }
+
+    @Test(
         "pattern 4: a task that holds two leases of a full pool and asks for a third is reported with all three sites, oldest lease first"
     )
     func thirdLease() async throws {

@@ -1,0 +1,187 @@
+public import SyncBridge
+public import Testing
+
+/// Runs `body` expecting the deadlock detector to report `pattern`, and returns that report for
+/// further checks: a test that keeps a known trap flagged until its migration step lands, or that
+/// tests a guard of the team's own.
+///
+/// ```swift
+/// @Test(.deadlockDetector(mode: .throwError))
+/// func legacyReserveStillLeasesTwice() async throws {
+///     let report = try await expectDeadlockReport(.nestedPoolLease) {
+///         try await legacyStock.reserve(item)   // leases a second connection inside the first
+///     }
+///     #expect(report?.chain.first?.callSite?.hasPrefix("Inventory/Stock.swift") == true)
+/// }
+/// ```
+///
+/// `body` runs under a detector of its own, in a report scope of its own, so the expected report
+/// does not reach the test's `.deadlockDetector()` trait and does not fail the test; any report
+/// outside `body` still does. The test fails when no report of `pattern` arrives, and with every
+/// report of another pattern. The refusal that the expected report causes — `DeadlockError` or
+/// `GuardedWaitError` thrown out of `body` — is the expected outcome and is not rethrown; any
+/// other error is.
+///
+/// - Parameters:
+///   - pattern: The report expected.
+///   - mode: The detector's mode while `body` runs: `DeadlockDetector/Mode/throwError` (the
+///     default) ends the deadlocked wait, so that `body` cannot hang.
+///   - stuckWaitThreshold: For `DeadlockPattern/stuckWait`: how long a wait may last.
+///   - sourceLocation: Where failures are reported; leave the default.
+///   - body: The code expected to cause the report.
+/// - Returns: The first report of `pattern`; `nil` (and the test fails) when none arrived.
+/// - Throws: What `body` throws, except the refusal the expected report causes.
+@discardableResult
+public func expectDeadlockReport(
+    _ pattern: DeadlockPattern,
+    mode: DeadlockDetector.Mode = .throwError,
+    stuckWaitThreshold: Duration = .seconds(5),
+    sourceLocation: SourceLocation = #_sourceLocation,
+    _ body: @Sendable () async throws -> Void
+) async throws -> DeadlockReport? {
+    let (reports, error) = try await ExpectedReports.deadlockReports(
+        mode: mode,
+        stuckWaitThreshold: stuckWaitThreshold,
+        body
+    )
+    let outcome = ExpectedReports.judge(reports, expecting: pattern, error: error)
+    for failure in outcome.failures {
+        Issue.record(Comment(rawValue: failure), sourceLocation: sourceLocation)
+    }
+    if let rethrown = outcome.rethrown { throw rethrown }
+    return outcome.report
+}
+
+/// Runs `body` expecting it to make a blocking call on a thread of Swift's cooperative pool —
+/// one that `Blocking` marks, or a guarded wait refused there — and returns the watchdog's report
+/// of it: a test that keeps a legacy call flagged until it is moved off the pool.
+///
+/// ```swift
+/// @Test(.watchdog())
+/// func legacyLookupStillBlocks() async throws {
+///     let report = try await expectBlockingCall("legacyLookup") {
+///         _ = try legacyInventory.lookup(sku)   // calls Blocking.call("legacyLookup") { … }
+///     }
+///     #expect(report?.callSite?.hasPrefix("Inventory/") == true)
+/// }
+/// ```
+///
+/// The calls `body`'s tasks make go to a watchdog of their own, so the expected one does not fail
+/// the test under a `.watchdog()` trait, and reach no other watchdog (such as one
+/// `SYNCBRIDGE_WATCHDOG` starts); every other blocking call in `body` fails the test. Stalls of a
+/// band cannot be attributed to `body` and are not expected here.
+///
+/// - Parameters:
+///   - operation: The blocking call expected, by the name its report gives (the name passed to
+///     `Blocking/call(_:policy:fileID:line:_:)`, `waitForAsync`, `GuardedSemaphore(name).wait`);
+///     `nil` for any.
+///   - sourceLocation: Where failures are reported; leave the default.
+///   - body: The code expected to make the call.
+/// - Returns: The first report of the call; `nil` (and the test fails) when none arrived.
+/// - Throws: What `body` throws, except the refusal of a blocking call (`BlockingCallError`,
+///   `GuardedWaitError`) when the expected call was reported.
+@discardableResult
+public func expectBlockingCall(
+    _ operation: String? = nil,
+    sourceLocation: SourceLocation = #_sourceLocation,
+    _ body: @Sendable () async throws -> Void
+) async throws -> WatchdogReport? {
+    let (reports, error) = try await ExpectedReports.blockingCalls(body)
+    let outcome = ExpectedReports.judge(reports, expecting: operation, error: error)
+    for failure in outcome.failures {
+        Issue.record(Comment(rawValue: failure), sourceLocation: sourceLocation)
+    }
+    if let rethrown = outcome.rethrown { throw rethrown }
+    return outcome.report
+}
+
+/// What the expectation helpers of both test libraries share: running the body in a scope of its
+/// own, and judging what came back.
+package enum ExpectedReports {
+    /// What an expectation concluded: the report expected, the failures to record, and the error
+    /// to rethrow.
+    package struct Outcome<Report> {
+        package var report: Report?
+        package var failures: [String]
+        package var rethrown: (any Error)?
+    }
+
+    /// Runs `body` under a detector and a silent watchdog of a new scope; returns the detector's
+    /// reports and what `body` threw.
+    package static func deadlockReports(
+        mode: DeadlockDetector.Mode,
+        stuckWaitThreshold: Duration,
+        _ body: @Sendable () async throws -> Void
+    ) async throws -> ([DeadlockReport], (any Error)?) {
+        let thrown = Locked<(any Error)?>(nil)
+        // Refused waits are blocking calls too: the scope's own watchdog keeps them from every
+        // other watchdog.
+        let scope = WatchdogScope.next()
+        let watchdog = Watchdog(configuration: .init(bands: []), scope: scope)
+        watchdog.start()
+        let reports = try await DeadlockDetectorTrait.collectReports(
+            mode: mode,
+            stuckWaitThreshold: stuckWaitThreshold,
+            inScope: scope
+        ) {
+            do { try await body() } catch { thrown.withLock { $0 = error } }
+        }
+        await watchdog.shutdown()
+        return (reports, thrown.withLock { $0 })
+    }
+
+    /// Runs `body` with a watchdog of a new scope that watches no band; returns its blocking-call
+    /// reports and what `body` threw.
+    package static func blockingCalls(
+        _ body: @Sendable () async throws -> Void
+    ) async throws -> ([WatchdogReport], (any Error)?) {
+        let thrown = Locked<(any Error)?>(nil)
+        let reports = ReportList()
+        let scope = WatchdogScope.next()
+        let watchdog = Watchdog(configuration: .init(bands: [], onReport: reports.append), scope: scope)
+        watchdog.start()
+        await WatchdogScope.$current.withValue(scope) {
+            do { try await body() } catch { thrown.withLock { $0 = error } }
+        }
+        await watchdog.shutdown()
+        return (reports.all.filter { $0.kind == .blockingCall }, thrown.withLock { $0 })
+    }
+
+    /// The deadlock reports judged against `pattern`.
+    package static func judge(
+        _ reports: [DeadlockReport],
+        expecting pattern: DeadlockPattern,
+        error: (any Error)?
+    ) -> Outcome<DeadlockReport> {
+        let expected = reports.first { $0.pattern == pattern }
+        var failures = reports.filter { $0.pattern != pattern }.map(\.description)
+        if expected == nil {
+            let seen = reports.isEmpty ? "nothing" : reports.map(\.pattern.name).joined(separator: ", ")
+            failures.append("expected a deadlock report of pattern \(pattern); the detector reported \(seen)")
+        }
+        let isRefusal = error is DeadlockError || error is GuardedWaitError
+        let rethrown = expected != nil && isRefusal ? nil : error
+        return Outcome(report: expected, failures: failures, rethrown: rethrown)
+    }
+
+    /// The blocking-call reports judged against `operation` (`nil`: any).
+    package static func judge(
+        _ reports: [WatchdogReport],
+        expecting operation: String?,
+        error: (any Error)?
+    ) -> Outcome<WatchdogReport> {
+        let matches = { (report: WatchdogReport) in operation == nil || report.operation == operation }
+        let expected = reports.first(where: matches)
+        var failures = reports.filter { !matches($0) }.map(\.description)
+        if expected == nil {
+            let wanted = operation.map { "the blocking call \($0)" } ?? "a blocking call"
+            let seen =
+                reports.isEmpty
+                ? "nothing" : reports.map { $0.operation ?? "a blocking call" }.joined(separator: ", ")
+            failures.append("expected \(wanted) on a cooperative thread; the watchdog reported \(seen)")
+        }
+        let isRefusal = error is BlockingCallError || error is GuardedWaitError
+        let rethrown = expected != nil && isRefusal ? nil : error
+        return Outcome(report: expected, failures: failures, rethrown: rethrown)
+    }
+}
