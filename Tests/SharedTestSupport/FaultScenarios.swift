@@ -79,7 +79,7 @@ public struct FaultTarget<Session: SQLSession>: Sendable {
             statement.cancel()
             let cancelTook = (ContinuousClock.now - start).seconds
             #expect(cancelTook < 0.1 * Double(slowdown), "cancel() took \(cancelTook) s")
-            let outcome = try await withDeadline(10 * Double(slowdown)) { await statement.result }
+            let outcome = try await withDeadline(10) { await statement.result }
             let waited = (ContinuousClock.now - start).seconds
             #expect(throws: CancellationError.self) { try outcome.get() }
             #expect(
@@ -97,7 +97,7 @@ public struct FaultTarget<Session: SQLSession>: Sendable {
     ) async throws {
         let start = ContinuousClock.now
         try await withFrozenServer(statementTimeout: .seconds(3), freeze: freeze, thaw: thaw) { statement in
-            let outcome = try await withDeadline(15 * Double(slowdown)) { await statement.result }
+            let outcome = try await withDeadline(15) { await statement.result }
             let waited = (ContinuousClock.now - start).seconds
             #expect(throws: (any Error).self) { try outcome.get() }
             if case .failure(let error) = outcome { #expect(isTimeout(error), "\(error)") }
@@ -137,7 +137,7 @@ public struct FaultTarget<Session: SQLSession>: Sendable {
             proxy.pause()
             let start = ContinuousClock.now
             let error = await #expect(throws: (any Error).self) {
-                try await withDeadline(10 * Double(slowdown)) {
+                try await withDeadline(10) {
                     try await client.query("SELECT 1", timeout: .seconds(1))
                 }
             }
@@ -159,7 +159,7 @@ public struct FaultTarget<Session: SQLSession>: Sendable {
             proxy.pause()
             let start = ContinuousClock.now
             statement.cancel()
-            let outcome = try await withDeadline(10 * Double(slowdown)) { await statement.result }
+            let outcome = try await withDeadline(10) { await statement.result }
             let waited = (ContinuousClock.now - start).seconds
             #expect(throws: CancellationError.self) { try outcome.get() }
             #expect(waited < Self.gracePeriod + 1.5 * Double(slowdown), "waited \(waited) s (grace period 1 s)")
@@ -174,7 +174,7 @@ public struct FaultTarget<Session: SQLSession>: Sendable {
             try await waitUntil { try await isRunning(10.02) }
             let start = ContinuousClock.now
             proxy.resetAll()
-            let outcome = try await withDeadline(10 * Double(slowdown)) { await statement.result }
+            let outcome = try await withDeadline(10) { await statement.result }
             let waited = (ContinuousClock.now - start).seconds
             #expect(throws: (any Error).self) { try outcome.get() }
             if case .failure(let error) = outcome { #expect(isConnectionClosed(error), "\(error)") }

@@ -16,11 +16,14 @@ public struct DeadlineExceeded: Error, CustomStringConvertible {
 
 /// Runs `operation` and fails with ``DeadlineExceeded`` if it has not finished within `seconds`
 /// (the operation is then cancelled), so that a hang fails the test instead of stalling the run.
+/// The deadline guards against hangs, not for speed: under ThreadSanitizer it is `seconds` times
+/// ``slowdown``.
 public func withDeadline<T: Sendable>(
     _ seconds: Double,
     _ operation: @escaping @Sendable () async throws -> T
 ) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
+    let seconds = seconds * Double(slowdown)
+    return try await withThrowingTaskGroup(of: T?.self) { group in
         group.addTask { try await operation() }
         group.addTask {
             try await Task.sleep(for: .seconds(seconds))

@@ -16,6 +16,8 @@ func withDeadline<T: Sendable>(
     _ seconds: Double = 10,
     _ operation: @escaping @Sendable () async throws -> T
 ) async throws -> T {
+    // A guard against hangs, not for speed: longer under ThreadSanitizer.
+    let seconds = seconds * Double(slowdown)
     let outcome = Shared<Result<T, any Error>?>(nil)
     let finished = AsyncStream<Void>.makeStream()
     let work = Task {
