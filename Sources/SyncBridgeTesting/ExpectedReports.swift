@@ -39,17 +39,8 @@ public func expectDeadlockReport(
     sourceLocation: SourceLocation = #_sourceLocation,
     _ body: @Sendable () async throws -> Void
 ) async throws -> DeadlockReport? {
-    let (reports, error) = try await ExpectedReports.deadlockReports(
-        mode: mode,
-        stuckWaitThreshold: stuckWaitThreshold,
-        body
-    )
-    let outcome = ExpectedReports.judge(reports, expecting: pattern, error: error)
-    for failure in outcome.failures {
-        Issue.record(Comment(rawValue: failure), sourceLocation: sourceLocation)
-    }
-    if let rethrown = outcome.rethrown { throw rethrown }
-    return outcome.report
+    try await ExpectedReports.deadlockReport(pattern, mode: mode, stuckWaitThreshold: stuckWaitThreshold, body)
+        .settle { Issue.record(Comment(rawValue: $0), sourceLocation: sourceLocation) }
 }
 
 /// Runs `body` expecting it to make a blocking call on a thread of Swift's cooperative pool —
@@ -86,13 +77,8 @@ public func expectBlockingCall(
     sourceLocation: SourceLocation = #_sourceLocation,
     _ body: @Sendable () async throws -> Void
 ) async throws -> WatchdogReport? {
-    let (reports, error) = try await ExpectedReports.blockingCalls(body)
-    let outcome = ExpectedReports.judge(reports, expecting: operation, error: error)
-    for failure in outcome.failures {
-        Issue.record(Comment(rawValue: failure), sourceLocation: sourceLocation)
-    }
-    if let rethrown = outcome.rethrown { throw rethrown }
-    return outcome.report
+    try await ExpectedReports.blockingCall(operation, body)
+        .settle { Issue.record(Comment(rawValue: $0), sourceLocation: sourceLocation) }
 }
 
 /// What the expectation helpers of both test libraries share: running the body in a scope of its
@@ -104,6 +90,33 @@ package enum ExpectedReports {
         package var report: Report?
         package var failures: [String]
         package var rethrown: (any Error)?
+
+        /// Records each failure with `record`, then rethrows what must be, or returns the report.
+        package func settle(recording record: (String) -> Void) throws -> Report? {
+            failures.forEach(record)
+            if let rethrown { throw rethrown }
+            return report
+        }
+    }
+
+    /// Runs `body` expecting a deadlock report of `pattern`, and judges what came back.
+    package static func deadlockReport(
+        _ pattern: DeadlockPattern,
+        mode: DeadlockDetector.Mode,
+        stuckWaitThreshold: Duration,
+        _ body: @Sendable () async throws -> Void
+    ) async throws -> Outcome<DeadlockReport> {
+        let (reports, error) = try await deadlockReports(mode: mode, stuckWaitThreshold: stuckWaitThreshold, body)
+        return judge(reports, expecting: pattern, error: error)
+    }
+
+    /// Runs `body` expecting a blocking call (`operation`, or any), and judges what came back.
+    package static func blockingCall(
+        _ operation: String?,
+        _ body: @Sendable () async throws -> Void
+    ) async throws -> Outcome<WatchdogReport> {
+        let (reports, error) = try await blockingCalls(body)
+        return judge(reports, expecting: operation, error: error)
     }
 
     /// Runs `body` under a detector and a silent watchdog of a new scope; returns the detector's

@@ -74,17 +74,8 @@ extension XCTestCase {
         line: UInt = #line,
         _ body: @Sendable () async throws -> Void
     ) async throws -> DeadlockReport? {
-        let (reports, error) = try await ExpectedReports.deadlockReports(
-            mode: mode,
-            stuckWaitThreshold: stuckWaitThreshold,
-            body
-        )
-        let outcome = ExpectedReports.judge(reports, expecting: pattern, error: error)
-        for failure in outcome.failures {
-            XCTFail(failure, file: file, line: line)
-        }
-        if let rethrown = outcome.rethrown { throw rethrown }
-        return outcome.report
+        try await ExpectedReports.deadlockReport(pattern, mode: mode, stuckWaitThreshold: stuckWaitThreshold, body)
+            .settle { XCTFail($0, file: file, line: line) }
     }
 
     /// Runs `body` expecting a blocking call on a cooperative thread (by its operation name, or any
@@ -106,12 +97,6 @@ extension XCTestCase {
         line: UInt = #line,
         _ body: @Sendable () async throws -> Void
     ) async throws -> WatchdogReport? {
-        let (reports, error) = try await ExpectedReports.blockingCalls(body)
-        let outcome = ExpectedReports.judge(reports, expecting: operation, error: error)
-        for failure in outcome.failures {
-            XCTFail(failure, file: file, line: line)
-        }
-        if let rethrown = outcome.rethrown { throw rethrown }
-        return outcome.report
+        try await ExpectedReports.blockingCall(operation, body).settle { XCTFail($0, file: file, line: line) }
     }
 }

@@ -57,6 +57,17 @@ extension WorkerThreads {
         return record
     }
 
+    /// With the lock held: the threads blocked in guarded waits, for the report; then
+    /// `record` no longer counts as blocking its thread, which its refusal is about to free. So
+    /// when the works of several waits arrive at once, only the first is refused, and its thread
+    /// then runs the others' queued work.
+    func claimForRefusal(_ record: GuardedWaitRecord) -> [(thread: ThreadIdentity, callSite: CallSite)] {
+        let blocked = blockedWaits.map { (thread: $0.thread, callSite: $0.callSite) }
+        blockedWaits.removeAll { $0 === record }
+        blockedWaitCount.store(blockedWaits.count, ordering: .relaxed)
+        return blocked
+    }
+
     /// Tags `item` with the submitting task (the thread that runs it acts for that task) and the
     /// scope of a test's detector, while a detector runs.
     func tagForDeadlockDetection(_ item: WorkItem) {

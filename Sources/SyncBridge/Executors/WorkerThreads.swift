@@ -110,7 +110,7 @@ final class WorkerThreads: @unchecked Sendable {
         let action = state.enqueue(job)
         entryCount.store(state.entries.count, ordering: .relaxed)
         let deadlocked = blockedWaitCount.load(ordering: .relaxed) > 0 ? deadlockedWait(forJob: job) : nil
-        let blocked = deadlocked == nil ? [] : blockedWaits.map { (thread: $0.thread, callSite: $0.callSite) }
+        let blocked = deadlocked.map(claimForRefusal) ?? []
         lock.unlock()
         switch action {
         case .queued(let wakeThread):
@@ -139,7 +139,7 @@ final class WorkerThreads: @unchecked Sendable {
                 let action = state.submit(item)
                 entryCount.store(state.entries.count, ordering: .relaxed)
                 let deadlocked = neededBy.flatMap { deadlockedWait(neededBy: $0) }
-                let blocked = deadlocked == nil ? [] : blockedWaits.map { (thread: $0.thread, callSite: $0.callSite) }
+                let blocked = deadlocked.map(claimForRefusal) ?? []
                 let depth = state.entries.count + state.awaitingAdmissionCount
                 lock.unlock()
                 metrics.queueDepth.set(depth)
