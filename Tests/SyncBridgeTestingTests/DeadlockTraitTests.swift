@@ -7,7 +7,9 @@ import Testing
 struct DeadlockTraitTests {
     @Test(
         "a test whose tasks take two AsyncMutexes in one order passes under the trait",
-        .deadlockDetector(mode: .throwError)
+        // Under ThreadSanitizer a busy run can leave a task unscheduled for longer than the
+        // default 5 s stuck-wait threshold.
+        .deadlockDetector(mode: .throwError, stuckWaitThreshold: .seconds(5 * slowdown))
     )
     func oneOrderPasses() async throws {
         let suffix = UUID().uuidString.prefix(8)
@@ -33,7 +35,10 @@ struct DeadlockTraitTests {
     @Test("a test whose tasks deadlock on two AsyncMutexes fails with the cycle, and does not hang in throw mode")
     func cycleFails() async throws {
         let suffix = UUID().uuidString.prefix(8)
-        let trait = DeadlockDetectorTrait.deadlockDetector(mode: .throwError)
+        let trait = DeadlockDetectorTrait.deadlockDetector(
+            mode: .throwError,
+            stuckWaitThreshold: .seconds(5 * slowdown)
+        )
         let left = AsyncMutex(0, lockClass: "trait-left-\(suffix)")
         let right = AsyncMutex(0, lockClass: "trait-right-\(suffix)")
         let seen = Locked<[String]>([])

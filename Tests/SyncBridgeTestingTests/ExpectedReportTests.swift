@@ -27,7 +27,7 @@ func legacyLookup() throws -> Int {
 struct ExpectedReportTests {
     @Test(
         "a lock inversion that a migration step must keep flagged: expectDeadlockReport returns the report, and the test's own detector sees nothing",
-        .deadlockDetector(mode: .throwError)
+        .deadlockDetector(mode: .throwError, stuckWaitThreshold: .seconds(5 * slowdown))
     )
     func expectedInversionPasses() async throws {
         let suffix = UUID().uuidString.prefix(8)
@@ -110,7 +110,10 @@ struct ExpectedReportTests {
     )
     func unexpectedReportStillFails() async throws {
         let suffix = UUID().uuidString.prefix(8)
-        let trait = DeadlockDetectorTrait.deadlockDetector(mode: .throwError)
+        let trait = DeadlockDetectorTrait.deadlockDetector(
+            mode: .throwError,
+            stuckWaitThreshold: .seconds(5 * slowdown)
+        )
         let expectedFirst = AsyncMutex(0, lockClass: "expected-a-\(suffix)")
         let expectedSecond = AsyncMutex(0, lockClass: "expected-b-\(suffix)")
         let strayFirst = AsyncMutex(0, lockClass: "stray-a-\(suffix)")
@@ -142,7 +145,9 @@ struct ExpectedReportTests {
         let mutex = AsyncMutex(0, lockClass: "expect-cycle-\(suffix)")
         let pool = BlockingPool(name: "sb-expect-cycle", threadCount: 1)
         // Legacy code on the pool waits for async work that needs the mutex this task holds.
-        let report = try await expectDeadlockReport(.waitCycle) {
+        // (Under ThreadSanitizer a busy run can leave the awaited task unscheduled for longer
+        // than the default 5 s stuck-wait threshold.)
+        let report = try await expectDeadlockReport(.waitCycle, stuckWaitThreshold: .seconds(5 * slowdown)) {
             try await mutex.withLock { _ in
                 let waited = try await pool.run {
                     Result { try waitForAsync { try await mutex.withLock { $0 } } }
