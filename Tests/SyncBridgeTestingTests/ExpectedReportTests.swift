@@ -45,7 +45,7 @@ struct ExpectedReportTests {
     }
 
     @Test(
-        "a legacy call that blocks the cooperative pool: expectBlockingCall returns the watchdog's report with its call site, under the watchdog trait"
+        "a legacy call that blocks the cooperative pool: expectBlockingCall returns the watchdog's report with its call site"
     )
     func expectedBlockingCallPasses() async throws {
         let report = try await expectBlockingCall("legacyLookup") {
