@@ -59,8 +59,8 @@ public func expectDeadlockReport(
 ///
 /// The calls `body`'s tasks make go to a watchdog of their own, so the expected one does not fail
 /// the test under a `.watchdog()` trait, and reach no other watchdog (such as one
-/// `SYNCBRIDGE_WATCHDOG` starts); every other blocking call in `body` fails the test. Stalls of a
-/// band cannot be attributed to `body` and are not expected here.
+/// `SYNCBRIDGE_WATCHDOG` starts); every other blocking call in `body` fails the test. A stall of
+/// the pool is expected with `expectStall(threshold:timesEveryJob:sourceLocation:_:)`.
 ///
 /// - Parameters:
 ///   - operation: The blocking call expected, by the name its report gives (the name passed to
@@ -78,6 +78,56 @@ public func expectBlockingCall(
     _ body: @Sendable () async throws -> Void
 ) async throws -> WatchdogReport? {
     try await ExpectedReports.blockingCall(operation, body)
+        .settle { Issue.record(Comment(rawValue: $0), sourceLocation: sourceLocation) }
+}
+
+/// Runs `body` expecting it to stall a band of Swift's cooperative pool — to keep every thread of
+/// the band busy or blocked for longer than `threshold` — and returns the watchdog's report of
+/// the stall: a test that keeps a legacy call that blocks without saying so (a C library's
+/// `read`, a `sleep`) flagged until it is moved off the pool.
+///
+/// ```swift
+/// @Test(.watchdog())
+/// func legacyExportStillStallsThePool() async throws {
+///     let report = try await expectStall(threshold: .milliseconds(50)) {
+///         try await legacyExporter.exportAll()   // C calls that block every cooperative thread
+///     }
+///     #expect(report?.containsFrame("legacy_export") == true)
+/// }
+/// ```
+///
+/// A stall cannot be attributed to a task, so `body` runs in the watchdog trait's turn (tests
+/// that carry `.watchdog()` or call these helpers run one at a time), under a watchdog of its
+/// own, and the stalls that begin while `body` runs belong to it: they do not fail the test under
+/// a `.watchdog()` trait and reach no other watchdog (such as one `SYNCBRIDGE_WATCHDOG` starts);
+/// stalls that begin before or after `body` still do. A blocking call that `body` makes on a cooperative
+/// thread fails the test. As with the trait, a test without it that runs in parallel and blocks
+/// the pool can cause the stall expected here: keep code that blocks on purpose in tests that
+/// carry the trait.
+///
+/// The watchdog reports a stall only when it is sure: a band whose threads waited for a CPU, or
+/// kept running different tasks, is not stalled, so on a heavily loaded machine an expected stall
+/// can go unreported. Block for several thresholds, and run such tests on a quiet machine.
+///
+/// - Parameters:
+///   - threshold: How long a band may go without running a task. Default 100 ms.
+///   - timesEveryJob: Per-job mode (see `Watchdog/Configuration/timesEveryJob`): one job that
+///     runs longer than `threshold` is expected, reported even while other threads are free.
+///     Default `false`.
+///   - sourceLocation: Where failures are reported; leave the default.
+///   - body: The code expected to stall the pool.
+/// - Returns: The first report of a stall (or, in per-job mode, of a slow job), taken while it
+///   lasted, with the stacks of the threads involved; `nil` (and the test fails) when none
+///   arrived.
+/// - Throws: What `body` throws.
+@discardableResult
+public func expectStall(
+    threshold: Duration = .milliseconds(100),
+    timesEveryJob: Bool = false,
+    sourceLocation: SourceLocation = #_sourceLocation,
+    _ body: @Sendable () async throws -> Void
+) async throws -> WatchdogReport? {
+    try await ExpectedReports.stall(threshold: threshold, timesEveryJob: timesEveryJob, body)
         .settle { Issue.record(Comment(rawValue: $0), sourceLocation: sourceLocation) }
 }
 
@@ -117,6 +167,34 @@ package enum ExpectedReports {
     ) async throws -> Outcome<WatchdogReport> {
         let (reports, error) = try await blockingCalls(body)
         return judge(reports, expecting: operation, error: error)
+    }
+
+    /// Runs `body` expecting a stall (or, with `timesEveryJob`, a slow job), and judges what came
+    /// back.
+    package static func stall(
+        threshold: Duration,
+        timesEveryJob: Bool,
+        _ body: @Sendable () async throws -> Void
+    ) async throws -> Outcome<WatchdogReport> {
+        let expected: WatchdogReport.Kind = timesEveryJob ? .slowJob : .stall
+        let (reports, error) = try await WatchdogScope.exclusively {
+            let thrown = Locked<(any Error)?>(nil)
+            let reports = ReportList()
+            let scope = WatchdogScope.next()
+            await WatchdogScope.claimingStalls(scope) {
+                let watchdog = Watchdog(
+                    configuration: .init(threshold: threshold, onReport: reports.append, timesEveryJob: timesEveryJob),
+                    scope: scope
+                )
+                watchdog.start()
+                await WatchdogScope.$current.withValue(scope) {
+                    do { try await body() } catch { thrown.withLock { $0 = error } }
+                }
+                await watchdog.shutdown()
+            }
+            return (reports.all, thrown.withLock { $0 })
+        }
+        return judge(reports, expecting: expected, threshold: threshold, error: error)
     }
 
     /// Runs `body` under a detector and a silent watchdog of a new scope; returns the detector's
@@ -175,6 +253,27 @@ package enum ExpectedReports {
         let isRefusal = error is DeadlockError || error is GuardedWaitError
         let rethrown = expected != nil && isRefusal ? nil : error
         return Outcome(report: expected, failures: failures, rethrown: rethrown)
+    }
+
+    /// The reports of a stall expectation judged: the first of kind `expected` is the one
+    /// expected (the others of that kind are the same stall's later reports, or more of what was
+    /// expected); every blocking call is a failure. `error` is always rethrown.
+    package static func judge(
+        _ reports: [WatchdogReport],
+        expecting expected: WatchdogReport.Kind,
+        threshold: Duration,
+        error: (any Error)?
+    ) -> Outcome<WatchdogReport> {
+        let report = reports.first { $0.kind == expected }
+        var failures = reports.filter { $0.kind == .blockingCall }.map(\.description)
+        if report == nil {
+            let wanted =
+                expected == .slowJob
+                ? "a job running longer than \(WatchdogReport.milliseconds(threshold))"
+                : "a stall of Swift's cooperative pool longer than \(WatchdogReport.milliseconds(threshold))"
+            failures.append("expected \(wanted); the watchdog reported none")
+        }
+        return Outcome(report: report, failures: failures, rethrown: error)
     }
 
     /// The blocking-call reports judged against `operation` (`nil`: any).

@@ -99,4 +99,44 @@ extension XCTestCase {
     ) async throws -> WatchdogReport? {
         try await ExpectedReports.blockingCall(operation, body).settle { XCTFail($0, file: file, line: line) }
     }
+
+    /// Runs `body` expecting it to stall a band of Swift's cooperative pool for longer than
+    /// `threshold` (or, with `timesEveryJob`, to run one job that long), and returns the
+    /// watchdog's report of it; the XCTest counterpart of
+    /// `expectStall(threshold:timesEveryJob:sourceLocation:_:)`.
+    ///
+    /// ```swift
+    /// func testLegacyExportStillStallsThePool() async throws {
+    ///     let report = try await assertStall(threshold: .milliseconds(50)) {
+    ///         try await legacyExporter.exportAll()
+    ///     }
+    ///     XCTAssertTrue(report?.containsFrame("legacy_export") == true)
+    /// }
+    /// ```
+    ///
+    /// `body` runs in the turn that `assertNoCooperativeBlocking` takes (one at a time across the
+    /// process, or at once inside it), under a watchdog of its own; the stalls that begin while
+    /// `body` runs belong to it and reach no other watchdog. The test fails when no stall is reported, and
+    /// with every blocking call `body` makes on a cooperative thread.
+    ///
+    /// - Parameters:
+    ///   - threshold: How long a band may go without running a task. Default 100 ms.
+    ///   - timesEveryJob: Per-job mode: one job longer than `threshold` is expected. Default
+    ///     `false`.
+    ///   - file: Where failures are reported; leave the default.
+    ///   - line: Where failures are reported; leave the default.
+    ///   - body: The code expected to stall the pool.
+    /// - Returns: The first report of the stall (or slow job), or `nil` (and the test fails).
+    /// - Throws: What `body` throws.
+    @discardableResult
+    public func assertStall(
+        threshold: Duration = .milliseconds(100),
+        timesEveryJob: Bool = false,
+        file: StaticString = #filePath,
+        line: UInt = #line,
+        _ body: @Sendable () async throws -> Void
+    ) async throws -> WatchdogReport? {
+        try await ExpectedReports.stall(threshold: threshold, timesEveryJob: timesEveryJob, body)
+            .settle { XCTFail($0, file: file, line: line) }
+    }
 }

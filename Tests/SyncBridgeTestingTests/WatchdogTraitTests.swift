@@ -9,7 +9,7 @@ let slowdown: Int64 = dlsym(dlopen(nil, RTLD_NOW), "__tsan_init") != nil ? 10 : 
 
 /// Blocks every thread of the utility band for `milliseconds` (sleeping again when a stack
 /// sample's signal interrupts the sleep).
-private func blockUtilityBand(milliseconds: Int) async {
+func blockUtilityBand(milliseconds: Int) async {
     let width = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
     await Task.detached(priority: .utility) {
         await withTaskGroup(of: Void.self) { group in

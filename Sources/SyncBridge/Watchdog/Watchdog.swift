@@ -449,18 +449,16 @@ public final class Watchdog: Sendable {
                 )
                 continue
             }
-            stallCounters[key]?.increment()
-            enqueue(
-                WatchdogReport(
-                    kind: .stall,
-                    band: Self.bandName(TaskPriority(rawValue: key)),
-                    startedAt: wall,
-                    duration: .nanoseconds(Int64(lag)),
-                    isOngoing: true,
-                    threshold: configuration.threshold,
-                    stacks: stacks
-                )
+            let report = WatchdogReport(
+                kind: .stall,
+                band: Self.bandName(TaskPriority(rawValue: key)),
+                startedAt: wall,
+                duration: .nanoseconds(Int64(lag)),
+                isOngoing: true,
+                threshold: configuration.threshold,
+                stacks: stacks
             )
+            if enqueue(report) { stallCounters[key]?.increment() }
         }
         for (key, duration, wall) in ended {
             enqueue(
@@ -597,11 +595,17 @@ public final class Watchdog: Sendable {
 
     // MARK: Delivering reports
 
-    /// Queues a report for delivery on the watchdog's thread.
-    func enqueue(_ report: WatchdogReport) {
+    /// Queues a report for delivery on the watchdog's thread; `false` when it is dropped: a stall
+    /// or slow job that another scope claimed (see `WatchdogScope.claimingStalls(_:_:)`).
+    @discardableResult
+    func enqueue(_ report: WatchdogReport) -> Bool {
+        guard !WatchdogScope.isClaimed(report, byOtherThan: scope, probeInterval: configuration.probeInterval) else {
+            return false
+        }
         if report.kind == .blockingCall { blockingCallCounter.increment() }
         state.withLock { $0.pending.append(report) }
         condition.withLock { condition.broadcast() }
+        return true
     }
 
     private func deliverPending() {

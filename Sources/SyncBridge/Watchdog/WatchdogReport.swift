@@ -110,7 +110,7 @@ public struct WatchdogReport: Sendable, Hashable, Codable, CustomStringConvertib
     }
 
     /// `312 ms`.
-    static func milliseconds(_ duration: Duration) -> String {
+    package static func milliseconds(_ duration: Duration) -> String {
         "\(duration.millisecondCount) ms"
     }
 
