@@ -90,41 +90,66 @@ int sb_thread_create(pthread_t *thread, void *(*body)(void *), void *context, si
 
 // MARK: Stack sampling
 
-// The sample being taken: the thread that must answer, where it writes, and whether it did. Set
-// by the one capturing thread before it sends SIGPROF; read by the handler on the target thread.
+// The batch being taken. The one capturing thread writes each slot's thread id and state, then
+// publishes `sb_batch`; the handler, on each target thread, finds its slot and moves it from
+// requested to writing to done. A slot the capturer gives up on moves from requested to withdrawn,
+// so that a late handler never writes into a sample its caller has freed; the capturer also waits
+// until no handler still holds the batch it clears.
 typedef __attribute__((swiftcall)) void *(*sb_current_task_function)(void);
 static sb_current_task_function _Atomic sb_current_task = NULL;
-static _Atomic int32_t sb_sample_tid = 0;
-static sb_stack_sample *_Atomic sb_sample_target = NULL;
-static _Atomic int sb_sample_done = 0;
+enum { SB_SLOT_REQUESTED = 1, SB_SLOT_WRITING = 2, SB_SLOT_DONE = 3, SB_SLOT_WITHDRAWN = 4 };
+static int32_t sb_slot_tid[SB_STACK_BATCH_MAX];
+static _Atomic int sb_slot_state[SB_STACK_BATCH_MAX];
+static sb_stack_sample *_Atomic sb_batch = NULL;
+static _Atomic int32_t sb_batch_count = 0;
+static _Atomic int sb_handlers_active = 0;
 static struct sigaction sb_previous_sigprof;
 static atomic_flag sb_sigprof_installed = ATOMIC_FLAG_INIT;
 
+static void sb_fill_sample(sb_stack_sample *sample, void *context) {
+    // backtrace() was called once at install time, so it allocates nothing here.
+    sample->count = backtrace(sample->frames, SB_STACK_MAX_FRAMES);
+    ucontext_t *machine = (ucontext_t *)context;
+#if defined(__x86_64__)
+    sample->interrupted_pc = (uintptr_t)machine->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+    sample->interrupted_pc = (uintptr_t)machine->uc_mcontext.pc;
+#else
+    sample->interrupted_pc = 0;
+#endif
+    sb_current_task_function current_task = atomic_load(&sb_current_task);
+    sample->task = current_task != NULL ? (uintptr_t)current_task() : 0;
+    const char *label = dispatch_queue_get_label(NULL);
+    sample->cooperative = label != NULL && strcmp(label, "Swift global concurrent queue") == 0;
+}
+
 static void sb_sigprof_handler(int signal, siginfo_t *info, void *context) {
     int saved_errno = errno;
-    sb_stack_sample *sample = atomic_load(&sb_sample_target);
-    if (sample != NULL && atomic_load(&sb_sample_tid) == (int32_t)syscall(SYS_gettid)) {
-        // backtrace() was called once at install time, so it allocates nothing here.
-        sample->count = backtrace(sample->frames, SB_STACK_MAX_FRAMES);
-        ucontext_t *machine = (ucontext_t *)context;
-#if defined(__x86_64__)
-        sample->interrupted_pc = (uintptr_t)machine->uc_mcontext.gregs[REG_RIP];
-#elif defined(__aarch64__)
-        sample->interrupted_pc = (uintptr_t)machine->uc_mcontext.pc;
-#else
-        sample->interrupted_pc = 0;
-#endif
-        sb_current_task_function current_task = atomic_load(&sb_current_task);
-        sample->task = current_task != NULL ? (uintptr_t)current_task() : 0;
-        const char *label = dispatch_queue_get_label(NULL);
-        sample->cooperative = label != NULL && strcmp(label, "Swift global concurrent queue") == 0;
-        atomic_store(&sb_sample_target, NULL);
-        atomic_store(&sb_sample_done, 1);
-    } else if (sb_previous_sigprof.sa_flags & SA_SIGINFO) {
-        if (sb_previous_sigprof.sa_sigaction != NULL) sb_previous_sigprof.sa_sigaction(signal, info, context);
-    } else if (sb_previous_sigprof.sa_handler != SIG_DFL && sb_previous_sigprof.sa_handler != SIG_IGN
-               && sb_previous_sigprof.sa_handler != NULL) {
-        sb_previous_sigprof.sa_handler(signal);
+    int handled = 0;
+    atomic_fetch_add(&sb_handlers_active, 1);
+    sb_stack_sample *batch = atomic_load(&sb_batch);
+    if (batch != NULL) {
+        int32_t self = (int32_t)syscall(SYS_gettid);
+        int32_t count = atomic_load(&sb_batch_count);
+        for (int32_t index = 0; index < count; index++) {
+            if (sb_slot_tid[index] != self) continue;
+            handled = 1;
+            int expected = SB_SLOT_REQUESTED;
+            if (atomic_compare_exchange_strong(&sb_slot_state[index], &expected, SB_SLOT_WRITING)) {
+                sb_fill_sample(&batch[index], context);
+                atomic_store(&sb_slot_state[index], SB_SLOT_DONE);
+            }
+            break;
+        }
+    }
+    atomic_fetch_sub(&sb_handlers_active, 1);
+    if (!handled) {
+        if (sb_previous_sigprof.sa_flags & SA_SIGINFO) {
+            if (sb_previous_sigprof.sa_sigaction != NULL) sb_previous_sigprof.sa_sigaction(signal, info, context);
+        } else if (sb_previous_sigprof.sa_handler != SIG_DFL && sb_previous_sigprof.sa_handler != SIG_IGN
+                   && sb_previous_sigprof.sa_handler != NULL) {
+            sb_previous_sigprof.sa_handler(signal);
+        }
     }
     errno = saved_errno;
 }
@@ -151,33 +176,54 @@ static int64_t sb_now_ns(void) {
     return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 }
 
-int sb_stack_capture(int32_t tid, sb_stack_sample *sample, int64_t timeout_ns) {
-    sample->tid = tid;
-    sample->count = 0;
-    sample->cooperative = 0;
-    sample->interrupted_pc = 0;
-    sample->task = 0;
-    atomic_store(&sb_sample_done, 0);
-    atomic_store(&sb_sample_tid, tid);
-    atomic_store(&sb_sample_target, sample);
-    if (syscall(SYS_tgkill, getpid(), tid, SIGPROF) != 0) {
-        int error = errno;
-        atomic_store(&sb_sample_target, NULL);
-        return error;
+int sb_stack_capture(const int32_t *tids, sb_stack_sample *samples, int32_t *results, int32_t count,
+                     int64_t timeout_ns) {
+    if (count < 0 || count > SB_STACK_BATCH_MAX) return EINVAL;
+    for (int32_t index = 0; index < count; index++) {
+        samples[index].tid = tids[index];
+        samples[index].count = 0;
+        samples[index].cooperative = 0;
+        samples[index].interrupted_pc = 0;
+        samples[index].task = 0;
+        sb_slot_tid[index] = tids[index];
+        atomic_store(&sb_slot_state[index], SB_SLOT_REQUESTED);
+    }
+    atomic_store(&sb_batch_count, count);
+    atomic_store(&sb_batch, samples);
+    // Every thread is asked at once: they answer in parallel, each when the scheduler runs it.
+    for (int32_t index = 0; index < count; index++) {
+        results[index] = 0;
+        if (syscall(SYS_tgkill, getpid(), tids[index], SIGPROF) != 0) {
+            results[index] = errno;
+            int expected = SB_SLOT_REQUESTED;
+            atomic_compare_exchange_strong(&sb_slot_state[index], &expected, SB_SLOT_WITHDRAWN);
+        }
     }
     int64_t deadline = sb_now_ns() + timeout_ns;
     struct timespec pause = {0, 20000};
-    while (!atomic_load(&sb_sample_done)) {
+    for (;;) {
+        int pending = 0;
+        for (int32_t index = 0; index < count; index++) {
+            int state = atomic_load(&sb_slot_state[index]);
+            if (state == SB_SLOT_REQUESTED || state == SB_SLOT_WRITING) pending = 1;
+        }
+        if (!pending) break;
         if (sb_now_ns() >= deadline) {
-            // Withdraw the request; if the handler took it meanwhile, the sample is complete.
-            sb_stack_sample *expected = sample;
-            if (atomic_compare_exchange_strong(&sb_sample_target, &expected, NULL)) return ETIMEDOUT;
-            while (!atomic_load(&sb_sample_done)) nanosleep(&pause, NULL);
-            break;
+            // Withdraw what is still requested; a sample being written is waited for.
+            for (int32_t index = 0; index < count; index++) {
+                int expected = SB_SLOT_REQUESTED;
+                if (atomic_compare_exchange_strong(&sb_slot_state[index], &expected, SB_SLOT_WITHDRAWN)) {
+                    results[index] = ETIMEDOUT;
+                }
+            }
+            deadline = INT64_MAX;
         }
         nanosleep(&pause, NULL);
     }
-    atomic_store(&sb_sample_tid, 0);
+    atomic_store(&sb_batch, NULL);
+    atomic_store(&sb_batch_count, 0);
+    // A handler that read the batch before it was cleared may still scan its slots.
+    while (atomic_load(&sb_handlers_active) > 0) nanosleep(&pause, NULL);
     return 0;
 }
 

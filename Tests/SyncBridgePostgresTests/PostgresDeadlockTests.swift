@@ -245,6 +245,81 @@ struct PostgresDeadlockTests {
     }
 
     @Test(
+        "pattern 4: a Task {} started inside a lease inherits the lease record, so its lease from the same full pool is reported as nested; a Task.detached is not"
+    )
+    func inheritedLeaseRecord() async throws {
+        let client = try await makeClient("sb-inherit", connections: 1)
+        #expect(try await client.query("SELECT 1").count == 1)
+        let childLine = #line + 6
+        let reports = try await DeadlockDetectorTrait.collectReports(mode: .report, stuckWaitThreshold: .seconds(60)) {
+            try await withDeadline(30) {
+                // Nothing waits for the child: the outer lease ends once the child waits for it.
+                let inherited = try await client.withConnection { _ in
+                    let child = Task {
+                        try await client.query("SELECT 2").first?.decode(Int.self, at: 0)
+                    }
+                    try await waitUntil(20) { client.pool.statistics.waiting == 1 }
+                    return child
+                }
+                #expect(try await inherited.value == 2)
+                // A detached task carries no lease record (it joins the test's report scope only).
+                let scope = WatchdogScope.current
+                let detached = try await client.withConnection { _ in
+                    let child = Task.detached {
+                        try await WatchdogScope.$current.withValue(scope) {
+                            try await client.query("SELECT 3").first?.decode(Int.self, at: 0)
+                        }
+                    }
+                    try await waitUntil(20) { client.pool.statistics.waiting == 1 }
+                    return child
+                }
+                #expect(try await detached.value == 3)
+            }
+        }
+        #expect(reports.count == 1, "\(reports)")
+        let report = try #require(reports.first)
+        #expect(report.pattern == .nestedPoolLease)
+        #expect(report.chain.first?.callSite == "SyncBridgePostgresTests/PostgresDeadlockTests.swift:\(childLine)")
+        await client.shutdown()
+    }
+
+    @Test(
+        "pattern 8: a busy pool's queue is not stuck: leases that wait longer than the threshold are not reported while connections keep coming back"
+    )
+    func busyPoolIsNotStuck() async throws {
+        let client = try await makeClient("sb-busy", connections: 1)
+        #expect(try await client.query("SELECT 1").count == 1)
+        let threshold = Duration.milliseconds(200 * slowdown)
+        let longestWait = Shared<Duration>(.zero)
+        let reports = try await DeadlockDetectorTrait.collectReports(mode: .report, stuckWaitThreshold: threshold) {
+            try await withDeadline(60) {
+                // 8 tasks, 3 statements of 50 ms each, through one connection: a statement can
+                // wait for 7 others, 350 ms, while the connection changes hands every 50 ms.
+                try await withThrowingTaskGroup(of: Int.self) { group in
+                    for task in 0..<8 {
+                        group.addTask {
+                            var rows = 0
+                            for _ in 0..<3 {
+                                let start = ContinuousClock.now
+                                rows += try await client.query("SELECT \(task), pg_sleep(\(0.05 * Double(slowdown)))")
+                                    .count
+                                let waited = ContinuousClock.now - start
+                                longestWait.withLock { $0 = max($0, waited) }
+                            }
+                            return rows
+                        }
+                    }
+                    let rows = try await group.reduce(0, +)
+                    #expect(rows == 24)
+                }
+            }
+        }
+        #expect(longestWait.value > threshold, "no lease waited past the threshold: the test shows nothing")
+        #expect(reports.isEmpty, "\(reports)")
+        await client.shutdown()
+    }
+
+    @Test(
         "pattern 7: a deadlock victim (40P01) is retried and commits; a unique violation is thrown at once; lock timeouts stop after the last attempt"
     )
     func retries() async throws {

@@ -45,39 +45,84 @@ func blockUtilityBand(milliseconds: Int) async -> (blockedAt: UInt64, done: Task
     return (last, done)
 }
 
-/// The watchdog's detection latency, its overhead on busy async code, and its false positives.
-func watchdogBenchmarks(rounds: Int, trials: Int, healthySeconds: Double) async throws -> [Comparison] {
-    var comparisons: [Comparison] = []
-
-    // Detection latency: full-band stalls of the utility band at a 50 ms threshold.
-    let log = ReportLog()
-    let threshold = 50
-    let watchdog = Watchdog(
-        configuration: .init(threshold: .milliseconds(threshold), bands: [.utility], onReport: log.record)
-    )
-    watchdog.start()
+/// The watchdog's detection latency of full-band stalls of the utility band at a 50 ms
+/// threshold, on an idle machine and on one whose every CPU is busy with other work.
+struct DetectionLatency {
+    /// For each trial whose stall was reported: the time from the last thread blocking to the
+    /// report (stacks included) minus the threshold, in milliseconds.
     var latencies: [Double] = []
-    for trial in 1...trials {
-        // Let the band run probes again, so that no stale probe shortens the measurement.
-        try await Task.sleep(for: .milliseconds(30))
-        log.removeAll()
-        let (blockedAt, done) = await blockUtilityBand(milliseconds: threshold * 3)
-        await done.value
-        while !log.all.contains(where: { !$0.report.isOngoing }) { try await Task.sleep(for: .milliseconds(5)) }
-        if let detected = log.all.first(where: { $0.report.isOngoing }) {
-            latencies.append(Double(Int64(detected.at) - Int64(blockedAt)) / 1e6 - Double(threshold))
+    /// For the same trials: how long after the last thread blocked the probe that waited was sent
+    /// (the next probe of the band), in milliseconds; the rest of the latency is the watchdog's
+    /// work at the threshold (sampling the band's stacks, classifying, delivering).
+    var probeWaits: [Double] = []
+    /// Trials whose stall was not reported (the watchdog judged the band starved of CPU rather
+    /// than blocked, and counted it instead).
+    var missed = 0
+    /// Trials in all.
+    var trials = 0
+    /// The threshold, in milliseconds.
+    let threshold = 50
+}
+
+/// Measures the detection latency over `trials` stalls; with `loaded`, a thread per CPU computes
+/// without pause meanwhile, at the same priority as everything else in the process.
+func detectionLatency(trials: Int, loaded: Bool) async throws -> DetectionLatency {
+    var result = DetectionLatency()
+    let log = ReportLog()
+    let watchdog = Watchdog(
+        configuration: .init(threshold: .milliseconds(result.threshold), bands: [.utility], onReport: log.record)
+    )
+    let stop = Atomic<Bool>(false)
+    let spinning = Atomic<Int>(0)
+    if loaded {
+        for _ in 0..<cooperativeWidth {
+            Thread.detachNewThread {
+                spinning.add(1, ordering: .relaxed)
+                var state: UInt64 = 1
+                while !stop.load(ordering: .relaxed) {
+                    for _ in 0..<10_000 { state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407 }
+                }
+                if state == 42 { print("") }  // keep the computation
+                spinning.subtract(1, ordering: .relaxed)
+            }
         }
-        FileHandle.standardError.write(Data("\rdetection latency: trial \(trial)/\(trials)".utf8))
+        while spinning.load(ordering: .relaxed) < cooperativeWidth { try await Task.sleep(for: .milliseconds(1)) }
+    }
+    watchdog.start()
+    let label = loaded ? "loaded" : "idle"
+    for trial in 1...trials {
+        // Let the band run probes again, so that no stale probe shortens the measurement; the
+        // random part puts the stall at any point of the probe cycle (10 ms), as in real life.
+        try await Task.sleep(for: .microseconds(30_000 + Int.random(in: 0..<10_000)))
+        log.removeAll()
+        let (blockedAt, done) = await blockUtilityBand(milliseconds: result.threshold * 3)
+        await done.value
+        // The stall's end is reported at the watchdog's next wake-up; a dismissed stall never is.
+        let deadline = now() + 500_000_000
+        while !log.all.contains(where: { !$0.report.isOngoing }) && now() < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        if let detected = log.all.first(where: { $0.report.isOngoing }) {
+            // When the stall began for the watchdog: the probe that waited was sent then.
+            let blockedWall = Date(timeIntervalSinceNow: -Double(now() - blockedAt) / 1e9)
+            result.probeWaits.append(detected.report.startedAt.timeIntervalSince(blockedWall) * 1000)
+            result.latencies.append(Double(Int64(detected.at) - Int64(blockedAt)) / 1e6 - Double(result.threshold))
+        } else {
+            result.missed += 1
+        }
+        result.trials += 1
+        FileHandle.standardError.write(Data("\rdetection latency (\(label)): trial \(trial)/\(trials)".utf8))
     }
     FileHandle.standardError.write(Data("\n".utf8))
     await watchdog.shutdown()
-    var detection = Comparison(
-        title: "Detection latency of a full-band stall, threshold \(threshold) ms (\(trials) trials)",
-        unit: "ms after the threshold",
-        order: ["detection time - threshold"]
-    )
-    detection.samples["detection time - threshold"] = latencies
-    comparisons.append(detection)
+    stop.store(true, ordering: .relaxed)
+    while spinning.load(ordering: .relaxed) > 0 { try await Task.sleep(for: .milliseconds(1)) }
+    return result
+}
+
+/// The watchdog's overhead on busy async code, its own cost, and its false positives.
+func watchdogBenchmarks(rounds: Int, healthySeconds: Double) async throws -> [Comparison] {
+    var comparisons: [Comparison] = []
 
     // Overhead: the core hop and a 64-task Task.yield loop, watchdog off / lag probe on / per-job mode on.
     let pool = BlockingPool(name: "bench-watchdog-pool", threadCount: 1)

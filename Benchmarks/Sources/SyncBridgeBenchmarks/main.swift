@@ -1,6 +1,6 @@
 import Foundation
 
-// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb|watchdog|deadlock] [--rounds N] [--seconds S] [--trials N] [--only NAME]
+// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb|watchdog|watchdog-latency|deadlock] [--rounds N] [--seconds S] [--trials N] [--only NAME]
 // Prints Markdown tables of medians and the ratios the targets are stated in.
 
 let arguments = CommandLine.arguments.dropFirst()
@@ -87,17 +87,31 @@ if suites.isEmpty || suites.contains("mariadb") {
     }
 }
 
+if suites.isEmpty || suites.contains("watchdog") || suites.contains("watchdog-latency") {
+    let trials = arguments.firstIndex(of: "--trials").flatMap { Int(arguments[arguments.index(after: $0)]) } ?? 100
+    print("\n## Watchdog detection latency (\(trials) trials each, idle and loaded)")
+    for loaded in [false, true] {
+        let result = try await detectionLatency(trials: trials, loaded: loaded)
+        let latencies = result.latencies
+        func figure(_ value: Double) -> String { String(format: "%.1f", value) }
+        print(
+            "\n### Full-band stall, threshold \(result.threshold) ms, machine \(loaded ? "loaded (a computing thread per CPU)" : "idle")\n"
+        )
+        print(
+            "reported \(latencies.count) of \(result.trials) stalls (\(result.missed) judged starved and counted instead); after the threshold: median \(figure(percentile(latencies, 50))) ms, p99 \(figure(percentile(latencies, 99))) ms, max \(figure(latencies.max() ?? .nan)) ms (target: p99 <= 15 ms)"
+        )
+        let work = zip(latencies, result.probeWaits).map { $0 - $1 }
+        print(
+            "of which the wait for the band's next probe: median \(figure(percentile(result.probeWaits, 50))) ms, p99 \(figure(percentile(result.probeWaits, 99))) ms; the watchdog's work at the threshold (stacks, classification, delivery): median \(figure(percentile(work, 50))) ms, p99 \(figure(percentile(work, 99))) ms, max \(figure(work.max() ?? .nan)) ms"
+        )
+    }
+}
+
 if suites.isEmpty || suites.contains("watchdog") {
-    let trials = arguments.firstIndex(of: "--trials").flatMap { Int(arguments[arguments.index(after: $0)]) } ?? 50
     let seconds = arguments.firstIndex(of: "--seconds").flatMap { Double(arguments[arguments.index(after: $0)]) } ?? 60
     print("\n## Watchdog (\(rounds) interleaved rounds, medians)")
-    let results = try await watchdogBenchmarks(rounds: rounds, trials: trials, healthySeconds: seconds)
-    let latencies = results[0].samples["detection time - threshold"] ?? []
-    print("\n### \(results[0].title)\n")
-    print(
-        "median \(String(format: "%.1f", percentile(latencies, 50))) ms, p99 \(String(format: "%.1f", percentile(latencies, 99))) ms, max \(String(format: "%.1f", latencies.max() ?? .nan)) ms after the threshold (target: p99 <= 15 ms)"
-    )
-    for comparison in results[1...4] {
+    let results = try await watchdogBenchmarks(rounds: rounds, healthySeconds: seconds)
+    for comparison in results[0...3] {
         report(comparison)
         let off =
             comparison.samples.first { $0.key.hasSuffix("off") }.map { _ in comparison.median(comparison.order[0]) }
@@ -119,12 +133,12 @@ if suites.isEmpty || suites.contains("watchdog") {
                 + comparison.order.map { "\($0): \(String(format: "%.0f", cpuMedian($0)))" }.joined(separator: "; ")
         )
     }
-    report(results[5])
+    report(results[4])
     print(
-        "\nThe lag probe costs \(String(format: "%.2f", results[5].median("on") - results[5].median("off"))) % of one CPU; on this \(ProcessInfo.processInfo.activeProcessorCount)-CPU machine, a fully busy process would lose at most \(String(format: "%.2f", (results[5].median("on") - results[5].median("off")) / Double(ProcessInfo.processInfo.activeProcessorCount))) % (target: <= 2 %)."
+        "\nThe lag probe costs \(String(format: "%.2f", results[4].median("on") - results[4].median("off"))) % of one CPU; on this \(ProcessInfo.processInfo.activeProcessorCount)-CPU machine, a fully busy process would lose at most \(String(format: "%.2f", (results[4].median("on") - results[4].median("off")) / Double(ProcessInfo.processInfo.activeProcessorCount))) % (target: <= 2 %)."
     )
-    print("\n### \(results[6].title)\n")
-    print("\(Int(results[6].samples["watchdog reports"]?.first ?? -1)) reports (target: 0)")
+    print("\n### \(results[5].title)\n")
+    print("\(Int(results[5].samples["watchdog reports"]?.first ?? -1)) reports (target: 0)")
 }
 
 if suites.isEmpty || suites.contains("deadlock") {

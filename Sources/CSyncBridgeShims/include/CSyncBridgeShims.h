@@ -72,11 +72,18 @@ typedef struct {
 /// Returns 0 or an errno value.
 int sb_stack_capture_install(void);
 
-/// Samples the stack of thread `tid` of this process while it keeps running (or stays
-/// blocked): sends it SIGPROF, whose handler records `backtrace()` into `sample`, and waits at
-/// most `timeout_ns`. One capture at a time: callers serialize. Returns 0, ESRCH when the thread is
-/// gone, ETIMEDOUT when it did not answer (its signal mask blocks SIGPROF), or another errno value.
-int sb_stack_capture(int32_t tid, sb_stack_sample *_Nonnull sample, int64_t timeout_ns);
+/// The most threads one ``sb_stack_capture`` samples.
+#define SB_STACK_BATCH_MAX 64
+
+/// Samples the stacks of threads `tids[0..<count]` of this process while they keep running (or
+/// stay blocked): sends each SIGPROF at once, whose handler records `backtrace()` into its
+/// `samples` entry, and waits at most `timeout_ns` for them all. One capture at a time: callers
+/// serialize. Writes each thread's outcome into `results`: 0, ESRCH when the thread is gone,
+/// ETIMEDOUT when it did not answer (its signal mask blocks SIGPROF, or the scheduler did not
+/// run it in time), or another errno value. Returns 0, or EINVAL when `count` exceeds
+/// ``SB_STACK_BATCH_MAX``.
+int sb_stack_capture(const int32_t *_Nonnull tids, sb_stack_sample *_Nonnull samples, int32_t *_Nonnull results,
+                     int32_t count, int64_t timeout_ns);
 
 /// Records the calling thread's return addresses, innermost first; returns how many.
 int32_t sb_backtrace(void *_Nullable *_Nonnull frames, int32_t capacity);

@@ -60,7 +60,7 @@ public final class CheckedMutex<Value>: @unchecked Sendable {
     private func willLock(at callSite: CallSite) {
         let held = HeldLock.current
         let party = Party.current
-        if let holding = held.first(where: { $0.instance == instance }) {
+        if let holding = held.first(where: { $0.instance == instance && !$0.isHeldByWaiter }) {
             let report = DeadlockReport(
                 pattern: .waitCycle,
                 headline: "a thread takes a CheckedMutex it already holds; it would wait for itself forever",

@@ -6,14 +6,40 @@ final class HeldLock: Sendable {
     let kind: String
     let instance: UInt64
     let callSite: CallSite
+    /// Held by the code that waits for this task in a guarded wait, not by the task itself: it
+    /// counts for lock order (the waiter keeps it until the task's work is done), not as a lock
+    /// the task could take again.
+    let isHeldByWaiter: Bool
     let next: HeldLock?
 
-    init(lockClass: String, kind: String, instance: UInt64, callSite: CallSite, next: HeldLock?) {
+    init(
+        lockClass: String,
+        kind: String,
+        instance: UInt64,
+        callSite: CallSite,
+        isHeldByWaiter: Bool = false,
+        next: HeldLock?
+    ) {
         self.lockClass = lockClass
         self.kind = kind
         self.instance = instance
         self.callSite = callSite
+        self.isHeldByWaiter = isHeldByWaiter
         self.next = next
+    }
+
+    /// `locks` (newest first) as a task's list, marked as held by the task's waiter.
+    static func heldByWaiter(_ locks: [HeldLock]) -> HeldLock? {
+        locks.reversed().reduce(nil) { next, lock in
+            HeldLock(
+                lockClass: lock.lockClass,
+                kind: lock.kind,
+                instance: lock.instance,
+                callSite: lock.callSite,
+                isHeldByWaiter: true,
+                next: next
+            )
+        }
     }
 
     var all: [HeldLock] {

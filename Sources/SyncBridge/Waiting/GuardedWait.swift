@@ -151,16 +151,21 @@ public func waitForAsync<Success: Sendable>(
         ) : nil
     defer { if let waitID { WaitGraph.endWait(waitID) } }
     let scope = record.scope
+    // The waiting code keeps its locks until the awaited work is done: for lock order, the work
+    // takes its locks while holding them.
+    let waiterLocks = tracked ? HeldLock.heldByWaiter(HeldLock.current) : nil
 
     let task = Task.detached {
         record.awaitedTaskStarted(tracked: tracked)
         // The awaited work belongs to the caller's scope (a test's), for reports.
         await WatchdogScope.$current.withValue(scope) {
             await GuardedWaitRecord.$awaitedBy.withValue(record) {
-                do {
-                    result.store(.success(try await operation()))
-                } catch {
-                    result.store(.failure(error))
+                await HeldLock.$taskList.withValue(waiterLocks) {
+                    do {
+                        result.store(.success(try await operation()))
+                    } catch {
+                        result.store(.failure(error))
+                    }
                 }
             }
         }

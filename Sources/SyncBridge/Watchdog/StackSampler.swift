@@ -129,37 +129,65 @@ enum StackSampler {
     /// The stack of thread `threadID`, or `nil` when it is gone or did not answer within
     /// `timeout` (a thread that blocks SIGPROF, or one the scheduler did not run in time).
     static func sample(_ threadID: Int32, timeout: Duration = .milliseconds(100)) -> ThreadStack? {
-        guard install() else { return nil }
-        let sample = UnsafeMutablePointer<sb_stack_sample>.allocate(capacity: 1)
-        defer { sample.deallocate() }
-        // Read before the signal, which wakes a sleeping thread.
-        let running = sb_thread_state(threadID) == CChar(UInt8(ascii: "R"))
-        let result = captureLock.withLock { _ in
-            sb_stack_capture(threadID, sample, timeout.nanosecondCount)
+        sample([threadID], timeout: timeout).first ?? nil
+    }
+
+    /// The stacks of threads `threadIDs`, sampled together: each thread is asked at once and
+    /// answers when the scheduler runs it, so that on a loaded machine the wait is the slowest
+    /// thread's, not the sum of all. `nil` for a thread that is gone or did not answer within
+    /// `timeout`, and, with `onlyCooperative`, for one that was not running Swift's global
+    /// concurrent queue (its stack is not symbolized).
+    static func sample(
+        _ threadIDs: [Int32],
+        timeout: Duration = .milliseconds(100),
+        onlyCooperative: Bool = false
+    ) -> [ThreadStack?] {
+        guard install(), !threadIDs.isEmpty else { return threadIDs.map { _ in nil } }
+        var stacks: [ThreadStack?] = []
+        for start in stride(from: 0, to: threadIDs.count, by: Int(SB_STACK_BATCH_MAX)) {
+            let batch = Array(threadIDs[start..<min(threadIDs.count, start + Int(SB_STACK_BATCH_MAX))])
+            stacks += sampleBatch(batch, timeout: timeout, onlyCooperative: onlyCooperative)
         }
-        guard result == 0 else { return nil }
-        let count = Int(sample.pointee.count)
-        let addresses = withUnsafeBytes(of: &sample.pointee.frames) { raw in
-            Array(raw.bindMemory(to: UInt.self).prefix(count))
+        return stacks
+    }
+
+    private static func sampleBatch(_ threadIDs: [Int32], timeout: Duration, onlyCooperative: Bool) -> [ThreadStack?] {
+        let samples = UnsafeMutablePointer<sb_stack_sample>.allocate(capacity: threadIDs.count)
+        defer { samples.deallocate() }
+        var results = [Int32](repeating: 0, count: threadIDs.count)
+        // Read before the signals, which wake sleeping threads.
+        let running = threadIDs.map { sb_thread_state($0) == CChar(UInt8(ascii: "R")) }
+        let status = captureLock.withLock { _ in
+            sb_stack_capture(threadIDs, samples, &results, Int32(threadIDs.count), timeout.nanosecondCount)
         }
-        // The first frames are the signal handler's own and the kernel's return trampoline; the
-        // thread's own stack starts at the instruction the signal interrupted.
-        var frames = symbolize(addresses)
-        let interrupted = UInt(sample.pointee.interrupted_pc)
-        if let start = frames.prefix(8).firstIndex(where: { $0.address == interrupted || $0.address == interrupted + 1 }
-        ) {
-            frames.removeFirst(start)
-        } else if !frames.isEmpty {
-            frames.removeFirst(min(2, frames.count))
+        guard status == 0 else { return threadIDs.map { _ in nil } }
+        return threadIDs.indices.map { index in
+            let sample = samples + index
+            guard results[index] == 0, !onlyCooperative || sample.pointee.cooperative != 0 else { return nil }
+            let count = Int(sample.pointee.count)
+            let addresses = withUnsafeBytes(of: &sample.pointee.frames) { raw in
+                Array(raw.bindMemory(to: UInt.self).prefix(count))
+            }
+            // The first frames are the signal handler's own and the kernel's return trampoline;
+            // the thread's own stack starts at the instruction the signal interrupted.
+            var frames = symbolize(addresses)
+            let interrupted = UInt(sample.pointee.interrupted_pc)
+            if let start = frames.prefix(8).firstIndex(where: {
+                $0.address == interrupted || $0.address == interrupted + 1
+            }) {
+                frames.removeFirst(start)
+            } else if !frames.isEmpty {
+                frames.removeFirst(min(2, frames.count))
+            }
+            return ThreadStack(
+                threadID: threadIDs[index],
+                name: threadName(threadIDs[index]),
+                isCooperative: sample.pointee.cooperative != 0,
+                wasRunning: running[index],
+                frames: frames,
+                task: UInt(sample.pointee.task)
+            )
         }
-        return ThreadStack(
-            threadID: threadID,
-            name: threadName(threadID),
-            isCooperative: sample.pointee.cooperative != 0,
-            wasRunning: running,
-            frames: frames,
-            task: UInt(sample.pointee.task)
-        )
     }
 
     /// The calling thread's own stack, without this function's frame.

@@ -55,10 +55,12 @@ public final class Watchdog: Sendable {
         /// A band whose probe has waited longer than this is reported. Default 100 ms.
         public var threshold: Duration
         /// How often each band is probed. Default: a fifth of the threshold (20 ms at 100 ms). A
-        /// stall is reported at most one interval after the threshold: the watchdog wakes exactly
-        /// when an outstanding probe reaches the threshold, so the only delay is the wait for the
-        /// first probe sent after the stall began. Each probe of an idle band wakes one of its
-        /// threads, so a shorter interval costs CPU (see Benchmarks/README.md).
+        /// stall is reported about one interval after the threshold at worst: the watchdog wakes
+        /// exactly when an outstanding probe reaches the threshold, so the delay is the wait for
+        /// the first probe sent after the stall began (up to one interval), then the sampling of
+        /// the band's stacks (1–2 ms; up to about 8 ms when every CPU is busy, since each sampled
+        /// thread must run to answer). Each probe of an idle band wakes one of its threads, so a
+        /// shorter interval costs CPU (see Benchmarks/README.md, which measures both).
         public var probeInterval: Duration
         /// The bands to probe. Default: user-initiated, default and utility. Add `.background`
         /// when your code uses it: the kernel runs that band's threads at a lower priority, so on a
@@ -313,6 +315,9 @@ public final class Watchdog: Sendable {
 
     private func watch() {
         state.withLock { $0.watchdogThreadID = sb_gettid() }
+        // The first symbolization loads symbol tables and the demangler: pay for it now rather
+        // than in the first report.
+        if configuration.captureStacks { _ = StackSampler.currentStack() }
         let interval = Self.nanoseconds(configuration.probeInterval)
         while true {
             let stop = state.withLock { $0.stopRequested }
@@ -568,10 +573,6 @@ public final class Watchdog: Sendable {
         if let lag { lagTimers[key]?.recordNanoseconds(Int64(lag)) }
     }
 
-    /// Samples the threads that may serve band `key` (those that ran its probes, and those whose
-    /// band is not known yet, except SyncBridge's own `sb-` threads; with `anyBand`, those of every
-    /// band) and keeps the cooperative ones. Which threads serve a band is up to libdispatch (an escalated task may run on another
-    /// root queue's thread), so names are not trusted beyond SyncBridge's own.
     /// The stacks of the threads serving band `key` that run a job; when none does, those of
     /// every band's threads that do. libdispatch caps the threads of all bands together, so a band
     /// can wait for a thread while other bands' threads run: whether they block or keep switching
@@ -582,15 +583,33 @@ public final class Watchdog: Sendable {
         return stacks.isEmpty ? stacksOfBand(key, anyBand: true) : stacks
     }
 
+    /// Samples the threads that may serve band `key` — those that ran its probes, and the worker
+    /// threads of libdispatch's root queues whose band is not known yet — and keeps the
+    /// cooperative ones; with `anyBand`, those of every band. Which root queue's thread runs a
+    /// band's job is up to libdispatch (an escalated task runs on a higher queue's thread), so a
+    /// worker's queue name is not trusted; only that it is a worker (`…-qos` on Linux, not
+    /// `….overcommit`, which the cooperative pool does not use). The threads are sampled together,
+    /// each interrupted once; when none turns out cooperative, every thread except SyncBridge's
+    /// own `sb-` threads is, in case this libdispatch names its workers otherwise.
     private func stacksOfBand(_ key: UInt8, anyBand: Bool = false) -> [ThreadStack] {
         let (bandOfThread, own) = state.withLock { ($0.bandOfThread, $0.watchdogThreadID) }
-        return StackSampler.threadIDs().compactMap { threadID in
-            guard threadID != own, anyBand || (bandOfThread[threadID] ?? key) == key,
-                bandOfThread[threadID] != nil || !StackSampler.threadName(threadID).hasPrefix("sb-"),
-                let stack = StackSampler.sample(threadID), stack.isCooperative
-            else { return nil }
-            return stack
+        var workers: [Int32] = []
+        var others: [Int32] = []
+        for threadID in StackSampler.threadIDs() where threadID != own {
+            if let band = bandOfThread[threadID] {
+                if anyBand || band == key { workers.append(threadID) }
+                continue
+            }
+            let name = StackSampler.threadName(threadID)
+            if name.hasSuffix("-qos") {
+                workers.append(threadID)
+            } else if !name.hasPrefix("sb-") {
+                others.append(threadID)
+            }
         }
+        let stacks = StackSampler.sample(workers, onlyCooperative: true).compactMap { $0 }
+        guard stacks.isEmpty else { return stacks }
+        return StackSampler.sample(others, onlyCooperative: true).compactMap { $0 }
     }
 
     // MARK: Delivering reports
