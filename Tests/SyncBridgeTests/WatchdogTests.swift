@@ -158,6 +158,107 @@ struct WatchdogTests {
         }
     }
 
+    @Test(
+        "stack samples interrupt each thread of the stalled band at most twice per stall, and no thread that named itself",
+        .enabled(if: soloTestsEnabled, soloTestsNote),
+        .enabled(if: stallReportsExpected, stallReportsNote)
+    )
+    func testSoloSamplesInterruptOnlyTheBand() async throws {
+        try await WatchdogScope.exclusively {
+            // A bystander: a plain thread that sleeps, and counts the sleeps a signal cut short.
+            let bystanderInterrupted = Locked(0)
+            let stopBystander = Locked(false)
+            let bystanderNamed = Locked(false)
+            let bystander = Thread {
+                // A thread inherits its creator's name (here a cooperative thread's) until it
+                // names itself.
+                _ = sb_set_current_thread_name("test-bystander")
+                bystanderNamed.withLock { $0 = true }
+                while !stopBystander.current {
+                    if usleep(2_000) != 0 && errno == EINTR { bystanderInterrupted.withLock { $0 += 1 } }
+                }
+            }
+            bystander.start()
+            try await waitUntil("the bystander named itself") { bystanderNamed.current }
+            let collector = ReportCollector()
+            let watchdog = Watchdog(
+                configuration: .init(threshold: .milliseconds(50), bands: [.utility], onReport: collector.record)
+            )
+            watchdog.start()
+            try await waitUntil("the band was probed") { watchdog.hasProbed(.utility) }
+            // Every thread of the band sleeps 300 ms, counting the sleeps a signal cut short.
+            let bandInterrupted = Locked<[Int]>([])
+            let started = Locked(0)
+            let blockers = Task.detached(priority: .utility) {
+                await withTaskGroup(of: Int.self) { group in
+                    for _ in 0..<cooperativeWidth {
+                        group.addTask(priority: .utility) {
+                            started.withLock { $0 += 1 }
+                            var interrupted = 0
+                            let end = ContinuousClock.now + .milliseconds(300)
+                            while ContinuousClock.now < end {
+                                let left = end - ContinuousClock.now
+                                if usleep(UInt32(max(1, left.microsecondCount))) != 0 && errno == EINTR {
+                                    interrupted += 1
+                                }
+                            }
+                            return interrupted
+                        }
+                    }
+                    for await count in group { bandInterrupted.withLock { $0.append(count) } }
+                }
+            }
+            // Awaiting the blockers before they run would escalate them to this task's band.
+            try await waitUntil("every thread of the band blocks") { started.current == cooperativeWidth }
+            await blockers.value
+            try await waitUntil("the end of the stall is reported") {
+                collector.first { $0.kind == .stall && !$0.isOngoing } != nil
+            }
+            await watchdog.shutdown()
+            stopBystander.withLock { $0 = true }
+            let stalls = collector.all.filter { $0.kind == .stall && $0.isOngoing }
+            #expect(stalls.count == 1, "\(collector.all)")
+            #expect(stalls.first?.containsFrame("usleep") == true)
+            // Halfway to the threshold, and at it: at most twice each; the stall was sampled.
+            #expect(bandInterrupted.current.allSatisfy { $0 <= 2 }, "\(bandInterrupted.current)")
+            #expect(bandInterrupted.current.contains { $0 >= 1 }, "\(bandInterrupted.current)")
+            #expect(bystanderInterrupted.current == 0)
+        }
+    }
+
+    @Test(
+        "SYNCBRIDGE_WATCHDOG starts a process-wide watchdog with SyncBridge's first executor, whose reports reach SYNCBRIDGE_WATCHDOG_JSONL; an invalid value leaves it off"
+    )
+    func environmentWatchdog() async {
+        await #expect(processExitsWith: .success) {
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("sb-env-\(getpid()).jsonl").path
+            setenv("SYNCBRIDGE_WATCHDOG", "100", 1)
+            setenv("SYNCBRIDGE_WATCHDOG_JSONL", path, 1)
+            let pool = BlockingPool(name: "sb-env", threadCount: 1)
+            try await pool.run { _ in }
+            guard Watchdog.environment?.isRunning == true else { exit(2) }
+            try await Task.detached { try Blocking.call("legacyEnvironmentCall") { _ = usleep(1_000) } }.value
+            // The report is written on the watchdog's thread.
+            let deadline = ContinuousClock.now + .seconds(10)
+            while ContinuousClock.now < deadline {
+                let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+                if let line = text.split(separator: "\n").first,
+                    let report = try? JSONDecoder().decode(WatchdogReport.self, from: Data(line.utf8)),
+                    report.operation == "legacyEnvironmentCall"
+                {
+                    unlink(path)
+                    exit(0)
+                }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            exit(3)
+        }
+        await #expect(processExitsWith: .success) {
+            setenv("SYNCBRIDGE_WATCHDOG", "soon", 1)
+            exit(Watchdog.environment == nil ? 0 : 1)
+        }
+    }
+
     @Test("the same work offloaded to a BlockingPool produces no report")
     func offloadedWorkIsQuiet() async throws {
         // Tests that block the pool or watch for stalls take turns across the process.

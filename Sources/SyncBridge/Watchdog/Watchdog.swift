@@ -43,9 +43,13 @@ import Musl
 /// per-job mode of the test support can (see `SyncBridgeTesting`).
 ///
 /// Sampling a stack sends the thread SIGPROF, as sampling profilers do: at most twice per stall
-/// (halfway to the threshold, and at it), only to the stalled band's threads. A system call it interrupts resumes when it is restartable (`read`,
-/// `write`, `recv`…); sleeps and polls return early with `EINTR`, which code that blocks must
-/// handle anyway. Set ``Configuration/captureStacks`` to `false` to report without stacks.
+/// (halfway to the threshold, and at it), and only to the threads that may serve the stalled
+/// band: libdispatch's worker threads, which it recognises by their names (`…-qos`; a thread
+/// started from a cooperative thread inherits that name until it names itself), and every other
+/// thread except SyncBridge's own only when no worker turns out to run a cooperative job. A
+/// system call it interrupts resumes when it is restartable (`read`, `write`, `recv`…); sleeps
+/// and polls return early with `EINTR`, which code that blocks must handle anyway. Set
+/// ``Configuration/captureStacks`` to `false` to report without stacks.
 ///
 /// Symbols come from the process itself (`dladdr`, exported symbols only, demangled); each frame
 /// keeps its image and offset so that `llvm-symbolizer --obj=IMAGE OFFSET` names the rest.
