@@ -139,6 +139,35 @@ struct ExpectedReportTests {
         #expect(!seen.contains { $0.contains("expected-a-\(suffix)") })
     }
 
+    @Test(
+        "under the watchdog trait, the expected blocking call passes; another call inside the helper, and one after it, still fail the test"
+    )
+    func unexpectedBlockingCallsStillFail() async throws {
+        // Blocking calls only: a high threshold keeps stalls of other tests out.
+        let trait = WatchdogTrait.watchdog(threshold: .seconds(5 * slowdown))
+        let issues = Locked<[String]>([])
+        let expected = Locked<WatchdogReport?>(nil)
+        try await withKnownIssue {
+            try await trait.provideScope(for: Test.current!, testCase: Test.Case.current) {
+                let report = try await expectBlockingCall("legacyLookup") {
+                    _ = try legacyLookup()
+                    try Blocking.call("legacyAudit") { _ = usleep(1_000) }
+                }
+                expected.withLock { $0 = report }
+                try Blocking.call("legacyStray") { _ = usleep(1_000) }
+            }
+        } matching: { issue in
+            issues.withLock { $0 += issue.comments.map(\.rawValue) }
+            return true
+        }
+        #expect(expected.current?.operation == "legacyLookup")
+        let seen = issues.current
+        #expect(seen.count == 2, "\(seen)")
+        #expect(seen.contains { $0.contains("blocking call legacyAudit") })
+        #expect(seen.contains { $0.contains("blocking call legacyStray") })
+        #expect(!seen.contains { $0.contains("blocking call legacyLookup") })
+    }
+
     @Test("in throw mode the refusal the expected report causes is the expected outcome; any other error is rethrown")
     func refusalIsExpectedOtherErrorsAreNot() async throws {
         let suffix = UUID().uuidString.prefix(8)
