@@ -1,3 +1,4 @@
+import CSyncBridgeShims
 import FoundationEssentials
 import Logging
 
@@ -68,6 +69,10 @@ public enum Blocking {
     /// - Throws: ``BlockingCallError`` under ``Policy/throwError`` on a cooperative thread.
     public static func check(_ operation: String, policy: Policy? = nil, callSite: CallSite) throws {
         guard isCooperativeThread else { return }
+        if let allowance {
+            countAllowed(operation, at: callSite, allowance)
+            return
+        }
         let report = report(operation, callSite: callSite)
         switch policy ?? Self.policy {
         case .log:
@@ -76,6 +81,76 @@ public enum Blocking {
             throw BlockingCallError(operation: operation, callSite: callSite)
         case .trap:
             fatalError(report.description)
+        }
+    }
+
+    // MARK: Accepted blocking
+
+    /// Runs `body`, blocking the team has accepted — a logging backend's flush, a one-off start-up
+    /// read — so that the watchdog counts it instead of reporting it, as BlockHound's
+    /// `allowBlockingCallsInside` does: a blocking call (``call(_:policy:fileID:line:_:)``) made
+    /// inside goes ahead whatever the policy, and a stall of the cooperative pool while every
+    /// blocked thread of the band is inside such a scope is not reported. Both are counted in
+    /// `syncbridge.watchdog.allowed` (dimensions `kind`: `blocking_call` or `stall`, and `reason`)
+    /// and logged at debug level with the reason and the call site; nothing is dropped silently.
+    ///
+    /// ```swift
+    /// let settings = try Blocking.allowed("start-up: read the settings once") {
+    ///     try Blocking.call("readSettings") { try Settings(contentsOf: url) }
+    /// }
+    /// ```
+    ///
+    /// The scope covers the synchronous code `body` runs on the calling thread; a guarded wait
+    /// (`waitForAsync`) inside is still refused on a cooperative thread, since it could hang. For
+    /// stack frames that are always accepted, see ``Watchdog/Configuration/allowedFrames``.
+    ///
+    /// - Parameters:
+    ///   - reason: Why this blocking is accepted; the metrics' `reason` dimension and the logs
+    ///     show it. Use a fixed text per place, not one built from data.
+    ///   - fileID: The call site; leave the default.
+    ///   - line: The call site; leave the default.
+    ///   - body: The accepted blocking code.
+    /// - Returns: What `body` returns.
+    /// - Throws: What `body` throws.
+    public static func allowed<Result>(
+        _ reason: String,
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
+        _ body: () throws -> Result
+    ) rethrows -> Result {
+        let allowance = Allowance(reason: reason, callSite: CallSite(fileID: fileID, line: line))
+        let thread = sb_gettid()
+        let outer = AllowedThreads.enter(thread, allowance)
+        defer { AllowedThreads.leave(thread, restoring: outer) }
+        return try $allowance.withValue(allowance) { try body() }
+    }
+
+    /// An accepted blocking scope: why, and where it was opened.
+    struct Allowance: Sendable {
+        let reason: String
+        let callSite: CallSite
+    }
+
+    /// The innermost ``allowed(_:fileID:line:_:)`` scope the current code runs in.
+    @TaskLocal static var allowance: Allowance?
+
+    /// Counts an accepted blocking call in the watchdogs that would have reported it.
+    private static func countAllowed(_ operation: String, at callSite: CallSite, _ allowance: Allowance) {
+        let all = WatchdogRegistry.all
+        let scoped = WatchdogScope.current.map { scope in all.filter { $0.scope == scope } } ?? []
+        let watchdogs = scoped.isEmpty ? all : scoped
+        if watchdogs.isEmpty {
+            fallbackLogger.debug(
+                "blocking call \(operation) at \(callSite) allowed: \(allowance.reason)",
+                metadata: ["watchdog.allowed_at": "\(allowance.callSite)"]
+            )
+        }
+        for watchdog in watchdogs {
+            watchdog.countAllowed(
+                kind: "blocking_call",
+                reason: allowance.reason,
+                what: "blocking call \(operation) at \(callSite), in the scope allowed at \(allowance.callSite)"
+            )
         }
     }
 
@@ -123,5 +198,29 @@ public struct BlockingCallError: Error, Hashable, CustomStringConvertible {
     /// Says what was refused, where, and what to do.
     public var description: String {
         "\(operation) at \(callSite) would block a thread of Swift's cooperative pool; run it on a BlockingPool or ThreadExecutor instead"
+    }
+}
+
+/// The threads inside an accepted blocking scope, and its reason: the watchdog reads them for the
+/// threads of a stalled band.
+enum AllowedThreads {
+    private static let scopes = Locked<[Int32: Blocking.Allowance]>([:])
+
+    /// Records that `thread` entered `allowance`; returns the scope it was in before, if any.
+    static func enter(_ thread: Int32, _ allowance: Blocking.Allowance) -> Blocking.Allowance? {
+        scopes.withLock { scopes in
+            defer { scopes[thread] = allowance }
+            return scopes[thread]
+        }
+    }
+
+    /// Records that `thread` left its innermost scope, back in `outer`.
+    static func leave(_ thread: Int32, restoring outer: Blocking.Allowance?) {
+        scopes.withLock { $0[thread] = outer }
+    }
+
+    /// The scope `thread` is in, if any.
+    static func allowance(of thread: Int32) -> Blocking.Allowance? {
+        scopes.withLock { $0[thread] }
     }
 }

@@ -33,6 +33,10 @@ import Musl
 /// ``Configuration/jsonLinesPath`` is set. Blocking calls that ``Blocking`` detects are reported
 /// through every running watchdog too.
 ///
+/// Blocking the team has accepted — inside ``Blocking/allowed(_:fileID:line:_:)``, or in a
+/// frame of ``Configuration/allowedFrames`` — is counted in `syncbridge.watchdog.allowed` (with
+/// its reason) and logged at debug level instead of reported.
+///
 /// Two kinds of wait are not blocking, and are counted and logged at debug level rather than
 /// reported: a band whose threads spent the wait runnable but off the CPU (the kernel's scheduler
 /// statistics say so) was starved by an overloaded machine (`syncbridge.watchdog.starvations`);
@@ -84,6 +88,12 @@ public final class Watchdog: Sendable {
         /// The threads that run the jobs in per-job mode. Default (`nil` in the initializer): one
         /// per CPU, as each band of the cooperative pool has.
         public var perJobThreads: Int
+        /// Blocking the team has accepted, by stack frame: a stall whose every blocked thread has
+        /// a frame whose symbol contains one of these texts (`"flushLogs"`, `"fsync"`) is
+        /// counted in `syncbridge.watchdog.allowed` and logged at debug level instead of
+        /// reported. Needs ``captureStacks``. For a scope in code, see
+        /// ``Blocking/allowed(_:fileID:line:_:)``. Default none.
+        public var allowedFrames: [String]
 
         /// A configuration; every parameter has the default described on its property.
         public init(
@@ -94,8 +104,10 @@ public final class Watchdog: Sendable {
             jsonLinesPath: String? = nil,
             onReport: (@Sendable (WatchdogReport) -> Void)? = nil,
             timesEveryJob: Bool = false,
-            perJobThreads: Int? = nil
+            perJobThreads: Int? = nil,
+            allowedFrames: [String] = []
         ) {
+            self.allowedFrames = allowedFrames
             self.timesEveryJob = timesEveryJob
             self.perJobThreads = max(1, perJobThreads ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
             self.threshold = threshold
@@ -117,6 +129,7 @@ public final class Watchdog: Sendable {
     private let saturationCounters: [UInt8: Counter]
     private let lagTimers: [UInt8: Timer]
     private let blockingCallCounter: Counter
+    private let metricsFactory: any MetricsFactory
     private let condition = ConditionLock()
     private let state: Locked<State>
 
@@ -187,6 +200,7 @@ public final class Watchdog: Sendable {
         self.scope = scope
         self.configuration = configuration
         self.logger = logger
+        self.metricsFactory = metricsFactory
         var stalls: [UInt8: Counter] = [:]
         var starvations: [UInt8: Counter] = [:]
         var saturations: [UInt8: Counter] = [:]
@@ -437,7 +451,10 @@ public final class Watchdog: Sendable {
             } else {
                 stacks = configuration.captureStacks ? sampleBand(key) : []
                 switch classify(band: key, stacks: stacks) {
-                case .blocked: break
+                case .blocked:
+                    if let reason = allowedReason(stacks) {
+                        dismissal = (allowedCounter(kind: "stall", reason: reason), "allowed: \(reason)")
+                    }
                 case .starved(let reason): dismissal = (starvationCounters[key], reason)
                 case .saturated:
                     dismissal = (
@@ -614,6 +631,39 @@ public final class Watchdog: Sendable {
         let stacks = StackSampler.sample(workers, onlyCooperative: true).compactMap { $0 }
         guard stacks.isEmpty else { return stacks }
         return StackSampler.sample(others, onlyCooperative: true).compactMap { $0 }
+    }
+
+    // MARK: Accepted blocking
+
+    /// Why the stall whose blocked threads are `stacks` is accepted, if it is: every thread is
+    /// inside a ``Blocking/allowed(_:fileID:line:_:)`` scope or has an allowed frame.
+    private func allowedReason(_ stacks: [ThreadStack]) -> String? {
+        guard !stacks.isEmpty else { return nil }
+        var reasons: [String] = []
+        for stack in stacks {
+            if let allowance = AllowedThreads.allowance(of: stack.threadID) {
+                reasons.append(allowance.reason)
+            } else if let frame = configuration.allowedFrames.first(where: { stack.contains(symbol: $0) }) {
+                reasons.append("frame \(frame)")
+            } else {
+                return nil
+            }
+        }
+        return reasons.first
+    }
+
+    private func allowedCounter(kind: String, reason: String) -> Counter {
+        Counter(
+            label: "syncbridge.watchdog.allowed",
+            dimensions: [("kind", kind), ("reason", reason)],
+            factory: metricsFactory
+        )
+    }
+
+    /// Counts accepted blocking (`kind` `blocking_call` or `stall`) instead of reporting it.
+    func countAllowed(kind: String, reason: String, what: String) {
+        allowedCounter(kind: kind, reason: reason).increment()
+        logger.debug("watchdog: \(what) allowed: \(reason)", metadata: ["watchdog.kind": "\(kind)"])
     }
 
     // MARK: Delivering reports

@@ -1,0 +1,126 @@
+import Foundation
+import MetricsTestKit
+import Testing
+
+@testable import SyncBridge
+
+@Suite("Accepted blocking: counted, not reported")
+struct AllowedBlockingTests {
+    @Test(
+        "a blocking call inside Blocking.allowed goes ahead unreported whatever the policy, and is counted with its reason; one outside is still reported"
+    )
+    func allowedBlockingCall() async throws {
+        let metrics = TestMetrics()
+        let collector = ReportCollector()
+        let scope = WatchdogScope.next()
+        let watchdog = Watchdog(
+            configuration: .init(bands: [], onReport: collector.record),
+            metricsFactory: metrics,
+            scope: scope
+        )
+        watchdog.start()
+        try WatchdogScope.$current.withValue(scope) {
+            // On a cooperative thread (this task's).
+            #expect(Blocking.isCooperativeThread)
+            let settings = try Blocking.allowed("start-up: read the settings once") {
+                try Blocking.call("readSettings", policy: .throwError) { 42 }
+            }
+            #expect(settings == 42)
+            try Blocking.call("legacyFetch") { _ = usleep(1_000) }
+        }
+        await watchdog.shutdown()
+        #expect(collector.all.map(\.operation) == ["legacyFetch"])
+        let allowed = try metrics.expectCounter(
+            "syncbridge.watchdog.allowed",
+            [("kind", "blocking_call"), ("reason", "start-up: read the settings once")]
+        )
+        #expect(allowed.totalValue == 1)
+        let reported = try metrics.expectCounter("syncbridge.watchdog.blocking_calls")
+        #expect(reported.totalValue == 1)
+    }
+
+    @Test("a guarded wait inside Blocking.allowed is still refused on a cooperative thread: it could hang")
+    func guardedWaitStillRefused() async throws {
+        let result = try await withBlockingCallReports {
+            Blocking.allowed("not for waits") { legacyWait { 1 } }
+        }
+        let error = try #require(throws: GuardedWaitError.self) { try result.0.get() }
+        #expect(error.reason == .cooperativeThread)
+    }
+
+    @Test(
+        "a stall whose blocked threads are all inside Blocking.allowed, or all in an allowed frame, is counted, not reported; another stall still is",
+        .enabled(if: soloTestsEnabled, soloTestsNote),
+        .enabled(if: stallReportsExpected, stallReportsNote)
+    )
+    func testSoloAllowedStalls() async throws {
+        try await WatchdogScope.exclusively {
+            let metrics = TestMetrics()
+            let collector = ReportCollector()
+            let watchdog = Watchdog(
+                configuration: .init(
+                    threshold: .milliseconds(50),
+                    bands: [.utility],
+                    onReport: collector.record,
+                    allowedFrames: ["nanosleep"]
+                ),
+                metricsFactory: metrics
+            )
+            watchdog.start()
+            try await waitUntil("the band was probed") { watchdog.hasProbed(.utility) }
+            // 1. Every thread of the band blocks inside an accepted scope.
+            await blockUtilityBandAllowed(milliseconds: 300) { body in
+                Blocking.allowed("start-up read") { body() }
+            }
+            // 2. Every thread blocks in an allowed frame (usleep sleeps in nanosleep).
+            await blockUtilityBandAllowed(milliseconds: 300) { $0() }
+            try await waitUntil("both stalls are counted") {
+                let counters =
+                    (try? metrics.expectCounter(
+                        "syncbridge.watchdog.allowed",
+                        [("kind", "stall"), ("reason", "start-up read")]
+                    ).totalValue) ?? 0
+                let frames =
+                    (try? metrics.expectCounter(
+                        "syncbridge.watchdog.allowed",
+                        [("kind", "stall"), ("reason", "frame nanosleep")]
+                    ).totalValue) ?? 0
+                return counters == 1 && frames == 1
+            }
+            #expect(collector.all.isEmpty, "\(collector.all)")
+            await watchdog.shutdown()
+            // 3. Without the frame allowed, the same blocking is reported.
+            let reporting = ReportCollector()
+            let strict = Watchdog(
+                configuration: .init(threshold: .milliseconds(50), bands: [.utility], onReport: reporting.record)
+            )
+            strict.start()
+            try await waitUntil("the band was probed") { strict.hasProbed(.utility) }
+            await blockUtilityBandAllowed(milliseconds: 300) { $0() }
+            try await waitUntil("the stall is reported") { reporting.first { $0.kind == .stall } != nil }
+            await strict.shutdown()
+        }
+    }
+}
+
+/// Blocks every thread of the utility band in `usleep` for `milliseconds`, each inside `wrap`,
+/// and returns when they are done; awaits them only once they all block (awaiting earlier would
+/// escalate them to the caller's band).
+private func blockUtilityBandAllowed(
+    milliseconds: Int,
+    _ wrap: @escaping @Sendable (() -> Void) -> Void
+) async {
+    let started = Locked(0)
+    let blockers = Task.detached(priority: .utility) {
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<cooperativeWidth {
+                group.addTask(priority: .utility) {
+                    started.withLock { $0 += 1 }
+                    wrap { sleepBlocking(milliseconds: milliseconds) }
+                }
+            }
+        }
+    }
+    try? await waitUntil("every thread of the band blocks") { started.current == cooperativeWidth }
+    await blockers.value
+}
