@@ -103,6 +103,44 @@ struct AllowedBlockingTests {
     }
 }
 
+extension AllowedBlockingTests {
+    @Test(
+        "in per-job mode, a slow job that entered Blocking.allowed is counted, not reported; a slow job outside still is",
+        .enabled(if: soloTestsEnabled, soloTestsNote)
+    )
+    func testSoloAllowedSlowJob() async throws {
+        try await WatchdogScope.exclusively {
+            let metrics = TestMetrics()
+            let collector = ReportCollector()
+            let watchdog = Watchdog(
+                configuration: .init(
+                    threshold: .milliseconds(50 * slowdown),
+                    onReport: collector.record,
+                    timesEveryJob: true
+                ),
+                metricsFactory: metrics
+            )
+            watchdog.start()
+            await Task.detached {
+                Blocking.allowed("per-job: accepted read") { sleepBlocking(milliseconds: Int(200 * slowdown)) }
+            }.value
+            await Task.detached { sleepBlocking(milliseconds: Int(200 * slowdown)) }.value
+            try await waitUntil("the slow job outside is reported, with its end") {
+                collector.first { $0.kind == .slowJob && !$0.isOngoing } != nil
+            }
+            await watchdog.shutdown()
+            let allowed = try metrics.expectCounter(
+                "syncbridge.watchdog.allowed",
+                [("kind", "slow_job"), ("reason", "per-job: accepted read")]
+            )
+            #expect(allowed.totalValue == 1)
+            // One slow job reported (while it ran, and at its end): the one outside the scope.
+            let starts = Set(collector.all.filter { $0.kind == .slowJob }.map(\.startedAt))
+            #expect(starts.count == 1, "\(collector.all)")
+        }
+    }
+}
+
 /// Blocks every thread of the utility band in `usleep` for `milliseconds`, each inside `wrap`,
 /// and returns when they are done; awaits them only once they all block (awaiting earlier would
 /// escalate them to the caller's band).

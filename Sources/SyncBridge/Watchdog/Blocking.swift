@@ -89,9 +89,11 @@ public enum Blocking {
     /// Runs `body`, blocking the team has accepted — a logging backend's flush, a one-off start-up
     /// read — so that the watchdog counts it instead of reporting it, as BlockHound's
     /// `allowBlockingCallsInside` does: a blocking call (``call(_:policy:fileID:line:_:)``) made
-    /// inside goes ahead whatever the policy, and a stall of the cooperative pool while every
-    /// blocked thread of the band is inside such a scope is not reported. Both are counted in
-    /// `syncbridge.watchdog.allowed` (dimensions `kind`: `blocking_call` or `stall`, and `reason`)
+    /// inside goes ahead whatever the policy, a stall of the cooperative pool while every
+    /// blocked thread of the band is inside such a scope is not reported, and neither is (in
+    /// per-job mode) a slow job that entered one. Both are counted in
+    /// `syncbridge.watchdog.allowed` (dimensions `kind`: `blocking_call`, `stall` or `slow_job`,
+    /// and `reason`)
     /// and logged at debug level with the reason and the call site; nothing is dropped silently.
     ///
     /// ```swift
@@ -121,6 +123,7 @@ public enum Blocking {
         let allowance = Allowance(reason: reason, callSite: CallSite(fileID: fileID, line: line))
         let thread = sb_gettid()
         let outer = AllowedThreads.enter(thread, allowance)
+        InstrumentedGlobalExecutor.markAllowed(on: thread, allowance)
         defer { AllowedThreads.leave(thread, restoring: outer) }
         return try $allowance.withValue(allowance) { try body() }
     }

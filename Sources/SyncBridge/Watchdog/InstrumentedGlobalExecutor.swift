@@ -24,6 +24,8 @@ enum InstrumentedGlobalExecutor {
         let threadID: Int32
         let sequence: UInt64
         let startedAt: UInt64
+        /// The accepted blocking scope the job entered (``Blocking/allowed(_:fileID:line:_:)``).
+        var allowance: Blocking.Allowance?
     }
 
     /// A job that ran longer than the slow-job threshold.
@@ -32,6 +34,14 @@ enum InstrumentedGlobalExecutor {
         let sequence: UInt64
         let startedAt: UInt64
         let endedAt: UInt64
+        let allowance: Blocking.Allowance?
+    }
+
+    /// Records that the job running on `threadID`, if any, entered an accepted blocking scope.
+    static func markAllowed(on threadID: Int32, _ allowance: Blocking.Allowance) {
+        state.withLock { state in
+            if state.running[threadID]?.allowance == nil { state.running[threadID]?.allowance = allowance }
+        }
     }
 
     private struct State {
@@ -132,7 +142,8 @@ enum InstrumentedGlobalExecutor {
                 let running = RunningJob(
                     threadID: threadID,
                     sequence: state.nextSequence,
-                    startedAt: monotonicNanoseconds()
+                    startedAt: monotonicNanoseconds(),
+                    allowance: nil
                 )
                 state.running[threadID] = running
                 return (job, running)
@@ -146,7 +157,7 @@ enum InstrumentedGlobalExecutor {
             _ = sb_run_global_job(job)
             let end = monotonicNanoseconds()
             state.withLock { state in
-                state.running[threadID] = nil
+                let allowance = state.running.removeValue(forKey: threadID)?.allowance
                 state.completed += 1
                 if let threshold = state.slowThresholds.min(), end - running.startedAt > threshold {
                     state.finishedSlow.append(
@@ -154,7 +165,8 @@ enum InstrumentedGlobalExecutor {
                             threadID: threadID,
                             sequence: running.sequence,
                             startedAt: running.startedAt,
-                            endedAt: end
+                            endedAt: end,
+                            allowance: allowance
                         )
                     )
                 }

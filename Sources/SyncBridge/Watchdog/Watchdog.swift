@@ -89,9 +89,9 @@ public final class Watchdog: Sendable {
         /// per CPU, as each band of the cooperative pool has.
         public var perJobThreads: Int
         /// Blocking the team has accepted, by stack frame: a stall whose every blocked thread has
-        /// a frame whose symbol contains one of these texts (`"flushLogs"`, `"fsync"`) is
-        /// counted in `syncbridge.watchdog.allowed` and logged at debug level instead of
-        /// reported. Needs ``captureStacks``. For a scope in code, see
+        /// a frame whose symbol contains one of these texts (`"flushLogs"`, `"fsync"`), or a slow
+        /// job (per-job mode) whose stack has one, is counted in `syncbridge.watchdog.allowed` and
+        /// logged at debug level instead of reported. Needs ``captureStacks``. For a scope in code, see
         /// ``Blocking/allowed(_:fileID:line:_:)``. Default none.
         public var allowedFrames: [String]
 
@@ -171,6 +171,8 @@ public final class Watchdog: Sendable {
         var watchdogThreadID: Int32 = 0
         /// Per-job mode: the slow jobs reported while running, by sequence, with their start.
         var reportedJobs: [UInt64: Date] = [:]
+        /// Jobs seen running past the threshold in an accepted scope: counted, never reported.
+        var allowedJobs: Set<UInt64> = []
         var timingJobs = false
     }
 
@@ -513,6 +515,16 @@ public final class Watchdog: Sendable {
             let wall = Date(timeIntervalSinceNow: -Double(age(job.startedAt)) / 1e9)
             let stack = configuration.captureStacks ? StackSampler.sample(job.threadID) : nil
             state.withLock { $0.reportedJobs[job.sequence] = wall }
+            let frame = stack.flatMap { stack in configuration.allowedFrames.first { stack.contains(symbol: $0) } }
+            if let reason = job.allowance?.reason ?? frame.map({ "frame \($0)" }) {
+                state.withLock { _ = $0.allowedJobs.insert(job.sequence) }
+                countAllowed(
+                    kind: "slow_job",
+                    reason: reason,
+                    what: "a job running for \(age(job.startedAt) / 1_000_000) ms"
+                )
+                continue
+            }
             enqueue(
                 WatchdogReport(
                     kind: .slowJob,
@@ -526,7 +538,19 @@ public final class Watchdog: Sendable {
             )
         }
         for job in InstrumentedGlobalExecutor.takeFinishedSlowJobs() where job.endedAt - job.startedAt > threshold {
-            let started = state.withLock { $0.reportedJobs.removeValue(forKey: job.sequence) }
+            let (started, counted) = state.withLock {
+                ($0.reportedJobs.removeValue(forKey: job.sequence), $0.allowedJobs.remove(job.sequence) != nil)
+            }
+            // Counted while it ran; or accepted, and finished before a check saw it.
+            if counted { continue }
+            if let allowance = job.allowance {
+                countAllowed(
+                    kind: "slow_job",
+                    reason: allowance.reason,
+                    what: "a job that ran for \((job.endedAt - job.startedAt) / 1_000_000) ms"
+                )
+                continue
+            }
             enqueue(
                 WatchdogReport(
                     kind: .slowJob,
