@@ -102,15 +102,24 @@ struct PostgresCancellationTests {
         try await withTestConnection { (connection) async throws -> Void in
             let table = uniqueTable("cancelled")
             try await connection.execute("CREATE TABLE \(unsafeSQL: table) (v int)")
-            let inserted = Gate()
+            let pid = try #require(try await connection.query("SELECT pg_backend_pid()").first).decode(
+                Int32.self,
+                at: 0
+            )
+            let observer = try await connectToTestServer()
             let task = Task {
                 try await connection.withTransaction { tx in
                     try await tx.execute("INSERT INTO \(unsafeSQL: table) VALUES (1)")
-                    inserted.open()
                     try await tx.query("SELECT pg_sleep(10)")
                 }
             }
-            try await inserted.wait()
+            // Cancelled while the server runs the sleep (a cancel that reaches the server before
+            // the statement does finds nothing to stop; see the cancellation latency tests).
+            try await waitUntil(20) {
+                try await observer.query(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = \(pid) AND state = 'active' AND query LIKE 'SELECT pg_sleep%'"
+                ).first?.decode(Int.self, at: 0) == 1
+            }
             task.cancel()
             await #expect(throws: CancellationError.self) { try await task.value }
             #expect(
@@ -122,6 +131,7 @@ struct PostgresCancellationTests {
                 try await connection.execute("SAVEPOINT probe")
             }
             #expect(outside.sqlState == "25P01")
+            await observer.close()
         }
     }
 }

@@ -67,7 +67,9 @@ struct PostgresDeadlockTests {
     )
     func expectedNestedLease() async throws {
         let client = try await makeClient("sb-expect-nested", connections: 1)
-        let report = try await expectDeadlockReport(.nestedPoolLease) {
+        // Under ThreadSanitizer, opening the first connection alone can take longer than the
+        // default 5 s stuck-wait threshold.
+        let report = try await expectDeadlockReport(.nestedPoolLease, stuckWaitThreshold: .seconds(5 * slowdown)) {
             _ = try await client.withTransaction { _ in try await client.query("SELECT 1") }
         }
         #expect(report?.thrown == true)
