@@ -142,23 +142,10 @@ extension AllowedBlockingTests {
 }
 
 /// Blocks every thread of the utility band in `usleep` for `milliseconds`, each inside `wrap`,
-/// and returns when they are done; awaits them only once they all block (awaiting earlier would
-/// escalate them to the caller's band).
+/// and returns when they are done.
 private func blockUtilityBandAllowed(
-    milliseconds: Int,
+    milliseconds: UInt32,
     _ wrap: @escaping @Sendable (() -> Void) -> Void
 ) async {
-    let started = Locked(0)
-    let blockers = Task.detached(priority: .utility) {
-        await withTaskGroup(of: Void.self) { group in
-            for _ in 0..<cooperativeWidth {
-                group.addTask(priority: .utility) {
-                    started.withLock { $0 += 1 }
-                    wrap { sleepBlocking(milliseconds: milliseconds) }
-                }
-            }
-        }
-    }
-    try? await waitUntil("every thread of the band blocks") { started.current == cooperativeWidth }
-    await blockers.value
+    await blockBand(.utility, milliseconds: milliseconds, inside: wrap).done.value
 }

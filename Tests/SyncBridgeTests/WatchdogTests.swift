@@ -54,7 +54,8 @@ let cooperativeWidth = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
 /// all have started blocking (the instant the last one started) and a task that ends with them.
 func blockBand(
     _ priority: TaskPriority,
-    milliseconds: UInt32
+    milliseconds: UInt32,
+    inside wrap: @escaping @Sendable (() -> Void) -> Void = { $0() }
 ) async -> (started: ContinuousClock.Instant, done: Task<Void, Never>) {
     let started = AsyncStream<ContinuousClock.Instant>.makeStream()
     let done = Task.detached(priority: priority) {
@@ -62,7 +63,7 @@ func blockBand(
             for _ in 0..<cooperativeWidth {
                 group.addTask(priority: priority) {
                     started.continuation.yield(.now)
-                    sleepBlocking(milliseconds: Int(milliseconds))
+                    wrap { sleepBlocking(milliseconds: Int(milliseconds)) }
                 }
             }
         }
