@@ -97,14 +97,12 @@ struct PostgresCancellationTests {
         }
     }
 
-    // Under ThreadSanitizer, beside the whole suite, this cancel has twice been lost (the
-    // statement completed and the transaction committed) although the server was running the
-    // statement when the task was cancelled; under investigation, it runs in the passes without
-    // ThreadSanitizer meanwhile.
-    @Test(
-        "a transaction whose task is cancelled rolls back",
-        .enabled(if: slowdown == 1, "a cancel lost under ThreadSanitizer's load is under investigation")
-    )
+    // The statement sleeps a minute, far longer than the test needs when the cancel works. With a
+    // 10 s sleep, under ThreadSanitizer beside the whole suite, the transaction twice committed:
+    // it checks for cancellation after its body, so the body (the sleep) had returned before the
+    // test cancelled the task, that is the test's task resumed more than 10 s late (the
+    // sanitizer's runtime has been seen stopping every thread for 17 s while it symbolizes).
+    @Test("a transaction whose task is cancelled rolls back")
     func rollbackOnCancellation() async throws {
         try await withTestConnection { (connection) async throws -> Void in
             let table = uniqueTable("cancelled")
@@ -117,7 +115,7 @@ struct PostgresCancellationTests {
             let task = Task {
                 try await connection.withTransaction { tx in
                     try await tx.execute("INSERT INTO \(unsafeSQL: table) VALUES (1)")
-                    try await tx.query("SELECT pg_sleep(10)")
+                    try await tx.query("SELECT pg_sleep(60)")
                 }
             }
             // Cancelled while the server runs the sleep (a cancel that reaches the server before
@@ -127,8 +125,10 @@ struct PostgresCancellationTests {
                     "SELECT count(*) FROM pg_stat_activity WHERE pid = \(pid) AND state = 'active' AND query LIKE 'SELECT pg_sleep%'"
                 ).first?.decode(Int.self, at: 0) == 1
             }
+            let cancelled = ContinuousClock.now
             task.cancel()
             await #expect(throws: CancellationError.self) { try await task.value }
+            #expect(ContinuousClock.now - cancelled < .seconds(10 * slowdown), "the cancel did not stop the sleep")
             #expect(
                 try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0)
                     == 0
