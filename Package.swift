@@ -23,12 +23,17 @@ let package = Package(
         // that `withRawConnection` passes.
         .library(name: "CLibPQ", targets: ["CLibPQ"]),
         .library(name: "CMariaDB", targets: ["CMariaDB"]),
+        // `swift package check-blocking`: the paths from async contexts to blocking calls, found
+        // in the sources before anything runs.
+        .plugin(name: "CheckBlocking", targets: ["CheckBlocking"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        // Only for the check-blocking plugin's tool; the libraries do not link it.
+        .package(url: "https://github.com/swiftlang/swift-syntax", "600.0.0"..<"604.0.0"),
     ],
     targets: [
         // C glue: gettid, thread names, the dispatch-label check, thread-local worker slot.
@@ -108,6 +113,30 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The static check: reads Swift sources, reports paths from async contexts to blocking calls.
+        .target(
+            name: "SyncBridgeBlockingCheck",
+            dependencies: [
+                .product(name: "SwiftSyntax", package: "swift-syntax"),
+                .product(name: "SwiftParser", package: "swift-syntax"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "sb-check-blocking",
+            dependencies: ["SyncBridgeBlockingCheck"],
+            swiftSettings: swiftSettings
+        ),
+        .plugin(
+            name: "CheckBlocking",
+            capability: .command(
+                intent: .custom(
+                    verb: "check-blocking",
+                    description: "Find the paths from async contexts to blocking calls in the package's sources"
+                )
+            ),
+            dependencies: ["sb-check-blocking"]
+        ),
         // Helpers the database test targets share (deadlines, gates); not a product.
         .target(
             name: "SharedTestSupport",
@@ -150,6 +179,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SyncBridgeBlockingCheckTests",
+            dependencies: ["SyncBridgeBlockingCheck"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

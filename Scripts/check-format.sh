@@ -4,6 +4,6 @@
 # --parallel <the same paths>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-paths=(Package.swift Sources Tests Samples/Package.swift Samples/Sources Samples/Tests Benchmarks/Package.swift Benchmarks/Sources)
+paths=(Package.swift Sources Plugins Tests Samples/Package.swift Samples/Sources Samples/Tests Benchmarks/Package.swift Benchmarks/Sources)
 swift format lint --strict --recursive --parallel "${paths[@]}"
 echo "format: every Swift file is formatted as .swift-format says"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The samples' part of the test command (Scripts/test.sh runs it): builds every sample with no
-# warning in their own code, runs their tests against throwaway servers, checks that the watchdog
-# trait fails the sample test that blocks the cooperative pool, puts the HTTP sample under load
+# warning in their own code, runs their tests against throwaway servers, runs the static check
+# (swift package check-blocking, strict, with the legacy form's findings as its baseline), checks
+# that the watchdog trait fails the sample test that blocks the cooperative pool, puts the HTTP sample under load
 # (no watchdog or deadlock report allowed, graceful shutdown), and runs the demo and the other
 # programs end to end, briefly. First, the code quoted in README.md and MIGRATION.md must still be
 # the samples' code (Scripts/check-snippets.py).
@@ -21,6 +22,10 @@ fi
 
 echo "== Samples: tests (one behavioural suite over the legacy, wrapped and migrated service) =="
 swift test --skip-build
+
+echo "== Samples: the static check (swift package check-blocking) finds exactly the legacy form's blocking paths =="
+# Strict: a finding the baseline does not list, or a listed one the check no longer makes, fails.
+swift package check-blocking --strict --baseline check-blocking-baseline.json
 
 echo "== Samples: the watchdog trait fails the test that blocks the cooperative pool =="
 if SAMPLES_SHOW_WATCHDOG_FAILURE=1 swift test --skip-build --filter StockValuationTests >"$log" 2>&1; then

@@ -165,7 +165,11 @@ struct PostgresClientTests {
         let probeTask = Task {
             while !Task.isCancelled {
                 let now = ContinuousClock.now
-                probe.withLock { $0.ticks += 1; $0.longestGap = max($0.longestGap, now - $0.last); $0.last = now }
+                probe.withLock { probe in
+                    probe.ticks += 1
+                    probe.longestGap = max(probe.longestGap, now - probe.last)
+                    probe.last = now
+                }
                 try? await Task.sleep(for: .milliseconds(1))
             }
         }
@@ -190,7 +194,10 @@ struct PostgresClientTests {
         // Other tests of the suite run beside this one (some block cooperative threads on purpose),
         // so the bound is generous; a pool held by the statements would starve the probe for the
         // whole run.
-        #expect(ticks > 1 && longestGap < .seconds(2 * slowdown), "the probe task starved: \(ticks) ticks, longest wait \(longestGap)")
+        #expect(
+            ticks > 1 && longestGap < .seconds(2 * slowdown),
+            "the probe task starved: \(ticks) ticks, longest wait \(longestGap)"
+        )
         await client.shutdown()
     }
 

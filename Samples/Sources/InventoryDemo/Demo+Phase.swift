@@ -13,9 +13,13 @@ extension Demo {
     func runPhase(_ mode: Mode, on database: Database, databases: SampleDatabases) async throws -> PhaseResult {
         switch (mode, database) {
         case (.legacy, _), (.legacyGuarded, _):
+            // The legacy program's connection, opened the legacy way on this task's thread: once per
+            // phase, before the load the demo measures.
             func legacyStore(_ gate: LegacyInventoryStore.Gate) throws -> LegacyInventoryStore {
                 switch database {
+                // check-blocking: allow one connection per phase, opened before the measured load
                 case .postgres: try LegacyInventoryStore(postgres: databases.postgresURL, gate: gate)
+                // check-blocking: allow one connection per phase, opened before the measured load
                 case .mariaDB: try LegacyInventoryStore(mariaDB: databases.mariaDBURL, gate: gate)
                 }
             }
@@ -71,6 +75,7 @@ extension Demo {
         }
         progress.finish()
 
+        // check-blocking: allow the job connects once, before the measured load; its own thread does the rest
         let warehouse = try WarehouseSync(database: database, databases: databases, products: productCount)
         defer { warehouse.stop() }
         let counter = ProgressCounter()

@@ -47,6 +47,7 @@ struct LiveFeed {
             try await migrated.addProduct(sku: "MUG", name: "Mug", stock: 1_000_000)
             try await ReservationFeed.installTrigger(postgres)
             print("PostgreSQL, LISTEN/NOTIFY (a trigger announces each reservation):")
+            // check-blocking: allow the legacy writer's one connection, opened before the feed starts
             let store = try LegacyInventoryStore(postgres: databases.postgresURL)
             summaries.append(
                 "PostgreSQL LISTEN/NOTIFY: "
@@ -59,6 +60,7 @@ struct LiveFeed {
             try await migratedMariaDB.resetSchema()
             try await migratedMariaDB.addProduct(sku: "MUG", name: "Mug", stock: 1_000_000)
             print("\nMariaDB, polling every 100 ms:")
+            // check-blocking: allow the legacy writer's one connection, opened before the feed starts
             let mariaDBStore = try LegacyInventoryStore(mariaDB: databases.mariaDBURL)
             summaries.append(
                 "MariaDB polling:          "

@@ -44,6 +44,7 @@ struct InventoryForm: Sendable, CustomTestStringConvertible {
         case (.legacy, .postgres):
             try await run(
                 LegacyInventory(
+                    // check-blocking: allow the test's set-up: one connection before the calls it checks
                     store: try LegacyInventoryStore(postgres: databases.postgresURL),
                     callers: legacyCallers
                 ),
@@ -51,6 +52,7 @@ struct InventoryForm: Sendable, CustomTestStringConvertible {
             )
         case (.legacy, .mariaDB):
             try await run(
+                // check-blocking: allow the test's set-up: one connection before the calls it checks
                 LegacyInventory(store: try LegacyInventoryStore(mariaDB: databases.mariaDBURL), callers: legacyCallers),
                 body
             )

@@ -27,6 +27,7 @@ struct PriceBridgeTests {
     @Test("on a cooperative thread the guarded wait throws at once, naming the call site")
     func refusedOnCooperativeThread() async throws {
         let error = #expect(throws: GuardedWaitError.self) {
+            // check-blocking: allow the test shows that here the guarded wait throws instead of blocking
             try PriceBridge.total(of: order, in: prices)
         }
         #expect(error?.reason == .cooperativeThread)

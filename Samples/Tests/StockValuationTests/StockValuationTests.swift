@@ -31,6 +31,7 @@ struct StockValuationTests {
     )
     func legacy() async throws {
         let databases = try await SampleDatabases.shared()
+        // check-blocking: allow the test's set-up: the legacy handler's connection
         let connection = try PostgresInventorySQL.connect(databases.postgresURL)
         defer { PQfinish(connection) }
         let value = try await StockValuation.legacyHandler(connection: connection)
