@@ -61,6 +61,17 @@ struct FixturePackageTests {
             func configured() async {
                 flushLegacyLog()
             }
+
+            func fansOut() async {
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { usleep(5) }
+                }
+            }
+
+            func dispatches() async {
+                DispatchQueue.global().async { sleep(1) }
+                DispatchQueue.main.sync {}
+            }
         }
 
         func legacyFetch(_ id: Int) throws -> Int {
@@ -163,6 +174,8 @@ struct FixturePackageTests {
                 "\(handlers):43: Task {} in Handlers.startsATask() → Thread.sleep",
                 "\(handlers):49: Handlers.marked() → legacyFetch(_:) → Blocking.call(\"legacyFetch\")",
                 "\(handlers):53: Handlers.configured() → flushLegacyLog",
+                "\(handlers):58: addTask {} in Handlers.fansOut() → usleep",
+                "\(handlers):64: Handlers.dispatches() → DispatchQueue.sync",
                 // An async function that blocks is reported itself; awaiting it is not.
                 "Sources/App/LegacyStore.swift:18: LegacyStore.refresh() → DispatchSemaphore.wait",
             ]
