@@ -16,7 +16,8 @@ import FoundationEssentials
 ///
 /// ``description`` never shows the password.
 public struct MariaDBConfiguration: Sendable, Hashable, CustomStringConvertible {
-    /// The server's host name or address (ignored when ``unixSocket`` is set).
+    /// The server's host name or address, reached over TCP, also when it is `localhost` (ignored
+    /// when ``unixSocket`` is set).
     public var host: String
     /// The server's TCP port.
     public var port: Int

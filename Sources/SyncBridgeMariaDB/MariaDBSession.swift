@@ -83,6 +83,12 @@ public final class MariaDBSession {
         var noReconnect: my_bool = 0
         mysql_options(mysql, MYSQL_OPT_RECONNECT, &noReconnect)
         mysql_options(mysql, MYSQL_SET_CHARSET_NAME, configuration.characterSet)
+        if configuration.unixSocket == nil {
+            // TCP to `host`, also when it is `localhost` (which Connector/C would otherwise take
+            // for the default unix socket, bypassing the port and TLS).
+            var tcp = MYSQL_PROTOCOL_TCP.rawValue
+            mysql_options(mysql, MYSQL_OPT_PROTOCOL, &tcp)
+        }
         let tls = configuration.tls
         if configuration.unixSocket == nil && tls.mode != .disabled {
             mysql_ssl_set(mysql, tls.keyFile, tls.certificateFile, tls.certificateAuthorityFile, nil, nil)

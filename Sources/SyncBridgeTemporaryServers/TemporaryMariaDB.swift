@@ -62,7 +62,8 @@ public final class TemporaryMariaDB: Sendable, ThrowawayServer {
     private var dataDirectory: String { "\(directory)/data" }
     private var logPath: String { "\(directory)/server.log" }
 
-    init(binaries: Binaries, directory: String, port: Int, password: String) {
+    init(binaries: Binaries, directory: String, port: Int, password: String, tls: TemporaryCertificates?) {
+        self.tls = tls
         self.binaries = binaries
         self.directory = directory
         self.port = port
@@ -77,6 +78,18 @@ public final class TemporaryMariaDB: Sendable, ThrowawayServer {
     public static func start() async throws -> TemporaryMariaDB {
         try await startServer()
     }
+
+    /// Starts a new server that also accepts TLS, with `certificates`' server certificate.
+    /// Stop it with ``stop()``.
+    ///
+    /// - Throws: ``TemporaryServerError`` saying what is missing or what failed, with the end of
+    ///   the server's log.
+    public static func start(tls certificates: TemporaryCertificates) async throws -> TemporaryMariaDB {
+        try await startServer(tls: certificates)
+    }
+
+    /// The certificates the server serves, for a server started with ``start(tls:)``.
+    public let tls: TemporaryCertificates?
 
     /// The server shared by every test of this process that asks for it; started on first use,
     /// stopped and deleted when the process exits.
@@ -186,13 +199,18 @@ public final class TemporaryMariaDB: Sendable, ThrowawayServer {
 
     private func launch() throws {
         try? FileManager.default.removeItem(atPath: logPath)
+        var tlsArguments: [String] = []
+        if let tls {
+            let (certificate, key) = try tls.install(in: directory, owner: nil)
+            tlsArguments = ["--ssl-ca=\(tls.authorityFile)", "--ssl-cert=\(certificate)", "--ssl-key=\(key)"]
+        }
         let process = try ServerSupport.spawn(
             [binaries.server, "--no-defaults"] + userArguments + [
                 "--datadir=\(dataDirectory)", "--socket=\(socketPath)", "--port=\(port)",
                 "--bind-address=127.0.0.1", "--skip-name-resolve", "--pid-file=\(directory)/mariadbd.pid",
                 "--max-connections=500", "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=2",
                 "--skip-log-bin", Self.redoLogSize,
-            ],
+            ] + tlsArguments,
             logPath: logPath
         )
         let pid = process.processIdentifier

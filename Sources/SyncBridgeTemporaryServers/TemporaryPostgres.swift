@@ -67,7 +67,8 @@ public final class TemporaryPostgres: Sendable, ThrowawayServer {
     private var logPath: String { "\(directory)/server.log" }
     private static let serverUser = "postgres"
 
-    init(binaries: Binaries, directory: String, port: Int, password: String) {
+    init(binaries: Binaries, directory: String, port: Int, password: String, tls: TemporaryCertificates?) {
+        self.tls = tls
         self.binaries = binaries
         self.directory = directory
         self.port = port
@@ -82,6 +83,18 @@ public final class TemporaryPostgres: Sendable, ThrowawayServer {
     public static func start() async throws -> TemporaryPostgres {
         try await startServer()
     }
+
+    /// Starts a new server that also accepts TLS, with `certificates`' server certificate.
+    /// Stop it with ``stop()``.
+    ///
+    /// - Throws: ``TemporaryServerError`` saying what is missing or what failed, with the end of
+    ///   the server's log.
+    public static func start(tls certificates: TemporaryCertificates) async throws -> TemporaryPostgres {
+        try await startServer(tls: certificates)
+    }
+
+    /// The certificates the server serves, for a server started with ``start(tls:)``.
+    public let tls: TemporaryCertificates?
 
     /// The server shared by every test of this process that asks for it; started on first use,
     /// stopped and deleted when the process exits.
@@ -224,7 +237,8 @@ public final class TemporaryPostgres: Sendable, ThrowawayServer {
         dataDirectory: String,
         port: Int,
         socketDirectory: String,
-        logPath: String
+        logPath: String,
+        extraArguments: [String] = []
     ) throws -> Int32 {
         try? FileManager.default.removeItem(atPath: logPath)
         let process = try ServerSupport.spawn(
@@ -232,7 +246,7 @@ public final class TemporaryPostgres: Sendable, ThrowawayServer {
                 binaries.postgres, "-D", dataDirectory, "-p", "\(port)", "-k", socketDirectory,
                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
                 "-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=64MB",
-            ],
+            ] + extraArguments,
             asUser: serverUser,
             logPath: logPath
         )
@@ -257,12 +271,18 @@ public final class TemporaryPostgres: Sendable, ThrowawayServer {
     }
 
     private func launch() throws {
+        var tlsArguments: [String] = []
+        if let tls {
+            let (certificate, key) = try tls.install(in: directory, owner: Self.serverUser)
+            tlsArguments = ["-c", "ssl=on", "-c", "ssl_cert_file=\(certificate)", "-c", "ssl_key_file=\(key)"]
+        }
         let pid = try Self.startPostmaster(
             binaries: binaries,
             dataDirectory: dataDirectory,
             port: port,
             socketDirectory: directory,
-            logPath: logPath
+            logPath: logPath,
+            extraArguments: tlsArguments
         )
         let guardian = try ServerSupport.startGuardian(serverPID: pid, signal: "QUIT", directory: directory)
         state.withLock {

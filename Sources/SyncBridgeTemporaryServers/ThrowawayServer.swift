@@ -25,8 +25,8 @@ protocol ThrowawayServer: AnyObject, Sendable {
 
     /// Finds the server's binaries, or says what to install.
     static func findBinaries() throws -> Binaries
-    /// A server not started yet.
-    init(binaries: Binaries, directory: String, port: Int, password: String)
+    /// A server not started yet; with `tls`, it serves that certificate.
+    init(binaries: Binaries, directory: String, port: Int, password: String, tls: TemporaryCertificates?)
     /// Initialises its data, launches it and creates the database and user (blocking).
     func setUp() throws
     /// Stops the server and deletes its folder (blocking); does nothing the second time.
@@ -41,14 +41,15 @@ protocol ThrowawayServer: AnyObject, Sendable {
 extension ThrowawayServer {
     /// Starts a new server on ``ServerSupport/pool``; a server whose setup fails is stopped and
     /// its folder deleted before the error is thrown.
-    static func startServer() async throws -> Self {
+    static func startServer(tls: TemporaryCertificates? = nil) async throws -> Self {
         try await ServerSupport.pool.run {
             let started = ContinuousClock.now
             let server = Self(
                 binaries: try findBinaries(),
                 directory: try ServerSupport.makeTemporaryDirectory(prefix: directoryPrefix),
                 port: try ServerSupport.freePort(),
-                password: ServerSupport.randomPassword()
+                password: ServerSupport.randomPassword(),
+                tls: tls
             )
             do {
                 try server.setUp()
