@@ -5,6 +5,17 @@ extension MariaDBSession: SQLSession {
     /// `mariadb`: threads are named `sb-mariadb-N`, metrics `syncbridge.mariadb.*`.
     public static var databaseName: String { "mariadb" }
 
+    /// `?` placeholders, as the server receives the statement.
+    public static func tracingText(of query: SQLQuery) -> String {
+        query.render { _ in "?" }
+    }
+
+    /// A ``MariaDBError``'s error number (the server's, or Connector/C's for connection errors).
+    public static func tracingStatusCode(of error: any Error) -> String? {
+        guard let error = error as? MariaDBError, error.number != 0 else { return nil }
+        return String(error.number)
+    }
+
     /// Connects with Connector/C (blocking) with `configuration`'s safe defaults, then sets the
     /// session up: UTC, strict SQL mode, the statement timeout.
     ///

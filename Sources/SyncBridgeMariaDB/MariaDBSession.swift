@@ -28,8 +28,16 @@ public final class MariaDBSession {
     /// The statement whose rows are being streamed, if any.
     private var streaming: MariaDBPreparedStatement?
 
-    private init(mysql: UnsafeMutablePointer<MYSQL>) {
+    /// Where the session is connected, for spans.
+    public let tracingTarget: SQLTracingTarget
+
+    private init(mysql: UnsafeMutablePointer<MYSQL>, configuration: MariaDBConfiguration) {
         self.mysql = mysql
+        tracingTarget = SQLTracingTarget(
+            address: configuration.unixSocket ?? configuration.host,
+            port: configuration.unixSocket == nil ? configuration.port : nil,
+            namespace: configuration.database
+        )
         self.threadID = mysql_thread_id(mysql)
     }
 
@@ -42,7 +50,7 @@ public final class MariaDBSession {
     /// strict SQL mode, the statement timeout.
     static func open(configuration: MariaDBConfiguration) throws -> MariaDBSession {
         let mysql = try connectHandle(configuration)
-        let session = MariaDBSession(mysql: mysql)
+        let session = MariaDBSession(mysql: mysql, configuration: configuration)
         do {
             var settings = ["time_zone = '+00:00'"]
             if configuration.strictMode {

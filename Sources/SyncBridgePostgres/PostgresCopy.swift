@@ -1,6 +1,7 @@
 import CLibPQ
 import SyncBridge
 public import SyncBridgeSQL
+import Tracing
 
 extension PostgresConnection {
     /// Bulk-loads data with `COPY … FROM STDIN`, streaming it from `data` chunk by chunk (for
@@ -16,6 +17,18 @@ extension PostgresConnection {
     ///   error `data` throws (the `COPY` is aborted first); `CancellationError` (aborted too).
     @discardableResult
     public func copyFrom<Data: AsyncSequence>(_ statement: SQLQuery, data: Data) async throws -> Int
+    where Data.Element == [UInt8] {
+        guard let tracer = SQLTracing.tracer else { return try await copyFromUntraced(statement, data: data) }
+        return try await SQLTracing.withSpan(
+            tracer,
+            PostgresSession.self,
+            query: statement,
+            name: PostgresSession.tracingSystemName,
+            target: tracingTarget
+        ) { _ in try await copyFromUntraced(statement, data: data) }
+    }
+
+    private func copyFromUntraced<Data: AsyncSequence>(_ statement: SQLQuery, data: Data) async throws -> Int
     where Data.Element == [UInt8] {
         let sql = try Self.copySQL(statement)
         try await withSession { session in try session.beginCopy(sql, direction: PGRES_COPY_IN) }
@@ -74,20 +87,47 @@ extension PostgresConnection {
         maximumBatchBytes: Int,
         onFinish: @escaping @Sendable () -> Void
     ) async throws -> SQLBatchStream<[UInt8]> {
-        let next: @Sendable () async throws -> [[UInt8]]? = { [self] in
-            try await withSession { session in try session.nextCopyRows(maximumBytes: maximumBatchBytes) }
+        let span = SQLTracing.tracer.map { tracer in
+            SQLTracing.startSpan(
+                tracer,
+                PostgresSession.self,
+                query: statement,
+                name: PostgresSession.tracingSystemName,
+                target: tracingTarget
+            )
         }
-        return try await .start(
-            first: {
-                // Inside `first`, so that a statement refused here still runs `onFinish`.
-                let sql = try Self.copySQL(statement)
-                try await withSession { session in try session.beginCopy(sql, direction: PGRES_COPY_OUT) }
-                return try await next()
-            },
-            next: next,
-            abandon: { [self] done in abandonCopy(then: done) },
-            onFinish: onFinish
-        )
+        let next: @Sendable () async throws -> [[UInt8]]? = { [self] in
+            do {
+                // Each trip to the thread runs in the COPY's span, whoever asks for the next rows.
+                return try await ServiceContext.$current.withValue(span?.context ?? ServiceContext.current) {
+                    try await withSession { session in try session.nextCopyRows(maximumBytes: maximumBatchBytes) }
+                }
+            } catch {
+                if let span { SQLTracing.record(error, PostgresSession.self, in: span) }
+                throw error
+            }
+        }
+        return try await ServiceContext.$current.withValue(span?.context ?? ServiceContext.current) {
+            try await .start(
+                first: {
+                    // Inside `first`, so that a statement refused here still runs `onFinish`.
+                    do {
+                        let sql = try Self.copySQL(statement)
+                        try await withSession { session in try session.beginCopy(sql, direction: PGRES_COPY_OUT) }
+                    } catch {
+                        if let span { SQLTracing.record(error, PostgresSession.self, in: span) }
+                        throw error
+                    }
+                    return try await next()
+                },
+                next: next,
+                abandon: { [self] done in abandonCopy(then: done) },
+                onFinish: {
+                    span?.end()
+                    onFinish()
+                }
+            )
+        }
     }
 
     static func copySQL(_ statement: SQLQuery) throws -> String {

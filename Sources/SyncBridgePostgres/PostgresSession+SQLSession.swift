@@ -5,6 +5,24 @@ extension PostgresSession: SQLSession {
     /// `postgres`: threads are named `sb-postgres-N`, metrics `syncbridge.postgres.*`.
     public static var databaseName: String { "postgres" }
 
+    /// `postgresql`, OpenTelemetry's name for the database.
+    public static var tracingSystemName: String { "postgresql" }
+
+    /// The host (or socket folder), port and database libpq connected to: with several hosts in
+    /// the connection string, the one that answered.
+    public var tracingTarget: SQLTracingTarget {
+        func text(_ value: UnsafeMutablePointer<CChar>?) -> String? {
+            guard let value else { return nil }
+            let text = String(cString: value)
+            return text.isEmpty ? nil : text
+        }
+        return SQLTracingTarget(
+            address: text(PQhost(connection)),
+            port: text(PQport(connection)).flatMap { Int($0) },
+            namespace: text(PQdb(connection))
+        )
+    }
+
     /// Connects with libpq (blocking) and sets the session up: UTF-8, UTC, ISO dates, the default
     /// statement timeout.
     ///

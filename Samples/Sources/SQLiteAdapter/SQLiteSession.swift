@@ -62,6 +62,11 @@ public final class SQLiteSession: SQLSession {
     /// `sqlite`: threads are named `sb-sqlite-N`, metrics `syncbridge.sqlite.*`.
     public static var databaseName: String { "sqlite" }
 
+    /// `?1`, `?2`… placeholders in spans, as SQLite receives the statement.
+    public static func tracingText(of query: SQLQuery) -> String {
+        query.render { "?\($0)" }
+    }
+
     /// Opens (or creates) the file, with write-ahead logging, foreign keys and the busy timeout.
     public static func open(_ configuration: Configuration) throws -> SQLiteSession {
         var handle: OpaquePointer?

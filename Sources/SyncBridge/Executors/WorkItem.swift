@@ -39,6 +39,8 @@ class WorkItem: @unchecked Sendable {
     /// The submitting task's report scope (a test's) while a deadlock detector runs: the closure
     /// runs in it, so that what it does is reported to that scope.
     final var scope: UInt64?
+    /// The submitting task's tracing context, when it had one.
+    final var trace: JobTrace?
 
     init(neededBy: GuardedWaitRecord?, submittedAt: UInt64) {
         self.neededBy = neededBy

@@ -127,6 +127,7 @@ final class WorkerThreads: @unchecked Sendable {
     ) async throws -> sending Success {
         let neededBy = blockedWaitCount.load(ordering: .relaxed) > 0 ? GuardedWaitRecord.awaitedBy : nil
         let item = TypedWorkItem(body: body, neededBy: neededBy, submittedAt: monotonicNanoseconds())
+        item.trace = JobTrace.capture()
         // The deadlock detector sees the thread that runs the closure act for this task.
         tagForDeadlockDetection(item)
         // What the job did on its thread happens before what the task does next: the continuation
@@ -172,7 +173,10 @@ final class WorkerThreads: @unchecked Sendable {
         _ body: sending @escaping (BlockingJobContext) -> Void
     ) -> Bool {
         let item = DetachedWorkItem(body: body, submittedAt: monotonicNanoseconds())
-        if actsForCurrentTask { tagForDeadlockDetection(item) }
+        if actsForCurrentTask {
+            tagForDeadlockDetection(item)
+            item.trace = JobTrace.capture()
+        }
         lock.lock()
         let action = state.submit(item)
         entryCount.store(state.entries.count, ordering: .relaxed)
@@ -310,12 +314,20 @@ final class WorkerThreads: @unchecked Sendable {
             let submitter = item.submitter
             if submitter != 0 { sb_set_job_submitter(submitter) }
             defer { if submitter != 0 { sb_set_job_submitter(0) } }
-            if let scope = item.scope {
-                WatchdogScope.$current.withValue(scope) { execute(item) }
+            if let trace = item.trace {
+                trace.run(on: name, kind: kind.rawValue) { executeInScope(item) }
             } else {
-                execute(item)
+                executeInScope(item)
             }
             metrics.runDuration.recordNanoseconds(Int64(monotonicNanoseconds() &- start))
+        }
+    }
+
+    private func executeInScope(_ item: WorkItem) {
+        if let scope = item.scope {
+            WatchdogScope.$current.withValue(scope) { execute(item) }
+        } else {
+            execute(item)
         }
     }
 

@@ -2,6 +2,7 @@ public import Logging
 public import Metrics
 public import ServiceLifecycle
 public import SyncBridge
+import Tracing
 
 /// A database through a pool of connections, each on its own thread: the entry point for
 /// applications.
@@ -113,14 +114,59 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
     /// connection of its own while the pool has one to lease, otherwise the queue of the least
     /// loaded busy connection.
     public func run(_ query: SQLQuery, timeout: Duration?, at callSite: CallSite) async throws -> SQLOutcome {
-        try await pool.runStatement(at: callSite) { try await $0.run(query, timeout: timeout, at: callSite) }
+        guard let tracer = SQLTracing.tracer else {
+            return try await pool.runStatement(at: callSite) { try await $0.runUntraced(query, timeout: timeout) }
+        }
+        return try await SQLTracing.withSpan(
+            tracer,
+            Session.self,
+            query: query,
+            name: Session.tracingSystemName,
+            target: nil
+        ) {
+            span in
+            let waitStart = DefaultTracerClock.now
+            return try await pool.runStatement(at: callSite) { connection in
+                SQLTracing.recordPoolWait(tracer, parent: span, from: waitStart, pool: pool.name)
+                SQLTracing.describe(span, target: connection.tracingTarget)
+                return try await connection.runUntraced(query, timeout: timeout)
+            }
+        }
     }
 
     /// Streams a statement's rows from a pooled connection, which goes back to the pool when the
     /// rows are exhausted or the stream is dropped (see ``SQLConnection/stream(_:batchSize:at:)``).
     public func stream(_ query: SQLQuery, batchSize: Int, at callSite: CallSite) async throws -> SQLRowStream {
-        try await withLease(at: callSite) { connection, release in
-            try await connection.stream(query, batchSize: batchSize, onFinish: release)
+        guard let tracer = SQLTracing.tracer else {
+            return try await withLease(at: callSite) { connection, release in
+                try await connection.stream(query, batchSize: batchSize, onFinish: release)
+            }
+        }
+        let span = SQLTracing.startSpan(
+            tracer,
+            Session.self,
+            query: query,
+            name: Session.tracingSystemName,
+            target: nil
+        )
+        let waitStart = DefaultTracerClock.now
+        // Once the connection streams, it records the stream's errors and ends the span.
+        let streaming = Locked(false)
+        do {
+            return try await ServiceContext.$current.withValue(span.context) {
+                try await withLease(at: callSite) { connection, release in
+                    SQLTracing.recordPoolWait(tracer, parent: span, from: waitStart, pool: pool.name)
+                    SQLTracing.describe(span, target: connection.tracingTarget)
+                    streaming.withLock { $0 = true }
+                    return try await connection.stream(query, batchSize: batchSize, span: span, onFinish: release)
+                }
+            }
+        } catch {
+            if !streaming.current {
+                SQLTracing.record(error, Session.self, in: span)
+                span.end()
+            }
+            throw error
         }
     }
 
@@ -132,8 +178,19 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
         at callSite: CallSite,
         _ body: (Connection) async throws -> Result
     ) async throws -> Result {
-        try await pool.withConnection(at: callSite) { connection in
-            try await connection.withTransaction(isolation: isolation, readOnly: readOnly, at: callSite, body)
+        guard let tracer = SQLTracing.tracer else {
+            return try await pool.withConnection(at: callSite) { connection in
+                try await connection.withTransactionUntraced(isolation: isolation, readOnly: readOnly, body)
+            }
+        }
+        return try await SQLTracing.withSpan(tracer, Session.self, query: nil, name: "transaction", target: nil) {
+            span in
+            let waitStart = DefaultTracerClock.now
+            return try await pool.withConnection(at: callSite) { connection in
+                SQLTracing.recordPoolWait(tracer, parent: span, from: waitStart, pool: pool.name)
+                SQLTracing.describe(span, target: connection.tracingTarget)
+                return try await connection.withTransactionUntraced(isolation: isolation, readOnly: readOnly, body)
+            }
         }
     }
 
@@ -144,9 +201,28 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
         line: UInt = #line,
         _ body: sending @escaping (Session.RawHandle) throws -> sending Result
     ) async throws -> sending Result {
-        let lease = try await pool.leaseConnection(at: CallSite(fileID: fileID, line: line))
-        defer { pool.release(lease) }
-        return try await lease.connection.withRawConnection(body)
+        guard let tracer = SQLTracing.tracer else {
+            let lease = try await pool.leaseConnection(at: CallSite(fileID: fileID, line: line))
+            defer { pool.release(lease) }
+            return try await lease.connection.withRawConnectionUntraced(body)
+        }
+        // The closure hands `body` on once, to the untraced call; nothing else uses it.
+        nonisolated(unsafe) let body = body
+        let result = try await SQLTracing.withSpan(
+            tracer,
+            Session.self,
+            query: nil,
+            name: "withRawConnection",
+            target: nil
+        ) { span in
+            let waitStart = DefaultTracerClock.now
+            let lease = try await pool.leaseConnection(at: CallSite(fileID: fileID, line: line))
+            defer { pool.release(lease) }
+            SQLTracing.recordPoolWait(tracer, parent: span, from: waitStart, pool: pool.name)
+            SQLTracing.describe(span, target: lease.connection.tracingTarget)
+            return Sent(try await lease.connection.withRawConnectionUntraced(body))
+        }
+        return result.value
     }
 
     /// Leases a connection for work that outlives the call (a stream, a COPY export): `body`

@@ -1,6 +1,7 @@
 public import Logging
 public import Metrics
 public import SyncBridge
+package import Tracing
 
 #if canImport(Glibc)
 import Glibc
@@ -49,6 +50,8 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     private let abandoner: SocketAbandoner
     private let transactions = SQLTransactionNesting()
     private let metrics: SQLStatementMetrics
+    /// Where the session is connected, for spans.
+    package let tracingTarget: SQLTracingTarget
     /// Cleared once the session reports the connection broken; a pool then discards it.
     private let usable = Locked(true)
 
@@ -62,8 +65,10 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         cancellationGracePeriod: Duration,
         configuration: Session.Configuration,
         logger: Logger,
-        metrics: SQLStatementMetrics
+        metrics: SQLStatementMetrics,
+        tracingTarget: SQLTracingTarget
     ) {
+        self.tracingTarget = tracingTarget
         self.executor = executor
         self.session = session
         self.canceller = canceller
@@ -98,8 +103,8 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         let executor = ThreadExecutor(name: "sb-\(Session.databaseName)-\(number)", logger: logger)
         do {
             let session = try await ThreadBound(on: executor) { try Session.open(configuration) }
-            let (canceller, socket) = try await session.withResource { session in
-                (session.makeCanceller(configuration: configuration), session.socketDescriptor)
+            let (canceller, socket, target) = try await session.withResource { session in
+                (session.makeCanceller(configuration: configuration), session.socketDescriptor, session.tracingTarget)
             }
             var logger = logger
             logger[metadataKey: "\(Session.databaseName).connection"] = "\(number)"
@@ -112,7 +117,8 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
                 cancellationGracePeriod: cancellationGracePeriod,
                 configuration: configuration,
                 logger: logger,
-                metrics: SQLStatementMetrics(prefix: "syncbridge.\(Session.databaseName)", factory: metricsFactory)
+                metrics: SQLStatementMetrics(prefix: "syncbridge.\(Session.databaseName)", factory: metricsFactory),
+                tracingTarget: target
             )
         } catch {
             await executor.shutdownGracefully()
@@ -134,6 +140,18 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     ///   a parameter that cannot be sent; `CancellationError` when the task was cancelled (the
     ///   statement is cancelled on the server).
     public func run(_ query: SQLQuery, timeout: Duration?, at callSite: CallSite) async throws -> SQLOutcome {
+        guard let tracer = SQLTracing.tracer else { return try await runUntraced(query, timeout: timeout) }
+        return try await SQLTracing.withSpan(
+            tracer,
+            Session.self,
+            query: query,
+            name: Session.tracingSystemName,
+            target: tracingTarget
+        ) { _ in try await runUntraced(query, timeout: timeout) }
+    }
+
+    /// ``run(_:timeout:at:)`` without a span of its own (a pooled call has one already).
+    package func runUntraced(_ query: SQLQuery, timeout: Duration?) async throws -> SQLOutcome {
         let start = monotonicNanoseconds()
         let limit = timeout.map(SQLTimeout.init)
         do {
@@ -163,28 +181,59 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     /// - Returns: The rows, as an `AsyncSequence`.
     /// - Throws: As ``run(_:timeout:at:)``, for errors before the first rows.
     public func stream(_ query: SQLQuery, batchSize: Int, at callSite: CallSite) async throws -> SQLRowStream {
-        try await stream(query, batchSize: batchSize, onFinish: {})
+        let span = SQLTracing.tracer.map { tracer in
+            SQLTracing.startSpan(
+                tracer,
+                Session.self,
+                query: query,
+                name: Session.tracingSystemName,
+                target: tracingTarget
+            )
+        }
+        return try await stream(query, batchSize: batchSize, span: span, onFinish: {})
     }
 
     /// Streams `query`; `onFinish` runs exactly once, when the rows are exhausted, the stream
-    /// fails or it is abandoned (a pool releases its lease there).
+    /// fails or it is abandoned (a pool releases its lease there). A `span` records the
+    /// stream's errors and ends then.
     package func stream(
         _ query: SQLQuery,
         batchSize: Int,
+        span: (any Span)? = nil,
         onFinish: @escaping @Sendable () -> Void
     ) async throws -> SQLRowStream {
         precondition(batchSize > 0, "batchSize must be positive")
-        return try await .start(
-            first: {
+        // Each trip to the thread runs in the stream's span, whoever asks for the next rows.
+        @Sendable func recording<Value>(_ body: () async throws -> Value) async throws -> Value {
+            guard let span else { return try await body() }
+            do {
+                return try await ServiceContext.$current.withValue(span.context) { try await body() }
+            } catch {
+                SQLTracing.record(error, Session.self, in: span)
+                throw error
+            }
+        }
+        let first = { [self] in
+            try await recording {
                 try await withSession { session in
                     try session.beginStream(query)
                     return try session.nextBatch(limit: batchSize)
                 }
-            },
-            next: { [self] in try await withSession { session in try session.nextBatch(limit: batchSize) } },
-            abandon: { [self] done in abandonStream(then: done) },
-            onFinish: onFinish
-        )
+            }
+        }
+        return try await ServiceContext.$current.withValue(span?.context ?? ServiceContext.current) {
+            try await .start(
+                first: first,
+                next: { [self] in
+                    try await recording { try await withSession { session in try session.nextBatch(limit: batchSize) } }
+                },
+                abandon: { [self] done in abandonStream(then: done) },
+                onFinish: {
+                    span?.end()
+                    onFinish()
+                }
+            )
+        }
     }
 
     // MARK: The session on its thread
@@ -359,6 +408,23 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     public func withRawConnection<Result>(
         _ body: sending @escaping (Session.RawHandle) throws -> sending Result
     ) async throws -> sending Result {
+        guard let tracer = SQLTracing.tracer else { return try await withRawConnectionUntraced(body) }
+        // The closure hands `body` on once, to the untraced call; nothing else uses it.
+        nonisolated(unsafe) let body = body
+        let result = try await SQLTracing.withSpan(
+            tracer,
+            Session.self,
+            query: nil,
+            name: "withRawConnection",
+            target: tracingTarget
+        ) { _ in Sent(try await withRawConnectionUntraced(body)) }
+        return result.value
+    }
+
+    /// ``withRawConnection(_:)`` without a span of its own (a pooled call has one already).
+    package func withRawConnectionUntraced<Result>(
+        _ body: sending @escaping (Session.RawHandle) throws -> sending Result
+    ) async throws -> sending Result {
         let (canceller, usable) = (self.canceller, self.usable)
         return try await session.withResource { session, job in
             defer {
@@ -424,6 +490,25 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         at callSite: CallSite,
         _ body: (SQLConnection) async throws -> Result
     ) async throws -> Result {
+        guard let tracer = SQLTracing.tracer else {
+            return try await withTransactionUntraced(isolation: isolation, readOnly: readOnly, body)
+        }
+        return try await SQLTracing.withSpan(
+            tracer,
+            Session.self,
+            query: nil,
+            name: "transaction",
+            target: tracingTarget
+        ) { _ in try await withTransactionUntraced(isolation: isolation, readOnly: readOnly, body) }
+    }
+
+    /// ``withTransaction(isolation:readOnly:at:_:)`` without a span of its own (a pooled call has
+    /// one already).
+    package func withTransactionUntraced<Result: Sendable>(
+        isolation: SQLIsolationLevel?,
+        readOnly: Bool,
+        _ body: (SQLConnection) async throws -> Result
+    ) async throws -> Result {
         try await transactions.run(
             begin: Session.transactionStart(isolation: isolation, readOnly: readOnly),
             execute: runControl,
@@ -479,5 +564,16 @@ final class SocketAbandoner: Sendable {
     /// The session is closing its socket: later calls do nothing.
     func invalidate() {
         descriptor.withLock { $0 = nil }
+    }
+}
+
+/// Carries a non-`Sendable` result out of a span's closure, which hands it straight back.
+package struct Sent<Value>: @unchecked Sendable {
+    // Safe: the value moves from the closure that made it to the caller that returns it, and
+    // nothing else holds it (the `sending` results it wraps are disconnected).
+    package let value: Value
+
+    package init(_ value: consuming sending Value) {
+        self.value = value
     }
 }

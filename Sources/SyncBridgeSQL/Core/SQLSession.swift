@@ -112,6 +112,24 @@ public protocol SQLSession: AnyObject, SendableMetatype {
     /// The database's typed timeout error for `query`, which ran past `timeout`: thrown when the
     /// statement was cancelled because of it, or abandoned when the server never answered.
     static func timeoutError(_ timeout: SQLTimeout, query: SQLQuery) -> any Error
+
+    /// OpenTelemetry's `db.system.name` for the database (`postgresql`, `mariadb`): spans of the
+    /// session's calls carry it. The default is ``databaseName`` in lower case.
+    static var tracingSystemName: String { get }
+
+    /// Where the session is connected, as spans show it (`server.address`, `server.port`,
+    /// `db.namespace`). Read once, on the session's thread, after ``open(_:)``; the default says
+    /// nothing.
+    var tracingTarget: SQLTracingTarget { get }
+
+    /// The statement as spans show it (`db.query.text`): with the session's placeholders, never
+    /// the bound values. The default is the statement with `$1`, `$2`… placeholders.
+    static func tracingText(of query: SQLQuery) -> String
+
+    /// The database's code for an error one of the session's calls threw (a SQLSTATE, an error
+    /// number), which spans record as `db.response.status_code` and `error.type`, or `nil`. The
+    /// default is the SQLSTATE of an ``SQLServerError``.
+    static func tracingStatusCode(of error: any Error) -> String?
 }
 
 extension SQLSession {
@@ -126,6 +144,21 @@ extension SQLSession {
 
     /// The connection cancels statements whose timeout passed.
     public static var cancelsAtTimeout: Bool { true }
+
+    /// ``databaseName`` in lower case.
+    public static var tracingSystemName: String { databaseName.lowercased() }
+
+    /// Nothing known.
+    public var tracingTarget: SQLTracingTarget { SQLTracingTarget() }
+
+    /// The statement with `$1`, `$2`… placeholders.
+    public static func tracingText(of query: SQLQuery) -> String { query.description }
+
+    /// The SQLSTATE of an ``SQLServerError``; `nil` for other errors.
+    public static func tracingStatusCode(of error: any Error) -> String? {
+        guard let error = error as? any SQLServerError, !error.sqlState.isEmpty else { return nil }
+        return error.sqlState
+    }
 }
 
 /// Interrupts one session's running statement from any thread.

@@ -1,0 +1,35 @@
+import Tracing
+
+/// The submitting task's tracing context, carried to the thread that runs its job: the job runs
+/// with it as `ServiceContext.current` (so spans its code starts nest under the caller's), and,
+/// with a tracer, the time the job waited in the queue is a span of its own.
+struct JobTrace: Sendable {
+    let context: ServiceContext
+    /// `nil` when no tracer is bootstrapped: the context still travels, nothing is recorded.
+    let tracer: (any Tracer)?
+    let submitted: DefaultTracerClock.Instant
+
+    /// The current task's context, or `nil` outside any traced work (then nothing is carried and
+    /// nothing costs more than reading the task-local).
+    static func capture() -> JobTrace? {
+        guard let context = ServiceContext.current else { return nil }
+        let tracer = InstrumentationSystem.tracer
+        return JobTrace(
+            context: context,
+            tracer: tracer is NoOpTracer ? nil : tracer,
+            submitted: DefaultTracerClock.now
+        )
+    }
+
+    /// On the job's thread, when it picks the job up: records the wait, then runs `body` with the
+    /// context.
+    func run(on executor: String, kind: String, _ body: () -> Void) {
+        if let tracer {
+            let span = tracer.startSpan("wait for thread", context: context, ofKind: .internal, at: submitted)
+            span.attributes["syncbridge.executor.name"] = executor
+            span.attributes["syncbridge.executor.kind"] = kind
+            span.end(at: DefaultTracerClock.now)
+        }
+        ServiceContext.withValue(context, operation: body)
+    }
+}
