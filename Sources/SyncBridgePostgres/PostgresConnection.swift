@@ -36,7 +36,7 @@ extension SQLConnection where Session == PostgresSession {
     ///   - statementTimeout: The session's default `statement_timeout`: the server cancels any
     ///     statement that runs longer. `nil` keeps the server's default.
     ///   - logger: Receives the connection's logs; the password never appears in them.
-    ///   - metricsFactory: Receives statement metrics (`syncbridge.postgres.*`).
+    ///   - metricsFactory: Receives statement metrics (`db.client.operation.duration`).
     /// - Throws: ``PostgresError`` with kind ``PostgresError/Kind/connectionFailed`` naming the host
     ///   that failed and libpq's reason.
     public static func connect(

@@ -123,3 +123,12 @@ public struct SQLQuery: Sendable, Hashable, ExpressibleByStringInterpolation, Cu
         self.bindings = bindings
     }
 }
+
+extension SQLQuery {
+    /// The statement's first keyword, upper-cased (`SELECT`, `INSERT`, `WITH`), or `nil`: the
+    /// operation that metrics and spans name.
+    package var leadingKeyword: String? {
+        guard case .sql(let text) = segments.first else { return nil }
+        return SQLTracing.operationName(of: text)
+    }
+}

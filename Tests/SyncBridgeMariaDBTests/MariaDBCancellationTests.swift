@@ -239,16 +239,29 @@ struct MariaDBCancellationTests {
         }
     }
 
-    @Test("statement metrics: counts, failures and durations")
+    @Test("statements are timed under OpenTelemetry's db.client.operation.duration, by operation and error type")
     func metrics() async throws {
         let metrics = TestMetrics()
         let configuration = try await testConfiguration()
         let connection = try await MariaDBConnection.connect(configuration: configuration, metricsFactory: metrics)
         try await connection.query("SELECT 1")
+        try await connection.query("SELECT 2")
         _ = try? await connection.query("SELEKT 1")
-        #expect(try metrics.expectCounter("syncbridge.mariadb.statements").totalValue == 2)
-        #expect(try metrics.expectCounter("syncbridge.mariadb.statement_failures").totalValue == 1)
-        #expect(try metrics.expectTimer("syncbridge.mariadb.statement_duration").values.count == 2)
+        let target = [
+            ("db.system.name", "mariadb"), ("db.namespace", configuration.database ?? ""),
+            ("server.address", configuration.host), ("server.port", "\(configuration.port)"),
+        ]
+        let succeeded = try metrics.expectTimer(
+            "db.client.operation.duration",
+            target + [("db.operation.name", "SELECT")]
+        )
+        #expect(succeeded.values.count == 2)
+        let failed = try metrics.expectTimer(
+            "db.client.operation.duration",
+            target + [("db.operation.name", "SELEKT"), ("error.type", "1064")]
+        )
+        #expect(failed.values.count == 1)
+        #expect(metrics.timers(label: "db.client.operation.duration").count == 2)
         await connection.close()
     }
 }

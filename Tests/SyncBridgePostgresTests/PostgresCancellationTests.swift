@@ -176,16 +176,30 @@ struct PostgresTimeoutTests {
         await client.shutdown()
     }
 
-    @Test("statements are counted and timed in swift-metrics")
+    @Test("statements are timed under OpenTelemetry's db.client.operation.duration, by operation and error type")
     func metrics() async throws {
         let server = try await TemporaryPostgres.shared()
         let metrics = TestMetrics()
         let connection = try await PostgresConnection.connect(server.connectionString, metricsFactory: metrics)
         try await connection.query("SELECT 1")
+        try await connection.query("SELECT 2")
         _ = try? await connection.query("SELEC 1")
-        #expect(try metrics.expectCounter("syncbridge.postgres.statements").totalValue == 2)
-        #expect(try metrics.expectCounter("syncbridge.postgres.statement_failures").totalValue == 1)
-        #expect(try metrics.expectTimer("syncbridge.postgres.statement_duration").values.count == 2)
+        let target = [
+            ("db.system.name", "postgresql"), ("db.namespace", server.database), ("server.address", "127.0.0.1"),
+            ("server.port", "\(server.port)"),
+        ]
+        let succeeded = try metrics.expectTimer(
+            "db.client.operation.duration",
+            target + [("db.operation.name", "SELECT")]
+        )
+        #expect(succeeded.values.count == 2)
+        #expect(succeeded.values.allSatisfy { $0 > 0 })
+        let failed = try metrics.expectTimer(
+            "db.client.operation.duration",
+            target + [("db.operation.name", "SELEC"), ("error.type", "42601")]
+        )
+        #expect(failed.values.count == 1)
+        #expect(metrics.timers(label: "db.client.operation.duration").count == 2)
         await connection.close()
     }
 }

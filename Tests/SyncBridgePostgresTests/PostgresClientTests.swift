@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MetricsTestKit
 import ServiceLifecycle
 import SharedTestSupport
 import SyncBridge
@@ -66,6 +67,53 @@ struct PostgresClientTests {
         let refused = try await #require(throws: ConnectionPoolError.self) { try await client.query("SELECT 1") }
         #expect(refused.code == .shutDown)
         await observer.close()
+    }
+
+    @Test(
+        "the pool's metrics carry OpenTelemetry's names: connections by state, the maximum, pending requests, waits, timeouts, connect times"
+    )
+    func poolMetrics() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let metrics = TestMetrics()
+        var configuration = ConnectionPoolConfiguration()
+        configuration.maximumConnections = 1
+        configuration.acquireTimeout = .milliseconds(300)
+        let client = PostgresClient(
+            connectionString: server.connectionString,
+            configuration: configuration,
+            name: "measured",
+            metricsFactory: metrics
+        )
+        try await warmUp(client)
+        let pool = [("db.client.connection.pool.name", "measured")]
+        func connections(_ state: String) throws -> Double? {
+            try metrics.expectMeter("db.client.connection.count", pool + [("db.client.connection.state", state)])
+                .lastValue
+        }
+        let holding = Gate()
+        let release = Gate()
+        let holder = Task {
+            try await client.withConnection { _ in
+                holding.open()
+                try await release.wait()
+            }
+        }
+        try await holding.wait()
+        #expect(try connections("used") == 1)
+        #expect(try connections("idle") == 0)
+        await #expect(throws: ConnectionPoolError.self) { try await client.query("SELECT 1") }
+        release.open()
+        try await holder.value
+        #expect(try connections("used") == 0)
+        #expect(try connections("idle") == 1)
+        #expect(try metrics.expectCounter("db.client.connection.timeouts", pool).totalValue == 1)
+        #expect(try metrics.expectMeter("db.client.connection.max", pool).lastValue == 1)
+        let pending = try metrics.expectMeter("db.client.connection.pending_requests", pool)
+        #expect(pending.values.contains(1), "the timed-out request waited: \(pending.values)")
+        #expect(pending.lastValue == 0)
+        #expect(try metrics.expectTimer("db.client.connection.create_time", pool).values.count == 1)
+        #expect(try metrics.expectTimer("db.client.connection.wait_time", pool).values.count >= 2)
+        await client.shutdown()
     }
 
     @Test("the acquire timeout is a typed error that states the pool's size and how many are busy")

@@ -88,7 +88,8 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     ///     timeout, may wait for the server to answer; past it, the caller gets its error at once
     ///     and the connection is abandoned (its socket shut down, never reused). 2 s by default.
     ///   - logger: Receives the connection's logs; the password never appears in them.
-    ///   - metricsFactory: Receives statement metrics (`syncbridge.<database>.*`).
+    ///   - metricsFactory: Receives statement metrics (`db.client.operation.duration`,
+    ///     `syncbridge.<database>.abandoned_connections`).
     /// - Throws: The session's connection error, naming the server and the reason.
     public static func connect(
         configuration: Session.Configuration,
@@ -117,7 +118,7 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
                 cancellationGracePeriod: cancellationGracePeriod,
                 configuration: configuration,
                 logger: logger,
-                metrics: SQLStatementMetrics(prefix: "syncbridge.\(Session.databaseName)", factory: metricsFactory),
+                metrics: SQLStatementMetrics(Session.self, target: target, factory: metricsFactory),
                 tracingTarget: target
             )
         } catch {
@@ -158,10 +159,10 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
             let outcome = try await withSession(timeout: limit, statement: query) { session in
                 try session.run(query, timeout: limit)
             }
-            metrics.record(start: start, failed: false)
+            metrics.record(query, start: start, errorType: nil)
             return outcome
         } catch {
-            metrics.record(start: start, failed: true)
+            metrics.record(query, start: start, errorType: SQLTracing.errorType(of: error, Session.self))
             logger.debug("statement failed", metadata: ["db.query.text": "\(query)", "error": "\(error)"])
             throw error
         }

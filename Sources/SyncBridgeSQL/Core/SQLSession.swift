@@ -33,7 +33,7 @@ public protocol SQLSession: AnyObject, SendableMetatype {
     associatedtype ClientExtension: SQLClientExtension<Configuration> = SQLNoClientExtension<Configuration>
 
     /// Names the database in thread names (`sb-<name>-N`, at most 7 characters), logs and metrics
-    /// (`syncbridge.<name>.statements`): `postgres`, `mariadb`.
+    /// (`syncbridge.<name>.abandoned_connections`): `postgres`, `mariadb`.
     static var databaseName: String { get }
 
     /// Connects (blocking) and prepares the session (character set, time zone, …).

@@ -108,13 +108,18 @@ package enum SQLTracing {
     /// Records a failure: the error's code and type, never its message.
     package static func record<Session: SQLSession>(_ error: any Error, _ session: Session.Type, in span: any Span) {
         let code = Session.tracingStatusCode(of: error)
-        let type =
-            code
-            ?? (error is CancellationError ? "cancelled" : String(describing: Swift.type(of: error)))
+        let type = errorType(of: error, Session.self)
         if let code { span.attributes["db.response.status_code"] = code }
         span.attributes["error.type"] = type
         span.recordError(SQLSpanError(type: type))
         span.setStatus(SpanStatus(code: .error))
+    }
+
+    /// OpenTelemetry's `error.type` of a failed call: the database's code, `cancelled`, or the
+    /// error's type.
+    package static func errorType<Session: SQLSession>(of error: any Error, _ session: Session.Type) -> String {
+        Session.tracingStatusCode(of: error)
+            ?? (error is CancellationError ? "cancelled" : String(describing: Swift.type(of: error)))
     }
 
     /// Records the wait for a pooled connection, from `start` until now, as a child of `parent`.

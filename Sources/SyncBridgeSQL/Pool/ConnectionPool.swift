@@ -83,7 +83,7 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
     ///   - name: Names the pool in logs, metrics and errors.
     ///   - configuration: Sizes and timeouts.
     ///   - logger: Receives connection lifecycle events.
-    ///   - metricsFactory: Receives the pool's metrics (`syncbridge.pool.*`).
+    ///   - metricsFactory: Receives the pool's metrics (`db.client.connection.*`, `syncbridge.pool.*`).
     ///   - connect: Opens one connection.
     public init(
         name: String,
@@ -96,7 +96,7 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         self.configuration = configuration
         self.connect = connect
         self.logger = logger
-        self.metrics = PoolMetrics(name: name, factory: metricsFactory)
+        self.metrics = PoolMetrics(name: name, configuration: configuration, factory: metricsFactory)
         func nanoseconds(_ duration: Duration) -> UInt64 { UInt64(max(0, duration.nanosecondCount)) }
         let limits = State.Limits(
             minimumConnections: configuration.minimumConnections,
@@ -226,8 +226,9 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
     /// Returns a connection from ``leaseConnection(at:)``, or ends a statement's place on a lane.
     package func release(_ lease: Lease) {
         let reusable = lease.connection.isUsable
-        let actions = shared.withLock { shared in
+        let (actions, counts) = shared.withLock { shared in
             let now = monotonicNow()
+            let before = (shared.state.idle.count, shared.state.leased.count)
             let actions =
                 lease.demand == .statement
                 ? shared.state.statementFinished(on: lease.entry.id, reusable: reusable, now: now)
@@ -236,9 +237,15 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
                 shared.holders[lease.entry.id] = nil
                 shared.lastRelease = now
             }
-            return actions
+            let after = (shared.state.idle.count, shared.state.leased.count)
+            return (actions, before != after ? after : nil)
         }
         perform(actions)
+        // A connection that went back to idle changed the counts without any action to record them.
+        if actions.isEmpty, let (idle, leased) = counts {
+            metrics.idle.set(idle)
+            metrics.leased.set(leased)
+        }
     }
 
     private func lease(_ demand: State.Demand, party: Party?, callSite: CallSite) async throws -> State.Entry {
@@ -446,8 +453,10 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
     private func run(_ job: Job) async {
         switch job {
         case .connect:
+            let connectStart = monotonicNow()
             do {
                 let connection = try await connect()
+                metrics.connectDuration.recordNanoseconds(Int64(monotonicNow() - connectStart))
                 metrics.connectionsOpened.increment()
                 let (actions, closed) = shared.withLock { shared in
                     let wasOpen = shared.state.isCircuitOpen
