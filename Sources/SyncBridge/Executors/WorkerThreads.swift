@@ -315,25 +315,25 @@ final class WorkerThreads: @unchecked Sendable {
             if submitter != 0 { sb_set_job_submitter(submitter) }
             defer { if submitter != 0 { sb_set_job_submitter(0) } }
             if let trace = item.trace {
-                trace.run(on: name, kind: kind.rawValue) { executeInScope(item, startedAt: start) }
+                trace.run(on: name, kind: kind.rawValue) { executeInScope(item) }
             } else {
-                executeInScope(item, startedAt: start)
+                executeInScope(item)
             }
-        }
-    }
-
-    private func executeInScope(_ item: WorkItem, startedAt start: UInt64) {
-        if let scope = item.scope {
-            WatchdogScope.$current.withValue(scope) { execute(item, startedAt: start) }
-        } else {
-            execute(item, startedAt: start)
-        }
-    }
-
-    private func execute(_ item: WorkItem, startedAt start: UInt64) {
-        item.execute(context: BlockingJobContext(item: item, workers: self)) {
-            // Before the submitter resumes: what it reads next includes this job.
+            // After the submitter resumed: off the hop's critical path.
             metrics.runDuration.recordNanoseconds(Int64(monotonicNanoseconds() &- start))
+        }
+    }
+
+    private func executeInScope(_ item: WorkItem) {
+        if let scope = item.scope {
+            WatchdogScope.$current.withValue(scope) { execute(item) }
+        } else {
+            execute(item)
+        }
+    }
+
+    private func execute(_ item: WorkItem) {
+        item.execute(context: BlockingJobContext(item: item, workers: self)) {
             lock.lock()
             while item.interruptInProgress {
                 lock.unlock()
