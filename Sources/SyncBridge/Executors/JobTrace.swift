@@ -13,6 +13,9 @@ struct JobTrace: Sendable {
     /// nothing costs more than reading the task-local).
     static func capture() -> JobTrace? {
         guard let context = ServiceContext.current else { return nil }
+        guard !(InstrumentationSystem.instrument is NoOpInstrument) else {
+            return JobTrace(context: context, tracer: nil, submitted: DefaultTracerClock.now)
+        }
         let tracer = InstrumentationSystem.tracer
         return JobTrace(
             context: context,

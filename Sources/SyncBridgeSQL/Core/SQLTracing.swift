@@ -31,8 +31,10 @@ struct SQLSpanError: Error, CustomStringConvertible {
 /// Nothing is recorded, and nothing costs more than asking for the tracer, unless a tracer is
 /// bootstrapped (`InstrumentationSystem.bootstrap`) or bound to the task (`withTracer`).
 package enum SQLTracing {
-    /// The tracer to record with; `nil` when there is none.
+    /// The tracer to record with; `nil` when there is none. Without any instrument (the common
+    /// case) this costs a task-local read and a type check, not a search for a tracer.
     package static var tracer: (any Tracer)? {
+        if InstrumentationSystem.instrument is NoOpInstrument { return nil }
         let tracer = InstrumentationSystem.tracer
         return tracer is NoOpTracer ? nil : tracer
     }
@@ -134,16 +136,33 @@ package enum SQLTracing {
         wait.end(at: DefaultTracerClock.now)
     }
 
-    /// The statement's first keyword, upper-cased (`SELECT`, `INSERT`, `WITH`), or `nil`.
-    static func operationName(of sql: String) -> String? {
-        let keyword = sql.drop { $0.isWhitespace || $0 == "(" }.prefix { $0.isLetter }
-        return keyword.isEmpty ? nil : keyword.uppercased()
+    /// The statement's first keyword, upper-cased (`SELECT`, `INSERT`, `WITH`), or `nil`. Reads
+    /// bytes, not characters: every statement's metrics need it.
+    package static func operationName(of sql: String) -> String? {
+        var keyword: [UInt8] = []
+        for byte in sql.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"):
+                keyword.append(byte - 32)
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"):
+                keyword.append(byte)
+            case UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r"), UInt8(ascii: "("),
+                UInt8(ascii: ";"):
+                if !keyword.isEmpty { return String(decoding: keyword, as: UTF8.self) }
+            default:
+                // Not a keyword: a comment, a quoted name, a letter beyond ASCII.
+                return nil
+            }
+            if keyword.count > 20 { return nil }
+        }
+        return keyword.isEmpty ? nil : String(decoding: keyword, as: UTF8.self)
     }
 
     /// The table of a simple statement (`INSERT INTO t`, `UPDATE t`, `DELETE FROM t`,
     /// `SELECT … FROM t` with one table, `COPY t`), or `nil`.
-    static func collectionName(of sql: String, operation: String) -> String? {
-        let words = sql.split(whereSeparator: { $0.isWhitespace || $0 == "(" || $0 == ")" || $0 == ";" })
+    package static func collectionName(of sql: String, operation: String) -> String? {
+        // Split at spaces only, so that a subquery's parenthesis stays on the word after FROM.
+        let words = sql.split(whereSeparator: { $0.isWhitespace || $0 == ";" })
         func after(_ keyword: String) -> String? {
             guard let index = words.firstIndex(where: { $0.uppercased() == keyword }), index + 1 < words.count
             else { return nil }
@@ -168,6 +187,8 @@ package enum SQLTracing {
     /// A table name as written (`orders`, `shop.orders`, `"Orders"`), or `nil` for anything else
     /// (a subquery, a placeholder).
     private static func identifier(_ word: Substring) -> String? {
+        // `orders(id, …)` in an INSERT: the name ends at the parenthesis.
+        let word = word.prefix { $0 != "(" }
         let name = word.hasSuffix(",") ? word.dropLast() : word
         guard let first = name.first, first.isLetter || first == "_" || first == "\"" || first == "`" else {
             return nil
