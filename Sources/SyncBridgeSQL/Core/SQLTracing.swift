@@ -139,23 +139,25 @@ package enum SQLTracing {
     /// The statement's first keyword, upper-cased (`SELECT`, `INSERT`, `WITH`), or `nil`. Reads
     /// bytes, not characters: every statement's metrics need it.
     package static func operationName(of sql: String) -> String? {
-        var keyword: [UInt8] = []
-        for byte in sql.utf8 {
-            switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"):
-                keyword.append(byte - 32)
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"):
-                keyword.append(byte)
-            case UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r"), UInt8(ascii: "("),
-                UInt8(ascii: ";"):
-                if !keyword.isEmpty { return String(decoding: keyword, as: UTF8.self) }
-            default:
-                // Not a keyword: a comment, a quoted name, a letter beyond ASCII.
-                return nil
+        // At most 20 letters, upper-cased into a buffer on the stack.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { keyword -> String? in
+            var count = 0
+            for byte in sql.utf8 {
+                switch byte {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"):
+                    guard count < keyword.count else { return nil }
+                    keyword[count] = byte & ~0x20
+                    count += 1
+                case UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r"), UInt8(ascii: "("),
+                    UInt8(ascii: ";"):
+                    if count > 0 { return String(decoding: keyword[..<count], as: UTF8.self) }
+                default:
+                    // Not a keyword: a comment, a quoted name, a letter beyond ASCII.
+                    return nil
+                }
             }
-            if keyword.count > 20 { return nil }
+            return count > 0 ? String(decoding: keyword[..<count], as: UTF8.self) : nil
         }
-        return keyword.isEmpty ? nil : String(decoding: keyword, as: UTF8.self)
     }
 
     /// The table of a simple statement (`INSERT INTO t`, `UPDATE t`, `DELETE FROM t`,
