@@ -234,3 +234,18 @@ public func insertsUntilFailure<Session: SQLSession>(
     }
     return run.value
 }
+
+/// Runs `body` with a server of its own, then stops it, also when `body` throws.
+public func withServer<Server: Sendable>(
+    _ server: Server,
+    stop: (Server) async -> Void,
+    _ body: (Server) async throws -> Void
+) async throws {
+    do {
+        try await body(server)
+    } catch {
+        await stop(server)
+        throw error
+    }
+    await stop(server)
+}

@@ -14,14 +14,9 @@ struct MariaDBTLSTests {
     func verifiedTLS() async throws {
         let certificates = try TemporaryCertificates.generate()
         defer { certificates.delete() }
-        let server = try await TemporaryMariaDB.start(tls: certificates)
-        do {
-            try await check(server, certificates)
-        } catch {
-            await server.stop()
-            throw error
+        try await withServer(try await TemporaryMariaDB.start(tls: certificates), stop: { await $0.stop() }) {
+            try await check($0, certificates)
         }
-        await server.stop()
     }
 
     private func check(_ server: TemporaryMariaDB, _ certificates: TemporaryCertificates) async throws {

@@ -25,6 +25,20 @@ struct PostgresClientTests {
         )
     }
 
+    /// Leases a connection in a task of its own until `release` opens; returns once it is held.
+    func holdTheConnection(_ client: PostgresClient) async throws -> (release: Gate, holder: Task<Void, any Error>) {
+        let holding = Gate()
+        let release = Gate()
+        let holder = Task {
+            try await client.withConnection { _ in
+                holding.open()
+                try await release.wait()
+            }
+        }
+        try await holding.wait()
+        return (release, holder)
+    }
+
     /// Runs queries until one succeeds (at most 100 tries), so that the pool has an open
     /// connection.
     func warmUp(_ client: PostgresClient) async throws {
@@ -90,15 +104,7 @@ struct PostgresClientTests {
             try metrics.expectMeter("db.client.connection.count", pool + [("db.client.connection.state", state)])
                 .lastValue
         }
-        let holding = Gate()
-        let release = Gate()
-        let holder = Task {
-            try await client.withConnection { _ in
-                holding.open()
-                try await release.wait()
-            }
-        }
-        try await holding.wait()
+        let (release, holder) = try await holdTheConnection(client)
         #expect(try connections("used") == 1)
         #expect(try connections("idle") == 0)
         await #expect(throws: ConnectionPoolError.self) { try await client.query("SELECT 1") }
@@ -126,15 +132,7 @@ struct PostgresClientTests {
         // Open the one connection first: on a loaded machine connecting alone can take longer
         // than the 200 ms this test gives a lease.
         try await warmUp(client)
-        let holding = Gate()
-        let release = Gate()
-        let holder = Task {
-            try await client.withConnection { _ in
-                holding.open()
-                try await release.wait()
-            }
-        }
-        try await holding.wait()
+        let (release, holder) = try await holdTheConnection(client)
         let error = try await #require(throws: ConnectionPoolError.self) { try await client.query("SELECT 1") }
         #expect(error.code == .acquireTimeout)
         #expect(error.busyConnections == 1)
