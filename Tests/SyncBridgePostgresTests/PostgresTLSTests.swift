@@ -14,8 +14,9 @@ struct PostgresTLSTests {
     func verifiedTLS() async throws {
         let certificates = try TemporaryCertificates.generate()
         defer { certificates.delete() }
-        try await withServer(try await TemporaryPostgres.start(tls: certificates), stop: { await $0.stop() }) {
-            try await check($0, certificates)
+        let stop: @Sendable (TemporaryPostgres) async -> Void = { await $0.stop() }
+        try await withServer(try await TemporaryPostgres.start(tls: certificates), stop: stop) { server in
+            try await check(server, certificates)
         }
     }
 
