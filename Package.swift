@@ -192,7 +192,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SyncBridgeBlockingCheckTests",
-            dependencies: ["SyncBridgeBlockingCheck"],
+            dependencies: ["SyncBridgeBlockingCheck", "SyncBridge"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

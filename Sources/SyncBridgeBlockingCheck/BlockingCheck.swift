@@ -100,6 +100,8 @@ package final class BlockingCheck {
     private func resolve(_ site: CallSite, in unit: CodeUnit) -> ResolvedCall {
         var call = ResolvedCall(site: site, receiverType: nil, blocking: nil, targets: [])
         guard !site.isAwaited else { return call }
+        // `name(…)` where `name` is a variable, a parameter or a property calls a closure.
+        if case .free(let name) = site.callee, isVariable(name, in: unit) { return call }
         var receiverIsPackageType = false
         if case .member(let receiver, _) = site.callee, let (type, _) = self.type(of: receiver, in: unit) {
             call.receiverType = type
@@ -137,6 +139,16 @@ package final class BlockingCheck {
         case .unknown:
             return nil
         }
+    }
+
+    private func isVariable(_ name: String, in unit: CodeUnit) -> Bool {
+        var scope: CodeUnit? = unit
+        while let current = scope {
+            if current.localNames.contains(name) { return true }
+            if let type = current.typeName, index.propertyNames[type]?.contains(name) == true { return true }
+            scope = current.parent.map { index.units[$0] }
+        }
+        return false
     }
 
     private func variableType(_ name: String, in unit: CodeUnit) -> String? {

@@ -107,6 +107,9 @@ final class CodeUnit {
     var calls: [CallSite] = []
     /// Variables and parameters whose type is written down: name → type.
     var variables: [String: String] = [:]
+    /// Every variable and parameter name, typed or not: a call `name(…)` of one calls a closure,
+    /// not a function of that name.
+    var localNames: Set<String> = []
     /// The enclosing function's display name, for closures.
     var ownerName: String?
 
@@ -145,6 +148,8 @@ final class SourceIndex {
     private(set) var types: Set<String> = []
     /// Stored and computed properties whose type is written down: type → name → type.
     private(set) var properties: [String: [String: String]] = [:]
+    /// Every property name by type, typed or not.
+    private(set) var propertyNames: [String: Set<String>] = [:]
     /// Suppression comments by file and line.
     private(set) var suppressions: [String: [Int: Suppression]] = [:]
     let catalogue: BlockingCatalogue
@@ -189,6 +194,10 @@ final class SourceIndex {
 
     fileprivate func declareProperty(_ name: String, type: String, in typeName: String) {
         properties[typeName, default: [:]][name] = type
+    }
+
+    fileprivate func declarePropertyName(_ name: String, in typeName: String) {
+        propertyNames[typeName, default: []].insert(name)
     }
 }
 
@@ -382,6 +391,7 @@ private struct Walker {
                 )
             )
             let local = (parameter.secondName ?? parameter.firstName).text
+            unit.localNames.insert(local)
             if let type = Self.typeName(parameter.type) { unit.variables[local] = type }
         }
         guard let body else { return }
@@ -394,6 +404,13 @@ private struct Walker {
     mutating func walkVariable(_ decl: VariableDeclSyntax) {
         for binding in decl.bindings {
             let name = binding.pattern.as(IdentifierPatternSyntax.self)?.identifier.text
+            if let name {
+                if let current {
+                    current.localNames.insert(name)
+                } else if let owner = typeStack.last {
+                    index.declarePropertyName(name, in: owner)
+                }
+            }
             var type = binding.typeAnnotation.flatMap { Self.typeName($0.type) }
             if type == nil, let value = binding.initializer?.value { type = Self.constructedType(value) }
             if let name, let type {

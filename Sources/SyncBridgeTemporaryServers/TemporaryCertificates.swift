@@ -1,4 +1,5 @@
 import Foundation
+import SyncBridge
 
 /// A certificate authority and a server certificate signed by it, generated with `openssl` for one
 /// test run: the throwaway servers serve the certificate, and clients verify it against
@@ -8,7 +9,7 @@ import Foundation
 /// (`sslmode=verify-full`, MariaDB's `verify-identity`) on either.
 ///
 /// ```swift
-/// let certificates = try TemporaryCertificates.generate()
+/// let certificates = try await TemporaryCertificates.generate()
 /// let server = try await TemporaryPostgres.start(tls: certificates)
 /// let client = PostgresClient(
 ///     connectionString: "\(server.connectionString) sslmode=verify-full sslrootcert=\(certificates.authorityFile)"
@@ -25,10 +26,15 @@ public struct TemporaryCertificates: Sendable, Hashable {
     public let keyFile: String
 
     /// Generates a new authority and server certificate (RSA 2048, valid for two days) in a new
-    /// temporary folder.
+    /// temporary folder. `openssl` runs on a thread of the throwaway servers' pool, not on the
+    /// calling task's: generating keys takes a good part of a second.
     ///
     /// - Throws: ``TemporaryServerError`` when `openssl` is missing or fails, with its output.
-    public static func generate() throws -> TemporaryCertificates {
+    public static func generate() async throws -> TemporaryCertificates {
+        try await ServerSupport.pool.run { try generateBlocking() }
+    }
+
+    private static func generateBlocking() throws -> TemporaryCertificates {
         guard let openssl = ServerSupport.findExecutable("openssl") else {
             throw TemporaryServerError("openssl was not found in PATH: install it (apt-get install openssl)")
         }

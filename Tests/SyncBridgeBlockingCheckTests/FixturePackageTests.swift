@@ -72,6 +72,11 @@ struct FixturePackageTests {
                 DispatchQueue.global().async { sleep(1) }
                 DispatchQueue.main.sync {}
             }
+
+            func callsAClosureNamedSleep() async {
+                let sleep = { (seconds: Int) in seconds * 1000 }
+                _ = sleep(30)
+            }
         }
 
         func legacyFetch(_ id: Int) throws -> Int {
@@ -155,11 +160,11 @@ struct FixturePackageTests {
     @Test(
         "finds each path, direct and through helpers across files, with its chain; not the wrapped, awaited, synchronous or suppressed calls"
     )
-    func exactFindings() throws {
+    func exactFindings() async throws {
         let root = try Self.writeFixture()
         defer { try? FileManager.default.removeItem(atPath: root) }
         let configuration = try CheckRun.configuration(at: root + "/.check-blocking.json")
-        let report = try CheckRun.run(paths: [root], root: root, configuration: configuration, baseline: nil)
+        let report = try await runCheck(paths: [root], root: root, configuration: configuration, baseline: nil)
 
         #expect(report.fileCount == 4, "the .build folder is not read")
         let handlers = "Sources/App/Handlers.swift"
@@ -203,7 +208,7 @@ struct FixturePackageTests {
     }
 
     @Test("a baseline turns its findings into expected ones and names the entries that no longer match")
-    func baseline() throws {
+    func baseline() async throws {
         let root = try Self.writeFixture()
         defer { try? FileManager.default.removeItem(atPath: root) }
         let baselineFile = root + "/baseline.json"
@@ -213,7 +218,7 @@ struct FixturePackageTests {
             {"file": "Sources/App/Handlers.swift", "path": "Handlers.gone() → PQexec"}
         ]}
         """#.write(toFile: baselineFile, atomically: true, encoding: .utf8)
-        let report = try CheckRun.run(
+        let report = try await runCheck(
             paths: [root + "/Sources"],
             root: root,
             configuration: CheckConfiguration(),
@@ -231,10 +236,10 @@ struct FixturePackageTests {
     }
 
     @Test("the JSON report carries each finding's file, line, chain and fix, and serves as a baseline")
-    func jsonReport() throws {
+    func jsonReport() async throws {
         let root = try Self.writeFixture()
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let report = try CheckRun.run(paths: [root], root: root, configuration: CheckConfiguration(), baseline: nil)
+        let report = try await runCheck(paths: [root], root: root, configuration: CheckConfiguration(), baseline: nil)
         let json = try report.json()
         let object = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
         let findings = try #require(object["findings"] as? [[String: Any]])
@@ -248,7 +253,7 @@ struct FixturePackageTests {
 
         let baselineFile = root + "/report.json"
         try json.write(toFile: baselineFile, atomically: true, encoding: .utf8)
-        let again = try CheckRun.run(
+        let again = try await runCheck(
             paths: [root],
             root: root,
             configuration: CheckConfiguration(),
@@ -258,7 +263,7 @@ struct FixturePackageTests {
     }
 
     @Test("a configuration with an unknown key or a malformed entry is refused with what is wrong")
-    func badConfiguration() throws {
+    func badConfiguration() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("check-blocking-\(UUID())").path
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -278,8 +283,13 @@ struct FixturePackageTests {
                 == "invalid configuration: \(file): blocking entry 1 \"a.b.c\" is none of \"function\", \"Type.method\", \"*.method\""
         )
 
-        let missing = #expect(throws: CheckError.self) {
-            try CheckRun.run(paths: [root + "/nowhere"], root: root, configuration: CheckConfiguration(), baseline: nil)
+        let missing = await #expect(throws: CheckError.self) {
+            try await runCheck(
+                paths: [root + "/nowhere"],
+                root: root,
+                configuration: CheckConfiguration(),
+                baseline: nil
+            )
         }
         #expect(missing == .unreadable(path: root + "/nowhere", reason: "no such file or folder"))
     }

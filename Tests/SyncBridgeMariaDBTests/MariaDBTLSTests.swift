@@ -12,7 +12,7 @@ struct MariaDBTLSTests {
         "with verify-identity: queries run encrypted (the server says so), a cancel stops a statement, and a certificate from another authority is refused with a typed error"
     )
     func verifiedTLS() async throws {
-        let certificates = try TemporaryCertificates.generate()
+        let certificates = try await TemporaryCertificates.generate()
         defer { certificates.delete() }
         let stop: @Sendable (TemporaryMariaDB) async -> Void = { await $0.stop() }
         try await withServer(try await TemporaryMariaDB.start(tls: certificates), stop: stop) { server in
@@ -65,7 +65,7 @@ struct MariaDBTLSTests {
         await observer.close()
 
         // A certificate the client's authority did not sign: refused before anything is sent.
-        let stranger = try TemporaryCertificates.generate()
+        let stranger = try await TemporaryCertificates.generate()
         defer { stranger.delete() }
         let refused = try await #require(throws: MariaDBError.self) {
             try await MariaDBConnection.connect(

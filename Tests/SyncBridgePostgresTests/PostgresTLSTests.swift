@@ -12,7 +12,7 @@ struct PostgresTLSTests {
         "with sslmode=verify-full: queries run encrypted (the server says so), a cancel stops a statement, and a certificate from another authority is refused with a typed error"
     )
     func verifiedTLS() async throws {
-        let certificates = try TemporaryCertificates.generate()
+        let certificates = try await TemporaryCertificates.generate()
         defer { certificates.delete() }
         let stop: @Sendable (TemporaryPostgres) async -> Void = { await $0.stop() }
         try await withServer(try await TemporaryPostgres.start(tls: certificates), stop: stop) { server in
@@ -60,7 +60,7 @@ struct PostgresTLSTests {
         await observer.close()
 
         // A certificate the client's authority did not sign: refused before anything is sent.
-        let stranger = try TemporaryCertificates.generate()
+        let stranger = try await TemporaryCertificates.generate()
         defer { stranger.delete() }
         let refused = try await #require(throws: PostgresError.self) {
             try await PostgresConnection.connect(connectionString(host: "localhost", authority: stranger.authorityFile))
