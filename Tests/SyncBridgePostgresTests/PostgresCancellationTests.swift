@@ -145,7 +145,10 @@ struct PostgresCancellationTests {
 
 @Suite("PostgreSQL timeouts and metrics")
 struct PostgresTimeoutTests {
-    @Test("a per-statement timeout cancels the statement on the server; the connection stays usable")
+    @Test(
+        "a per-statement timeout cancels the statement on the server; the connection stays usable",
+        .enabled(if: slowdown == 1, "under ThreadSanitizer the server's answer can miss the 2 s grace period")
+    )
     func perStatementTimeout() async throws {
         try await withTestConnection { (connection) async throws -> Void in
             let start = ContinuousClock.now
