@@ -111,7 +111,9 @@ struct WatchdogTests {
         pthread_join(handle, nil)
         #expect(stack.threadID == blocked.current)
         #expect(!stack.isCooperative)
-        #expect(stack.frames.first?.symbol?.contains("sleep") == true, "\(stack)")
+        // Under ThreadSanitizer the sanitizer's unsymbolised interceptor frames come first.
+        let top = stack.frames.prefix(slowdown == 1 ? 1 : 4)
+        #expect(top.contains { $0.symbol?.contains("sleep") == true }, "\(stack)")
         #expect(stack.frames.allSatisfy { $0.image != nil && $0.imageOffset != nil })
         #expect(StackSampler.sample(blocked.current) == nil, "the thread has ended")
     }
