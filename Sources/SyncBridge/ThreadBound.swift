@@ -62,31 +62,53 @@ public final class ThreadBound<Resource>: Sendable {
 
     /// Runs `body` with the resource on the executor's thread and returns its result.
     ///
-    /// - Parameter body: Synchronous code that uses the resource; it may block. It must not let
-    ///   the resource escape.
+    /// - Parameters:
+    ///   - fileID: The call site, which snapshots show while `body` runs; leave the default.
+    ///   - line: The call site, which snapshots show while `body` runs; leave the default.
+    ///   - body: Synchronous code that uses the resource; it may block. It must not let the
+    ///     resource escape.
     /// - Returns: What `body` returns.
     /// - Throws: What `body` throws; ``ExecutorError`` with code
     ///   ``ExecutorError/Code/resourceClosed`` after ``close(_:)``, or
     ///   ``ExecutorError/Code/shutDown``; `CancellationError` if the task was cancelled before
     ///   `body` started.
     public func withResource<Success>(
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
         _ body: sending @escaping (inout Resource) throws -> Success
     ) async throws -> Success {
-        try await withResource { resource, _ in try body(&resource) }
+        try await withResource(at: CallSite(fileID: fileID, line: line), detail: nil) { resource, _ in
+            try body(&resource)
+        }
     }
 
     /// Runs `body` with the resource and a ``BlockingJobContext`` (cancellation, interrupt
     /// handlers) on the executor's thread.
     ///
-    /// - Parameter body: Synchronous code that uses the resource.
+    /// - Parameters:
+    ///   - fileID: The call site, which snapshots show while `body` runs; leave the default.
+    ///   - line: The call site, which snapshots show while `body` runs; leave the default.
+    ///   - body: Synchronous code that uses the resource.
     /// - Returns: What `body` returns.
-    /// - Throws: As ``withResource(_:)-((Resource)->Success)``.
+    /// - Throws: As ``withResource(fileID:line:_:)-(_,_,(Resource)->Success)``.
     public func withResource<Success>(
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
+        _ body: sending @escaping (inout Resource, BlockingJobContext) throws -> Success
+    ) async throws -> Success {
+        try await withResource(at: CallSite(fileID: fileID, line: line), detail: nil, body)
+    }
+
+    /// ``withResource(fileID:line:_:)-(_,_,(Resource,BlockingJobContext)->Success)`` with the
+    /// work described for snapshots: where it was asked for, and what it is.
+    package func withResource<Success>(
+        at site: CallSite?,
+        detail: (any CustomStringConvertible & Sendable)?,
         _ body: sending @escaping (inout Resource, BlockingJobContext) throws -> Success
     ) async throws -> Success {
         let storage = self.storage
         let executor = self.executor
-        return try await executor.run { context in
+        return try await executor.workers.submit(at: site, detail: detail) { context in
             precondition(executor.isCurrent)
             guard var resource = storage.resource else {
                 throw ExecutorError(code: .resourceClosed, executorName: executor.name, kind: .threadExecutor)
@@ -103,12 +125,15 @@ public final class ThreadBound<Resource>: Sendable {
     /// resource is closed or the executor shut down, `ifClosed` runs instead.
     package func withResourceDetached(
         actsForCurrentTask: Bool = false,
+        at site: CallSite? = nil,
+        detail: (any CustomStringConvertible & Sendable)? = nil,
         _ body: sending @escaping (inout Resource) -> Void,
         ifClosed: @escaping @Sendable () -> Void
     ) {
         let storage = self.storage
         let executor = self.executor
-        let queued = executor.workers.submitDetached(actsForCurrentTask: actsForCurrentTask) { _ in
+        let queued = executor.workers.submitDetached(actsForCurrentTask: actsForCurrentTask, at: site, detail: detail) {
+            _ in
             precondition(executor.isCurrent)
             guard var resource = storage.resource else {
                 ifClosed()
@@ -122,7 +147,7 @@ public final class ThreadBound<Resource>: Sendable {
     }
 
     /// Closes the resource on the executor's thread with `close`, after every closure queued
-    /// before. Later calls of ``withResource(_:)-((Resource)->Success)`` throw
+    /// before. Later calls of ``withResource(fileID:line:_:)-(_,_,(Resource)->Success)`` throw
     /// ``ExecutorError/Code/resourceClosed``; closing twice does nothing the second time.
     ///
     /// The executor itself stays up: shut it down separately when nothing else uses it.

@@ -264,6 +264,31 @@ package enum WaitGraph {
         }
     }
 
+    // MARK: Snapshot
+
+    /// Every wait in progress with its resource's holders, longest wait first, for
+    /// ``SyncBridgeSnapshot``. The holders are asked for after the graph's lock is released.
+    static func snapshot(now: UInt64) -> SyncBridgeSnapshot.WaitForGraph {
+        let waits = state.withLock { state in
+            state.waits.values.sorted { $0.since < $1.since }.compactMap { wait in
+                state.resources[wait.key].map { (wait, $0.owner, $0.description) }
+            }
+        }
+        return SyncBridgeSnapshot.WaitForGraph(
+            waits: waits.map { wait, owner, resource in
+                SyncBridgeSnapshot.Wait(
+                    waiter: wait.party.description,
+                    resource: resource,
+                    callSite: wait.callSite.description,
+                    waitingForSeconds: SyncBridgeSnapshot.seconds(from: wait.since, to: now),
+                    holders: owner.waitHolders().map {
+                        SyncBridgeSnapshot.Holder(party: $0.party.description, callSite: $0.callSite.description)
+                    }
+                )
+            }
+        )
+    }
+
     // MARK: Detection
 
     /// With the lock held: the parties that wait and can never go on. A waiting party can go on

@@ -93,27 +93,37 @@ public final class BlockingPool: TaskExecutor, Sendable {
 
     /// Runs a blocking closure on one of the pool's threads.
     ///
-    /// - Parameter body: The blocking work. The calling task is suspended meanwhile.
+    /// - Parameters:
+    ///   - fileID: The call site, which snapshots show while the closure runs; leave the default.
+    ///   - line: The call site, which snapshots show while the closure runs; leave the default.
+    ///   - body: The blocking work. The calling task is suspended meanwhile.
     /// - Returns: What `body` returns.
     /// - Throws: What `body` throws; `CancellationError` if the calling task was cancelled before
     ///   `body` started (then `body` never runs); ``ExecutorError`` with code
     ///   ``ExecutorError/Code/shutDown`` once shutdown has begun.
     public func run<Success>(
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
         _ body: sending @escaping () throws -> sending Success
     ) async throws -> sending Success {
-        try await workers.submit { _ in try body() }
+        try await workers.submit(at: CallSite(fileID: fileID, line: line)) { _ in try body() }
     }
 
     /// Runs a blocking closure on one of the pool's threads, with a ``BlockingJobContext`` that
     /// tells it about cancellation and lets it install an interrupt handler.
     ///
-    /// - Parameter body: The blocking work.
+    /// - Parameters:
+    ///   - fileID: The call site, which snapshots show while the closure runs; leave the default.
+    ///   - line: The call site, which snapshots show while the closure runs; leave the default.
+    ///   - body: The blocking work.
     /// - Returns: What `body` returns.
-    /// - Throws: As ``run(_:)-(()->Success)``.
+    /// - Throws: As ``run(fileID:line:_:)-(_,_,()->Success)``.
     public func run<Success>(
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
         _ body: sending @escaping (BlockingJobContext) throws -> sending Success
     ) async throws -> sending Success {
-        try await workers.submit(body)
+        try await workers.submit(at: CallSite(fileID: fileID, line: line), body)
     }
 
     /// Queues `body` on one of the pool's threads without waiting for it, from synchronous code:

@@ -15,7 +15,7 @@ public import Metrics
 /// }
 /// ```
 ///
-/// or run closures on it directly with ``run(_:)-(()->Success)``, or hold a C handle there with
+/// or run closures on it directly with ``run(fileID:line:_:)-(_,_,()->Success)``, or hold a C handle there with
 /// ``ThreadBound``.
 ///
 /// Jobs run in the order they were enqueued, one at a time. The thread never runs Swift's
@@ -109,28 +109,38 @@ public final class ThreadExecutor: SerialExecutor, TaskExecutor, Sendable {
 
     /// Runs a blocking closure on this executor's thread, after everything queued before it.
     ///
-    /// - Parameter body: The blocking work. It runs on the executor's thread; the calling task is
+    /// - Parameters:
+    ///   - fileID: The call site, which snapshots show while the closure runs; leave the default.
+    ///   - line: The call site, which snapshots show while the closure runs; leave the default.
+    ///   - body: The blocking work. It runs on the executor's thread; the calling task is
     ///   suspended meanwhile, and no cooperative thread is blocked.
     /// - Returns: What `body` returns.
     /// - Throws: What `body` throws; `CancellationError` if the calling task was cancelled before
     ///   `body` started (then `body` never runs); ``ExecutorError`` with code
     ///   ``ExecutorError/Code/shutDown`` once shutdown has begun.
     public func run<Success>(
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
         _ body: sending @escaping () throws -> sending Success
     ) async throws -> sending Success {
-        try await workers.submit { _ in try body() }
+        try await workers.submit(at: CallSite(fileID: fileID, line: line)) { _ in try body() }
     }
 
     /// Runs a blocking closure on this executor's thread, with a ``BlockingJobContext`` that tells
     /// it about cancellation and lets it install an interrupt handler.
     ///
-    /// - Parameter body: The blocking work.
+    /// - Parameters:
+    ///   - fileID: The call site, which snapshots show while the closure runs; leave the default.
+    ///   - line: The call site, which snapshots show while the closure runs; leave the default.
+    ///   - body: The blocking work.
     /// - Returns: What `body` returns.
-    /// - Throws: As ``run(_:)-(()->Success)``.
+    /// - Throws: As ``run(fileID:line:_:)-(_,_,()->Success)``.
     public func run<Success>(
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
         _ body: sending @escaping (BlockingJobContext) throws -> sending Success
     ) async throws -> sending Success {
-        try await workers.submit(body)
+        try await workers.submit(at: CallSite(fileID: fileID, line: line), body)
     }
 
     /// Refuses new closures, lets queued work finish, and returns once the thread has exited.

@@ -41,6 +41,12 @@ class WorkItem: @unchecked Sendable {
     final var scope: UInt64?
     /// The submitting task's tracing context, when it had one.
     final var trace: JobTrace?
+    /// Where the work was submitted, for snapshots, when the submitter said. Written before the
+    /// item is published to the queue.
+    final var site: CallSite?
+    /// What the work is, for snapshots (a statement's parameterised SQL), when the submitter
+    /// said. Written before the item is published to the queue.
+    final var detail: (any CustomStringConvertible & Sendable)?
 
     init(neededBy: GuardedWaitRecord?, submittedAt: UInt64) {
         self.neededBy = neededBy

@@ -35,7 +35,7 @@ final class WorkerThreads: @unchecked Sendable {
     let threadCount: Int
     let logger: Logger
     let lock = ConditionLock()
-    private var state: WorkQueueState<UnownedJob>
+    var state: WorkQueueState<UnownedJob>
     private var runner: Runner?
     private var shutdownWaiters: [UnsafeContinuation<Void, Never>] = []
     /// Signalled once when the last thread exits, for synchronous shutdown waiters.
@@ -54,6 +54,10 @@ final class WorkerThreads: @unchecked Sendable {
     private var spinningThread = false
     /// How long an idle thread spins for new work before it parks.
     let spinNanoseconds: UInt64
+    /// Each thread's name, by index; written in `start` before any thread exists.
+    var threadNames: [String] = []
+    /// What each thread runs right now, by index (for snapshots).
+    var runningJobs: [RunningJob?]
 
     init(
         name: String,
@@ -70,6 +74,7 @@ final class WorkerThreads: @unchecked Sendable {
         self.threadCount = threadCount
         self.logger = logger
         self.state = WorkQueueState(threadCount: threadCount, capacity: queueCapacity)
+        self.runningJobs = Array(repeating: nil, count: threadCount)
         self.metrics = WorkQueueMetrics(name: name, kind: kind, factory: metricsFactory)
     }
 
@@ -79,8 +84,10 @@ final class WorkerThreads: @unchecked Sendable {
         _ = Watchdog.environment  // starts the watchdog SYNCBRIDGE_WATCHDOG asks for, once
         _ = DeadlockDetector.environment  // and the detector SYNCBRIDGE_DEADLOCK asks for
         self.runner = runner
+        threadNames = (0..<threadCount).map(threadName)
+        SnapshotRegistry.add(self)
         for index in 0..<threadCount {
-            let thread = WorkerThread(group: self, index: index, name: threadName(index))
+            let thread = WorkerThread(group: self, index: index, name: threadNames[index])
             let context = Unmanaged.passRetained(thread).toOpaque()
             var handle = pthread_t()
             let result = sb_thread_create(
@@ -121,12 +128,17 @@ final class WorkerThreads: @unchecked Sendable {
         if let deadlocked { refuse(deadlocked, blocked: blocked) }
     }
 
-    /// Runs `body` on one of the threads and returns its result to the suspended caller.
+    /// Runs `body` on one of the threads and returns its result to the suspended caller; `site`
+    /// and `detail` describe the work in snapshots.
     func submit<Success>(
+        at site: CallSite? = nil,
+        detail: (any CustomStringConvertible & Sendable)? = nil,
         _ body: sending @escaping (BlockingJobContext) throws -> sending Success
     ) async throws -> sending Success {
         let neededBy = blockedWaitCount.load(ordering: .relaxed) > 0 ? GuardedWaitRecord.awaitedBy : nil
         let item = TypedWorkItem(body: body, neededBy: neededBy, submittedAt: monotonicNanoseconds())
+        item.site = site
+        item.detail = detail
         item.trace = JobTrace.capture()
         // The deadlock detector sees the thread that runs the closure act for this task.
         tagForDeadlockDetection(item)
@@ -167,12 +179,17 @@ final class WorkerThreads: @unchecked Sendable {
     /// work (then `body` never runs).
     ///
     /// With `actsForCurrentTask`, the deadlock detector sees the thread that runs `body` act for
-    /// the calling task, as it does for awaited work.
+    /// the calling task, as it does for awaited work. `site` and `detail` describe the work in
+    /// snapshots.
     func submitDetached(
         actsForCurrentTask: Bool = false,
+        at site: CallSite? = nil,
+        detail: (any CustomStringConvertible & Sendable)? = nil,
         _ body: sending @escaping (BlockingJobContext) -> Void
     ) -> Bool {
         let item = DetachedWorkItem(body: body, submittedAt: monotonicNanoseconds())
+        item.site = site
+        item.detail = detail
         if actsForCurrentTask {
             tagForDeadlockDetection(item)
             item.trace = JobTrace.capture()
@@ -269,9 +286,12 @@ final class WorkerThreads: @unchecked Sendable {
             case .run(let entry):
                 spunSinceLastWork = false
                 let depth = state.entries.count + state.awaitingAdmissionCount
+                let start = monotonicNanoseconds()
+                runningJobs[thread.index] = RunningJob(entry, since: start)
                 lock.unlock()
-                run(entry, depth: depth)
+                run(entry, depth: depth, start: start)
                 lock.lock()
+                runningJobs[thread.index] = nil
             case .exit(let lastThread):
                 let waiters = lastThread ? takeShutdownWaiters() : []
                 lock.unlock()
@@ -280,6 +300,7 @@ final class WorkerThreads: @unchecked Sendable {
                     metrics.queueDepth.set(0)
                 }
                 if lastThread {
+                    SnapshotRegistry.remove(self)
                     stopped.withLock { isStopped = true }
                     stopped.broadcast()
                 }
@@ -298,7 +319,7 @@ final class WorkerThreads: @unchecked Sendable {
         }
     }
 
-    private func run(_ entry: WorkQueueState<UnownedJob>.Entry, depth: Int) {
+    private func run(_ entry: WorkQueueState<UnownedJob>.Entry, depth: Int, start: UInt64) {
         switch entry {
         case .job(let job):
             switch runner! {
@@ -308,7 +329,6 @@ final class WorkerThreads: @unchecked Sendable {
                 job.runSynchronously(on: taskExecutor)
             }
         case .work(let item):
-            let start = monotonicNanoseconds()
             metrics.queueDepth.set(depth)
             metrics.waitDuration.recordNanoseconds(Int64(start &- item.submittedAt))
             let submitter = item.submitter

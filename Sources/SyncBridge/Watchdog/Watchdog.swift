@@ -331,6 +331,22 @@ public final class Watchdog: Sendable {
         state.withLock { $0.running }
     }
 
+    /// The watchdog's view of each band it probes, for ``SyncBridgeSnapshot``.
+    func snapshot(now: UInt64) -> SyncBridgeSnapshot.WatchdogView {
+        let bands = state.withLock { state in configuration.bands.compactMap { state.bands[$0.rawValue] } }
+        return SyncBridgeSnapshot.WatchdogView(
+            thresholdSeconds: Double(Self.nanoseconds(configuration.threshold)) / 1e9,
+            bands: bands.map { band in
+                SyncBridgeSnapshot.Band(
+                    name: Self.bandName(band.priority),
+                    probeWaitingForSeconds: band.sentAt.map { SyncBridgeSnapshot.seconds(from: $0, to: now) },
+                    lastProbeSecondsAgo: band.acknowledgedAt.map { SyncBridgeSnapshot.seconds(from: $0, to: now) },
+                    stalledForSeconds: band.stallStart.map { SyncBridgeSnapshot.seconds(from: $0.monotonic, to: now) }
+                )
+            }
+        )
+    }
+
     // MARK: The watchdog's thread
 
     private func watch() {

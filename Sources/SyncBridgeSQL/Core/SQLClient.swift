@@ -115,7 +115,9 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
     /// loaded busy connection.
     public func run(_ query: SQLQuery, timeout: Duration?, at callSite: CallSite) async throws -> SQLOutcome {
         guard let tracer = SQLTracing.tracer else {
-            return try await pool.runStatement(at: callSite) { try await $0.runUntraced(query, timeout: timeout) }
+            return try await pool.runStatement(at: callSite) {
+                try await $0.runUntraced(query, timeout: timeout, at: callSite)
+            }
         }
         return try await SQLTracing.withSpan(
             tracer,
@@ -129,7 +131,7 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
             return try await pool.runStatement(at: callSite) { connection in
                 SQLTracing.recordPoolWait(tracer, parent: span, from: waitStart, pool: pool.name)
                 SQLTracing.describe(span, target: connection.tracingTarget)
-                return try await connection.runUntraced(query, timeout: timeout)
+                return try await connection.runUntraced(query, timeout: timeout, at: callSite)
             }
         }
     }
@@ -202,9 +204,10 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
         _ body: sending @escaping (Session.RawHandle) throws -> sending Result
     ) async throws -> sending Result {
         guard let tracer = SQLTracing.tracer else {
-            let lease = try await pool.leaseConnection(at: CallSite(fileID: fileID, line: line))
+            let callSite = CallSite(fileID: fileID, line: line)
+            let lease = try await pool.leaseConnection(at: callSite)
             defer { pool.release(lease) }
-            return try await lease.connection.withRawConnectionUntraced(body)
+            return try await lease.connection.withRawConnectionUntraced(at: callSite, body)
         }
         // The closure hands `body` on once, to the untraced call; nothing else uses it.
         nonisolated(unsafe) let body = body
@@ -216,11 +219,12 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
             target: nil
         ) { span in
             let waitStart = DefaultTracerClock.now
-            let lease = try await pool.leaseConnection(at: CallSite(fileID: fileID, line: line))
+            let callSite = CallSite(fileID: fileID, line: line)
+            let lease = try await pool.leaseConnection(at: callSite)
             defer { pool.release(lease) }
             SQLTracing.recordPoolWait(tracer, parent: span, from: waitStart, pool: pool.name)
             SQLTracing.describe(span, target: lease.connection.tracingTarget)
-            return Sent(try await lease.connection.withRawConnectionUntraced(body))
+            return Sent(try await lease.connection.withRawConnectionUntraced(at: callSite, body))
         }
         return result.value
     }

@@ -141,22 +141,24 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     ///   a parameter that cannot be sent; `CancellationError` when the task was cancelled (the
     ///   statement is cancelled on the server).
     public func run(_ query: SQLQuery, timeout: Duration?, at callSite: CallSite) async throws -> SQLOutcome {
-        guard let tracer = SQLTracing.tracer else { return try await runUntraced(query, timeout: timeout) }
+        guard let tracer = SQLTracing.tracer else {
+            return try await runUntraced(query, timeout: timeout, at: callSite)
+        }
         return try await SQLTracing.withSpan(
             tracer,
             Session.self,
             query: query,
             name: Session.tracingSystemName,
             target: tracingTarget
-        ) { _ in try await runUntraced(query, timeout: timeout) }
+        ) { _ in try await runUntraced(query, timeout: timeout, at: callSite) }
     }
 
     /// ``run(_:timeout:at:)`` without a span of its own (a pooled call has one already).
-    package func runUntraced(_ query: SQLQuery, timeout: Duration?) async throws -> SQLOutcome {
+    package func runUntraced(_ query: SQLQuery, timeout: Duration?, at callSite: CallSite?) async throws -> SQLOutcome {
         let start = monotonicNanoseconds()
         let limit = timeout.map(SQLTimeout.init)
         do {
-            let outcome = try await withSession(timeout: limit, statement: query) { session in
+            let outcome = try await withSession(timeout: limit, statement: query, at: callSite) { session in
                 try session.run(query, timeout: limit)
             }
             metrics.record(query, start: start, errorType: nil)
@@ -255,6 +257,7 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     package func withSession<Result: Sendable>(
         timeout: SQLTimeout? = nil,
         statement: SQLQuery? = nil,
+        at callSite: CallSite? = nil,
         _ body: @escaping @Sendable (Session) throws -> Result
     ) async throws -> Result {
         let call = SQLCall<Result>()
@@ -277,6 +280,8 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
                 }
                 session.withResourceDetached(
                     actsForCurrentTask: true,
+                    at: callSite,
+                    detail: statement,
                     { session in
                         guard call.begin() else { return }
                         let result: Swift.Result<Result, any Error>
@@ -424,10 +429,11 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
 
     /// ``withRawConnection(_:)`` without a span of its own (a pooled call has one already).
     package func withRawConnectionUntraced<Result>(
+        at callSite: CallSite? = nil,
         _ body: sending @escaping (Session.RawHandle) throws -> sending Result
     ) async throws -> sending Result {
         let (canceller, usable) = (self.canceller, self.usable)
-        return try await session.withResource { session, job in
+        return try await session.withResource(at: callSite, detail: "withRawConnection") { session, job in
             defer {
                 // Legacy code reports a broken connection only through its own error handling.
                 session.checkAfterRawAccess()

@@ -57,6 +57,17 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         var holders: [State.EntryID: WaitGraph.Holding] = [:]
         /// When a tracked lease last came back.
         var lastRelease: UInt64 = 0
+        /// Each leased connection's lease, by entry, for snapshots.
+        var leaseRecords: [State.EntryID: LeaseRecord] = [:]
+        /// Each waiter that waits, for snapshots.
+        var waitRecords: [State.WaiterID: LeaseRecord] = [:]
+    }
+
+    /// Where and since when a connection was asked for, and for what.
+    struct LeaseRecord {
+        let callSite: CallSite
+        let since: UInt64
+        let demand: State.Demand
     }
 
     /// What ``run()`` starts.
@@ -110,6 +121,11 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
             maintenanceInterval: nanoseconds(configuration.maintenanceInterval)
         )
         self.shared = Locked(Shared(state: State(limits: limits)))
+        SnapshotRegistry.add(self)
+    }
+
+    deinit {
+        SnapshotRegistry.remove(ObjectIdentifier(self))
     }
 
     // MARK: Leasing
@@ -233,9 +249,12 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
                 lease.demand == .statement
                 ? shared.state.statementFinished(on: lease.entry.id, reusable: reusable, now: now)
                 : shared.state.released(lease.entry.id, reusable: reusable, now: now)
-            if lease.tracked, shared.state.leased[lease.entry.id] == nil {
-                shared.holders[lease.entry.id] = nil
-                shared.lastRelease = now
+            if shared.state.leased[lease.entry.id] == nil {
+                shared.leaseRecords[lease.entry.id] = nil
+                if lease.tracked {
+                    shared.holders[lease.entry.id] = nil
+                    shared.lastRelease = now
+                }
             }
             let after = (shared.state.idle.count, shared.state.leased.count)
             return (actions, before != after ? after : nil)
@@ -272,6 +291,7 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
                     countsChanged = false
                 case .lease(let entry, waiter):
                     served = .success(entry)
+                    shared.leaseRecords[entry.id] = LeaseRecord(callSite: callSite, since: start, demand: demand)
                 case .fail(waiter, let failure):
                     served = .failure(makeError(failure, waiter: waiter, shared))
                 default:
@@ -279,7 +299,10 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
                 }
                 return true
             }
-            if served == nil { shared.awaiting.insert(waiter) }
+            if served == nil {
+                shared.awaiting.insert(waiter)
+                shared.waitRecords[waiter] = LeaseRecord(callSite: callSite, since: start, demand: demand)
+            }
             let queued = shared.state.waiters.last?.id == waiter
             return (waiter, served, actions, queued, shared.state.canServeWithoutRelease, startRunner, countsChanged)
         }
@@ -374,6 +397,15 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
     /// Resumes `waiter` with `answer`, or keeps the answer until it waits.
     private func answer(_ waiter: State.WaiterID, with answer: Result<State.Entry, any Error>) {
         let continuation = shared.withLock { shared -> UnsafeContinuation<State.Entry, any Error>? in
+            if let record = shared.waitRecords.removeValue(forKey: waiter), case .success(let entry) = answer,
+                shared.leaseRecords[entry.id] == nil
+            {
+                shared.leaseRecords[entry.id] = LeaseRecord(
+                    callSite: record.callSite,
+                    since: monotonicNow(),
+                    demand: record.demand
+                )
+            }
             if let continuation = shared.continuations.removeValue(forKey: waiter) { return continuation }
             if shared.awaiting.contains(waiter) { shared.answers[waiter] = answer }
             return nil
