@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.1.0"),
     ],
     targets: [
         // What the sample programs share: their databases (throwaway or from the environment),
@@ -115,12 +116,15 @@ let package = Package(
             swiftSettings: swiftSettings,
             linkerSettings: exportedSymbols
         ),
-        // The HTTP service: Hummingbird handlers over the wrapped legacy data layer, with the pool,
-        // the watchdog and the deadlock detector as services; Scripts/load.sh puts it under load.
+        // The HTTP service: Hummingbird handlers over the wrapped legacy data layer (or the migrated
+        // one), with the pool, the watchdog, the deadlock detector and the snapshot dumper as
+        // services, its requests traced down to the SQL; Scripts/load.sh puts it under load.
         .executableTarget(
             name: "InventoryServer",
             dependencies: [
-                "InventoryCore", "InventoryWrapped", "SampleSupport",
+                "InventoryCore", "InventoryWrapped", "InventoryMigrated", "SampleSupport",
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
                 .product(name: "SyncBridge", package: "SyncBridge"),
                 .product(name: "SyncBridgePostgres", package: "SyncBridge"),
                 .product(name: "SyncBridgeMariaDB", package: "SyncBridge"),

@@ -3,7 +3,8 @@
 # warning in their own code, runs their tests against throwaway servers, runs the static check
 # (swift package check-blocking, strict, with the legacy form's findings as its baseline), checks
 # that the watchdog trait fails the sample test that blocks the cooperative pool, puts the HTTP sample under load
-# (no watchdog or deadlock report allowed, graceful shutdown), and runs the demo and the other
+# (no watchdog or deadlock report allowed, graceful shutdown), checks its traces and snapshot
+# routes and its SIGUSR1 dump, and runs the demo and the other
 # programs end to end, briefly. First, the code quoted in README.md and MIGRATION.md must still be
 # the samples' code (Scripts/check-snippets.py).
 set -euo pipefail
@@ -44,6 +45,10 @@ echo "It failed as it should, with the blocked thread's stack in StockValuation.
 echo "== Samples: the HTTP service under load =="
 bash Scripts/load.sh postgres 5
 bash Scripts/load.sh mariadb 5
+
+echo "== Samples: the HTTP service's traces (down to the SQL) and its live snapshot (debug routes, SIGUSR1) =="
+bash Scripts/debug-routes.sh postgres
+bash Scripts/debug-routes.sh mariadb
 
 echo "== Samples: the programs, end to end =="
 swift run --skip-build FanOut --items 300

@@ -245,16 +245,18 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         let (actions, counts) = shared.withLock { shared in
             let now = monotonicNow()
             let before = (shared.state.idle.count, shared.state.leased.count)
+            // The lease ends (a lane with its last statement): its record goes before the state
+            // machine may hand the connection to a waiter, whose answer records the new lease.
+            if lease.demand == .exclusive || shared.state.lanes[lease.entry.id] == 1 {
+                shared.leaseRecords[lease.entry.id] = nil
+            }
             let actions =
                 lease.demand == .statement
                 ? shared.state.statementFinished(on: lease.entry.id, reusable: reusable, now: now)
                 : shared.state.released(lease.entry.id, reusable: reusable, now: now)
-            if shared.state.leased[lease.entry.id] == nil {
-                shared.leaseRecords[lease.entry.id] = nil
-                if lease.tracked {
-                    shared.holders[lease.entry.id] = nil
-                    shared.lastRelease = now
-                }
+            if lease.tracked, shared.state.leased[lease.entry.id] == nil {
+                shared.holders[lease.entry.id] = nil
+                shared.lastRelease = now
             }
             let after = (shared.state.idle.count, shared.state.leased.count)
             return (actions, before != after ? after : nil)
