@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages SyncBridge builds and tests against, when missing:
 # the C client libraries (libpq, Connector/C; SQLite for the sample adapter), the servers the
-# tests start (PostgreSQL, MariaDB) and openssl (the certificates of the TLS tests).
+# tests start (PostgreSQL, PgBouncer, MariaDB) and openssl (the certificates of the TLS tests).
 set -euo pipefail
 
-packages=(pkg-config libpq-dev postgresql libmariadb-dev mariadb-server mariadb-client libsqlite3-dev openssl)
+packages=(pkg-config libpq-dev postgresql pgbouncer libmariadb-dev mariadb-server mariadb-client libsqlite3-dev openssl)
 
 missing=()
 for package in "${packages[@]}"; do

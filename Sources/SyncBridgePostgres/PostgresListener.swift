@@ -25,6 +25,9 @@ public struct PostgresNotification: Sendable, Hashable {
 public final class PostgresListener: SQLClientExtension {
     private let connect: @Sendable () async throws -> PostgresConnection
     private let logger: Logger
+    /// Set when the client is behind a transaction pooler without a direct connection string for
+    /// `LISTEN`: subscriptions end at once, with this in the log.
+    private let refusal: String?
     private let state = Locked(State())
     private let pollInterval: Duration = .milliseconds(50)
 
@@ -40,11 +43,22 @@ public final class PostgresListener: SQLClientExtension {
         var isShutDown = false
     }
 
-    /// A listener that connects with `configuration` (without its statement timeout) when the
-    /// first channel is subscribed to.
+    /// A listener that connects with `configuration` (without its statement timeout; to its
+    /// ``PostgresConfiguration/listenConnectionString`` when it has one) when the first channel is
+    /// subscribed to.
     public init(configuration: PostgresConfiguration, logger: Logger, metricsFactory: any MetricsFactory) {
         var configuration = configuration
         configuration.statementTimeout = nil
+        if let direct = configuration.listenConnectionString {
+            configuration.connectionString = direct
+            configuration.pooling = .none
+            refusal = nil
+        } else if configuration.isBehindTransactionPooler {
+            refusal =
+                "LISTEN cannot work through a transaction pooler (it would end with the transaction): set PostgresConfiguration.listenConnectionString to a connection string straight to the server"
+        } else {
+            refusal = nil
+        }
         self.logger = logger
         self.connect = { [configuration] in
             try await PostgresConnection.connect(
@@ -58,8 +72,14 @@ public final class PostgresListener: SQLClientExtension {
     /// Subscribes to `channel`; the stream ends when the listener shuts down.
     func subscribe(_ channel: String) -> AsyncStream<PostgresNotification> {
         let (stream, continuation) = AsyncStream<PostgresNotification>.makeStream()
+        if let refusal {
+            logger.error(
+                "\(refusal); the notifications of this channel end at once",
+                metadata: ["channel": "\(channel)"]
+            )
+        }
         let id = state.withLock { state -> UInt64? in
-            guard !state.isShutDown else { return nil }
+            guard !state.isShutDown, refusal == nil else { return nil }
             state.nextSubscriberID += 1
             state.subscribers[channel, default: [:]][state.nextSubscriberID] = continuation
             if state.loop == nil {
@@ -92,7 +112,8 @@ public final class PostgresListener: SQLClientExtension {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let waits = state.withLock { state -> Bool in
-                    guard !state.isShutDown, !state.listening.contains(channel), !Task.isCancelled else { return false }
+                    guard !state.isShutDown, refusal == nil, !state.listening.contains(channel), !Task.isCancelled
+                    else { return false }
                     state.listenWaiters[channel, default: [:]][id] = continuation
                     return true
                 }

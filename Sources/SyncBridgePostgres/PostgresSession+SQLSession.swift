@@ -24,12 +24,18 @@ extension PostgresSession: SQLSession {
     }
 
     /// Connects with libpq (blocking) and sets the session up: UTF-8, UTC, ISO dates, the default
-    /// statement timeout.
+    /// statement timeout (behind a transaction pooler, only what the pooler tracks).
     ///
     /// - Throws: ``PostgresError`` with kind ``PostgresError/Kind/connectionFailed`` naming the
     ///   host that failed and libpq's reason.
     public static func open(_ configuration: PostgresConfiguration) throws -> PostgresSession {
-        try open(configuration.connectionString, statementTimeout: configuration.statementTimeout)
+        try open(configuration, connectionString: nil)
+    }
+
+    /// Behind a transaction pooler, the configuration's statement timeout: the client keeps it
+    /// (the server cannot, without a session setting that would reach other clients).
+    public static func clientStatementTimeout(_ configuration: PostgresConfiguration) -> Duration? {
+        configuration.isBehindTransactionPooler ? configuration.statementTimeout : nil
     }
 
     /// A ``PostgresCanceller`` over this connection's `PGcancel`.

@@ -21,14 +21,22 @@ public final class PostgresSession {
     /// used.
     private var statements = SQLStatementCache<StatementKey, String>()
     private var nextStatementNumber = 0
+    /// Whether statements are prepared with names (not behind a transaction pooler that cannot
+    /// keep them).
+    private let usesNamedStatements: Bool
+    /// Behind a transaction pooler, which keeps prepared statements itself: evicted ones are
+    /// forgotten, not deallocated with SQL the pooler does not route.
+    private let isBehindTransactionPooler: Bool
 
     private struct StatementKey: Hashable {
         let sql: String
         let types: [UInt32]
     }
 
-    private init(connection: OpaquePointer) {
+    private init(connection: OpaquePointer, configuration: PostgresConfiguration) {
         self.connection = connection
+        self.usesNamedStatements = configuration.usesNamedStatements
+        self.isBehindTransactionPooler = configuration.isBehindTransactionPooler
     }
 
     /// Set once the server ended the session (a `FATAL` error) or libpq lost the connection.
@@ -47,8 +55,11 @@ public final class PostgresSession {
     // MARK: Connecting
 
     /// Connects (blocking) and prepares the session: UTF-8, UTC, ISO dates, and the default
-    /// statement timeout when one is given.
-    static func open(_ connectionString: String, statementTimeout: Duration? = nil) throws -> PostgresSession {
+    /// statement timeout when one is given (not behind a transaction pooler, where the client
+    /// keeps it).
+    static func open(_ configuration: PostgresConfiguration, connectionString: String? = nil) throws -> PostgresSession
+    {
+        let connectionString = connectionString ?? configuration.connectionString
         _ = try PostgresConfiguration.redactedDescription(of: connectionString)
         // Defaults come before `dbname`, whose expansion (the user's connection string or URL)
         // overrides them; `client_encoding` comes after, since results are decoded as UTF-8.
@@ -77,12 +88,18 @@ public final class PostgresSession {
             PQfinish(connection)
             throw PostgresError(kind: .connectionFailed, message: message, sqlState: "08006", host: host)
         }
-        let session = PostgresSession(connection: connection)
+        let session = PostgresSession(connection: connection, configuration: configuration)
         do {
-            var setup = "SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO, MDY'; SET extra_float_digits TO 1"
-            if let statementTimeout {
-                let milliseconds = max(1, statementTimeout.millisecondCount)
-                setup += "; SET statement_timeout TO \(milliseconds)"
+            // Behind a transaction pooler, a session setting lands on whichever server connection
+            // ran it and stays there for other clients; PgBouncer tracks TimeZone and DateStyle
+            // (it sets them again on the server connection each client gets), nothing else.
+            var setup = "SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO, MDY'"
+            if !configuration.isBehindTransactionPooler {
+                setup += "; SET extra_float_digits TO 1"
+                if let statementTimeout = configuration.statementTimeout {
+                    let milliseconds = max(1, statementTimeout.millisecondCount)
+                    setup += "; SET statement_timeout TO \(milliseconds)"
+                }
             }
             try session.runControl(setup)
         } catch {
@@ -204,6 +221,7 @@ public final class PostgresSession {
     /// The name of the prepared statement for `statement`, preparing it on first use (the least
     /// recently used one is deallocated when the cache is full).
     private func prepare(_ statement: Statement) throws -> String? {
+        guard usesNamedStatements else { return nil }
         let key = statement.key
         if let existing = statements.statement(for: key) { return existing }
         let name = "sb_\(nextStatementNumber)"
@@ -220,6 +238,7 @@ public final class PostgresSession {
     /// Frees a prepared statement on the server (its name is one of ours, `sb_N`). Best effort: in
     /// a failed transaction the server refuses, and the statement lives until the session ends.
     private func deallocate(_ name: String) {
+        guard !isBehindTransactionPooler else { return }
         PQclear(PQexec(connection, "DEALLOCATE \(name)"))
     }
 

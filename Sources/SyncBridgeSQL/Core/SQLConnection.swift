@@ -54,6 +54,9 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     package let tracingTarget: SQLTracingTarget
     /// Cleared once the session reports the connection broken; a pool then discards it.
     private let usable = Locked(true)
+    /// The timeout of statements run without one, when the client keeps the configuration's
+    /// default (``SQLSession/clientStatementTimeout(_:)``).
+    private let defaultTimeout: Duration?
 
     private static var connectionNumbers: Locked<Int> { sqlConnectionNumbers }
 
@@ -78,6 +81,7 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         self.description = configuration.description
         self.logger = logger
         self.metrics = metrics
+        self.defaultTimeout = Session.clientStatementTimeout(configuration)
     }
 
     /// Connects on a new dedicated thread.
@@ -156,7 +160,7 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     /// ``run(_:timeout:at:)`` without a span of its own (a pooled call has one already).
     package func runUntraced(_ query: SQLQuery, timeout: Duration?, at callSite: CallSite?) async throws -> SQLOutcome {
         let start = monotonicNanoseconds()
-        let limit = timeout.map(SQLTimeout.init)
+        let limit = (timeout ?? defaultTimeout).map(SQLTimeout.init)
         do {
             let outcome = try await withSession(timeout: limit, statement: query, at: callSite) { session in
                 try session.run(query, timeout: limit)

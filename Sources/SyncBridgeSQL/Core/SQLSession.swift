@@ -113,6 +113,11 @@ public protocol SQLSession: AnyObject, SendableMetatype {
     /// statement was cancelled because of it, or abandoned when the server never answered.
     static func timeoutError(_ timeout: SQLTimeout, query: SQLQuery) -> any Error
 
+    /// The timeout the connection gives each statement run without one (`query`, `execute`), for
+    /// a configuration whose default timeout the server cannot keep (a session behind a
+    /// transaction pooler); `nil` (the default) when the session sets it up itself or has none.
+    static func clientStatementTimeout(_ configuration: Configuration) -> Duration?
+
     /// OpenTelemetry's `db.system.name` for the database (`postgresql`, `mariadb`): spans of the
     /// session's calls carry it. The default is ``databaseName`` in lower case.
     static var tracingSystemName: String { get }
@@ -144,6 +149,9 @@ extension SQLSession {
 
     /// The connection cancels statements whose timeout passed.
     public static var cancelsAtTimeout: Bool { true }
+
+    /// None: the session keeps its default timeout itself, if it has one.
+    public static func clientStatementTimeout(_ configuration: Configuration) -> Duration? { nil }
 
     /// ``databaseName`` in lower case.
     public static var tracingSystemName: String { databaseName.lowercased() }
