@@ -49,8 +49,44 @@ public struct MariaDBConfiguration: Sendable, Hashable, CustomStringConvertible 
     /// column is an error instead of being truncated with a warning. Default `true`.
     public var strictMode = true
     /// The session's `max_statement_time`: the server aborts statements that run longer. `nil`
-    /// keeps the server's default.
+    /// keeps the server's default. With ``TimeoutStrategy/clientCancels`` (the default behind a
+    /// proxy), it is each `query`'s and `execute`'s timeout instead, kept by the client.
     public var statementTimeout: Duration?
+    /// Declares that connections go through a proxy that multiplexes them — ProxySQL, MaxScale —
+    /// and must be able to parse everything the session sends: the session setup sends literal
+    /// values only (`time_zone = '+00:00'`, `sql_mode = '…'` computed on the client, see
+    /// ``sqlMode``), and timeouts default to ``TimeoutStrategy/clientCancels``, which does not
+    /// rewrite statements. Default `false`.
+    public var isBehindProxy = false
+    /// How per-statement timeouts (the `timeout:` of the query methods, and ``statementTimeout``)
+    /// are enforced; `nil` (the default) for ``TimeoutStrategy/server``, or
+    /// ``TimeoutStrategy/clientCancels`` when ``isBehindProxy`` is set.
+    public var timeoutStrategy: TimeoutStrategy?
+    /// The session's SQL mode when it must be sent as a literal (``isBehindProxy``): `nil` (the
+    /// default) for the server version's default modes — MariaDB 10.2.4 and later:
+    /// `STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_AUTO_CREATE_USER,NO_ENGINE_SUBSTITUTION`;
+    /// MySQL 8: `ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION`
+    /// — with `STRICT_ALL_TABLES` added when ``strictMode`` is on. Set it when the server's global
+    /// mode differs from its version's default. Not used without a proxy, where the session adds
+    /// `STRICT_ALL_TABLES` to whatever mode the server has.
+    public var sqlMode: String?
+
+    /// How a statement's timeout is enforced.
+    public enum TimeoutStrategy: Sendable, Hashable {
+        /// The server ends the statement: it is sent as
+        /// `SET STATEMENT max_statement_time = N FOR …`, and the session's default is a
+        /// `max_statement_time` setting. No extra connection; but a proxy cannot parse it.
+        case server
+        /// The client keeps the deadline and, when it passes, asks the server to end the statement
+        /// with `KILL QUERY` from a side connection (as for a cancelled task). Statements are sent
+        /// as written.
+        case clientCancels
+    }
+
+    /// The strategy in force: ``timeoutStrategy``, or the default for ``isBehindProxy``.
+    var effectiveTimeoutStrategy: TimeoutStrategy {
+        timeoutStrategy ?? (isBehindProxy ? .clientCancels : .server)
+    }
     /// TCP keepalives on the connection's socket: the first probe after this much idle time, then
     /// one every ``keepaliveInterval``, ``keepaliveCount`` unanswered probes and the connection is
     /// dead. With ``tcpUserTimeout``, a server that vanished without closing the connection (a
@@ -155,7 +191,8 @@ public struct MariaDBConfiguration: Sendable, Hashable, CustomStringConvertible 
     /// User and password may be percent-encoded. Options: `socket` (a unix socket path),
     /// `tls` (`disabled`, `preferred`, `required`, `verify-identity`), `tls-ca`, `tls-cert`,
     /// `tls-key`, `connect-timeout`, `read-timeout`, `write-timeout` and `statement-timeout`
-    /// (seconds, fractions allowed), `charset`, `local-infile` and `strict` (`true`/`false`).
+    /// (seconds, fractions allowed), `charset`, `local-infile`, `strict` and `proxy` (`true`/`false`),
+    /// `timeout-strategy` (`server`, `client`).
     ///
     /// - Throws: ``MariaDBError`` with kind ``MariaDBError/Kind/invalidConfiguration`` naming
     ///   what is wrong (never the password).
@@ -220,6 +257,13 @@ public struct MariaDBConfiguration: Sendable, Hashable, CustomStringConvertible 
             case "charset", "character-set": characterSet = value
             case "local-infile", "local_infile": allowLocalInfile = try flag()
             case "strict": strictMode = try flag()
+            case "proxy", "behind-proxy": isBehindProxy = try flag()
+            case "timeout-strategy", "timeout_strategy":
+                switch value.lowercased() {
+                case "server": timeoutStrategy = .server
+                case "client", "client-cancels": timeoutStrategy = .clientCancels
+                default: throw invalid("timeout-strategy must be server or client, not '\(value)'")
+                }
             default:
                 throw invalid("unknown option '\(item.name)'")
             }
@@ -235,6 +279,7 @@ public struct MariaDBConfiguration: Sendable, Hashable, CustomStringConvertible 
         } else {
             text += "\(host):\(port)/\(database ?? "")?tls=\(tls.name)"
         }
+        if isBehindProxy { text += "&proxy=true" }
         return text
     }
 }

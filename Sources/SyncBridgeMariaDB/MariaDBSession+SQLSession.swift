@@ -37,7 +37,7 @@ extension MariaDBSession: SQLSession {
     /// through the binary protocol; with a `timeout`, the server aborts the statement when it
     /// passes (`max_statement_time`), failing with ``MariaDBError/Kind/timedOut``.
     public func run(_ query: SQLQuery, timeout: SQLTimeout?) throws -> SQLOutcome {
-        try run(query, statementTimeout: timeout?.duration)
+        try run(query, statementTimeout: serverEndsTimeouts ? timeout?.duration : nil)
     }
 
     /// Connector/C's socket (`mysql_get_socket`).
@@ -48,6 +48,18 @@ extension MariaDBSession: SQLSession {
 
     /// `false`: the server ends a statement past its timeout itself (`max_statement_time`).
     public static var cancelsAtTimeout: Bool { false }
+
+    /// `true` with ``MariaDBConfiguration/TimeoutStrategy/clientCancels`` (the default behind a
+    /// proxy): the connection sends `KILL QUERY` when a statement's timeout passes.
+    public static func cancelsAtTimeout(_ configuration: MariaDBConfiguration) -> Bool {
+        configuration.effectiveTimeoutStrategy == .clientCancels
+    }
+
+    /// With ``MariaDBConfiguration/TimeoutStrategy/clientCancels``, the configuration's statement
+    /// timeout, which the client keeps (the server is not told).
+    public static func clientStatementTimeout(_ configuration: MariaDBConfiguration) -> Duration? {
+        configuration.effectiveTimeoutStrategy == .clientCancels ? configuration.statementTimeout : nil
+    }
 
     /// A ``MariaDBError`` of kind ``MariaDBError/Kind/timedOut`` (error 1969,
     /// `ER_STATEMENT_TIMEOUT`).

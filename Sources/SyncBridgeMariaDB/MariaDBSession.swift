@@ -30,9 +30,13 @@ public final class MariaDBSession {
 
     /// Where the session is connected, for spans.
     public let tracingTarget: SQLTracingTarget
+    /// Whether the server ends statements past their timeout (`SET STATEMENT max_statement_time
+    /// … FOR`); otherwise the connection sends `KILL QUERY` when the deadline passes.
+    let serverEndsTimeouts: Bool
 
     private init(mysql: UnsafeMutablePointer<MYSQL>, configuration: MariaDBConfiguration) {
         self.mysql = mysql
+        self.serverEndsTimeouts = configuration.effectiveTimeoutStrategy == .server
         tracingTarget = SQLTracingTarget(
             address: configuration.unixSocket ?? configuration.host,
             port: configuration.unixSocket == nil ? configuration.port : nil,
@@ -47,16 +51,24 @@ public final class MariaDBSession {
     // MARK: Connecting
 
     /// Connects (blocking) with `configuration`'s safe defaults, then sets the session up: UTC,
-    /// strict SQL mode, the statement timeout.
+    /// strict SQL mode, the statement timeout. Behind a proxy, with literal values only.
     static func open(configuration: MariaDBConfiguration) throws -> MariaDBSession {
         let mysql = try connectHandle(configuration)
         let session = MariaDBSession(mysql: mysql, configuration: configuration)
         do {
             var settings = ["time_zone = '+00:00'"]
-            if configuration.strictMode {
+            if configuration.isBehindProxy {
+                // A proxy routes and multiplexes only what it can parse: no `@@` expression.
+                let mode = try sqlMode(
+                    for: configuration,
+                    serverVersion: mysql_get_server_version(mysql),
+                    server: mysql
+                )
+                settings.append("sql_mode = '\(mode)'")
+            } else if configuration.strictMode {
                 settings.append("sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES')")
             }
-            if let timeout = configuration.statementTimeout {
+            if let timeout = configuration.statementTimeout, configuration.effectiveTimeoutStrategy == .server {
                 settings.append("max_statement_time = \(seconds(timeout))")
             }
             try session.runControl("SET " + settings.joined(separator: ", "))
@@ -65,6 +77,41 @@ public final class MariaDBSession {
             throw error
         }
         return session
+    }
+
+    /// The SQL mode a session behind a proxy sets as a literal: the configuration's, or the
+    /// server version's default modes (with `STRICT_ALL_TABLES` in strict mode).
+    ///
+    /// - Throws: ``MariaDBError`` of kind ``MariaDBError/Kind/invalidConfiguration`` when the
+    ///   configuration's mode is not a list of mode names.
+    static func sqlMode(
+        for configuration: MariaDBConfiguration,
+        serverVersion: UInt,
+        server: UnsafeMutablePointer<MYSQL>
+    ) throws -> String {
+        if let mode = configuration.sqlMode {
+            guard mode.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == ",") }) else {
+                throw MariaDBError(
+                    kind: .invalidConfiguration,
+                    message: "sqlMode must be mode names separated by commas (letters, digits, '_'), not '\(mode)'"
+                )
+            }
+            return mode
+        }
+        let info = mysql_get_server_info(server).map { String(cString: $0) } ?? ""
+        var modes: [String]
+        if info.contains("MariaDB") || serverVersion < 80000 {
+            modes = [
+                "STRICT_TRANS_TABLES", "ERROR_FOR_DIVISION_BY_ZERO", "NO_AUTO_CREATE_USER", "NO_ENGINE_SUBSTITUTION",
+            ]
+        } else {
+            modes = [
+                "ONLY_FULL_GROUP_BY", "STRICT_TRANS_TABLES", "NO_ZERO_IN_DATE", "NO_ZERO_DATE",
+                "ERROR_FOR_DIVISION_BY_ZERO", "NO_ENGINE_SUBSTITUTION",
+            ]
+        }
+        if configuration.strictMode { modes.append("STRICT_ALL_TABLES") }
+        return modes.joined(separator: ",")
     }
 
     /// Opens a `MYSQL` handle with the configuration's options; used for sessions and for the

@@ -57,6 +57,9 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     /// The timeout of statements run without one, when the client keeps the configuration's
     /// default (``SQLSession/clientStatementTimeout(_:)``).
     private let defaultTimeout: Duration?
+    /// Whether the connection cancels a statement whose timeout passed
+    /// (``SQLSession/cancelsAtTimeout(_:)``).
+    private let cancelsAtTimeout: Bool
 
     private static var connectionNumbers: Locked<Int> { sqlConnectionNumbers }
 
@@ -82,6 +85,7 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         self.logger = logger
         self.metrics = metrics
         self.defaultTimeout = Session.clientStatementTimeout(configuration)
+        self.cancelsAtTimeout = Session.cancelsAtTimeout(configuration)
     }
 
     /// Connects on a new dedicated thread.
@@ -271,7 +275,7 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
             try await withUnsafeThrowingContinuation { continuation in
                 guard call.install(continuation) else { return }
                 if let timeout {
-                    if Session.cancelsAtTimeout {
+                    if cancelsAtTimeout {
                         call.schedule(at: timeout.deadline) { canceller.cancel() }
                     }
                     call.schedule(at: timeout.deadline &+ grace) { [self] in

@@ -109,6 +109,11 @@ public protocol SQLSession: AnyObject, SendableMetatype {
     /// the library end it (MariaDB's `max_statement_time`, SQLite's progress handler).
     static var cancelsAtTimeout: Bool { get }
 
+    /// ``cancelsAtTimeout`` for connections made with `configuration`, for a session whose way of
+    /// enforcing timeouts is configurable (MariaDB's ``SQLSession/cancelsAtTimeout`` is `false`
+    /// unless it is behind a proxy). The default is ``cancelsAtTimeout``.
+    static func cancelsAtTimeout(_ configuration: Configuration) -> Bool
+
     /// The database's typed timeout error for `query`, which ran past `timeout`: thrown when the
     /// statement was cancelled because of it, or abandoned when the server never answered.
     static func timeoutError(_ timeout: SQLTimeout, query: SQLQuery) -> any Error
@@ -149,6 +154,9 @@ extension SQLSession {
 
     /// The connection cancels statements whose timeout passed.
     public static var cancelsAtTimeout: Bool { true }
+
+    /// ``cancelsAtTimeout``, whatever the configuration.
+    public static func cancelsAtTimeout(_ configuration: Configuration) -> Bool { cancelsAtTimeout }
 
     /// None: the session keeps its default timeout itself, if it has one.
     public static func clientStatementTimeout(_ configuration: Configuration) -> Duration? { nil }
