@@ -485,7 +485,7 @@ public final class PostgresSession {
                 throw connectionError(query: sql, result: result)
             }
             let error = Self.serverError(result, query: sql)
-            if error.kind == .connectionClosed { isBroken = true }
+            if error.kind == .connectionClosed || cannotServeAsPrimary(after: error) { isBroken = true }
             throw error
         default:
             let status = String(cString: PQresStatus(PQresultStatus(result)))
@@ -495,6 +495,26 @@ public final class PostgresSession {
                 sqlState: "XX000",
                 query: sql
             )
+        }
+    }
+
+    /// Whether `error` says that this session's server can no longer serve it: shutting down
+    /// (57P01–57P03), a connection exception (class 08), or a write refused because the server is
+    /// now a standby or read-only by default (25006 with `in_hot_standby` or
+    /// `default_transaction_read_only` on, which PostgreSQL 14 and later report) — after a
+    /// switchover the old primary follows the new one. A pool discards such a connection; a
+    /// write refused in a transaction the caller began read-only does not count.
+    private func cannotServeAsPrimary(after error: PostgresError) -> Bool {
+        switch error.sqlState {
+        case "57P01", "57P02", "57P03":
+            return true
+        case "25006":
+            func parameter(_ name: String) -> String? {
+                PQparameterStatus(connection, name).map { String(cString: $0) }
+            }
+            return parameter("in_hot_standby") == "on" || parameter("default_transaction_read_only") == "on"
+        default:
+            return error.sqlState.hasPrefix("08")
         }
     }
 

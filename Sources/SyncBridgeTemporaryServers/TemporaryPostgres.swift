@@ -160,6 +160,81 @@ public final class TemporaryPostgres: Sendable, ThrowawayServer {
         }
     }
 
+    // MARK: Replication
+
+    /// Starts a streaming standby of this server: a base backup (`pg_basebackup -R`) in a folder
+    /// of its own, served on a port of its own, read-only and following this server until
+    /// ``promote()``. Same database, user and password. Stop it with ``stop()``.
+    ///
+    /// - Throws: ``TemporaryServerError`` saying what failed, with the end of its log.
+    public func startStandby() async throws -> TemporaryPostgres {
+        try await ServerSupport.pool.run { [self] in
+            let standby = TemporaryPostgres(
+                binaries: binaries,
+                directory: try ServerSupport.makeTemporaryDirectory(prefix: Self.directoryPrefix),
+                port: try ServerSupport.freePort(),
+                password: password,
+                tls: nil
+            )
+            do {
+                try ServerSupport.chown(standby.directory, to: Self.serverUser)
+                // Beside the server's own binary (PATH may hold only links to some of them).
+                let backup = URL(fileURLWithPath: binaries.postgres).resolvingSymlinksInPath()
+                    .deletingLastPathComponent().appendingPathComponent("pg_basebackup").path
+                // The password goes in a password file, not on a command line (which errors show);
+                // the standby keeps using it to follow the primary.
+                let passwordFile = "\(standby.directory)/replication.pgpass"
+                guard
+                    FileManager.default.createFile(
+                        atPath: passwordFile,
+                        contents: Data("127.0.0.1:\(port):*:\(user):\(password)\n".utf8)
+                    )
+                else { throw TemporaryServerError("could not write \(passwordFile)") }
+                chmod(passwordFile, 0o600)
+                try ServerSupport.chown(standby.directory, to: Self.serverUser)
+                try ServerSupport.run(
+                    [
+                        backup, "-d", "host=127.0.0.1 port=\(port) user=\(user) passfile=\(passwordFile)",
+                        "-D", standby.dataDirectory, "-R", "-X", "stream", "-c", "fast",
+                    ],
+                    asUser: Self.serverUser,
+                    what: "pg_basebackup from the primary on port \(port)"
+                )
+                try standby.launch()
+            } catch {
+                standby.stopBlocking()
+                throw error
+            }
+            ServerSupport.logger.info(
+                "started a throwaway PostgreSQL standby",
+                metadata: ["port": "\(standby.port)", "primary_port": "\(port)"]
+            )
+            return standby
+        }
+    }
+
+    /// Promotes a standby (``startStandby()``) to a primary that accepts writes, and returns once
+    /// it does.
+    ///
+    /// - Throws: ``TemporaryServerError`` when the promotion fails or does not finish within 60 s.
+    public func promote() async throws {
+        try await ServerSupport.pool.run { [self] in
+            let answer = try ServerSupport.run(
+                [
+                    binaries.psql, "-X", "-q", "-A", "-t", "-h", directory, "-p", "\(port)", "-U", "postgres",
+                    "-d", database, "-v", "ON_ERROR_STOP=1", "-c", "SELECT pg_promote(true, 60)",
+                ],
+                asUser: Self.serverUser,
+                what: "promoting the standby on port \(port)"
+            )
+            guard answer.trimmingCharacters(in: .whitespacesAndNewlines) == "t" else {
+                throw TemporaryServerError(
+                    "the standby on port \(port) was not promoted within 60 s:\n\(ServerSupport.tail(logPath))"
+                )
+            }
+        }
+    }
+
     // MARK: Steps (blocking; run on ServerSupport.pool)
 
     static func findBinaries() throws -> Binaries {
