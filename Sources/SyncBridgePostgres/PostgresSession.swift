@@ -19,7 +19,7 @@ public final class PostgresSession {
     let connection: OpaquePointer
     /// Prepared statements' names by rendered SQL and parameter types: the 256 most recently
     /// used.
-    private var statements = SQLStatementCache<StatementKey, String>()
+    var statements = SQLStatementCache<StatementKey, String>()
     private var nextStatementNumber = 0
     /// Whether statements are prepared with names (not behind a transaction pooler that cannot
     /// keep them).
@@ -28,7 +28,7 @@ public final class PostgresSession {
     /// forgotten, not deallocated with SQL the pooler does not route.
     private let isBehindTransactionPooler: Bool
 
-    private struct StatementKey: Hashable {
+    struct StatementKey: Hashable {
         let sql: String
         let types: [UInt32]
     }
@@ -40,7 +40,7 @@ public final class PostgresSession {
     }
 
     /// Set once the server ended the session (a `FATAL` error) or libpq lost the connection.
-    private(set) var isBroken = false
+    var isBroken = false
 
     /// Marks the connection unusable: a pool discards it.
     public func markBroken() {
@@ -131,6 +131,16 @@ public final class PostgresSession {
         let result = PQexec(connection, sql)
         defer { PQclear(result) }
         _ = try outcome(of: result, sql: sql)
+        // The server answers COMMIT in a transaction that an error aborted with ROLLBACK, and no
+        // error: the caller must not take it for a commit.
+        if sql == "COMMIT", let result, String(cString: PQcmdStatus(result)) == "ROLLBACK" {
+            throw PostgresError(
+                kind: .server,
+                message: "the transaction was aborted by an earlier error and rolled back instead of committing",
+                sqlState: "25P02",
+                query: sql
+            )
+        }
     }
 
     /// Runs `query` with its bound parameters, preparing it on first use.
@@ -168,7 +178,7 @@ public final class PostgresSession {
 
     /// Sends a statement without waiting for its result (libpq's asynchronous API): prepared
     /// when `name` is given.
-    private func send(_ statement: Statement, name: String?) throws {
+    func send(_ statement: Statement, name: String?) throws {
         let sent = withParameterArrays(statement.parameters) { values, lengths, formats in
             if let name {
                 return PQsendQueryPrepared(
@@ -198,7 +208,7 @@ public final class PostgresSession {
     }
 
     /// A query rendered for libpq, with its parameters encoded.
-    private struct Statement {
+    struct Statement {
         let sql: String
         let parameters: [PostgresTextFormat.Parameter]
         var types: [UInt32] { parameters.map(\.oid) }
@@ -284,7 +294,7 @@ public final class PostgresSession {
     private var copying: String?
     private var copyingIn = false
 
-    private func refuseWhileStreaming() throws {
+    func refuseWhileStreaming() throws {
         if let streaming {
             throw PostgresError(
                 kind: .connectionBusy,
@@ -459,7 +469,7 @@ public final class PostgresSession {
         streaming = nil
     }
 
-    private func drainResults() {
+    func drainResults() {
         while let result = PQgetResult(connection) {
             if PQresultStatus(result) == PGRES_FATAL_ERROR && PQstatus(connection) != CONNECTION_OK {
                 isBroken = true
@@ -504,7 +514,7 @@ public final class PostgresSession {
     /// `default_transaction_read_only` on, which PostgreSQL 14 and later report) — after a
     /// switchover the old primary follows the new one. A pool discards such a connection; a
     /// write refused in a transaction the caller began read-only does not count.
-    private func cannotServeAsPrimary(after error: PostgresError) -> Bool {
+    func cannotServeAsPrimary(after error: PostgresError) -> Bool {
         switch error.sqlState {
         case "57P01", "57P02", "57P03":
             return true
@@ -518,7 +528,7 @@ public final class PostgresSession {
         }
     }
 
-    private func connectionError(query: String?, result: OpaquePointer? = nil) -> PostgresError {
+    func connectionError(query: String?, result: OpaquePointer? = nil) -> PostgresError {
         isBroken = true
         var message = String(cString: PQerrorMessage(connection)).trimmedWhitespace
         if message.isEmpty, let result {

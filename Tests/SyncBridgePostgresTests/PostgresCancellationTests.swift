@@ -60,6 +60,26 @@ struct PostgresCancellationTests {
         }
     }
 
+    @Test("a transaction whose body swallowed a failure does not report a commit: COMMIT fails with 25P02")
+    func commitAfterASwallowedFailure() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            let table = uniqueTable("swallowed")
+            try await connection.execute("CREATE TABLE \(unsafeSQL: table) (v int PRIMARY KEY)")
+            let error = try await #require(throws: PostgresError.self) {
+                try await connection.withTransaction { tx in
+                    try await tx.execute("INSERT INTO \(unsafeSQL: table) VALUES (1)")
+                    _ = try? await tx.execute("INSERT INTO \(unsafeSQL: table) VALUES (1)")
+                }
+            }
+            #expect(error.sqlState == "25P02")
+            #expect(error.query == "COMMIT")
+            #expect(
+                try await connection.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0)
+                    == 0
+            )
+        }
+    }
+
     @Test("nested transactions use savepoints: an inner failure rolls back only the inner part")
     func savepoints() async throws {
         struct Inner: Error {}

@@ -89,6 +89,40 @@ struct PostgresPoolerTests {
         return inserted
     }
 
+    @Test("pipelines through PgBouncer: 16 tasks × 200 statements, each result its own statement's, every row there")
+    func pipelines() async throws {
+        let (_, bouncer) = try await startBouncer()
+        let client = makeClient(.behindTransactionPooler(bouncer.connectionString, statementTimeout: .seconds(30)))
+        let table = uniqueTable("pooled_pipeline")
+        try await client.execute("CREATE TABLE \(unsafeSQL: table) (task int NOT NULL, step int NOT NULL)")
+        let wrong = try await withThrowingTaskGroup(of: Int.self) { group in
+            for task in 0..<16 {
+                group.addTask {
+                    var statements: [SQLQuery] = []
+                    for step in 0..<100 {
+                        statements.append("INSERT INTO \(unsafeSQL: table) VALUES (\(task), \(step))")
+                        statements.append("SELECT \(task * 1000 + step)::int")
+                    }
+                    let results = try await client.pipeline(statements)
+                    var wrong = 0
+                    for (offset, result) in results.enumerated() where !offset.isMultiple(of: 2) {
+                        if try result.get().rows.first?.decode(Int.self, at: 0) != task * 1000 + offset / 2 {
+                            wrong += 1
+                        }
+                    }
+                    return wrong
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        #expect(wrong == 0)
+        let count = try await client.query("SELECT count(*) FROM \(unsafeSQL: table)").first?.decode(Int.self, at: 0)
+        #expect(count == 16 * 100)
+        try await client.execute("DROP TABLE \(unsafeSQL: table)")
+        await client.shutdown()
+        await bouncer.stop()
+    }
+
     @Test(
         "64 tasks of mixed queries, inserts, transactions and streams, on 16 connections over PgBouncer's 4: no error, every row there"
     )

@@ -1,0 +1,104 @@
+import SyncBridge
+public import SyncBridgeSQL
+import Synchronization
+import Tracing
+
+extension PostgresConnection {
+    /// Runs `statements` in one round trip, with libpq's pipeline mode, and returns each one's
+    /// outcome — its rows and affected count, or its error — in order.
+    ///
+    /// ```swift
+    /// let results = try await connection.pipeline(orders.map { order in
+    ///     "INSERT INTO orders (id, total) VALUES (\(order.id), \(order.total))"
+    /// })
+    /// for case .failure(let error) in results { print(error) }
+    /// ```
+    ///
+    /// Every statement is sent without waiting for the one before, each followed by its own sync
+    /// point, so on a network where a round trip costs more than a statement the batch takes about
+    /// one round trip. What a failure does:
+    ///
+    /// - Outside a transaction, each statement commits on its own: a failed one fails alone, and
+    ///   the statements before and after it take effect.
+    /// - Inside a transaction (``SQLConnection/withTransaction(isolation:readOnly:fileID:line:_:)``),
+    ///   the server refuses every statement after a failed one (SQLSTATE 25P02) and the
+    ///   transaction is aborted: `COMMIT` then fails with 25P02 and nothing of it stands. A
+    ///   transaction is how a batch becomes all or nothing.
+    /// - A statement whose values cannot be encoded is not sent and fails alone.
+    ///
+    /// Cancelling the task cancels the statement running on the server and sends no more; the
+    /// call throws `CancellationError` once the server has answered those already sent. Outside a
+    /// transaction those run and stand; inside one, the cancelled statement aborts the
+    /// transaction and the rest with it. A `timeout` does the same when it passes and throws the
+    /// typed timeout error (``PostgresError/Kind/timedOut``). The session's `statement_timeout`
+    /// applies to each statement on its own; a client-kept default (behind a transaction pooler)
+    /// does not, so pass `timeout` there.
+    ///
+    /// Prepared statements this connection already has are used; others are sent unnamed (parsed
+    /// once each, without being prepared), which also suits transaction poolers. While a row
+    /// stream is open the connection is busy and the pipeline fails at once.
+    ///
+    /// - Parameters:
+    ///   - statements: The statements, with bound parameters.
+    ///   - timeout: Ends the pipeline when it passes; `nil` for no limit beyond the session's.
+    /// - Returns: One outcome per statement, in the same order.
+    /// - Throws: ``PostgresError`` when the connection fails (then which statements ran is
+    ///   unknown) or the timeout passed; `CancellationError` when the task was cancelled.
+    public func pipeline(
+        _ statements: [SQLQuery],
+        timeout: Duration? = nil
+    ) async throws -> [Result<SQLOutcome, any Error>] {
+        guard let tracer = SQLTracing.tracer else { return try await pipelineUntraced(statements, timeout: timeout) }
+        return try await SQLTracing.withSpan(
+            tracer,
+            PostgresSession.self,
+            query: nil,
+            name: "pipeline",
+            target: tracingTarget
+        ) { span in
+            span.attributes["db.operation.batch.size"] = statements.count
+            return try await pipelineUntraced(statements, timeout: timeout)
+        }
+    }
+
+    func pipelineUntraced(
+        _ statements: [SQLQuery],
+        timeout: Duration?
+    ) async throws -> [Result<SQLOutcome, any Error>] {
+        let limit = timeout.map(SQLTimeout.init)
+        let cancelled = Mutex(false)
+        return try await withTaskCancellationHandler {
+            try await withSession(timeout: limit) { session in
+                try session.runPipeline(statements) {
+                    cancelled.withLock { $0 } || limit.map { monotonicNanoseconds() >= $0.deadline } == true
+                }
+            }
+        } onCancel: {
+            cancelled.withLock { $0 = true }
+        }
+    }
+}
+
+extension PostgresClient {
+    /// Runs `statements` in one round trip on a pooled connection (see
+    /// ``SQLConnection/pipeline(_:timeout:)``), and returns each one's outcome in order.
+    ///
+    /// - Parameters:
+    ///   - statements: The statements, with bound parameters.
+    ///   - timeout: Ends the pipeline when it passes; `nil` for no limit beyond the session's.
+    ///   - fileID: Where the call is, for reports; leave the default.
+    ///   - line: Where the call is, for reports; leave the default.
+    /// - Returns: One outcome per statement, in the same order.
+    /// - Throws: As ``SQLConnection/pipeline(_:timeout:)``; ``ConnectionPoolError`` when no connection is
+    ///   free within the acquire timeout.
+    public func pipeline(
+        _ statements: [SQLQuery],
+        timeout: Duration? = nil,
+        fileID: StaticString = #fileID,
+        line: UInt = #line
+    ) async throws -> [Result<SQLOutcome, any Error>] {
+        try await withLeasedConnection(at: CallSite(fileID: fileID, line: line)) { connection in
+            try await connection.pipeline(statements, timeout: timeout)
+        }
+    }
+}

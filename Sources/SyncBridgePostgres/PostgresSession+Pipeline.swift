@@ -1,0 +1,163 @@
+import CLibPQ
+import SyncBridgeSQL
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+extension PostgresSession {
+    /// Runs `queries` in libpq's pipeline mode: every statement is sent without waiting for the
+    /// one before, each followed by a sync point, and the results are read back in order — one
+    /// round trip for the whole batch instead of one per statement.
+    ///
+    /// With a sync point per statement, a failure ends only its own statement (outside a
+    /// transaction; inside one, the server refuses the rest of the transaction, 25P02). A statement
+    /// that cannot be encoded is not sent and fails alone. Once `shouldStop` says so (the task was
+    /// cancelled or the pipeline's deadline passed, and the canceller has asked the server to stop
+    /// the statement it runs), the statements not yet sent are not sent, those already sent are
+    /// read, and the call throws the server's cancellation error (57014), which the caller turns
+    /// into `CancellationError` or the timeout.
+    ///
+    /// The socket is non-blocking meanwhile, so a batch of any size cannot deadlock on full socket
+    /// buffers: what the server answers is read while the rest is still being sent.
+    ///
+    /// - Returns: Each statement's outcome or error, in order.
+    /// - Throws: ``PostgresError`` when the connection fails (then every statement's fate is
+    ///   unknown), or the cancellation (57014) when the pipeline was stopped.
+    func runPipeline(
+        _ queries: [SQLQuery],
+        shouldStop: () -> Bool
+    ) throws -> [Result<SQLOutcome, any Error>] {
+        try refuseWhileStreaming()
+        var results = [Result<SQLOutcome, any Error>?](repeating: nil, count: queries.count)
+        guard !queries.isEmpty else { return [] }
+        guard PQenterPipelineMode(connection) == 1 else { throw connectionError(query: nil) }
+        PQsetnonblocking(connection, 1)
+        defer {
+            PQsetnonblocking(connection, 0)
+            if PQpipelineStatus(connection) != PQ_PIPELINE_OFF { _ = PQexitPipelineMode(connection) }
+        }
+        // Statements sent and not yet read, in order; what the head of it is waiting for.
+        var sent: [Int] = []
+        var head = 0
+        var reading = PipelineRead.result
+        var next = 0
+        var stopped = false
+        // Each sent statement's SQL, with placeholders (never values), for its errors.
+        var sql = [String](repeating: "", count: queries.count)
+
+        while true {
+            // Send what the output buffer takes (the server reads while we read its answers).
+            while next < queries.count, !stopped, sent.count - head < 4096 {
+                if shouldStop() {
+                    stopped = true
+                    break
+                }
+                let index = next
+                next += 1
+                let statement: Statement
+                do {
+                    statement = try Statement(queries[index])
+                } catch {
+                    results[index] = .failure(error)
+                    continue
+                }
+                sql[index] = statement.sql
+                try send(statement, name: statements.statement(for: statement.key))
+                guard PQpipelineSync(connection) == 1 else { throw connectionError(query: statement.sql) }
+                sent.append(index)
+            }
+            let flush = PQflush(connection)
+            guard flush >= 0 else { throw connectionError(query: nil) }
+            if head == sent.count && (next == queries.count || stopped) && flush == 0 { break }
+
+            // Read every result that has arrived.
+            guard PQconsumeInput(connection) == 1 else { throw connectionError(query: nil) }
+            var progressed = false
+            while head < sent.count, PQisBusy(connection) == 0 {
+                let result = PQgetResult(connection)
+                progressed = true
+                let index = sent[head]
+                switch reading {
+                case .result:
+                    guard let result else { throw connectionError(query: nil) }
+                    if PQresultStatus(result) == PGRES_PIPELINE_ABORTED {
+                        // Only after a failure before the same sync point: not with one sync each.
+                        results[index] = .failure(
+                            PostgresError(
+                                kind: .server,
+                                message: "the pipeline was aborted by an earlier failure",
+                                sqlState: "25P02",
+                                query: sql[index]
+                            )
+                        )
+                    } else {
+                        do {
+                            results[index] = .success(try outcome(of: result, sql: sql[index]))
+                        } catch {
+                            results[index] = .failure(error)
+                            // Lost connection: what follows can no longer be read.
+                            if PQstatus(connection) != CONNECTION_OK { throw error }
+                            if (error as? PostgresError)?.isQueryCanceled == true, shouldStop() { stopped = true }
+                        }
+                    }
+                    PQclear(result)
+                    reading = .endOfResult
+                case .endOfResult:
+                    // A statement's results end with a null result.
+                    if let result {
+                        PQclear(result)
+                    } else {
+                        reading = .sync
+                    }
+                case .sync:
+                    guard let result else { continue }
+                    let status = PQresultStatus(result)
+                    PQclear(result)
+                    guard status == PGRES_PIPELINE_SYNC else { throw connectionError(query: nil) }
+                    head += 1
+                    reading = .result
+                }
+            }
+            if progressed { continue }
+            // Nothing to read yet: wait for the server (and for room to send, if any is left).
+            var descriptor = pollfd(
+                fd: PQsocket(connection),
+                events: Int16(POLLIN) | (flush == 1 ? Int16(POLLOUT) : 0),
+                revents: 0
+            )
+            guard descriptor.fd >= 0 else { throw connectionError(query: nil) }
+            if poll(&descriptor, 1, -1) < 0 && errno != EINTR { throw connectionError(query: nil) }
+        }
+        // A cancel that reached the server just before `shouldStop` said so.
+        if !stopped, shouldStop(),
+            results.contains(where: { result in
+                if case .failure(let error as PostgresError) = result { return error.isQueryCanceled }
+                return false
+            })
+        {
+            stopped = true
+        }
+        if stopped {
+            throw PostgresError(
+                kind: .server,
+                message: "the pipeline was stopped after \(head) of \(queries.count) statements",
+                sqlState: "57014",
+                query: nil
+            )
+        }
+        return results.map { $0 ?? .failure(CancellationError()) }
+    }
+
+    /// What the pipeline's reader expects next for the statement at its head.
+    private enum PipelineRead {
+        /// The statement's result (rows, a command's tag, or its error).
+        case result
+        /// The null result that ends the statement's results.
+        case endOfResult
+        /// The sync point after it.
+        case sync
+    }
+}

@@ -1,0 +1,226 @@
+import Foundation
+import InMemoryTracing
+import SharedTestSupport
+import SyncBridgePostgres
+import SyncBridgeSQL
+import SyncBridgeTesting
+import Testing
+import Tracing
+
+@Suite("PostgreSQL pipelines")
+struct PostgresPipelineTests {
+    /// The ids in `table`, in order.
+    func ids(in table: String, on connection: PostgresConnection) async throws -> [Int] {
+        try await connection.query("SELECT id FROM \(unsafeSQL: table) ORDER BY id").map {
+            try $0.decode(Int.self, at: 0)
+        }
+    }
+
+    /// The server error in `result`, or `nil`.
+    func serverError(_ result: Result<SQLOutcome, any Error>) -> PostgresError? {
+        guard case .failure(let error) = result else { return nil }
+        return error as? PostgresError
+    }
+
+    /// Waits until the server runs `SELECT pg_sleep…` for the backend `pid`.
+    func waitForTheSleep(of pid: Int32) async throws {
+        let observer = try await connectToTestServer()
+        try await withClosing(observer) { observer in
+            try await waitUntil(20) {
+                try await observer.query(
+                    """
+                    SELECT count(*) FROM pg_stat_activity
+                    WHERE pid = \(pid) AND state = 'active' AND query LIKE 'SELECT pg_sleep%'
+                    """
+                ).first?.decode(Int.self, at: 0) == 1
+            }
+        }
+    }
+
+    @Test("a failed statement fails alone: the others take effect and each result is its own statement's")
+    func failureFailsAlone() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            let table = uniqueTable("pipelined")
+            try await connection.execute("CREATE TABLE \(unsafeSQL: table) (id int PRIMARY KEY, note text)")
+            let results = try await connection.pipeline([
+                "INSERT INTO \(unsafeSQL: table) VALUES (\(1), \("one"))",
+                "INSERT INTO \(unsafeSQL: table) VALUES (\(2), \("two"))",
+                "INSERT INTO \(unsafeSQL: table) VALUES (\(1), \("again"))",
+                "INSERT INTO \(unsafeSQL: table) VALUES (\(4), \("a\u{0}b"))",
+                "SELECT count(*) FROM \(unsafeSQL: table)",
+                "INSERT INTO \(unsafeSQL: table) VALUES (\(3), \("three")) RETURNING id * 10",
+            ])
+            #expect(results.count == 6)
+            #expect(try results[0].get().rowsAffected == 1)
+            #expect(try results[1].get().rowsAffected == 1)
+            let duplicate = try #require(serverError(results[2]))
+            #expect(duplicate.sqlState == "23505")
+            #expect(duplicate.query?.contains("INSERT INTO \(table)") == true)
+            #expect(duplicate.query?.contains("again") == false, "the error shows values")
+            guard case .failure(let encoding as SQLEncodingError) = results[3] else {
+                Issue.record("expected an encoding error, got \(results[3])")
+                return
+            }
+            #expect(encoding.parameter == 2)
+            #expect(try results[4].get().rows.first?.decode(Int.self, at: 0) == 2)
+            #expect(try results[5].get().rows.first?.decode(Int.self, at: 0) == 30)
+            #expect(try await ids(in: table, on: connection) == [1, 2, 3])
+            // The connection is usable afterwards, out of pipeline mode.
+            #expect(try await connection.query("SELECT \(7)::int").first?.decode(Int.self, at: 0) == 7)
+        }
+    }
+
+    @Test(
+        "inside a transaction the server refuses the statements after a failure (25P02) and the transaction rolls back"
+    )
+    func insideATransaction() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            let table = uniqueTable("pipelined_tx")
+            try await connection.execute("CREATE TABLE \(unsafeSQL: table) (id int PRIMARY KEY)")
+            // The body returns normally with the failures in its results: COMMIT then finds the
+            // transaction aborted, and says so.
+            var results: [Result<SQLOutcome, any Error>] = []
+            let commit = try await #require(throws: PostgresError.self) {
+                try await connection.withTransaction { tx in
+                    results = try await tx.pipeline([
+                        "INSERT INTO \(unsafeSQL: table) VALUES (\(1))",
+                        "INSERT INTO \(unsafeSQL: table) VALUES (\(2))",
+                        "INSERT INTO \(unsafeSQL: table) VALUES (\(2))",
+                        "INSERT INTO \(unsafeSQL: table) VALUES (\(3))",
+                    ])
+                }
+            }
+            #expect(commit.sqlState == "25P02")
+            #expect(commit.message.contains("rolled back instead of committing"))
+            #expect(try results[0].get().rowsAffected == 1)
+            #expect(try results[1].get().rowsAffected == 1)
+            #expect(serverError(results[2])?.sqlState == "23505")
+            #expect(serverError(results[3])?.sqlState == "25P02")
+            #expect(try await ids(in: table, on: connection) == [])
+
+            // Without a failure the transaction commits all of it.
+            try await connection.withTransaction { tx in
+                for result in try await tx.pipeline((1...3).map { "INSERT INTO \(unsafeSQL: table) VALUES (\($0))" }) {
+                    _ = try result.get()
+                }
+            }
+            #expect(try await ids(in: table, on: connection) == [1, 2, 3])
+        }
+    }
+
+    @Test("10,000 statements in one pipeline: every result in order, nothing lost, no deadlock on full buffers")
+    func tenThousandStatements() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            let table = uniqueTable("pipelined_many")
+            try await connection.execute("CREATE TABLE \(unsafeSQL: table) (id int PRIMARY KEY, padding text)")
+            // Prepared already: the pipeline uses the connection's prepared statement.
+            #expect(try await connection.query("SELECT \(0)::int").first?.decode(Int.self, at: 0) == 0)
+            let padding = String(repeating: "x", count: 200)
+            var statements: [SQLQuery] = []
+            for id in 1...5_000 {
+                statements.append("INSERT INTO \(unsafeSQL: table) VALUES (\(id), \(padding))")
+                statements.append("SELECT \(id)::int")
+            }
+            let results = try await connection.pipeline(statements)
+            #expect(results.count == 10_000)
+            var mismatched = 0
+            for (offset, result) in results.enumerated() {
+                let outcome = try result.get()
+                if offset.isMultiple(of: 2) {
+                    if outcome.rowsAffected != 1 { mismatched += 1 }
+                } else if try outcome.rows.first?.decode(Int.self, at: 0) != offset / 2 + 1 {
+                    mismatched += 1
+                }
+            }
+            #expect(mismatched == 0)
+            #expect(try await ids(in: table, on: connection) == Array(1...5_000))
+        }
+    }
+
+    @Test(
+        "cancelling the task stops the running statement and throws CancellationError; in a transaction nothing stands"
+    )
+    func cancellation() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            let table = uniqueTable("pipelined_cancel")
+            try await connection.execute("CREATE TABLE \(unsafeSQL: table) (id int PRIMARY KEY)")
+            let pid = try #require(try await connection.query("SELECT pg_backend_pid()").first).decode(
+                Int32.self,
+                at: 0
+            )
+
+            // In a transaction: the sleep is cancelled, the server refuses the rest, and the
+            // transaction rolls back.
+            let inTransaction = Task {
+                try await connection.withTransaction { tx in
+                    try await tx.pipeline([
+                        "INSERT INTO \(unsafeSQL: table) VALUES (\(1))",
+                        "SELECT pg_sleep(60)",
+                        "INSERT INTO \(unsafeSQL: table) VALUES (\(2))",
+                    ])
+                }
+            }
+            try await waitForTheSleep(of: pid)
+            inTransaction.cancel()
+            await #expect(throws: CancellationError.self) { try await inTransaction.value }
+            #expect(try await ids(in: table, on: connection) == [])
+
+            // Outside one: the statements already sent run on their own (documented).
+            let alone = Task {
+                try await connection.pipeline([
+                    "SELECT pg_sleep(60)",
+                    "INSERT INTO \(unsafeSQL: table) VALUES (\(3))",
+                ])
+            }
+            try await waitForTheSleep(of: pid)
+            alone.cancel()
+            await #expect(throws: CancellationError.self) { try await alone.value }
+            #expect(try await ids(in: table, on: connection) == [3])
+            #expect(try await connection.query("SELECT \(5)::int").first?.decode(Int.self, at: 0) == 5)
+        }
+    }
+
+    @Test("a timeout on the pipeline ends it with the typed timeout error and keeps the connection")
+    func timeout() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            let error = try await #require(throws: PostgresError.self) {
+                try await connection.pipeline(["SELECT pg_sleep(60)", "SELECT 1"], timeout: .milliseconds(200))
+            }
+            #expect(error.kind == .timedOut)
+            #expect(error.isQueryCanceled)
+            #expect(try await connection.query("SELECT \(6)::int").first?.decode(Int.self, at: 0) == 6)
+        }
+    }
+
+    @Test("a pipeline is one client span with its batch size and no bound value")
+    func span() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            let secret = "secret-\(UInt64.random(in: 1...UInt64.max))"
+            let tracer = InMemoryTracer()
+            let request = try await withTracer(tracer) {
+                try await tracer.withSpan("request") { request in
+                    _ = try await connection.pipeline(["SELECT \(secret)::text", "SELECT 2", "SELECT 3"])
+                    return request.spanID
+                }
+            }
+            let trace = RecordedTrace(tracer)
+            let calls = trace.children(of: request)
+            #expect(calls.map(\.operationName) == ["pipeline"])
+            let pipeline = try #require(calls.first)
+            #expect(pipeline.kind == .client)
+            #expect(RecordedTrace.text(pipeline, "db.system.name") == "postgresql")
+            #expect(RecordedTrace.text(pipeline, "db.operation.batch.size") == "3")
+            #expect(trace.mentions(of: secret).isEmpty, "\(trace.mentions(of: secret))")
+        }
+    }
+
+    @Test("the client runs a pipeline on a pooled connection")
+    func client() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let client = PostgresClient(connectionString: server.connectionString, name: "sb-pipeline")
+        let results = try await client.pipeline((1...50).map { "SELECT \($0)::int * 2" })
+        let values = try results.map { try $0.get().rows.first?.decode(Int.self, at: 0) }
+        #expect(values == (1...50).map { $0 * 2 })
+        await client.shutdown()
+    }
+}
