@@ -177,6 +177,21 @@ enum MariaDBTime {
         return time
     }
 
+    /// `time` as the text MariaDB reads: `YYYY-MM-DD`, `YYYY-MM-DD hh:mm:ss.ffffff` or
+    /// `[-]hhh:mm:ss.ffffff`.
+    static func text(of time: MYSQL_TIME) -> String {
+        let clock =
+            "\(pad(time.hour, 2)):\(pad(time.minute, 2)):\(pad(time.second, 2)).\(pad(UInt32(time.second_part), 6))"
+        switch time.time_type {
+        case MYSQL_TIMESTAMP_DATE:
+            return "\(pad(time.year, 4))-\(pad(time.month, 2))-\(pad(time.day, 2))"
+        case MYSQL_TIMESTAMP_TIME:
+            return (time.neg != 0 ? "-" : "") + clock
+        default:
+            return "\(pad(time.year, 4))-\(pad(time.month, 2))-\(pad(time.day, 2)) " + clock
+        }
+    }
+
     private static func floorDivision(_ value: Int64, _ divisor: Int64) -> (Int64, Int64) {
         var quotient = value / divisor
         var remainder = value % divisor

@@ -83,6 +83,13 @@ public struct MariaDBConfiguration: Sendable, Hashable, CustomStringConvertible 
         case clientCancels
     }
 
+    /// Whether ``SQLConnection/executeMany(_:rows:timeout:fileID:line:)`` sends its rows in bulk
+    /// commands (`COM_STMT_BULK_EXECUTE`: one round trip for thousands of rows, MariaDB 10.2 and
+    /// later) rather than one execution per row. `nil` (the default) for bulk commands, except
+    /// behind a proxy (``isBehindProxy``: ProxySQL does not route them) and on servers without
+    /// them (MySQL), where rows go one by one.
+    public var bulkExecution: Bool?
+
     /// The strategy in force: ``timeoutStrategy``, or the default for ``isBehindProxy``.
     var effectiveTimeoutStrategy: TimeoutStrategy {
         timeoutStrategy ?? (isBehindProxy ? .clientCancels : .server)

@@ -74,6 +74,9 @@ public struct MariaDBError: SQLServerError, CustomStringConvertible {
     public let query: String?
     /// `host:port` or the socket path, for connection errors.
     public let host: String?
+    /// For ``SQLConnection/executeMany(_:rows:timeout:fileID:line:)``, the index (from 0) of the
+    /// row the server refused; `nil` otherwise, or when the server did not say.
+    public let row: Int?
 
     /// Creates an error.
     public init(
@@ -82,7 +85,8 @@ public struct MariaDBError: SQLServerError, CustomStringConvertible {
         sqlState: String = "HY000",
         message: String,
         query: String? = nil,
-        host: String? = nil
+        host: String? = nil,
+        row: Int? = nil
     ) {
         self.kind = kind
         self.number = number
@@ -90,6 +94,20 @@ public struct MariaDBError: SQLServerError, CustomStringConvertible {
         self.message = message
         self.query = query
         self.host = host
+        self.row = row
+    }
+
+    /// This error, naming the row of a batch it concerns.
+    func inRow(_ row: Int) -> MariaDBError {
+        MariaDBError(
+            kind: kind,
+            number: number,
+            sqlState: sqlState,
+            message: message,
+            query: query,
+            host: host,
+            row: row
+        )
     }
 
     /// The server's message.
@@ -131,6 +149,7 @@ public struct MariaDBError: SQLServerError, CustomStringConvertible {
             if number != 0 { text += " (\(number))" }
         }
         if let query { text += " in \(query)" }
+        if let row { text += " (row \(row) of the batch)" }
         return text
     }
 }

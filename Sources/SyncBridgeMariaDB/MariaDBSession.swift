@@ -20,7 +20,7 @@ public final class MariaDBSession {
     /// The server's id of this connection (`CONNECTION_ID()`), the target of `KILL QUERY`.
     let threadID: UInt
     /// Prepared statements by SQL text: the 256 most recently used.
-    private var statements = SQLStatementCache<String, MariaDBPreparedStatement>()
+    var statements = SQLStatementCache<String, MariaDBPreparedStatement>()
 
     /// Set once the connection broke or the server ended it.
     private(set) var isBroken = false
@@ -34,9 +34,17 @@ public final class MariaDBSession {
     /// … FOR`); otherwise the connection sends `KILL QUERY` when the deadline passes.
     let serverEndsTimeouts: Bool
 
+    /// Whether `executeMany` sends bulk commands: configured so (or by default, not behind a
+    /// proxy) and supported by the server.
+    let usesBulkExecution: Bool
+
     private init(mysql: UnsafeMutablePointer<MYSQL>, configuration: MariaDBConfiguration) {
         self.mysql = mysql
         self.serverEndsTimeouts = configuration.effectiveTimeoutStrategy == .server
+        var capabilities: UInt = 0
+        _ = mariadb_get_info(mysql, MARIADB_CONNECTION_EXTENDED_SERVER_CAPABILITIES, &capabilities)
+        let bulkSupported = capabilities & UInt(MARIADB_CLIENT_STMT_BULK_OPERATIONS >> 32) != 0
+        self.usesBulkExecution = bulkSupported && (configuration.bulkExecution ?? !configuration.isBehindProxy)
         tracingTarget = SQLTracingTarget(
             address: configuration.unixSocket ?? configuration.host,
             port: configuration.unixSocket == nil ? configuration.port : nil,
@@ -404,7 +412,7 @@ public final class MariaDBSession {
     }
 
     /// The prepared statement for `sql`, preparing it on first use.
-    private func prepared(_ sql: String) throws -> MariaDBPreparedStatement {
+    func prepared(_ sql: String) throws -> MariaDBPreparedStatement {
         if let existing = statements.statement(for: sql) { return existing }
         guard let handle = mysql_stmt_init(mysql) else { throw connectionError(query: sql) }
         let status = sql.utf8CString.withUnsafeBufferPointer { buffer in
@@ -420,7 +428,7 @@ public final class MariaDBSession {
         return statement
     }
 
-    private func forget(_ statement: MariaDBPreparedStatement) {
+    func forget(_ statement: MariaDBPreparedStatement) {
         _ = statements.remove(statement.sql)
         statement.close()
     }
@@ -438,7 +446,7 @@ public final class MariaDBSession {
 
     // MARK: Streaming
 
-    private func refuseWhileStreaming() throws {
+    func refuseWhileStreaming() throws {
         if let streaming {
             throw MariaDBError(
                 kind: .connectionBusy,

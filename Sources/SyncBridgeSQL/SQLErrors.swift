@@ -28,15 +28,21 @@ public struct SQLEncodingError: Error, Hashable, CustomStringConvertible {
     public let parameter: Int
     /// What was wrong.
     public let reason: String
+    /// For a statement run with many rows of values (MariaDB's `executeMany`), the row's index
+    /// in them, from 0; `nil` otherwise.
+    public let row: Int?
 
     /// Creates an encoding error.
-    public init(parameter: Int, reason: String) {
+    public init(parameter: Int, reason: String, row: Int? = nil) {
         self.parameter = parameter
         self.reason = reason
+        self.row = row
     }
 
-    /// Names the parameter and the reason.
-    public var description: String { "cannot send parameter \(parameter): \(reason)" }
+    /// Names the parameter (and row) and the reason.
+    public var description: String {
+        "cannot send parameter \(parameter)\(row.map { " of row \($0)" } ?? ""): \(reason)"
+    }
 }
 
 /// What both facades' server errors have in common, so that generic code (retry helpers,

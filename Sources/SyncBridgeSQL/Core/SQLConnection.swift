@@ -49,14 +49,14 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     public let cancellationGracePeriod: Duration
     private let abandoner: SocketAbandoner
     private let transactions = SQLTransactionNesting()
-    private let metrics: SQLStatementMetrics
+    package let metrics: SQLStatementMetrics
     /// Where the session is connected, for spans.
     package let tracingTarget: SQLTracingTarget
     /// Cleared once the session reports the connection broken; a pool then discards it.
     private let usable = Locked(true)
     /// The timeout of statements run without one, when the client keeps the configuration's
     /// default (``SQLSession/clientStatementTimeout(_:)``).
-    private let defaultTimeout: Duration?
+    package let defaultTimeout: Duration?
     /// Whether the connection cancels a statement whose timeout passed
     /// (``SQLSession/cancelsAtTimeout(_:)``).
     private let cancelsAtTimeout: Bool
