@@ -26,8 +26,9 @@ extension PostgresConnection {
     ///   transaction is how a batch becomes all or nothing.
     /// - A statement whose values cannot be encoded is not sent and fails alone.
     ///
-    /// Cancelling the task cancels the statement running on the server and sends no more; the
-    /// call throws `CancellationError` once the server has answered those already sent. Outside a
+    /// At most 256 statements are in flight ahead of the one being answered. Cancelling the task
+    /// cancels the statement running on the server and sends no more; the call throws
+    /// `CancellationError` once the server has answered those already sent. Outside a
     /// transaction those run and stand; inside one, the cancelled statement aborts the
     /// transaction and the rest with it. A `timeout` does the same when it passes and throws the
     /// typed timeout error (``PostgresError/Kind/timedOut``). The session's `statement_timeout`

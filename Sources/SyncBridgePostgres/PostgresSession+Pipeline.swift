@@ -50,7 +50,7 @@ extension PostgresSession {
 
         while true {
             // Send what the output buffer takes (the server reads while we read its answers).
-            while next < queries.count, !stopped, sent.count - head < 4096 {
+            while next < queries.count, !stopped, sent.count - head < Self.pipelineWindow {
                 if shouldStop() {
                     stopped = true
                     break
@@ -150,6 +150,11 @@ extension PostgresSession {
         }
         return results.map { $0 ?? .failure(CancellationError()) }
     }
+
+    /// Statements sent ahead of the one being answered, at most: enough to cover a round trip of
+    /// several milliseconds of short statements, and few enough that after a cancel or a timeout
+    /// the server finishes those already sent well within the cancellation grace period.
+    static let pipelineWindow = 256
 
     /// What the pipeline's reader expects next for the statement at its head.
     private enum PipelineRead {

@@ -192,6 +192,42 @@ struct PostgresPipelineTests {
         }
     }
 
+    @Test(
+        "through a proxy 5 ms away each way: correct results, and a timeout that passes while statements are queued returns within its bound"
+    )
+    func throughTheLatencyProxy() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let proxy = try LatencyProxy(forwardingTo: server.port, delay: .milliseconds(5))
+        defer { proxy.stop() }
+        let far = server.connectionString.replacingOccurrences(of: "port=\(server.port)", with: "port=\(proxy.port)")
+        let connection = try await PostgresConnection.connect(far)
+        try await withClosing(connection) { (connection) async throws -> Void in
+            // The proxy delays: a round trip takes at least 10 ms.
+            let clock = ContinuousClock()
+            let roundTrip = try await clock.measure { _ = try await connection.query("SELECT 1") }
+            #expect(roundTrip >= .milliseconds(10))
+
+            let results = try await connection.pipeline((1...500).map { "SELECT \($0)::int" })
+            let values = try results.map { try $0.get().rows.first?.decode(Int.self, at: 0) }
+            #expect(values == Array(1...500))
+
+            // 3,000 statements of 2 ms each: the timeout passes with most of them unsent.
+            let started = clock.now
+            let error = try await #require(throws: PostgresError.self) {
+                try await connection.pipeline(
+                    Array(repeating: "SELECT pg_sleep(0.002)", count: 3_000),
+                    timeout: .milliseconds(300)
+                )
+            }
+            #expect(error.kind == .timedOut)
+            // The timeout plus the cancellation grace period (2 s), with room for a loaded machine.
+            #expect(clock.now - started < .seconds(10 * slowdown))
+            // At most 256 statements were ahead of the cancelled one: the server finished them
+            // within the grace period, and the connection is still usable.
+            #expect(try await connection.query("SELECT \(8)::int").first?.decode(Int.self, at: 0) == 8)
+        }
+    }
+
     @Test("a pipeline is one client span with its batch size and no bound value")
     func span() async throws {
         try await withTestConnection { (connection) async throws -> Void in

@@ -1,6 +1,6 @@
 import Foundation
 
-// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb|watchdog|watchdog-latency|deadlock] [--rounds N] [--seconds S] [--trials N] [--only NAME]
+// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb|inserts|latency|watchdog|watchdog-latency|deadlock] [--rounds N] [--seconds S] [--rows N] [--trials N] [--only NAME]
 // Prints Markdown tables of medians and the ratios the targets are stated in.
 
 let arguments = CommandLine.arguments.dropFirst()
@@ -85,6 +85,42 @@ if suites.isEmpty || suites.contains("mariadb") {
             }
         }
     }
+}
+
+if suites.isEmpty || suites.contains("inserts") {
+    let rows = arguments.firstIndex(of: "--rows").flatMap { Int(arguments[arguments.index(after: $0)]) } ?? 100_000
+    print("\n## Inserting many rows (\(rounds) interleaved rounds, medians)")
+    let comparisons = try await insertBenchmarks(rounds: rounds, rows: rows)
+    for comparison in comparisons { report(comparison) }
+    let postgres = comparisons[0]
+    let mariadb = comparisons[1]
+    print("\nRatios (target: MariaDB executeMany >= 10x one insert per call):\n")
+    let single = postgres.median("one INSERT per call")
+    print(
+        "- PostgreSQL pipeline: \(ratio(postgres.median("pipeline, batches of 1,000"), single))x one INSERT per call, \(ratio(postgres.median("pipeline, batches of 1,000"), postgres.median("COPY FROM STDIN (the ceiling)")))x COPY"
+    )
+    let one = mariadb.median("one insert per call")
+    print(
+        "- MariaDB executeMany in bulk commands: \(ratio(mariadb.median("executeMany, bulk commands"), one))x one insert per call"
+    )
+    print(
+        "- MariaDB executeMany, one execution per row: \(ratio(mariadb.median("executeMany, one execution per row"), one))x one insert per call"
+    )
+}
+
+if suites.isEmpty || suites.contains("latency") {
+    let seconds = arguments.firstIndex(of: "--seconds").flatMap { Double(arguments[arguments.index(after: $0)]) } ?? 2
+    print("\n## A server 1 ms away (\(rounds) interleaved rounds, medians)")
+    let comparison = try await latencyBenchmarks(rounds: rounds, seconds: seconds, roundTrip: .milliseconds(1))
+    report(comparison)
+    let single = comparison.median("SyncBridge, one statement per call, 64 tasks")
+    print("\nRatios (target: the explicit pipeline >= 10x one statement per call):\n")
+    print(
+        "- SyncBridge pipeline of 100: \(ratio(comparison.median("SyncBridge pipeline of 100, 8 tasks"), single))x one statement per call"
+    )
+    print(
+        "- PostgresNIO: \(ratio(comparison.median("PostgresNIO query(), 64 tasks"), single))x SyncBridge one statement per call"
+    )
 }
 
 if suites.isEmpty || suites.contains("watchdog") || suites.contains("watchdog-latency") {

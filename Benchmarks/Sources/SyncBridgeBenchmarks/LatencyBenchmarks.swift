@@ -1,0 +1,73 @@
+import Foundation
+import Logging
+import PostgresNIO
+import SyncBridgePostgres
+import SyncBridgeSQL
+import SyncBridgeTesting
+
+/// `SELECT 1` against a PostgreSQL server made `roundTrip` away by a ``LatencyProxy`` (half of it
+/// each way), on 8 connections: one statement per call from 64 tasks (SyncBridge and
+/// PostgresNIO), and SyncBridge's explicit pipelines of 100 statements from 8 tasks. Statements
+/// per second.
+func latencyBenchmarks(rounds: Int, seconds: Double, roundTrip: Duration) async throws -> Comparison {
+    let server = try await TemporaryPostgres.start()
+    let proxy = try LatencyProxy(forwardingTo: server.port, delay: roundTrip / 2)
+    let far =
+        "host=127.0.0.1 port=\(proxy.port) dbname=\(server.database) user=\(server.user) password=\(server.password)"
+
+    var configuration = ConnectionPoolConfiguration()
+    configuration.minimumConnections = 8
+    configuration.maximumConnections = 8
+    let ours = SyncBridgePostgres.PostgresClient(connectionString: far, configuration: configuration, name: "far")
+    let oursRun = Task { try await ours.run() }
+    var nioConfiguration = PostgresNIO.PostgresClient.Configuration(
+        host: "127.0.0.1",
+        port: proxy.port,
+        username: server.user,
+        password: server.password,
+        database: server.database,
+        tls: .disable
+    )
+    nioConfiguration.options.minimumConnections = 8
+    nioConfiguration.options.maximumConnections = 8
+    let nio = PostgresNIO.PostgresClient(
+        configuration: nioConfiguration,
+        backgroundLogger: Logger(label: "nio") { _ in SwiftLogNoOpLogHandler() }
+    )
+    let nioRun = Task { await nio.run() }
+
+    let batch: [SQLQuery] = Array(repeating: "SELECT 1", count: 100)
+    let comparison = try await compare(
+        "PostgreSQL SELECT 1, \(roundTrip) round trip through a latency proxy: statements per second (8 connections; \(seconds) s per round)",
+        unit: "statements/s",
+        rounds: rounds,
+        [
+            Contender(name: "SyncBridge, one statement per call, 64 tasks") {
+                try await queriesPerSecond(tasks: 64, seconds: seconds) {
+                    let value = try await ours.query("SELECT 1")[0].decode(Int.self, at: 0)
+                    precondition(value == 1)
+                }
+            },
+            Contender(name: "PostgresNIO query(), 64 tasks") {
+                try await queriesPerSecond(tasks: 64, seconds: seconds) {
+                    for try await value in try await nio.query("SELECT 1").decode(Int.self) { precondition(value == 1) }
+                }
+            },
+            Contender(name: "SyncBridge pipeline of 100, 8 tasks") {
+                try await queriesPerSecond(tasks: 8, seconds: seconds) {
+                    for result in try await ours.pipeline(batch) {
+                        let value = try result.get().rows[0].decode(Int.self, at: 0)
+                        precondition(value == 1)
+                    }
+                } * 100
+            },
+        ]
+    )
+    oursRun.cancel()
+    nioRun.cancel()
+    _ = await oursRun.result
+    _ = await nioRun.result
+    proxy.stop()
+    await server.stop()
+    return comparison
+}
