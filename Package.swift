@@ -146,7 +146,7 @@ let package = Package(
         .target(
             name: "SharedTestSupport",
             dependencies: [
-                "SyncBridge", "SyncBridgeSQL",
+                "SyncBridge", "SyncBridgeSQL", "SyncBridgeTemporaryServers",
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
             ],
             path: "Tests/SharedTestSupport",

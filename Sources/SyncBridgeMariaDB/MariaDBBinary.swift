@@ -32,16 +32,19 @@ enum ParameterBinding {
         for (index, value) in values.enumerated() {
             bind(value, into: &binds[index], at: storage + offsets[index])
         }
-        guard mysql_stmt_bind_param(statement.handle, binds) == 0 else {
-            throw MariaDBError(
-                kind: .client,
-                number: mysql_stmt_errno(statement.handle),
-                sqlState: String(cString: mysql_stmt_sqlstate(statement.handle)),
-                message: String(cString: mysql_stmt_error(statement.handle)),
-                query: statement.sql
-            )
-        }
+        guard mysql_stmt_bind_param(statement.handle, binds) == 0 else { throw bindingError(statement) }
         return try body()
+    }
+
+    /// Connector/C's refusal of the values bound to `statement`.
+    static func bindingError(_ statement: MariaDBPreparedStatement) -> MariaDBError {
+        MariaDBError(
+            kind: .client,
+            number: mysql_stmt_errno(statement.handle),
+            sqlState: String(cString: mysql_stmt_sqlstate(statement.handle)),
+            message: String(cString: mysql_stmt_error(statement.handle)),
+            query: statement.sql
+        )
     }
 
     /// The bytes `value` needs in the bound block.

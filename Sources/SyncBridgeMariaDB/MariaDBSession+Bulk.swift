@@ -310,13 +310,7 @@ enum BulkBinding {
             }
         }
         guard mysql_stmt_bind_param(statement.handle, binds) == 0 else {
-            throw MariaDBError(
-                kind: .client,
-                number: mysql_stmt_errno(statement.handle),
-                sqlState: String(cString: mysql_stmt_sqlstate(statement.handle)),
-                message: String(cString: mysql_stmt_error(statement.handle)),
-                query: statement.sql
-            )
+            throw ParameterBinding.bindingError(statement)
         }
         return body()
     }

@@ -1,5 +1,6 @@
 import Foundation
 import SyncBridge
+import SyncBridgeTemporaryServers
 
 /// A loopback TCP proxy for fault injection: it forwards between its clients and a server, and on
 /// command stops forwarding without closing anything (what a network partition or a vanished host
@@ -56,25 +57,7 @@ public final class FaultProxy: Sendable {
     /// Starts forwarding 127.0.0.1:`port` (a free port) to 127.0.0.1:`upstreamPort`.
     public init(forwardingTo upstreamPort: Int) throws {
         self.upstreamPort = upstreamPort
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var yes: Int32 = 1
-        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
-        var address = Self.loopback(port: 0)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard bound == 0, listen(listener, 64) == 0 else {
-            close(listener)
-            throw POSIXError(.EADDRNOTAVAIL)
-        }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) }
-        }
-        self.listener = listener
-        self.port = Int(UInt16(bigEndian: address.sin_port))
+        (listener, port) = try LoopbackTCP.makeListener(backlog: 64)
         let thread = Thread { [self] in acceptLoop() }
         thread.name = "fault-proxy"
         thread.start()
@@ -108,16 +91,8 @@ public final class FaultProxy: Sendable {
         while !state.withLock({ $0.stopped }) {
             let client = accept(listener, nil, nil)
             guard client >= 0 else { return }
-            let server = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = Self.loopback(port: upstreamPort)
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(server, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
-            }
-            guard connected == 0 else {
+            guard let server = LoopbackTCP.makeConnection(to: upstreamPort) else {
                 close(client)
-                close(server)
                 continue
             }
             let link = Link(client: client, server: server)
@@ -157,13 +132,5 @@ public final class FaultProxy: Sendable {
                 written += result
             }
         }
-    }
-
-    private static func loopback(port: Int) -> sockaddr_in {
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = UInt16(port).bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return address
     }
 }
