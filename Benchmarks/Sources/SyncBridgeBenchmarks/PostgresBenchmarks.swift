@@ -65,6 +65,22 @@ func queriesPerSecond(
     return Double(total) / (Double(now() - start) / 1e9)
 }
 
+/// `SELECT 1` as a PostgresNIO prepared statement (its strongest form: parsed once per connection).
+struct NIOSelectOne: PostgresPreparedStatement {
+    static let sql = "SELECT 1"
+    typealias Row = Int
+    func makeBindings() -> PostgresBindings { PostgresBindings() }
+    func decodeRow(_ row: PostgresNIO.PostgresRow) throws -> Row { try row.decode(Row.self) }
+}
+
+/// The 100-row select as a PostgresNIO prepared statement.
+struct NIOHundredRows: PostgresPreparedStatement {
+    static let sql = "SELECT id, name FROM bench_rows"
+    typealias Row = (Int, String)
+    func makeBindings() -> PostgresBindings { PostgresBindings() }
+    func decodeRow(_ row: PostgresNIO.PostgresRow) throws -> Row { try row.decode(Row.self) }
+}
+
 /// SyncBridge's client, PostgresNIO's client, pgbench and raw libpq against one throwaway server.
 func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison] {
     let server = try await TemporaryPostgres.start()
@@ -104,8 +120,12 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
         let sql = workload.sql
         let oursQuery: @Sendable () async throws -> Void
         let nioQuery: @Sendable () async throws -> Void
+        let nioPrepared: @Sendable () async throws -> Void
         switch workload {
         case .selectOne:
+            nioPrepared = {
+                for try await value in try await nio.execute(NIOSelectOne()) { precondition(value == 1) }
+            }
             oursQuery = {
                 let rows = try await ours.query("SELECT 1")
                 let value = try rows[0].decode(Int.self, at: 0)
@@ -115,6 +135,11 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
                 for try await value in try await nio.query("SELECT 1").decode(Int.self) { precondition(value == 1) }
             }
         case .hundredRows:
+            nioPrepared = {
+                var count = 0
+                for try await (_, _) in try await nio.execute(NIOHundredRows()) { count += 1 }
+                precondition(count == 100)
+            }
             oursQuery = {
                 var count = 0
                 for row in try await ours.query("SELECT id, name FROM bench_rows") {
@@ -145,6 +170,29 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
                     try await queriesPerSecond("PostgresNIO, \(tasks) tasks", tasks: tasks, seconds: seconds, nioQuery)
                 }
             )
+            contenders.append(
+                Contender(name: "PostgresNIO prepared statement, \(tasks) tasks") {
+                    try await queriesPerSecond(
+                        "PostgresNIO prepared, \(tasks) tasks",
+                        tasks: tasks,
+                        seconds: seconds,
+                        nioPrepared
+                    )
+                }
+            )
+        }
+        if workload == .selectOne {
+            let batch: [SQLQuery] = Array(repeating: "SELECT 1", count: 100)
+            contenders.append(
+                Contender(name: "SyncBridge pipeline of 100, 8 tasks") {
+                    try await queriesPerSecond(tasks: 8, seconds: seconds) {
+                        for result in try await ours.pipeline(batch) {
+                            let value = try result.get().rows[0].decode(Int.self, at: 0)
+                            precondition(value == 1)
+                        }
+                    } * 100
+                }
+            )
         }
         if let pgbench {
             contenders.append(
@@ -158,6 +206,34 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
                     )
                 }
             )
+            contenders.append(
+                Contender(name: "pgbench -M prepared -c 8 -j 2") {
+                    try await runPgbench(
+                        pgbench,
+                        server: server,
+                        script: workload.pgbenchScript,
+                        clients: 8,
+                        seconds: seconds,
+                        protocol: "prepared"
+                    )
+                }
+            )
+            if workload == .selectOne {
+                let script =
+                    "\\startpipeline\n" + String(repeating: workload.pgbenchScript, count: 100) + "\\endpipeline\n"
+                contenders.append(
+                    Contender(name: "pgbench pipeline of 100 -M prepared -c 8 -j 2") {
+                        try await runPgbench(
+                            pgbench,
+                            server: server,
+                            script: script,
+                            clients: 8,
+                            seconds: seconds,
+                            protocol: "prepared"
+                        ) * 100
+                    }
+                )
+            }
         }
         contenders.append(
             Contender(name: "raw libpq, 1 connection, 1 thread (floor of one connection)") {
@@ -202,22 +278,25 @@ func runPgbench(
     server: TemporaryPostgres,
     script: String,
     clients: Int,
-    seconds: Double
+    seconds: Double,
+    protocol: String = "simple"
 ) async throws -> Double {
     let calibration = try await runPgbench(
         pgbench,
         server: server,
         script: script,
         clients: clients,
-        transactionsPerClient: 500
+        transactionsPerClient: 100,
+        protocol: `protocol`
     )
-    let perClient = max(500, Int(calibration * seconds / Double(clients)))
+    let perClient = max(100, Int(calibration * seconds / Double(clients)))
     return try await runPgbench(
         pgbench,
         server: server,
         script: script,
         clients: clients,
-        transactionsPerClient: perClient
+        transactionsPerClient: perClient,
+        protocol: `protocol`
     )
 }
 
@@ -226,14 +305,15 @@ func runPgbench(
     server: TemporaryPostgres,
     script: String,
     clients: Int,
-    transactionsPerClient: Int
+    transactionsPerClient: Int,
+    protocol: String = "simple"
 ) async throws -> Double {
     let scriptPath = NSTemporaryDirectory() + "/sb-pgbench-\(getpid()).sql"
     try script.write(toFile: scriptPath, atomically: true, encoding: .utf8)
     let (status, text) = try await runProgram(
         pgbench,
         [
-            "-n", "-f", scriptPath, "-c", "\(clients)", "-j", "2", "-t", "\(transactionsPerClient)",
+            "-n", "-M", `protocol`, "-f", scriptPath, "-c", "\(clients)", "-j", "2", "-t", "\(transactionsPerClient)",
             "-h", "127.0.0.1", "-p", "\(server.port)", "-U", server.user, server.database,
         ],
         environment: ["PGPASSWORD": server.password, "PATH": "/usr/bin:/bin"],

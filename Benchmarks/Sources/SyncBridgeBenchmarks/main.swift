@@ -58,11 +58,18 @@ if suites.isEmpty || suites.contains("postgres") {
             let nio = comparison.median("PostgresNIO PostgresClient, \(tasks) tasks")
             print("- \(tasks) tasks: \(ratio(ours, nio))x PostgresNIO")
         }
-        let pgbench = comparison.median("pgbench -c 8 -j 2")
-        if !pgbench.isNaN {
-            print(
-                "- SyncBridge, 8 tasks: \(ratio(comparison.median("SyncBridge PostgresClient, 8 tasks"), pgbench))x pgbench"
-            )
+        for tasks in [8, 64] {
+            let ours = comparison.median("SyncBridge PostgresClient, \(tasks) tasks")
+            let prepared = comparison.median("PostgresNIO prepared statement, \(tasks) tasks")
+            print("- \(tasks) tasks: \(ratio(ours, prepared))x PostgresNIO's prepared statements")
+            for peer in ["pgbench -c 8 -j 2", "pgbench -M prepared -c 8 -j 2"] where !comparison.median(peer).isNaN {
+                print("- \(tasks) tasks: \(ratio(ours, comparison.median(peer)))x \(peer)")
+            }
+        }
+        let pipelined = comparison.median("SyncBridge pipeline of 100, 8 tasks")
+        let pgbenchPipeline = comparison.median("pgbench pipeline of 100 -M prepared -c 8 -j 2")
+        if !pipelined.isNaN && !pgbenchPipeline.isNaN {
+            print("- pipelines of 100 (target >= 0.5x): \(ratio(pipelined, pgbenchPipeline))x pgbench's pipeline mode")
         }
     }
 }
