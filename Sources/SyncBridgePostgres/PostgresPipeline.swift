@@ -35,8 +35,10 @@ extension PostgresConnection {
     /// applies to each statement on its own; a client-kept default (behind a transaction pooler)
     /// does not, so pass `timeout` there.
     ///
-    /// Prepared statements this connection already has are used; others are sent unnamed (parsed
-    /// once each, without being prepared), which also suits transaction poolers. While a row
+    /// Prepared statements this connection already has are used; outside a transaction, a
+    /// statement that appears more than once in `statements` is prepared first (one round trip
+    /// per such statement, once per connection); the others are sent unnamed, parsed with their
+    /// execution. Behind a transaction pooler every statement is sent unnamed. While a row
     /// stream is open the connection is busy and the pipeline fails at once.
     ///
     /// - Parameters:

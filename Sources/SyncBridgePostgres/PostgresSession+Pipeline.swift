@@ -33,6 +33,16 @@ extension PostgresSession {
         try refuseWhileStreaming()
         var results = [Result<SQLOutcome, any Error>?](repeating: nil, count: queries.count)
         guard !queries.isEmpty else { return [] }
+        // Every statement encoded first: one that cannot be fails alone and is never sent.
+        var encoded = [Statement?](repeating: nil, count: queries.count)
+        for index in queries.indices {
+            do {
+                encoded[index] = try Statement(queries[index])
+            } catch {
+                results[index] = .failure(error)
+            }
+        }
+        try prepareRepeatedStatements(encoded)
         guard PQenterPipelineMode(connection) == 1 else { throw connectionError(query: nil) }
         PQsetnonblocking(connection, 1)
         defer {
@@ -57,13 +67,7 @@ extension PostgresSession {
                 }
                 let index = next
                 next += 1
-                let statement: Statement
-                do {
-                    statement = try Statement(queries[index])
-                } catch {
-                    results[index] = .failure(error)
-                    continue
-                }
+                guard let statement = encoded[index] else { continue }
                 sql[index] = statement.sql
                 try send(statement, name: statements.statement(for: statement.key))
                 guard PQpipelineSync(connection) == 1 else { throw connectionError(query: statement.sql) }
@@ -149,6 +153,26 @@ extension PostgresSession {
             )
         }
         return results.map { $0 ?? .failure(CancellationError()) }
+    }
+
+    /// Prepares, before the pipeline starts, the statements that appear more than once in it and
+    /// are not prepared yet, so that the server parses each once (one round trip per distinct
+    /// statement, once per connection); a statement that appears once is sent unnamed, parsed
+    /// with its execution. Only outside a transaction, where a statement that fails to prepare
+    /// aborts nothing: it is then sent unnamed and fails in its own place. Behind a transaction
+    /// pooler nothing is prepared.
+    private func prepareRepeatedStatements(_ encoded: [Statement?]) throws {
+        guard PQtransactionStatus(connection) == PQTRANS_IDLE else { return }
+        var seen: [StatementKey: Int] = [:]
+        for case let statement? in encoded where statements.statement(for: statement.key) == nil {
+            seen[statement.key, default: 0] += 1
+            guard seen[statement.key] == 2 else { continue }
+            do {
+                _ = try prepare(statement)
+            } catch  where PQstatus(connection) == CONNECTION_OK {
+                // Sent unnamed instead: the server's error comes back in the statement's place.
+            }
+        }
     }
 
     /// Statements sent ahead of the one being answered, at most: enough to cover a round trip of

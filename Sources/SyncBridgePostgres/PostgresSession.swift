@@ -230,7 +230,7 @@ public final class PostgresSession {
 
     /// The name of the prepared statement for `statement`, preparing it on first use (the least
     /// recently used one is deallocated when the cache is full).
-    private func prepare(_ statement: Statement) throws -> String? {
+    func prepare(_ statement: Statement) throws -> String? {
         guard usesNamedStatements else { return nil }
         let key = statement.key
         if let existing = statements.statement(for: key) { return existing }

@@ -70,6 +70,34 @@ struct PostgresPipelineTests {
         }
     }
 
+    @Test("a statement that repeats in a pipeline is prepared once; one that fails to prepare fails in its own places")
+    func repeatedStatements() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            let missing = uniqueTable("missing")
+            var statements: [SQLQuery] = []
+            for value in 1...6 {
+                statements.append("SELECT \(value)::int + 1000")
+                if value.isMultiple(of: 3) { statements.append("SELECT * FROM \(unsafeSQL: missing)") }
+            }
+            let results = try await connection.pipeline(statements)
+            var values: [Int] = []
+            var missingErrors = 0
+            for result in results {
+                switch result {
+                case .success(let outcome): values.append(try outcome.rows[0].decode(Int.self, at: 0))
+                case .failure(let error as PostgresError) where error.sqlState == "42P01": missingErrors += 1
+                case .failure(let error): Issue.record("unexpected \(error)")
+                }
+            }
+            #expect(values == Array(1001...1006))
+            #expect(missingErrors == 2)
+            let prepared = try await connection.query(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement = 'SELECT $1::int + 1000'"
+            )
+            #expect(try prepared.first?.decode(Int.self, at: 0) == 1)
+        }
+    }
+
     @Test(
         "inside a transaction the server refuses the statements after a failure (25P02) and the transaction rolls back"
     )
