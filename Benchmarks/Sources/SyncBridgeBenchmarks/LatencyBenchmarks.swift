@@ -1,5 +1,4 @@
 import Foundation
-import Logging
 import PostgresNIO
 import SyncBridgePostgres
 import SyncBridgeSQL
@@ -20,20 +19,7 @@ func latencyBenchmarks(rounds: Int, seconds: Double, roundTrip: Duration) async 
     configuration.maximumConnections = 8
     let ours = SyncBridgePostgres.PostgresClient(connectionString: far, configuration: configuration, name: "far")
     let oursRun = Task { try await ours.run() }
-    var nioConfiguration = PostgresNIO.PostgresClient.Configuration(
-        host: "127.0.0.1",
-        port: proxy.port,
-        username: server.user,
-        password: server.password,
-        database: server.database,
-        tls: .disable
-    )
-    nioConfiguration.options.minimumConnections = 8
-    nioConfiguration.options.maximumConnections = 8
-    let nio = PostgresNIO.PostgresClient(
-        configuration: nioConfiguration,
-        backgroundLogger: Logger(label: "nio") { _ in SwiftLogNoOpLogHandler() }
-    )
+    let nio = makeNIOClient(server, port: proxy.port)
     let nioRun = Task { await nio.run() }
 
     let batch: [SQLQuery] = Array(repeating: "SELECT 1", count: 100)

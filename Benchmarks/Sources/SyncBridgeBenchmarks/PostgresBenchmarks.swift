@@ -81,6 +81,25 @@ struct NIOHundredRows: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresNIO.PostgresRow) throws -> Row { try row.decode(Row.self) }
 }
 
+/// PostgresNIO's client with 8 connections to `server` through `port` (the server's, or a
+/// proxy's), logging nothing.
+func makeNIOClient(_ server: TemporaryPostgres, port: Int) -> PostgresNIO.PostgresClient {
+    var configuration = PostgresNIO.PostgresClient.Configuration(
+        host: "127.0.0.1",
+        port: port,
+        username: server.user,
+        password: server.password,
+        database: server.database,
+        tls: .disable
+    )
+    configuration.options.minimumConnections = 8
+    configuration.options.maximumConnections = 8
+    return PostgresNIO.PostgresClient(
+        configuration: configuration,
+        backgroundLogger: Logger(label: "nio") { _ in SwiftLogNoOpLogHandler() }
+    )
+}
+
 /// SyncBridge's client, PostgresNIO's client, pgbench and raw libpq against one throwaway server.
 func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison] {
     let server = try await TemporaryPostgres.start()
@@ -95,20 +114,7 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
     )
     let oursRun = Task { try await ours.run() }
 
-    var nioConfiguration = PostgresNIO.PostgresClient.Configuration(
-        host: "127.0.0.1",
-        port: server.port,
-        username: server.user,
-        password: server.password,
-        database: server.database,
-        tls: .disable
-    )
-    nioConfiguration.options.minimumConnections = 8
-    nioConfiguration.options.maximumConnections = 8
-    let nio = PostgresNIO.PostgresClient(
-        configuration: nioConfiguration,
-        backgroundLogger: Logger(label: "nio") { _ in SwiftLogNoOpLogHandler() }
-    )
+    let nio = makeNIOClient(server, port: server.port)
     let nioRun = Task { await nio.run() }
 
     try await ours.execute("CREATE TABLE bench_rows (id int PRIMARY KEY, name text NOT NULL)")
