@@ -50,6 +50,9 @@ enum ServerSupport {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: arguments[0])
         process.arguments = Array(arguments.dropFirst())
+        // A folder every user may enter: the server's user cannot enter a private working folder
+        // (a `mktemp -d` checkout), and psql then prints a warning into the output it returns.
+        process.currentDirectoryURL = URL(fileURLWithPath: "/")
         return (process, arguments)
     }
 

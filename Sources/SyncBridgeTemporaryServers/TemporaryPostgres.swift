@@ -227,9 +227,11 @@ public final class TemporaryPostgres: Sendable, ThrowawayServer {
                 asUser: Self.serverUser,
                 what: "promoting the standby on port \(port)"
             )
-            guard answer.trimmingCharacters(in: .whitespacesAndNewlines) == "t" else {
+            // The last line is the function's answer (anything before it is a warning).
+            let last = answer.split(separator: "\n").last.map { $0.trimmingCharacters(in: .whitespaces) }
+            guard last == "t" else {
                 throw TemporaryServerError(
-                    "the standby on port \(port) was not promoted within 60 s:\n\(ServerSupport.tail(logPath))"
+                    "the standby on port \(port) was not promoted within 60 s (pg_promote answered \(answer.debugDescription)):\n\(ServerSupport.tail(logPath))"
                 )
             }
         }
