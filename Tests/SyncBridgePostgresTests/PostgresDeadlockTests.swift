@@ -410,3 +410,42 @@ struct PostgresDeadlockTests {
         return (try #require(result.value), reports)
     }
 }
+
+/// A lease must not last past the stuck-wait threshold for a reason of the machine's: beside the
+/// whole suite, a task that holds a connection can wait a second or more for a cooperative thread.
+@Suite("PostgreSQL pools and the deadlock detector: a busy pool", .enabled(if: timedTestsEnabled, timedTestsNote))
+struct TimedPostgresBusyPoolTests {
+    @Test(
+        "pattern 8: exclusive leases handed from task to task are not stuck: every hand-off is a release, though the connection never goes back to idle"
+    )
+    func busyExclusivePoolIsNotStuck() async throws {
+        let client = try await PostgresDeadlockTests().makeClient("sb-busy-exclusive", connections: 1)
+        #expect(try await client.query("SELECT 1").count == 1)
+        // Each lease lasts 50 ms, far below the threshold even on a loaded machine; the last of
+        // 40 tasks waits for the 39 others, about 2 s, far above it.
+        let threshold = Duration.seconds(1 * slowdown)
+        let longestWait = Shared<Duration>(.zero)
+        let reports = try await DeadlockDetectorTrait.collectReports(mode: .report, stuckWaitThreshold: threshold) {
+            try await withDeadline(120) {
+                try await withThrowingTaskGroup(of: Int.self) { group in
+                    for task in 0..<40 {
+                        group.addTask {
+                            let start = ContinuousClock.now
+                            let rows = try await client.withConnection { connection in
+                                try await connection.query("SELECT \(task), pg_sleep(\(0.05 * Double(slowdown)))").count
+                            }
+                            let waited = ContinuousClock.now - start
+                            longestWait.withLock { $0 = max($0, waited) }
+                            return rows
+                        }
+                    }
+                    let rows = try await group.reduce(0, +)
+                    #expect(rows == 40)
+                }
+            }
+        }
+        #expect(longestWait.value > threshold, "no lease waited past the threshold: the test shows nothing")
+        #expect(reports.isEmpty, "\(reports)")
+        await client.shutdown()
+    }
+}

@@ -254,9 +254,15 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
                 lease.demand == .statement
                 ? shared.state.statementFinished(on: lease.entry.id, reusable: reusable, now: now)
                 : shared.state.released(lease.entry.id, reusable: reusable, now: now)
-            if lease.tracked, shared.state.leased[lease.entry.id] == nil {
-                shared.holders[lease.entry.id] = nil
+            if lease.tracked {
+                // Progress for the deadlock detector's stuck-wait check, also when the state
+                // machine hands the connection straight to a waiter (a busy pool's every release).
                 shared.lastRelease = now
+                // The releasing task holds it no more (the next holder records itself when it
+                // gets its answer): a task that leases again at once must not wait for itself.
+                if lease.demand == .exclusive || shared.state.leased[lease.entry.id] == nil {
+                    shared.holders[lease.entry.id] = nil
+                }
             }
             let after = (shared.state.idle.count, shared.state.leased.count)
             return (actions, before != after ? after : nil)
