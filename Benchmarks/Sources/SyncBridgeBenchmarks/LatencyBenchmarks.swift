@@ -22,7 +22,6 @@ func latencyBenchmarks(rounds: Int, seconds: Double, roundTrip: Duration) async 
     let nio = makeNIOClient(server, port: proxy.port)
     let nioRun = Task { await nio.run() }
 
-    let batch: [SQLQuery] = Array(repeating: "SELECT 1", count: 100)
     let comparison = try await compare(
         "PostgreSQL SELECT 1, \(roundTrip) round trip through a latency proxy: statements per second (8 connections; \(seconds) s per round)",
         unit: "statements/s",
@@ -39,14 +38,7 @@ func latencyBenchmarks(rounds: Int, seconds: Double, roundTrip: Duration) async 
                     for try await value in try await nio.query("SELECT 1").decode(Int.self) { precondition(value == 1) }
                 }
             },
-            Contender(name: "SyncBridge pipeline of 100, 8 tasks") {
-                try await queriesPerSecond(tasks: 8, seconds: seconds) {
-                    for result in try await ours.pipeline(batch) {
-                        let value = try result.get().rows[0].decode(Int.self, at: 0)
-                        precondition(value == 1)
-                    }
-                } * 100
-            },
+            pipelinedSelectOnes(ours, seconds: seconds),
         ]
     )
     oursRun.cancel()

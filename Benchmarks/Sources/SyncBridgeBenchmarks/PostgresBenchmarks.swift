@@ -100,6 +100,19 @@ func makeNIOClient(_ server: TemporaryPostgres, port: Int) -> PostgresNIO.Postgr
     )
 }
 
+/// SyncBridge's pipelines of 100 `SELECT 1`s from 8 tasks on `client`; statements per second.
+func pipelinedSelectOnes(_ client: SyncBridgePostgres.PostgresClient, seconds: Double) -> Contender {
+    let batch: [SQLQuery] = Array(repeating: "SELECT 1", count: 100)
+    return Contender(name: "SyncBridge pipeline of 100, 8 tasks") {
+        try await queriesPerSecond(tasks: 8, seconds: seconds) {
+            for result in try await client.pipeline(batch) {
+                let value = try result.get().rows[0].decode(Int.self, at: 0)
+                precondition(value == 1)
+            }
+        } * 100
+    }
+}
+
 /// SyncBridge's client, PostgresNIO's client, pgbench and raw libpq against one throwaway server.
 func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison] {
     let server = try await TemporaryPostgres.start()
@@ -187,19 +200,7 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
                 }
             )
         }
-        if workload == .selectOne {
-            let batch: [SQLQuery] = Array(repeating: "SELECT 1", count: 100)
-            contenders.append(
-                Contender(name: "SyncBridge pipeline of 100, 8 tasks") {
-                    try await queriesPerSecond(tasks: 8, seconds: seconds) {
-                        for result in try await ours.pipeline(batch) {
-                            let value = try result.get().rows[0].decode(Int.self, at: 0)
-                            precondition(value == 1)
-                        }
-                    } * 100
-                }
-            )
-        }
+        if workload == .selectOne { contenders.append(pipelinedSelectOnes(ours, seconds: seconds)) }
         if let pgbench {
             contenders.append(
                 Contender(name: "pgbench -c 8 -j 2") {
