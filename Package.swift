@@ -17,6 +17,9 @@ let package = Package(
         .library(name: "SyncBridgePostgres", targets: ["SyncBridgePostgres"]),
         .library(name: "SyncBridgeMariaDB", targets: ["SyncBridgeMariaDB"]),
         .library(name: "SyncBridgeTesting", targets: ["SyncBridgeTesting"]),
+        // SwiftNIO's event loops watched like the cooperative pool, and blocking work offloaded
+        // from future-based code. Only users of SwiftNIO build it.
+        .library(name: "SyncBridgeNIO", targets: ["SyncBridgeNIO"]),
         // Throwaway PostgreSQL and MariaDB servers, for tests, demos and samples.
         .library(name: "SyncBridgeTemporaryServers", targets: ["SyncBridgeTemporaryServers"]),
         // The C clients' modules, so that legacy libpq and Connector/C code shares the handle types
@@ -33,6 +36,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.1.0"),
+        // Only for SyncBridgeNIO.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.100.0"),
         // Only for the check-blocking plugin's tool; the libraries do not link it.
         .package(url: "https://github.com/swiftlang/swift-syntax", "600.0.0"..<"604.0.0"),
     ],
@@ -106,6 +111,14 @@ let package = Package(
             dependencies: [
                 "SyncBridge",
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "SyncBridgeNIO",
+            dependencies: [
+                "SyncBridge",
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -189,6 +202,15 @@ let package = Package(
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SyncBridgeNIOTests",
+            dependencies: [
+                "SyncBridge", "SyncBridgeNIO", "SyncBridgeTesting", "SyncBridgePostgres", "SharedTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

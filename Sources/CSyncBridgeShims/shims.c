@@ -60,6 +60,16 @@ void sb_set_held_locks(void *list) {
     sb_held_locks_slot = list;
 }
 
+static _Thread_local void *sb_guarded_thread_slot = NULL;
+
+void *sb_guarded_thread(void) {
+    return sb_guarded_thread_slot;
+}
+
+void sb_set_guarded_thread(void *description) {
+    sb_guarded_thread_slot = description;
+}
+
 static _Thread_local uintptr_t sb_job_submitter_slot = 0;
 
 uintptr_t sb_job_submitter(void) {

@@ -1,7 +1,8 @@
-package import SyncBridge
+public import SyncBridge
 public import Testing
 
-/// A Swift Testing trait that fails a test when its code blocks Swift's cooperative pool.
+/// A Swift Testing trait that fails a test when its code blocks Swift's cooperative pool (and,
+/// given them, event loops).
 ///
 /// ```swift
 /// @Test(.watchdog(threshold: .milliseconds(50)))
@@ -11,6 +12,10 @@ public import Testing
 ///
 /// @Suite(.watchdog())              // every test of the suite
 /// struct InventoryTests { … }
+///
+/// // Vapor's and Hummingbird's default group: a route that blocks its loop fails the test.
+/// @Suite(.watchdog(eventLoops: MultiThreadedEventLoopGroup.singleton.watchdogTargets))
+/// struct RouteTests { … }
 /// ```
 ///
 /// During the test a `Watchdog` runs and each of its reports becomes an issue of the test, with
@@ -31,14 +36,18 @@ public struct WatchdogTrait: TestTrait, SuiteTrait, TestScoping {
     /// test even while other cooperative threads are free (see
     /// `Watchdog/Configuration/timesEveryJob`).
     public let timesEveryJob: Bool
+    /// Event loops watched too (`SyncBridgeNIO`'s `group.watchdogTargets`): a loop that runs no
+    /// task for longer than the threshold, or a blocking call on its thread, fails the test.
+    public let eventLoops: [any WatchdogTarget]
 
     /// Applies to every test of a suite that carries it.
     public var isRecursive: Bool { true }
 
-    /// Creates the trait; prefer `Trait/watchdog(threshold:timesEveryJob:)`.
-    public init(threshold: Duration, timesEveryJob: Bool) {
+    /// Creates the trait; prefer `Trait/watchdog(threshold:timesEveryJob:eventLoops:)`.
+    public init(threshold: Duration, timesEveryJob: Bool, eventLoops: [any WatchdogTarget] = []) {
         self.threshold = threshold
         self.timesEveryJob = timesEveryJob
+        self.eventLoops = eventLoops
     }
 
     /// Runs the test with a watchdog and records its reports as issues.
@@ -50,7 +59,12 @@ public struct WatchdogTrait: TestTrait, SuiteTrait, TestScoping {
         // A suite's own scope: its tests get theirs.
         guard testCase != nil || !test.isSuite else { return try await function() }
         try await WatchdogScope.exclusively {
-            let reports = try await Self.collectReports(threshold: threshold, timesEveryJob: timesEveryJob, function)
+            let reports = try await Self.collectReports(
+                threshold: threshold,
+                timesEveryJob: timesEveryJob,
+                eventLoops: eventLoops,
+                function
+            )
             for report in reports {
                 Issue.record(Comment(rawValue: report.description))
             }
@@ -62,12 +76,18 @@ public struct WatchdogTrait: TestTrait, SuiteTrait, TestScoping {
     package static func collectReports(
         threshold: Duration,
         timesEveryJob: Bool,
+        eventLoops: [any WatchdogTarget] = [],
         _ body: @Sendable () async throws -> Void
     ) async throws -> [WatchdogReport] {
         let scope = WatchdogScope.next()
         let collected = ReportList()
         let watchdog = Watchdog(
-            configuration: .init(threshold: threshold, onReport: collected.append, timesEveryJob: timesEveryJob),
+            configuration: .init(
+                threshold: threshold,
+                onReport: collected.append,
+                timesEveryJob: timesEveryJob,
+                targets: eventLoops
+            ),
             scope: scope
         )
         watchdog.start()
@@ -78,7 +98,13 @@ public struct WatchdogTrait: TestTrait, SuiteTrait, TestScoping {
             throw error
         }
         await watchdog.shutdown()
-        return collected.all.filter { $0.kind != .blockingCall || $0.scopeID == scope }
+        // A blocking call on a watched loop's thread carries no task's scope: it is the test's
+        // when the loop is one it watches.
+        let loops = Set(eventLoops.map(\.watchdogName))
+        return collected.all.filter { report in
+            report.kind != .blockingCall || report.scopeID == scope
+                || (report.scopeID == nil && report.eventLoop.map(loops.contains) == true)
+        }
     }
 
 }
@@ -89,11 +115,17 @@ extension Trait where Self == WatchdogTrait {
     /// at a time (see ``WatchdogTrait``).
     ///
     /// - Parameters:
-    ///   - threshold: The longest a band may go without running a task. Default 100 ms.
+    ///   - threshold: The longest a band (or loop) may go without running a task. Default 100 ms.
     ///   - timesEveryJob: Also times every single job, to catch one slow job while other
     ///     threads are free. Default `false`.
-    public static func watchdog(threshold: Duration = .milliseconds(100), timesEveryJob: Bool = false) -> Self {
-        WatchdogTrait(threshold: threshold, timesEveryJob: timesEveryJob)
+    ///   - eventLoops: Event loops to watch too (`SyncBridgeNIO`'s `group.watchdogTargets`).
+    ///     Default none.
+    public static func watchdog(
+        threshold: Duration = .milliseconds(100),
+        timesEveryJob: Bool = false,
+        eventLoops: [any WatchdogTarget] = []
+    ) -> Self {
+        WatchdogTrait(threshold: threshold, timesEveryJob: timesEveryJob, eventLoops: eventLoops)
     }
 }
 

@@ -3,9 +3,10 @@ public import XCTest
 
 extension XCTestCase {
     /// Runs `body` under a `Watchdog` and fails the test with each report: a band of Swift's
-    /// cooperative pool blocked past `threshold`, a blocking call made on a cooperative thread in
-    /// `body`'s tasks, or (with `timesEveryJob`) one job that ran past `threshold`. The XCTest
-    /// counterpart of the `.watchdog()` trait; calls run one at a time across the process.
+    /// cooperative pool (or one of `eventLoops`) blocked past `threshold`, a blocking call made on
+    /// a cooperative or event loop thread in `body`'s tasks, or (with `timesEveryJob`) one job
+    /// that ran past `threshold`. The XCTest counterpart of the `.watchdog()` trait; calls run
+    /// one at a time across the process.
     ///
     /// ```swift
     /// func testRefreshDoesNotBlock() async throws {
@@ -15,9 +16,13 @@ extension XCTestCase {
     /// }
     /// ```
     ///
+    /// An XCTVapor test passes the application's group, so that a route that blocks its loop fails
+    /// the test: `eventLoops: app.eventLoopGroup.watchdogTargets` (`SyncBridgeNIO`).
+    ///
     /// - Parameters:
-    ///   - threshold: The longest a band may go without running a task. Default 100 ms.
+    ///   - threshold: The longest a band (or loop) may go without running a task. Default 100 ms.
     ///   - timesEveryJob: Also times every single job. Default `false`.
+    ///   - eventLoops: Event loops to watch too. Default none.
     ///   - file: Where failures are reported; leave the default.
     ///   - line: Where failures are reported; leave the default.
     ///   - body: The code under test.
@@ -26,12 +31,18 @@ extension XCTestCase {
     public func assertNoCooperativeBlocking(
         threshold: Duration = .milliseconds(100),
         timesEveryJob: Bool = false,
+        eventLoops: [any WatchdogTarget] = [],
         file: StaticString = #filePath,
         line: UInt = #line,
         _ body: @Sendable () async throws -> Void
     ) async throws -> [WatchdogReport] {
         let reports = try await WatchdogScope.exclusively {
-            try await WatchdogTrait.collectReports(threshold: threshold, timesEveryJob: timesEveryJob, body)
+            try await WatchdogTrait.collectReports(
+                threshold: threshold,
+                timesEveryJob: timesEveryJob,
+                eventLoops: eventLoops,
+                body
+            )
         }
         for report in reports {
             XCTFail(report.description, file: file, line: line)

@@ -21,7 +21,7 @@ struct AllowedBlockingTests {
         watchdog.start()
         try WatchdogScope.$current.withValue(scope) {
             // On a cooperative thread (this task's).
-            #expect(Blocking.isCooperativeThread)
+            #expect(GuardedThread.current == .cooperative)
             let settings = try Blocking.allowed("start-up: read the settings once") {
                 try Blocking.call("readSettings", policy: .throwError) { 42 }
             }

@@ -37,6 +37,13 @@ void *_Nullable sb_held_locks(void);
 /// Replaces the calling thread's held-lock list.
 void sb_set_held_locks(void *_Nullable list);
 
+/// What the calling thread is, when it is one where blocking must be reported like on a
+/// cooperative thread — an event loop (a retained object pointer owned by Swift code) — or NULL.
+void *_Nullable sb_guarded_thread(void);
+
+/// Marks the calling thread as guarded (NULL to clear).
+void sb_set_guarded_thread(void *_Nullable description);
+
 /// The task that submitted the closure the calling SyncBridge thread runs now (0 when none is
 /// known); the deadlock detector treats the thread as acting for that task.
 uintptr_t sb_job_submitter(void);

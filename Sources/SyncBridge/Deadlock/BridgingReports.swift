@@ -2,15 +2,21 @@
 /// waiting on the thread the awaited work needs, and a blocking pool whose every thread waits for
 /// work queued behind it.
 enum BridgingReports {
-    static func cooperativeThreadWait(_ operation: String, at callSite: CallSite) -> DeadlockReport {
+    static func cooperativeThreadWait(
+        _ operation: String,
+        at callSite: CallSite,
+        on thread: GuardedThread = .cooperative
+    ) -> DeadlockReport {
         DeadlockReport(
             pattern: .cooperativeThreadWait,
-            headline: "\(operation) would block a thread of Swift's cooperative pool; refused",
+            headline: "\(operation) would block \(thread.phrase); refused",
             chain: [
                 .init(party: Party.current.label, action: "calls", object: operation, callSite: "\(callSite)"),
                 .init(
                     party: "  on thread \(ThreadIdentity.current)",
-                    action: "of the cooperative pool, which the awaited work may need",
+                    action: thread == .cooperative
+                        ? "of the cooperative pool, which the awaited work may need"
+                        : "which runs \(thread.phrase), which the awaited work may need",
                     object: "",
                     callSite: nil
                 ),

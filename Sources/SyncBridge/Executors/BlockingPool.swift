@@ -130,8 +130,13 @@ public final class BlockingPool: TaskExecutor, Sendable {
     /// for work nobody awaits (a service loop, a cancel request). `false` once the pool is shut
     /// down (`body` then never runs).
     @discardableResult
-    package func runDetached(_ body: sending @escaping () -> Void) -> Bool {
-        workers.submitDetached { _ in body() }
+    package func runDetached(at site: CallSite? = nil, _ body: sending @escaping () -> Void) -> Bool {
+        workers.submitDetached(at: site) { _ in body() }
+    }
+
+    /// The error of work refused because the pool is shut down.
+    package var shutDownError: ExecutorError {
+        ExecutorError(code: .shutDown, executorName: name, kind: .blockingPool)
     }
 
     /// Refuses new closures, lets queued work finish, and returns once every thread has exited.

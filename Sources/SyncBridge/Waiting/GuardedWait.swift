@@ -5,6 +5,7 @@ public struct GuardedWaitError: Error, Hashable, CustomStringConvertible {
     public struct Reason: Hashable, Sendable, CustomStringConvertible {
         enum Base: Hashable, Sendable {
             case cooperativeThread
+            case eventLoopThread(String)
             case awaitedWorkNeedsBlockedThread(executor: String, kind: String)
             case timedOut(nanoseconds: Int64)
             case deadlock(DeadlockReport)
@@ -15,6 +16,18 @@ public struct GuardedWaitError: Error, Hashable, CustomStringConvertible {
         /// The calling thread belongs to Swift's cooperative pool: blocking it stalls every task of
         /// its band, and deadlocks when the awaited work needs that band.
         public static let cooperativeThread = Reason(base: .cooperativeThread)
+
+        /// The calling thread runs an event loop (see ``EventLoopThreads``): blocking it stalls
+        /// every connection the loop serves.
+        public static func eventLoopThread(_ name: String) -> Reason {
+            Reason(base: .eventLoopThread(name))
+        }
+
+        /// Whether the calling thread runs an event loop.
+        public var isEventLoopThread: Bool {
+            if case .eventLoopThread = base { return true }
+            return false
+        }
 
         static func awaitedWorkNeedsBlockedThread(executor: String, kind: WorkerThreads.Kind) -> Reason {
             Reason(base: .awaitedWorkNeedsBlockedThread(executor: executor, kind: kind.rawValue))
@@ -55,6 +68,8 @@ public struct GuardedWaitError: Error, Hashable, CustomStringConvertible {
             switch base {
             case .cooperativeThread:
                 "the calling thread belongs to Swift's cooperative pool; blocking it would stall or deadlock async work"
+            case .eventLoopThread(let name):
+                "the calling thread runs event loop \(name); blocking it would stall every connection the loop serves, and deadlock when the awaited work needs the loop"
             case .awaitedWorkNeedsBlockedThread(let executor, let kind):
                 "the awaited work needs \(kind) '\(executor)', whose thread is the one that would wait for it"
             case .timedOut(let nanoseconds):
@@ -85,6 +100,8 @@ public struct GuardedWaitError: Error, Hashable, CustomStringConvertible {
             switch reason.base {
             case .cooperativeThread:
                 "Make the caller async and await the work, or call this synchronous code from a BlockingPool or ThreadExecutor thread."
+            case .eventLoopThread:
+                "Return a future instead (EventLoop.makeFutureWithTask), or run this synchronous code on a BlockingPool (BlockingPool.runIfActive(eventLoop:) in SyncBridgeNIO)."
             case .awaitedWorkNeedsBlockedThread:
                 "Await the work instead of waiting for it, or run the waiting code on another executor."
             case .timedOut:
@@ -192,16 +209,21 @@ public func waitForAsync<Success: Sendable>(
     }
 }
 
-/// Refuses a synchronous wait on a thread of Swift's cooperative pool: reports it as a blocking
-/// call and to the deadlock detector, then throws ``GuardedWaitError`` (reason
-/// ``GuardedWaitError/Reason/cooperativeThread``). Does nothing on any other thread.
+/// Refuses a synchronous wait on a thread of Swift's cooperative pool or an event loop's: reports
+/// it as a blocking call and to the deadlock detector, then throws ``GuardedWaitError`` (reason
+/// ``GuardedWaitError/Reason/cooperativeThread`` or ``GuardedWaitError/Reason/eventLoopThread(_:)``).
+/// Does nothing on any other thread.
 func refuseOnCooperativeThread(_ operation: String, at callSite: CallSite) throws {
-    guard Blocking.isCooperativeThread else { return }
-    Blocking.report(operation, callSite: callSite)
+    guard let thread = GuardedThread.current else { return }
+    Blocking.report(operation, callSite: callSite, on: thread)
     if WaitGraph.isActive {
-        DeadlockDetector.report(BridgingReports.cooperativeThreadWait(operation, at: callSite), refusing: true)
+        DeadlockDetector.report(
+            BridgingReports.cooperativeThreadWait(operation, at: callSite, on: thread),
+            refusing: true
+        )
     }
-    throw GuardedWaitError(reason: .cooperativeThread, callSite: callSite, thread: .current)
+    let reason: GuardedWaitError.Reason = thread.eventLoopName.map { .eventLoopThread($0) } ?? .cooperativeThread
+    throw GuardedWaitError(reason: reason, callSite: callSite, thread: .current)
 }
 
 /// One guarded wait in progress: the blocked thread parks on it; the awaited task, or an executor

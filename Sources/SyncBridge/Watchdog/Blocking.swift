@@ -2,8 +2,9 @@ import CSyncBridgeShims
 import FoundationEssentials
 import Logging
 
-/// Detects blocking calls made on Swift's cooperative threads, whatever their duration, and
-/// reports them with their call site, as BlockHound does for the JVM.
+/// Detects blocking calls made on Swift's cooperative threads — and on event loop threads (see
+/// ``EventLoopThreads``) — whatever their duration, and reports them with their call site, as
+/// BlockHound does for the JVM.
 ///
 /// Mark your own blocking functions, and they report when they are called from a task instead of
 /// from a ``BlockingPool`` or ``ThreadExecutor`` thread:
@@ -21,7 +22,7 @@ import Logging
 /// when none runs, to a logger labelled `SyncBridge.Blocking`. What happens to the call is the
 /// ``Policy``: by default it is logged and goes ahead.
 public enum Blocking {
-    /// What a blocking call on a cooperative thread does after it is reported.
+    /// What a blocking call on a cooperative (or event loop) thread does after it is reported.
     public enum Policy: Sendable, Hashable {
         /// Goes ahead (the report is the only effect). The default.
         case log
@@ -64,21 +65,22 @@ public enum Blocking {
     }
 
     /// Checks that the calling thread may block: reports and applies `policy` when it is a
-    /// cooperative thread; does nothing otherwise (about 10 ns).
+    /// cooperative thread or an event loop's; does nothing otherwise (about 10 ns).
     ///
-    /// - Throws: ``BlockingCallError`` under ``Policy/throwError`` on a cooperative thread.
+    /// - Throws: ``BlockingCallError`` under ``Policy/throwError`` on a cooperative or event loop
+    ///   thread.
     public static func check(_ operation: String, policy: Policy? = nil, callSite: CallSite) throws {
-        guard isCooperativeThread else { return }
+        guard let thread = GuardedThread.current else { return }
         if let allowance {
             countAllowed(operation, at: callSite, allowance)
             return
         }
-        let report = report(operation, callSite: callSite)
+        let report = report(operation, callSite: callSite, on: thread)
         switch policy ?? Self.policy {
         case .log:
             return
         case .throwError:
-            throw BlockingCallError(operation: operation, callSite: callSite)
+            throw BlockingCallError(operation: operation, callSite: callSite, eventLoop: thread.eventLoopName)
         case .trap:
             fatalError(report.description)
         }
@@ -157,18 +159,13 @@ public enum Blocking {
         }
     }
 
-    /// Whether the calling thread is one the blocking-call check guards: a thread of Swift's
-    /// cooperative pool.
-    static var isCooperativeThread: Bool {
-        CooperativePool.isCurrentThread
-    }
-
-    /// Reports a blocking call made on a cooperative thread, with the calling thread's stack, to
-    /// every running watchdog (or the fallback logger), and returns the report.
+    /// Reports a blocking call made on a cooperative or event loop thread, with the calling
+    /// thread's stack, to every running watchdog (or the fallback logger), and returns the report.
     @discardableResult
-    static func report(_ operation: String, callSite: CallSite) -> WatchdogReport {
+    static func report(_ operation: String, callSite: CallSite, on thread: GuardedThread) -> WatchdogReport {
         let report = WatchdogReport(
             kind: .blockingCall,
+            eventLoop: thread.eventLoopName,
             startedAt: Date(),
             duration: .zero,
             isOngoing: false,
@@ -190,17 +187,29 @@ public enum Blocking {
     }
 }
 
-/// A blocking call was refused because it was made on a cooperative thread (policy
-/// ``Blocking/Policy/throwError``).
+/// A blocking call was refused because it was made on a cooperative thread or an event loop's
+/// (policy ``Blocking/Policy/throwError``).
 public struct BlockingCallError: Error, Hashable, CustomStringConvertible {
     /// The call.
     public let operation: String
     /// Where it was made.
     public let callSite: CallSite
+    /// The event loop whose thread made the call (see ``EventLoopThreads``); `nil` for a thread
+    /// of Swift's cooperative pool.
+    public let eventLoop: String?
+
+    /// Creates the error.
+    public init(operation: String, callSite: CallSite, eventLoop: String? = nil) {
+        self.operation = operation
+        self.callSite = callSite
+        self.eventLoop = eventLoop
+    }
 
     /// Says what was refused, where, and what to do.
     public var description: String {
-        "\(operation) at \(callSite) would block a thread of Swift's cooperative pool; run it on a BlockingPool or ThreadExecutor instead"
+        let thread = eventLoop.map { GuardedThread.eventLoop($0) } ?? .cooperative
+        return
+            "\(operation) at \(callSite) would block \(thread.phrase); run it on a BlockingPool or ThreadExecutor instead"
     }
 }
 

@@ -94,6 +94,13 @@ public final class Watchdog: Sendable {
         /// logged at debug level instead of reported. Needs ``captureStacks``. For a scope in code, see
         /// ``Blocking/allowed(_:fileID:line:_:)``. Default none.
         public var allowedFrames: [String]
+        /// Event loops to watch besides the cooperative pool's bands (see ``WatchdogTarget``;
+        /// `SyncBridgeNIO`'s `group.watchdogTargets`). A stalled loop is reported like a band, with
+        /// the loop's name (``WatchdogReport/eventLoop``) and its thread's stack; the loops'
+        /// threads become event loop threads for ``Blocking`` and the guarded waits (see
+        /// ``EventLoopThreads``). More can be added while the watchdog runs: ``watch(_:)``.
+        /// Default none.
+        public var targets: [any WatchdogTarget]
 
         /// A configuration; every parameter has the default described on its property.
         public init(
@@ -105,9 +112,11 @@ public final class Watchdog: Sendable {
             onReport: (@Sendable (WatchdogReport) -> Void)? = nil,
             timesEveryJob: Bool = false,
             perJobThreads: Int? = nil,
-            allowedFrames: [String] = []
+            allowedFrames: [String] = [],
+            targets: [any WatchdogTarget] = []
         ) {
             self.allowedFrames = allowedFrames
+            self.targets = targets
             self.timesEveryJob = timesEveryJob
             self.perJobThreads = max(1, perJobThreads ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
             self.threshold = threshold
@@ -124,17 +133,22 @@ public final class Watchdog: Sendable {
     /// The scope whose blocking calls this watchdog alone receives, if any.
     let scope: UInt64?
     private let logger: Logger
-    private let stallCounters: [UInt8: Counter]
-    private let starvationCounters: [UInt8: Counter]
-    private let saturationCounters: [UInt8: Counter]
-    private let lagTimers: [UInt8: Timer]
     private let blockingCallCounter: Counter
     private let metricsFactory: any MetricsFactory
     private let condition = ConditionLock()
     private let state: Locked<State>
 
+    /// A band's key: a cooperative band's priority (0–255), or a watched target's number (from 256).
+    private typealias BandKey = Int
+
     private struct BandState {
-        let priority: TaskPriority
+        /// The cooperative pool's band, or `nil` for a target.
+        let priority: TaskPriority?
+        /// The event loop, or `nil` for a band of the cooperative pool.
+        var target: (any WatchdogTarget)?
+        /// The band's metrics (for a target, created when its first probe runs: by then it knows
+        /// its thread's name).
+        var metrics: BandMetrics?
         var sequence: UInt64 = 0
         /// When the outstanding probe was sent (monotonic ns); `nil` when none is outstanding.
         var sentAt: UInt64?
@@ -158,14 +172,39 @@ public final class Watchdog: Sendable {
 
     typealias SchedulerTimes = StallClassifier.SchedulerTimes
 
+    /// The metrics of one band, `band` dimension: the cooperative band's name, or `event loop NAME`.
+    private struct BandMetrics {
+        let stalls: Counter
+        let starvations: Counter
+        let saturations: Counter
+        let lag: Timer
+
+        init(band: String, factory: any MetricsFactory) {
+            stalls = Counter(label: "syncbridge.watchdog.stalls", dimensions: [("band", band)], factory: factory)
+            starvations = Counter(
+                label: "syncbridge.watchdog.starvations",
+                dimensions: [("band", band)],
+                factory: factory
+            )
+            saturations = Counter(
+                label: "syncbridge.watchdog.saturations",
+                dimensions: [("band", band)],
+                factory: factory
+            )
+            lag = Timer(label: "syncbridge.watchdog.lag", dimensions: [("band", band)], factory: factory)
+        }
+    }
+
     private struct State {
         var running = false
         var stopRequested = false
         /// Resumed when the watchdog's thread has ended.
         var stopWaiters: [CheckedContinuation<Void, Never>] = []
-        var bands: [UInt8: BandState] = [:]
-        /// Which band each cooperative thread was last seen serving.
-        var bandOfThread: [Int32: UInt8] = [:]
+        var bands: [BandKey: BandState] = [:]
+        /// The key the next target gets.
+        var nextTargetKey: BandKey = 256
+        /// Which band each cooperative thread (or target) was last seen serving.
+        var bandOfThread: [Int32: BandKey] = [:]
         /// Reports waiting to be delivered on the watchdog's thread.
         var pending: [WatchdogReport] = []
         var watchdogThreadID: Int32 = 0
@@ -203,41 +242,59 @@ public final class Watchdog: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.metricsFactory = metricsFactory
-        var stalls: [UInt8: Counter] = [:]
-        var starvations: [UInt8: Counter] = [:]
-        var saturations: [UInt8: Counter] = [:]
-        var lags: [UInt8: Timer] = [:]
-        var bands: [UInt8: BandState] = [:]
+        var bands: [BandKey: BandState] = [:]
         for priority in configuration.bands {
-            let name = Self.bandName(priority)
-            stalls[priority.rawValue] = Counter(
-                label: "syncbridge.watchdog.stalls",
-                dimensions: [("band", name)],
-                factory: metricsFactory
+            bands[BandKey(priority.rawValue)] = BandState(
+                priority: priority,
+                metrics: BandMetrics(band: Self.bandName(priority), factory: metricsFactory)
             )
-            starvations[priority.rawValue] = Counter(
-                label: "syncbridge.watchdog.starvations",
-                dimensions: [("band", name)],
-                factory: metricsFactory
-            )
-            saturations[priority.rawValue] = Counter(
-                label: "syncbridge.watchdog.saturations",
-                dimensions: [("band", name)],
-                factory: metricsFactory
-            )
-            lags[priority.rawValue] = Timer(
-                label: "syncbridge.watchdog.lag",
-                dimensions: [("band", name)],
-                factory: metricsFactory
-            )
-            bands[priority.rawValue] = BandState(priority: priority)
         }
-        stallCounters = stalls
-        starvationCounters = starvations
-        saturationCounters = saturations
-        lagTimers = lags
         blockingCallCounter = Counter(label: "syncbridge.watchdog.blocking_calls", factory: metricsFactory)
         state = Locked(State(bands: bands))
+        watch(configuration.targets)
+    }
+
+    /// Watches `targets` (event loops) too, from the next probe on; targets already watched are
+    /// left as they are.
+    public func watch(_ targets: [any WatchdogTarget]) {
+        state.withLock { state in
+            for target in targets {
+                let identity = target.watchdogIdentity
+                guard !state.bands.values.contains(where: { $0.target?.watchdogIdentity == identity }) else { continue }
+                state.bands[state.nextTargetKey] = BandState(priority: nil, target: target)
+                state.nextTargetKey += 1
+            }
+        }
+        condition.withLock { condition.broadcast() }
+    }
+
+    /// Stops watching `targets`; a stall of theirs still going on is not reported further.
+    public func stopWatching(_ targets: [any WatchdogTarget]) {
+        let identities = Set(targets.map(\.watchdogIdentity))
+        state.withLock { state in
+            state.bands = state.bands.filter { _, band in
+                band.target.map { !identities.contains($0.watchdogIdentity) } ?? true
+            }
+        }
+    }
+
+    /// The names the metrics and reports give a band.
+    private static func names(of band: BandState) -> (dimension: String, band: String?, eventLoop: String?) {
+        if let priority = band.priority {
+            let name = bandName(priority)
+            return (name, name, nil)
+        }
+        let loop = band.target?.watchdogName ?? "?"
+        return ("event loop \(loop)", nil, loop)
+    }
+
+    /// The metrics of the band `key`, created if they are not yet.
+    private func metrics(of key: BandKey) -> BandMetrics? {
+        guard let band = state.withLock({ $0.bands[key] }) else { return nil }
+        if let metrics = band.metrics { return metrics }
+        let metrics = BandMetrics(band: Self.names(of: band).dimension, factory: metricsFactory)
+        state.withLock { $0.bands[key]?.metrics = metrics }
+        return metrics
     }
 
     /// The name of a band: `userInitiated`, `default`, `utility`, `background`, or the raw value.
@@ -323,7 +380,7 @@ public final class Watchdog: Sendable {
 
     /// Whether a probe has run on band `priority` since the watchdog started.
     func hasProbed(_ priority: TaskPriority) -> Bool {
-        state.withLock { $0.bands[priority.rawValue]?.acknowledgedAt != nil }
+        state.withLock { $0.bands[BandKey(priority.rawValue)]?.acknowledgedAt != nil }
     }
 
     /// Whether the watchdog's thread is running.
@@ -333,12 +390,16 @@ public final class Watchdog: Sendable {
 
     /// The watchdog's view of each band it probes, for ``SyncBridgeSnapshot``.
     func snapshot(now: UInt64) -> SyncBridgeSnapshot.WatchdogView {
-        let bands = state.withLock { state in configuration.bands.compactMap { state.bands[$0.rawValue] } }
+        // The pool's bands in the configuration's order, then the loops in the order they came.
+        let bands = state.withLock { state in
+            configuration.bands.compactMap { state.bands[BandKey($0.rawValue)] }
+                + state.bands.filter { $0.key >= 256 }.sorted { $0.key < $1.key }.map(\.value)
+        }
         return SyncBridgeSnapshot.WatchdogView(
             thresholdSeconds: Double(Self.nanoseconds(configuration.threshold)) / 1e9,
             bands: bands.map { band in
                 SyncBridgeSnapshot.Band(
-                    name: Self.bandName(band.priority),
+                    name: Self.names(of: band).dimension,
                     probeWaitingForSeconds: band.sentAt.map { SyncBridgeSnapshot.seconds(from: $0, to: now) },
                     lastProbeSecondsAgo: band.acknowledgedAt.map { SyncBridgeSnapshot.seconds(from: $0, to: now) },
                     stalledForSeconds: band.stallStart.map { SyncBridgeSnapshot.seconds(from: $0.monotonic, to: now) }
@@ -403,12 +464,15 @@ public final class Watchdog: Sendable {
     private func tick() {
         let now = monotonicNanoseconds()
         let threshold = Self.nanoseconds(configuration.threshold)
-        var probes: [(TaskPriority, UInt8, UInt64)] = []
-        var began: [(UInt8, UInt64, Date)] = []
-        var ended: [(UInt8, UInt64, Date)] = []
-        var snapshots: [UInt8] = []
+        var probes: [(BandState, BandKey, UInt64)] = []
+        var began: [(BandKey, UInt64, Date)] = []
+        var ended: [(BandKey, UInt64, Date)] = []
+        var snapshots: [BandKey] = []
         state.withLock { state in
             for (key, var band) in state.bands {
+                if let threadID = band.target?.watchdogThreadID, state.bandOfThread[threadID] != key {
+                    state.bandOfThread[threadID] = key
+                }
                 if let end = band.stallEnd, let start = band.stallStart {
                     if !band.dismissed { ended.append((key, end - start.monotonic, start.wall)) }
                     band.stallStart = nil
@@ -430,7 +494,7 @@ public final class Watchdog: Sendable {
                     band.sampledTimes = [:]
                     band.sequence += 1
                     band.sentAt = now
-                    probes.append((band.priority, key, band.sequence))
+                    probes.append((band, key, band.sequence))
                 }
                 state.bands[key] = band
             }
@@ -455,9 +519,16 @@ public final class Watchdog: Sendable {
                 state.bands[key]?.taskSnapshot = tasks
             }
         }
-        for (priority, key, sequence) in probes {
-            Task.detached(priority: priority) { [self] in
-                acknowledge(band: key, sequence: sequence, threadID: sb_gettid())
+        for (band, key, sequence) in probes {
+            if let target = band.target {
+                target.enqueueWatchdogProbe { [self] in
+                    EventLoopThreads.markCurrentThread(named: target.watchdogName)
+                    acknowledge(band: key, sequence: sequence, threadID: sb_gettid())
+                }
+            } else if let priority = band.priority {
+                Task.detached(priority: priority) { [self] in
+                    acknowledge(band: key, sequence: sequence, threadID: sb_gettid())
+                }
             }
         }
         for (key, lag, wall) in began {
@@ -465,7 +536,10 @@ public final class Watchdog: Sendable {
             var stacks: [ThreadStack] = []
             var dismissal: (counter: Counter?, reason: String)?
             if isStarved(band: key) {
-                dismissal = (starvationCounters[key], "the band's threads waited for a CPU rather than blocking")
+                dismissal = (
+                    metrics(of: key)?.starvations,
+                    "the band's threads waited for a CPU rather than blocking"
+                )
             } else {
                 stacks = configuration.captureStacks ? sampleBand(key) : []
                 switch classify(band: key, stacks: stacks) {
@@ -473,21 +547,23 @@ public final class Watchdog: Sendable {
                     if let reason = allowedReason(stacks) {
                         dismissal = (allowedCounter(kind: "stall", reason: reason), "allowed: \(reason)")
                     }
-                case .starved(let reason): dismissal = (starvationCounters[key], reason)
+                case .starved(let reason): dismissal = (metrics(of: key)?.starvations, reason)
                 case .saturated:
                     dismissal = (
-                        saturationCounters[key],
+                        metrics(of: key)?.saturations,
                         "the band's threads kept running different tasks: a saturated pool, no single long call"
                     )
                 }
             }
+            guard let band = state.withLock({ $0.bands[key] }) else { continue }
+            let names = Self.names(of: band)
             if let dismissal {
                 state.withLock { $0.bands[key]?.dismissed = true }
                 dismissal.counter?.increment()
                 logger.debug(
                     "watchdog: \(dismissal.reason); not reported",
                     metadata: [
-                        "watchdog.band": "\(Self.bandName(TaskPriority(rawValue: key)))",
+                        "watchdog.band": "\(names.dimension)",
                         "watchdog.lag_ms": "\(lag / 1_000_000)",
                     ]
                 )
@@ -495,20 +571,24 @@ public final class Watchdog: Sendable {
             }
             let report = WatchdogReport(
                 kind: .stall,
-                band: Self.bandName(TaskPriority(rawValue: key)),
+                band: names.band,
+                eventLoop: names.eventLoop,
                 startedAt: wall,
                 duration: .nanoseconds(Int64(lag)),
                 isOngoing: true,
                 threshold: configuration.threshold,
                 stacks: stacks
             )
-            if enqueue(report) { stallCounters[key]?.increment() }
+            if enqueue(report) { metrics(of: key)?.stalls.increment() }
         }
         for (key, duration, wall) in ended {
+            guard let band = state.withLock({ $0.bands[key] }) else { continue }
+            let names = Self.names(of: band)
             enqueue(
                 WatchdogReport(
                     kind: .stall,
-                    band: Self.bandName(TaskPriority(rawValue: key)),
+                    band: names.band,
+                    eventLoop: names.eventLoop,
                     startedAt: wall,
                     duration: .nanoseconds(Int64(duration)),
                     isOngoing: false,
@@ -586,7 +666,7 @@ public final class Watchdog: Sendable {
 
     /// Whether the band's threads spent the stall mostly runnable but off the CPU (see
     /// ``StallClassifier/isStarved(before:after:threshold:)``), from their scheduler times now.
-    private func isStarved(band key: UInt8) -> Bool {
+    private func isStarved(band key: BandKey) -> Bool {
         guard let snapshot = state.withLock({ $0.bands[key]?.schedulerSnapshot }) else { return false }
         var now: [Int32: SchedulerTimes] = [:]
         for threadID in snapshot.keys { now[threadID] = Self.schedulerTimes(of: threadID) }
@@ -599,8 +679,14 @@ public final class Watchdog: Sendable {
 
     /// The verdict on a stall (see ``StallClassifier/classify(samples:capturesStacks:tasksHalfway:timesHalfway:timesNow:threshold:)``),
     /// from the stacks sampled at the threshold and the threads' scheduler times now.
-    private func classify(band key: UInt8, stacks: [ThreadStack]) -> StallClassifier.Verdict {
-        let (tasks, times) = state.withLock { ($0.bands[key]?.taskSnapshot ?? [:], $0.bands[key]?.sampledTimes ?? [:]) }
+    private func classify(band key: BandKey, stacks: [ThreadStack]) -> StallClassifier.Verdict {
+        let (tasks, times, isTarget) = state.withLock {
+            ($0.bands[key]?.taskSnapshot ?? [:], $0.bands[key]?.sampledTimes ?? [:], $0.bands[key]?.target != nil)
+        }
+        // A loop runs no Swift task and is never saturated in the pool's sense: one probe queued
+        // behind more than a threshold of work is a stall of every connection it serves. A loop
+        // whose thread is not known yet (blocked before its first probe ran) cannot be sampled.
+        if isTarget && stacks.isEmpty { return .blocked }
         var now: [Int32: SchedulerTimes] = [:]
         for stack in stacks { now[stack.threadID] = Self.schedulerTimes(of: stack.threadID) }
         return StallClassifier.classify(
@@ -620,18 +706,20 @@ public final class Watchdog: Sendable {
     }
 
     /// Runs in a probe task, on a thread of the band.
-    private func acknowledge(band key: UInt8, sequence: UInt64, threadID: Int32) {
+    private func acknowledge(band key: BandKey, sequence: UInt64, threadID: Int32) {
         let now = monotonicNanoseconds()
-        let lag = state.withLock { state -> UInt64? in
+        let acknowledged = state.withLock { state -> (lag: UInt64, band: BandState)? in
             state.bandOfThread[threadID] = key
             guard var band = state.bands[key], band.sequence == sequence, let sentAt = band.sentAt else { return nil }
             band.sentAt = nil
             band.acknowledgedAt = now
             if band.stallStart != nil { band.stallEnd = now }
             state.bands[key] = band
-            return now - sentAt
+            return (now - sentAt, band)
         }
-        if let lag { lagTimers[key]?.recordNanoseconds(Int64(lag)) }
+        guard let acknowledged else { return }
+        let lag = acknowledged.band.metrics?.lag ?? metrics(of: key)?.lag
+        lag?.recordNanoseconds(Int64(acknowledged.lag))
     }
 
     /// The stacks of the threads serving band `key` that run a job; when none does, those of
@@ -639,7 +727,13 @@ public final class Watchdog: Sendable {
     /// can wait for a thread while other bands' threads run: whether they block or keep switching
     /// tasks (saturation) decides, and the snapshot at half the threshold and the sample at the
     /// threshold must look at the same threads.
-    private func sampleBand(_ key: UInt8) -> [ThreadStack] {
+    private func sampleBand(_ key: BandKey) -> [ThreadStack] {
+        let (isTarget, bandOfThread) = state.withLock { ($0.bands[key]?.target != nil, $0.bandOfThread) }
+        if isTarget {
+            // A loop's own thread, learnt from its probes; no other thread serves it.
+            let threads = bandOfThread.filter { $0.value == key }.map(\.key)
+            return StackSampler.sample(threads).compactMap { $0 }
+        }
         let stacks = stacksOfBand(key)
         return stacks.isEmpty ? stacksOfBand(key, anyBand: true) : stacks
     }
@@ -652,13 +746,14 @@ public final class Watchdog: Sendable {
     /// `….overcommit`, which the cooperative pool does not use). The threads are sampled together,
     /// each interrupted once; when none turns out cooperative, every thread except SyncBridge's
     /// own `sb-` threads is, in case this libdispatch names its workers otherwise.
-    private func stacksOfBand(_ key: UInt8, anyBand: Bool = false) -> [ThreadStack] {
+    private func stacksOfBand(_ key: BandKey, anyBand: Bool = false) -> [ThreadStack] {
         let (bandOfThread, own) = state.withLock { ($0.bandOfThread, $0.watchdogThreadID) }
         var workers: [Int32] = []
         var others: [Int32] = []
         for threadID in StackSampler.threadIDs() where threadID != own {
             if let band = bandOfThread[threadID] {
-                if anyBand || band == key { workers.append(threadID) }
+                // Loops' threads (keys from 256) serve no band of the pool.
+                if band < 256 && (anyBand || band == key) { workers.append(threadID) }
                 continue
             }
             let name = StackSampler.threadName(threadID)

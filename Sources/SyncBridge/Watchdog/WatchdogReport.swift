@@ -1,7 +1,8 @@
 public import FoundationEssentials
 
-/// What the watchdog saw: a band of Swift's cooperative pool that stopped running tasks, a single
-/// job that ran too long, or a blocking call made on a cooperative thread.
+/// What the watchdog saw: a band of Swift's cooperative pool (or an event loop) that stopped
+/// running tasks, a single job that ran too long, or a blocking call made on a cooperative (or
+/// event loop) thread.
 ///
 /// A report reads as one headline, the facts, then the stacks:
 ///
@@ -16,19 +17,23 @@ public import FoundationEssentials
 public struct WatchdogReport: Sendable, Hashable, Codable, CustomStringConvertible {
     /// What kind of problem the report describes.
     public enum Kind: String, Sendable, Hashable, Codable {
-        /// A band of the cooperative pool ran no task for longer than the threshold: every thread
-        /// of the band was busy or blocked.
+        /// A band of the cooperative pool, or a watched event loop (``WatchdogReport/eventLoop``),
+        /// ran no task for longer than the threshold: every thread of the band was busy or blocked.
         case stall
         /// One job of the global executor ran longer than the threshold (per-job mode).
         case slowJob
-        /// A blocking call was made on a cooperative thread.
+        /// A blocking call was made on a cooperative thread, or an event loop's.
         case blockingCall
     }
 
     /// What kind of problem this is.
     public let kind: Kind
-    /// The band (`userInitiated`, `default`, `utility`, `background`), for stalls and slow jobs.
+    /// The band (`userInitiated`, `default`, `utility`, `background`), for stalls and slow jobs
+    /// of the cooperative pool.
     public let band: String?
+    /// The event loop (its thread's name, `NIO-ELT-0-#1`) that stalled or made the blocking call;
+    /// `nil` for Swift's cooperative pool.
+    public let eventLoop: String?
     /// When the problem started (wall clock).
     public let startedAt: Date
     /// How long it lasted, or had lasted when reported if ``isOngoing``.
@@ -52,6 +57,7 @@ public struct WatchdogReport: Sendable, Hashable, Codable, CustomStringConvertib
     public init(
         kind: Kind,
         band: String? = nil,
+        eventLoop: String? = nil,
         startedAt: Date,
         duration: Duration,
         isOngoing: Bool,
@@ -63,6 +69,7 @@ public struct WatchdogReport: Sendable, Hashable, Codable, CustomStringConvertib
     ) {
         self.kind = kind
         self.band = band
+        self.eventLoop = eventLoop
         self.startedAt = startedAt
         self.duration = duration
         self.isOngoing = isOngoing
@@ -82,12 +89,24 @@ public struct WatchdogReport: Sendable, Hashable, Codable, CustomStringConvertib
                 !isOngoing
                 ? "it has recovered"
                 : busy ? "its threads are busy running synchronous code" : "its threads are blocked"
+            if let eventLoop {
+                let state =
+                    !isOngoing
+                    ? "it has recovered"
+                    : busy ? "its thread is busy running synchronous code" : "its thread is blocked"
+                return
+                    "event loop \(eventLoop) ran no task for \(Self.milliseconds(duration)) (threshold \(Self.milliseconds(threshold))): \(state)"
+            }
             return
                 "Swift's cooperative pool (band \(band ?? "?")) ran no task for \(Self.milliseconds(duration)) (threshold \(Self.milliseconds(threshold))): \(state)"
         case .slowJob:
             return
                 "one job on Swift's cooperative pool (band \(band ?? "?")) \(isOngoing ? "has run" : "ran") for \(Self.milliseconds(duration)) (threshold \(Self.milliseconds(threshold))) without suspending"
         case .blockingCall:
+            if let eventLoop {
+                return
+                    "blocking call \(operation ?? "?") on event loop \(eventLoop) at \(callSite ?? "an unknown place"): move it to a BlockingPool (BlockingPool.runIfActive(eventLoop:) in SyncBridgeNIO)"
+            }
             return
                 "blocking call \(operation ?? "?") on a cooperative thread at \(callSite ?? "an unknown place"): move it to a BlockingPool or a ThreadExecutor"
         }
