@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-modules=(SyncBridge SyncBridgeSQL SyncBridgePostgres SyncBridgeMariaDB SyncBridgeTesting SyncBridgeTemporaryServers)
+modules=(SyncBridge SyncBridgeSQL SyncBridgePostgres SyncBridgeMariaDB SyncBridgeTesting SyncBridgeTemporaryServers SyncBridgeNIO)
 graphs=.build-docs/symbol-graphs
 # Graphs are written when a module compiles; those of unchanged modules are still current.
 rm -rf .build-docs/archives
