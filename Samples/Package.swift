@@ -23,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        .package(url: "https://github.com/vapor/vapor", from: "4.122.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.100.0"),
         .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.1.0"),
     ],
     targets: [
@@ -144,6 +146,36 @@ let package = Package(
                 .product(name: "SyncBridgePostgres", package: "SyncBridge"),
             ],
             swiftSettings: swiftSettings
+        ),
+        // The same report as a Vapor 4 route, three ways: the legacy future chain that blocks its
+        // event loop, the same chain offloaded with BlockingPool.runIfActive(eventLoop:), and an
+        // async route over the facade (MIGRATION.md, "Future-based code").
+        .target(
+            name: "VaporValuation",
+            dependencies: [
+                "StockValuation",
+                .product(name: "CLibPQ", package: "SyncBridge"),
+                .product(name: "SyncBridge", package: "SyncBridge"),
+                .product(name: "SyncBridgeNIO", package: "SyncBridge"),
+                .product(name: "SyncBridgePostgres", package: "SyncBridge"),
+                .product(name: "Vapor", package: "vapor"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "VaporValuationTests",
+            dependencies: [
+                "VaporValuation", "StockValuation", "SampleSupport",
+                .product(name: "SyncBridge", package: "SyncBridge"),
+                .product(name: "SyncBridgeNIO", package: "SyncBridge"),
+                .product(name: "SyncBridgePostgres", package: "SyncBridge"),
+                .product(name: "SyncBridgeTesting", package: "SyncBridge"),
+                .product(name: "VaporTesting", package: "vapor"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings,
+            linkerSettings: exportedSymbols
         ),
         .testTarget(
             name: "StockValuationTests",

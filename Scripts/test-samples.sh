@@ -42,6 +42,22 @@ if ! grep -q 'the legacy handler fails: it blocks the cooperative pool" recorded
 fi
 echo "It failed as it should, with the blocked thread's stack in StockValuation.compute."
 
+echo "== Samples: the watchdog trait fails the Vapor test whose route blocks its event loop =="
+if SAMPLES_SHOW_WATCHDOG_FAILURE=1 swift test --skip-build --filter VaporValuationTests >"$log" 2>&1; then
+    cat "$log"
+    echo "The blocking route's test passed; the watchdog trait should have failed it."
+    exit 1
+fi
+if ! grep -q 'the legacy route fails: it blocks its event loop" recorded an issue' "$log" \
+    || ! grep -q "event loop NIO-SGLTN-[0-9]*-#[0-9]* ran no task" "$log" \
+    || ! grep -q "LegacyValuationDatabase.stockValuation" "$log" \
+    || grep -q 'the offloaded route passes.*recorded an issue\|the migrated route passes.*recorded an issue' "$log"; then
+    cat "$log"
+    echo "The Vapor test failed, but not only the legacy route's, with a loop stall naming LegacyValuationDatabase.stockValuation."
+    exit 1
+fi
+echo "It failed as it should: the event loop's stall, with the route's frames down to the legacy call."
+
 echo "== Samples: the HTTP service under load =="
 bash Scripts/load.sh postgres 5
 bash Scripts/load.sh mariadb 5
