@@ -26,6 +26,8 @@ let package = Package(
                 "CLibPQBench",
                 "CBenchShims",
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "SyncBridgeNIO", package: "SyncBridge"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),

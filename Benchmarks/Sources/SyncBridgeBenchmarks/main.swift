@@ -1,6 +1,6 @@
 import Foundation
 
-// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb|inserts|latency|watchdog|watchdog-latency|deadlock] [--rounds N] [--seconds S] [--rows N] [--trials N] [--only NAME]
+// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb|inserts|latency|watchdog|watchdog-latency|event-loops|deadlock] [--rounds N] [--seconds S] [--rows N] [--trials N] [--only NAME]
 // Prints Markdown tables of medians and the ratios the targets are stated in.
 
 let arguments = CommandLine.arguments.dropFirst()
@@ -182,6 +182,17 @@ if suites.isEmpty || suites.contains("watchdog") {
     )
     print("\n### \(results[5].title)\n")
     print("\(Int(results[5].samples["watchdog reports"]?.first ?? -1)) reports (target: 0)")
+}
+
+if suites.isEmpty || suites.contains("event-loops") {
+    let seconds = arguments.firstIndex(of: "--seconds").flatMap { Int(arguments[arguments.index(after: $0)]) } ?? 3
+    print("\n## Event-loop watchdog on a loaded loop (\(rounds) interleaved rounds, medians)")
+    let (comparison, reports) = try await eventLoopWatchdogBenchmarks(rounds: rounds, seconds: seconds)
+    report(comparison)
+    let change = comparison.pairedChange("watchdog watching the loop (100 ms)", against: "no watchdog")
+    print(
+        "\n- with the watchdog: requests/s \(String(format: "%+.1f %%", change * 100)) (median of the round-by-round ratios; target: no worse than -2 %); \(reports) reports (target: 0)"
+    )
 }
 
 if suites.isEmpty || suites.contains("deadlock") {
