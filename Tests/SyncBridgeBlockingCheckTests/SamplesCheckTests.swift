@@ -60,8 +60,11 @@ struct SamplesCheckTests {
             #expect(finding.alsoReaches.contains("PQexecParams") && finding.alsoReaches.contains("mysql_real_query"))
         }
         // The one-off connections the demo, the live feed and the tests open on purpose carry a
-        // suppression with their reason.
-        #expect(report.suppressed.count == 9)
+        // suppression with their reason; so does the Vapor test's route registration (the check
+        // takes the routes' closures for calls made at once; the legacy route blocks its event
+        // loop later, where the watchdog trait checks it).
+        #expect(report.suppressed.count == 10)
+        #expect(report.suppressed.contains { $0.location.file == "Tests/VaporValuationTests/VaporValuationTests.swift" })
         #expect(report.suppressed.allSatisfy { $0.suppressedBecause?.isEmpty == false })
         let wrappedOrMigrated = (report.findings + report.suppressed).filter {
             $0.location.file.contains("InventoryWrapped") || $0.location.file.contains("InventoryMigrated")
