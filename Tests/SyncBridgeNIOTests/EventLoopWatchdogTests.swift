@@ -211,7 +211,7 @@ struct EventLoopWatchdogTests {
         .enabled(if: ProcessInfo.processInfo.environment["SYNCBRIDGE_SOLO_TESTS"] == "1", "runs in the solo pass"),
         .enabled(if: slowdown == 1, "a latency bound: runs in the passes without ThreadSanitizer")
     )
-    func soloBlockedLoopLatency() async throws {
+    func testSoloBlockedLoopLatency() async throws {
         let server = try await EchoServer.start()
         let threshold = Duration.milliseconds(50)
         let best = Shared(Duration.seconds(3600))
