@@ -208,7 +208,8 @@ let package = Package(
         .testTarget(
             name: "SyncBridgeNIOTests",
             dependencies: [
-                "SyncBridge", "SyncBridgeNIO", "SyncBridgeTesting", "SyncBridgePostgres", "SharedTestSupport",
+                "SyncBridge", "SyncBridgeNIO", "SyncBridgeTesting", "SyncBridgePostgres", "SyncBridgeTemporaryServers",
+                "SharedTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
