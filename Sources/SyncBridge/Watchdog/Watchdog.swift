@@ -530,6 +530,14 @@ public final class Watchdog: Sendable {
                     acknowledge(band: key, sequence: sequence, threadID: sb_gettid())
                 }
             }
+            // The probe's wait starts when it was handed over: on a saturated machine the
+            // watchdog's own thread can be preempted between the tick and the hand-over, and an
+            // idle loop (asleep in epoll_wait) would otherwise be reported for the watchdog's delay.
+            let handedOver = monotonicNanoseconds()
+            state.withLock { state in
+                guard state.bands[key]?.sequence == sequence, state.bands[key]?.sentAt != nil else { return }
+                state.bands[key]?.sentAt = handedOver
+            }
         }
         for (key, lag, wall) in began {
             // Two kinds of wait are not blocking: they are counted, not reported.
@@ -715,7 +723,8 @@ public final class Watchdog: Sendable {
             band.acknowledgedAt = now
             if band.stallStart != nil { band.stallEnd = now }
             state.bands[key] = band
-            return (now - sentAt, band)
+            // The watchdog may record the hand-over after this probe read the clock.
+            return (now > sentAt ? now - sentAt : 0, band)
         }
         guard let acknowledged else { return }
         let lag = acknowledged.band.metrics?.lag ?? metrics(of: key)?.lag
