@@ -70,7 +70,7 @@ extension PostgresConnection {
     ) async throws -> [Result<SQLOutcome, any Error>] {
         let limit = timeout.map(SQLTimeout.init)
         let cancelled = Mutex(false)
-        return try await withTaskCancellationHandler {
+        let outcomes = try await withTaskCancellationHandler {
             try await withSession(timeout: limit) { session in
                 try session.runPipeline(statements) {
                     cancelled.withLock { $0 } || limit.map { monotonicNanoseconds() >= $0.deadline } == true
@@ -79,6 +79,19 @@ extension PostgresConnection {
         } onCancel: {
             cancelled.withLock { $0 = true }
         }
+        // The server can answer the cancel request (57014 for the statement it was running) and
+        // the statements after it before the pipeline's loop sees the flag or the deadline: the
+        // call still ends as the cancellation or the timeout it is.
+        if cancelled.withLock({ $0 }) { throw CancellationError() }
+        if let limit, monotonicNanoseconds() >= limit.deadline,
+            let index = outcomes.firstIndex(where: { outcome in
+                if case .failure(let error as PostgresError) = outcome { return error.isQueryCanceled }
+                return false
+            })
+        {
+            throw PostgresSession.timeoutError(limit, query: statements[index])
+        }
+        return outcomes
     }
 }
 
