@@ -41,9 +41,10 @@ extension EventLoopThreads {
     @discardableResult
     static func markCurrentThreadAsLoop() -> String {
         if let name = currentName { return name }
-        let name = ThreadIdentity.current.name
-        markCurrentThread(named: name.isEmpty ? "tid \(ThreadIdentity.current.tid)" : name)
-        return currentName ?? name
+        let thread = ThreadIdentity.current
+        let name = thread.name.isEmpty ? "tid \(thread.tid)" : thread.name
+        markCurrentThread(named: name)
+        return name
     }
 }
 

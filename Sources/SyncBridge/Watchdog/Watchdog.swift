@@ -138,8 +138,11 @@ public final class Watchdog: Sendable {
     private let condition = ConditionLock()
     private let state: Locked<State>
 
-    /// A band's key: a cooperative band's priority (0–255), or a watched target's number (from 256).
+    /// A band's key: a cooperative band's priority (0–255), or a watched target's number (from
+    /// ``firstTargetKey``).
     private typealias BandKey = Int
+    /// The key of the first target; every cooperative band's key is below it.
+    private static let firstTargetKey: BandKey = 256
 
     private struct BandState {
         /// The cooperative pool's band, or `nil` for a target.
@@ -202,7 +205,7 @@ public final class Watchdog: Sendable {
         var stopWaiters: [CheckedContinuation<Void, Never>] = []
         var bands: [BandKey: BandState] = [:]
         /// The key the next target gets.
-        var nextTargetKey: BandKey = 256
+        var nextTargetKey: BandKey = Watchdog.firstTargetKey
         /// Which band each cooperative thread (or target) was last seen serving.
         var bandOfThread: [Int32: BandKey] = [:]
         /// Reports waiting to be delivered on the watchdog's thread.
@@ -393,7 +396,7 @@ public final class Watchdog: Sendable {
         // The pool's bands in the configuration's order, then the loops in the order they came.
         let bands = state.withLock { state in
             configuration.bands.compactMap { state.bands[BandKey($0.rawValue)] }
-                + state.bands.filter { $0.key >= 256 }.sorted { $0.key < $1.key }.map(\.value)
+                + state.bands.filter { $0.key >= Self.firstTargetKey }.sorted { $0.key < $1.key }.map(\.value)
         }
         return SyncBridgeSnapshot.WatchdogView(
             thresholdSeconds: Double(Self.nanoseconds(configuration.threshold)) / 1e9,
@@ -761,8 +764,8 @@ public final class Watchdog: Sendable {
         var others: [Int32] = []
         for threadID in StackSampler.threadIDs() where threadID != own {
             if let band = bandOfThread[threadID] {
-                // Loops' threads (keys from 256) serve no band of the pool.
-                if band < 256 && (anyBand || band == key) { workers.append(threadID) }
+                // Loops' threads serve no band of the pool.
+                if band < Self.firstTargetKey && (anyBand || band == key) { workers.append(threadID) }
                 continue
             }
             let name = StackSampler.threadName(threadID)
