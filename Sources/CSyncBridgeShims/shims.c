@@ -408,3 +408,77 @@ void sb_tsan_release(void *address) {
 void sb_tsan_acquire(void *address) {
     if (__tsan_acquire) __tsan_acquire(address);
 }
+
+// MARK: I/O threads (epoll)
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+int sb_io_create(int *event_fd) {
+    int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_fd < 0) return -1;
+    int wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake < 0) {
+        int saved = errno;
+        close(epoll_fd);
+        errno = saved;
+        return -1;
+    }
+    struct epoll_event event = {.events = EPOLLIN, .data = {.u64 = 0}};
+    if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake, &event) != 0) {
+        int saved = errno;
+        close(wake);
+        close(epoll_fd);
+        errno = saved;
+        return -1;
+    }
+    *event_fd = wake;
+    return epoll_fd;
+}
+
+int sb_io_arm(int epoll_fd, int fd, uint64_t token, int interest, int add) {
+    struct epoll_event event = {.events = EPOLLONESHOT, .data = {.u64 = token}};
+    if (interest & SB_IO_READABLE) event.events |= EPOLLIN | EPOLLRDHUP;
+    if (interest & SB_IO_WRITABLE) event.events |= EPOLLOUT;
+    if (epoll_ctl(epoll_fd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &event) != 0) return errno;
+    return 0;
+}
+
+int sb_io_remove(int epoll_fd, int fd) {
+    struct epoll_event unused = {0};
+    if (epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, &unused) != 0) return errno;
+    return 0;
+}
+
+int sb_io_wait(int epoll_fd, uint64_t *tokens, int32_t *flags, int capacity, int timeout_ms) {
+    struct epoll_event events[64];
+    if (capacity > 64) capacity = 64;
+    int count = epoll_wait(epoll_fd, events, capacity, timeout_ms);
+    if (count < 0) return errno == EINTR ? 0 : -1;
+    for (int index = 0; index < count; index++) {
+        uint32_t ready = events[index].events;
+        int32_t flag = 0;
+        if (ready & EPOLLIN) flag |= SB_IO_READABLE;
+        if (ready & EPOLLOUT) flag |= SB_IO_WRITABLE;
+        if (ready & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) flag |= SB_IO_FAILED;
+        tokens[index] = events[index].data.u64;
+        flags[index] = flag;
+    }
+    return count;
+}
+
+void sb_io_wake(int event_fd) {
+    uint64_t one = 1;
+    ssize_t written;
+    do {
+        written = write(event_fd, &one, sizeof one);
+    } while (written < 0 && errno == EINTR);
+}
+
+void sb_io_drain_wakeups(int event_fd) {
+    uint64_t count;
+    ssize_t got;
+    do {
+        got = read(event_fd, &count, sizeof count);
+    } while (got < 0 && errno == EINTR);
+}

@@ -94,6 +94,9 @@ public final class MariaDBCanceller: SQLCanceller {
         }
     }
 
+    /// Whether a `KILL QUERY` is still queued or being sent.
+    public var hasPendingCancels: Bool { pending.current > 0 }
+
     /// Waits until every queued kill has reached the server (at most 10 s), so that none can
     /// interrupt the next statement.
     ///

@@ -159,6 +159,9 @@ public final class PostgresCanceller: SQLCanceller {
         }
     }
 
+    /// Whether a cancel request is still queued or being sent.
+    public var hasPendingCancels: Bool { pending.current > 0 }
+
     /// The connection is closing: later `cancel()` calls do nothing. A request being sent keeps
     /// its handle until it is done.
     public func invalidate() {

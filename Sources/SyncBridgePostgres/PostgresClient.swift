@@ -31,6 +31,9 @@ extension SQLClient where Session == PostgresSession {
     ///   - connectionString: A libpq connection string or `postgres://` URL (see
     ///     ``SQLConnection/connect(_:statementTimeout:logger:metricsFactory:)``).
     ///   - configuration: The pool's sizes and timeouts.
+    ///   - ioThreads: I/O threads that run single statements without blocking, a few threads
+    ///     for many connections (see ``SQLIOThreads``); `nil` (the default): each connection's
+    ///     own thread runs them.
     ///   - name: Names the pool in logs, metrics and errors.
     ///   - defaultStatementTimeout: Every connection's `statement_timeout`: the server cancels
     ///     statements that run longer. `nil` keeps the server's default.
@@ -39,6 +42,7 @@ extension SQLClient where Session == PostgresSession {
     public convenience init(
         connectionString: String,
         configuration: ConnectionPoolConfiguration = .init(),
+        ioThreads: SQLIOThreads? = nil,
         name: String = "postgres",
         defaultStatementTimeout: Duration? = nil,
         logger: Logger = Logger(label: "SyncBridge.Postgres"),
@@ -50,6 +54,7 @@ extension SQLClient where Session == PostgresSession {
                 statementTimeout: defaultStatementTimeout
             ),
             poolConfiguration: configuration,
+            ioThreads: ioThreads,
             name: name,
             logger: logger,
             metricsFactory: metricsFactory

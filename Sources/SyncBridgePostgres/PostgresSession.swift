@@ -20,13 +20,13 @@ public final class PostgresSession {
     /// Prepared statements' names by rendered SQL and parameter types: the 256 most recently
     /// used.
     var statements = SQLStatementCache<StatementKey, String>()
-    private var nextStatementNumber = 0
+    var nextStatementNumber = 0
     /// Whether statements are prepared with names (not behind a transaction pooler that cannot
     /// keep them).
-    private let usesNamedStatements: Bool
+    let usesNamedStatements: Bool
     /// Behind a transaction pooler, which keeps prepared statements itself: evicted ones are
     /// forgotten, not deallocated with SQL the pooler does not route.
-    private let isBehindTransactionPooler: Bool
+    let isBehindTransactionPooler: Bool
 
     struct StatementKey: Hashable {
         let sql: String
@@ -41,6 +41,9 @@ public final class PostgresSession {
 
     /// Set once the server ended the session (a `FATAL` error) or libpq lost the connection.
     var isBroken = false
+
+    /// The statement an I/O thread is running without blocking, if any.
+    var nonBlocking: NonBlockingStatement?
 
     /// Marks the connection unusable: a pool discards it.
     public func markBroken() {

@@ -1,6 +1,6 @@
 import Foundation
 
-// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb|inserts|latency|watchdog|watchdog-latency|event-loops|deadlock] [--rounds N] [--seconds S] [--rows N] [--trials N] [--only NAME]
+// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb|inserts|latency|scaling|watchdog|watchdog-latency|event-loops|deadlock] [--rounds N] [--seconds S] [--sizes 8,64,256] [--hundred-rows] [--rows N] [--trials N] [--only NAME]
 // Prints Markdown tables of medians and the ratios the targets are stated in.
 
 let arguments = CommandLine.arguments.dropFirst()
@@ -70,6 +70,24 @@ if suites.isEmpty || suites.contains("postgres") {
         let pgbenchPipeline = comparison.median("pgbench pipeline of 100 -M prepared -c 8 -j 2")
         if !pipelined.isNaN && !pgbenchPipeline.isNaN {
             print("- pipelines of 100 (target >= 0.5x): \(ratio(pipelined, pgbenchPipeline))x pgbench's pipeline mode")
+        }
+    }
+}
+
+if suites.contains("scaling") {
+    let seconds = arguments.firstIndex(of: "--seconds").flatMap { Double(arguments[arguments.index(after: $0)]) } ?? 2
+    let sizes =
+        arguments.firstIndex(of: "--sizes").map { index in
+            arguments[arguments.index(after: index)].split(separator: ",").compactMap { Int($0) }
+        } ?? [8, 64, 256]
+    let workload: PostgresWorkload = arguments.contains("--hundred-rows") ? .hundredRows : .selectOne
+    print("\n## PostgreSQL by pool size (\(rounds) interleaved rounds, medians)")
+    for comparison in try await scalingBenchmarks(rounds: rounds, seconds: seconds, sizes: sizes, workload: workload) {
+        report(comparison)
+        let pgbench = comparison.median("pgbench -M prepared -j 2")
+        print("\nRatios (target: >= 0.7x pgbench -M prepared at every size):\n")
+        for name in ["SyncBridge, a thread per connection", "SyncBridge, 2 I/O threads"] {
+            print("- \(name): \(ratio(comparison.median(name), pgbench))x pgbench")
         }
     }
 }

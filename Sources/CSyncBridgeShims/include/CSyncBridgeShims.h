@@ -157,6 +157,36 @@ static inline void sb_cpu_relax(void) {
 #endif
 }
 
+// MARK: I/O threads (epoll)
+
+/// Readiness flags of ``sb_io_arm`` and ``sb_io_wait``.
+#define SB_IO_READABLE 1
+#define SB_IO_WRITABLE 2
+/// The peer hung up or the socket failed (reported whether asked for or not).
+#define SB_IO_FAILED 4
+
+/// A new epoll instance with an eventfd registered under token 0. Returns the epoll descriptor
+/// (and the eventfd in `event_fd`), or -1 with errno set.
+int sb_io_create(int *_Nonnull event_fd);
+
+/// Arms `fd` in `epoll_fd` for one readiness report (EPOLLONESHOT) of `interest`
+/// (SB_IO_READABLE | SB_IO_WRITABLE), registering it under `token` first when `add` is 1.
+/// Returns 0 or an errno value.
+int sb_io_arm(int epoll_fd, int fd, uint64_t token, int interest, int add);
+
+/// Removes `fd` from `epoll_fd`. Returns 0 or an errno value.
+int sb_io_remove(int epoll_fd, int fd);
+
+/// Waits up to `timeout_ms` (-1: forever) for readiness; fills `tokens` and `flags` (SB_IO_*)
+/// with at most `capacity` reports. Returns how many, 0 on timeout or EINTR, -1 on error.
+int sb_io_wait(int epoll_fd, uint64_t *_Nonnull tokens, int32_t *_Nonnull flags, int capacity, int timeout_ms);
+
+/// Wakes the thread waiting in ``sb_io_wait`` on the epoll instance of `event_fd`.
+void sb_io_wake(int event_fd);
+
+/// Consumes the wake-ups of `event_fd` (after token 0 was reported).
+void sb_io_drain_wakeups(int event_fd);
+
 #ifdef __cplusplus
 }
 #endif

@@ -44,6 +44,8 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
     /// - Parameters:
     ///   - configuration: Where and how to connect.
     ///   - poolConfiguration: The pool's sizes and timeouts.
+    ///   - ioThreads: I/O threads that run the connections' single statements without blocking
+    ///     (see ``SQLIOThreads``); `nil` (the default) runs them on each connection's own thread.
     ///   - name: Names the pool in logs, metrics and errors; the database's name by default.
     ///   - cancellationGracePeriod: How long a cancelled or timed-out statement may wait for the
     ///     server to answer before its caller gets the error anyway and the connection is
@@ -53,6 +55,7 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
     public init(
         configuration: Session.Configuration,
         poolConfiguration: ConnectionPoolConfiguration = .init(),
+        ioThreads: SQLIOThreads? = nil,
         name: String = Session.databaseName,
         cancellationGracePeriod: Duration = .seconds(2),
         logger: Logger = Logger(label: "SyncBridge.\(Session.databaseName)"),
@@ -67,6 +70,7 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
         ) {
             try await Connection.connect(
                 configuration: configuration,
+                ioThreads: ioThreads,
                 cancellationGracePeriod: cancellationGracePeriod,
                 logger: logger,
                 metricsFactory: metricsFactory

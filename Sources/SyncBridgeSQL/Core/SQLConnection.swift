@@ -53,13 +53,17 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     /// Where the session is connected, for spans.
     package let tracingTarget: SQLTracingTarget
     /// Cleared once the session reports the connection broken; a pool then discards it.
-    private let usable = Locked(true)
+    private let usable: Locked<Bool>
     /// The timeout of statements run without one, when the client keeps the configuration's
     /// default (``SQLSession/clientStatementTimeout(_:)``).
     package let defaultTimeout: Duration?
     /// Whether the connection cancels a statement whose timeout passed
     /// (``SQLSession/cancelsAtTimeout(_:)``).
     private let cancelsAtTimeout: Bool
+    /// The connection's I/O thread, which runs its single statements without blocking, when it
+    /// was made with ``SQLIOThreads`` and its session can (``SQLNonBlockingSession``). Then every
+    /// other use of the session queues behind it, in order.
+    private let ioLane: (any SQLIORouting)?
 
     private static var connectionNumbers: Locked<Int> { sqlConnectionNumbers }
 
@@ -72,8 +76,12 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         configuration: Session.Configuration,
         logger: Logger,
         metrics: SQLStatementMetrics,
-        tracingTarget: SQLTracingTarget
+        tracingTarget: SQLTracingTarget,
+        usable: Locked<Bool>,
+        ioLane: (any SQLIORouting)?
     ) {
+        self.usable = usable
+        self.ioLane = ioLane
         self.tracingTarget = tracingTarget
         self.executor = executor
         self.session = session
@@ -92,6 +100,9 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     ///
     /// - Parameters:
     ///   - configuration: Where and how to connect.
+    ///   - ioThreads: I/O threads that run the connection's single statements without blocking,
+    ///     for a session that can (``SQLNonBlockingSession``); `nil` (the default) runs them on
+    ///     the connection's own thread.
     ///   - cancellationGracePeriod: How long a statement that was cancelled, or ran past its
     ///     timeout, may wait for the server to answer; past it, the caller gets its error at once
     ///     and the connection is abandoned (its socket shut down, never reused). 2 s by default.
@@ -101,6 +112,7 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     /// - Throws: The session's connection error, naming the server and the reason.
     public static func connect(
         configuration: Session.Configuration,
+        ioThreads: SQLIOThreads? = nil,
         cancellationGracePeriod: Duration = .seconds(2),
         logger: Logger = Logger(label: "SyncBridge.\(Session.databaseName)"),
         metricsFactory: any MetricsFactory = MetricsSystem.factory
@@ -112,12 +124,29 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         let executor = ThreadExecutor(name: "sb-\(Session.databaseName)-\(number)", logger: logger)
         do {
             let session = try await ThreadBound(on: executor) { try Session.open(configuration) }
-            let (canceller, socket, target) = try await session.withResource { session in
-                (session.makeCanceller(configuration: configuration), session.socketDescriptor, session.tracingTarget)
+            let (canceller, socket, target, reference) = try await session.withResource { session in
+                (
+                    session.makeCanceller(configuration: configuration),
+                    session.socketDescriptor,
+                    session.tracingTarget,
+                    SessionReference(session)
+                )
             }
             var logger = logger
             logger[metadataKey: "\(Session.databaseName).connection"] = "\(number)"
             logger.debug("connected", metadata: ["\(Session.databaseName).server": "\(configuration)"])
+            let usable = Locked(true)
+            let lane = ioThreads.flatMap { threads in
+                makeIOLane(
+                    for: reference.session,
+                    canceller: canceller,
+                    on: threads,
+                    runBlocking: { statement, done in
+                        runBlocking(statement, session: session, canceller: canceller, usable: usable, then: done)
+                    },
+                    markUnusable: { usable.withLock { $0 = false } }
+                )
+            }
             return SQLConnection(
                 executor: executor,
                 session: session,
@@ -127,7 +156,9 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
                 configuration: configuration,
                 logger: logger,
                 metrics: SQLStatementMetrics(Session.self, target: target, factory: metricsFactory),
-                tracingTarget: target
+                tracingTarget: target,
+                usable: usable,
+                ioLane: lane
             )
         } catch {
             await executor.shutdownGracefully()
@@ -166,8 +197,13 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         let start = monotonicNanoseconds()
         let limit = (timeout ?? defaultTimeout).map(SQLTimeout.init)
         do {
-            let outcome = try await withSession(timeout: limit, statement: query, at: callSite) { session in
-                try session.run(query, timeout: limit)
+            let outcome: SQLOutcome
+            if let ioLane {
+                outcome = try await runOnIOThread(query, timeout: limit, lane: ioLane)
+            } else {
+                outcome = try await withSession(timeout: limit, statement: query, at: callSite) { session in
+                    try session.run(query, timeout: limit)
+                }
             }
             metrics.record(query, start: start, errorType: nil)
             return outcome
@@ -269,62 +305,153 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         _ body: @escaping @Sendable (Session) throws -> Result
     ) async throws -> Result {
         let call = SQLCall<Result>()
-        let (canceller, usable, session) = (self.canceller, self.usable, self.session)
-        let grace = UInt64(max(0, cancellationGracePeriod.nanosecondCount))
+        let (canceller, usable, session, ioLane) = (self.canceller, self.usable, self.session, self.ioLane)
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { continuation in
                 guard call.install(continuation) else { return }
-                if let timeout {
-                    if cancelsAtTimeout {
-                        call.schedule(at: timeout.deadline) { canceller.cancel() }
-                    }
-                    call.schedule(at: timeout.deadline &+ grace) { [self] in
-                        abandon(
-                            call,
-                            because: Session.timeoutError(timeout, query: statement ?? ""),
-                            after: "its timeout"
-                        )
-                    }
-                }
-                session.withResourceDetached(
-                    actsForCurrentTask: true,
-                    at: callSite,
-                    detail: statement,
-                    { session in
-                        guard call.begin() else { return }
-                        let result: Swift.Result<Result, any Error>
-                        do {
-                            try Self.settle(canceller, session)
-                            result = .success(try body(session))
-                        } catch  where Session.isCancellation(error) && (call.isCancelled || timeout?.hasPassed == true)
-                        {
-                            if session.isHealthy, (try? Self.settle(canceller, session)) != nil {
-                                session.recoverFromCancellation()
+                scheduleDeadlines(of: call, timeout: timeout, statement: statement)
+                let submit: @Sendable () -> Void = {
+                    session.withResourceDetached(
+                        actsForCurrentTask: true,
+                        at: callSite,
+                        detail: statement,
+                        { session in
+                            if call.begin() {
+                                Self.perform(
+                                    body,
+                                    for: call,
+                                    timeout: timeout,
+                                    statement: statement,
+                                    session: session,
+                                    canceller: canceller,
+                                    usable: usable
+                                )
                             }
-                            if call.isCancelled || timeout == nil {
-                                result = .failure(CancellationError())
-                            } else {
-                                result = .failure(Session.timeoutError(timeout!, query: statement ?? ""))
-                            }
-                        } catch {
-                            result = .failure(error)
+                            ioLane?.leave()
+                        },
+                        ifClosed: {
+                            call.finish(.failure(ExecutorError.resourceClosed(onThreadExecutor: session.executor.name)))
+                            ioLane?.leave()
                         }
-                        // Before the caller resumes: a pool that gets the connection back must
-                        // know whether it broke.
-                        if !session.isHealthy { usable.withLock { $0 = false } }
-                        call.finish(result)
-                    },
-                    ifClosed: {
-                        call.finish(.failure(ExecutorError.resourceClosed(onThreadExecutor: session.executor.name)))
-                    }
-                )
+                    )
+                }
+                if let ioLane { ioLane.enter(submit) } else { submit() }
             }
         } onCancel: {
-            guard call.cancel() == .running else { return }
-            canceller.cancel()
-            call.schedule(at: monotonicNanoseconds() &+ grace) { [self] in
-                abandon(call, because: CancellationError(), after: "a cancel")
+            interrupt(call)
+        }
+    }
+
+    /// Runs a single statement on the connection's I/O thread, with the same cancellation,
+    /// timeouts and grace period as ``withSession(timeout:statement:at:_:)``.
+    private func runOnIOThread(
+        _ query: SQLQuery,
+        timeout: SQLTimeout?,
+        lane: any SQLIORouting
+    ) async throws -> SQLOutcome {
+        let call = SQLCall<SQLOutcome>()
+        return try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { continuation in
+                guard call.install(continuation) else { return }
+                scheduleDeadlines(of: call, timeout: timeout, statement: query)
+                lane.submit(SQLIOStatement(query: query, timeout: timeout, call: call))
             }
+        } onCancel: {
+            interrupt(call)
+        }
+    }
+
+    /// Runs `body` for `call`, which has begun, on the session's thread: settles earlier cancels
+    /// first, turns the server's "cancelled" error into `CancellationError` or the timeout, and
+    /// notes a broken connection before the caller resumes.
+    private static func perform<Result: Sendable>(
+        _ body: (Session) throws -> Result,
+        for call: SQLCall<Result>,
+        timeout: SQLTimeout?,
+        statement: SQLQuery?,
+        session: Session,
+        canceller: Session.Canceller,
+        usable: Locked<Bool>
+    ) {
+        let result: Swift.Result<Result, any Error>
+        do {
+            try settle(canceller, session)
+            result = .success(try body(session))
+        } catch  where Session.isCancellation(error) && (call.isCancelled || timeout?.hasPassed == true) {
+            if session.isHealthy, (try? settle(canceller, session)) != nil {
+                session.recoverFromCancellation()
+            }
+            if call.isCancelled || timeout == nil {
+                result = .failure(CancellationError())
+            } else {
+                result = .failure(Session.timeoutError(timeout!, query: statement ?? ""))
+            }
+        } catch {
+            result = .failure(error)
+        }
+        // Before the caller resumes: a pool that gets the connection back must know whether it
+        // broke.
+        if !session.isHealthy { usable.withLock { $0 = false } }
+        call.finish(result)
+    }
+
+    /// Runs a statement that the I/O thread handed back (a cancel is pending or the session must
+    /// recover from one) the blocking way, on the connection's thread; then calls `done`.
+    fileprivate static func runBlocking(
+        _ statement: SQLIOStatement,
+        session: ThreadBound<Session>,
+        canceller: Session.Canceller,
+        usable: Locked<Bool>,
+        then done: @escaping @Sendable () -> Void
+    ) {
+        session.withResourceDetached(
+            { session in
+                if session.isHealthy, (try? settle(canceller, session)) != nil {
+                    session.recoverFromCancellation()
+                }
+                perform(
+                    { session in try session.run(statement.query, timeout: statement.timeout) },
+                    for: statement.call,
+                    timeout: statement.timeout,
+                    statement: statement.query,
+                    session: session,
+                    canceller: canceller,
+                    usable: usable
+                )
+                done()
+            },
+            ifClosed: {
+                statement.call.finish(
+                    .failure(ExecutorError.resourceClosed(onThreadExecutor: session.executor.name))
+                )
+                done()
+            }
+        )
+    }
+
+    /// Schedules what happens when a statement's timeout passes: the server is asked to stop it
+    /// (for sessions that do not enforce it themselves), and past the grace period the caller
+    /// gets the timeout error and the connection is abandoned.
+    private func scheduleDeadlines<Result>(of call: SQLCall<Result>, timeout: SQLTimeout?, statement: SQLQuery?) {
+        guard let timeout else { return }
+        let canceller = self.canceller
+        if cancelsAtTimeout {
+            call.schedule(at: timeout.deadline) { canceller.cancel() }
+        }
+        let grace = UInt64(max(0, cancellationGracePeriod.nanosecondCount))
+        call.schedule(at: timeout.deadline &+ grace) { [self] in
+            abandon(call, because: Session.timeoutError(timeout, query: statement ?? ""), after: "its timeout")
+        }
+    }
+
+    /// The task of `call` was cancelled: a running statement is cancelled on the server, and the
+    /// connection is abandoned if the server does not answer within the grace period.
+    private func interrupt<Result>(_ call: SQLCall<Result>) {
+        guard call.cancel() == .running else { return }
+        canceller.cancel()
+        let grace = UInt64(max(0, cancellationGracePeriod.nanosecondCount))
+        call.schedule(at: monotonicNanoseconds() &+ grace) { [self] in
+            abandon(call, because: CancellationError(), after: "a cancel")
         }
     }
 
@@ -349,9 +476,11 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     package func withSessionIgnoringCancellation<Result: Sendable>(
         _ body: @escaping @Sendable (Session) throws -> Result
     ) async throws -> Result {
-        let (session, usable, canceller) = (self.session, self.usable, self.canceller)
+        let (session, usable, canceller, ioLane) = (self.session, self.usable, self.canceller, self.ioLane)
         return try await Task.detached {
-            try await session.withResource { session in
+            await Self.enter(ioLane)
+            defer { ioLane?.leave() }
+            return try await session.withResource { session in
                 defer { if !session.isHealthy { usable.withLock { $0 = false } } }
                 try? Self.settle(canceller, session)
                 return try body(session)
@@ -366,15 +495,32 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         _ body: @escaping @Sendable (Session, Session.Canceller) -> Void,
         then done: @escaping @Sendable () -> Void
     ) {
-        let (canceller, usable) = (self.canceller, self.usable)
-        session.withResourceDetached(
-            { session in
-                body(session, canceller)
-                if !session.isHealthy { usable.withLock { $0 = false } }
-                done()
-            },
-            ifClosed: done
-        )
+        let (canceller, usable, session, ioLane) = (self.canceller, self.usable, self.session, self.ioLane)
+        let submit: @Sendable () -> Void = {
+            session.withResourceDetached(
+                { session in
+                    body(session, canceller)
+                    if !session.isHealthy { usable.withLock { $0 = false } }
+                    done()
+                    ioLane?.leave()
+                },
+                ifClosed: {
+                    done()
+                    ioLane?.leave()
+                }
+            )
+        }
+        if let ioLane { ioLane.enter(submit) } else { submit() }
+    }
+
+    /// Waits until the session is free for blocking work on the connection's thread (everything
+    /// queued on the I/O thread before is done); the caller then calls `leave()`. Nothing to wait
+    /// for without an I/O thread.
+    private static func enter(_ ioLane: (any SQLIORouting)?) async {
+        guard let ioLane else { return }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            ioLane.enter { continuation.resume() }
+        }
     }
 
     /// Waits for pending cancels; a connection whose cancel never settled is broken.
@@ -440,7 +586,9 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         at callSite: CallSite? = nil,
         _ body: sending @escaping (Session.RawHandle) throws -> sending Result
     ) async throws -> sending Result {
-        let (canceller, usable) = (self.canceller, self.usable)
+        let (canceller, usable, ioLane) = (self.canceller, self.usable, self.ioLane)
+        await Self.enter(ioLane)
+        defer { ioLane?.leave() }
         return try await session.withResource(at: callSite, detail: "withRawConnection") { session, job in
             defer {
                 // Legacy code reports a broken connection only through its own error handling.
@@ -472,9 +620,15 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     public func close() async {
         usable.withLock { $0 = false }
         let (session, canceller, executor, abandoner) = (self.session, self.canceller, self.executor, self.abandoner)
+        let ioLane = self.ioLane
         // In a task of its own, which the caller's cancellation does not reach: a cancelled pool
         // still closes its connections.
         await Task.detached {
+            await Self.enter(ioLane)
+            // The I/O thread stops watching the socket before the session closes it (its number
+            // may be reused at once).
+            await ioLane?.detach(closedError: ExecutorError.resourceClosed(onThreadExecutor: executor.name))
+            defer { ioLane?.leave() }
             try? await session.close { session in
                 canceller.invalidate()
                 abandoner.invalidate()
@@ -557,6 +711,17 @@ private let sqlConnectionNumbers = Locked(0)
 extension SQLTimeout {
     /// Whether the deadline has passed.
     var hasPassed: Bool { monotonicNanoseconds() >= deadline }
+}
+
+/// The session, made on its connection's thread, for the connection's I/O lane.
+private struct SessionReference<Session: SQLSession>: @unchecked Sendable {
+    // Safe: the lane uses the session only while its queue makes it the session's sole user (the
+    // connection's thread leaves it alone meanwhile); see `SQLIOLane`.
+    let session: Session
+
+    init(_ session: Session) {
+        self.session = session
+    }
 }
 
 /// Shuts a connection's socket down from another thread, to make a C call that waits for a server

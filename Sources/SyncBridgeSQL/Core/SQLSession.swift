@@ -190,6 +190,12 @@ public protocol SQLCanceller: Sendable {
     ///   marked broken and discarded.
     func settle() throws
 
+    /// Whether a cancel request is still on its way to the server (``settle()`` would wait). A
+    /// connection served by ``SQLIOThreads`` then runs its next statement the blocking way, after
+    /// ``settle()``. The default is `false`: a canceller whose ``cancel()`` sends its request
+    /// later must say so.
+    var hasPendingCancels: Bool { get }
+
     /// The session is closing: later ``cancel()`` calls do nothing.
     func invalidate()
 }
@@ -197,6 +203,9 @@ public protocol SQLCanceller: Sendable {
 extension SQLCanceller {
     /// Nothing to wait for.
     public func settle() throws {}
+
+    /// Nothing pending.
+    public var hasPendingCancels: Bool { false }
 
     /// Nothing to release.
     public func invalidate() {}

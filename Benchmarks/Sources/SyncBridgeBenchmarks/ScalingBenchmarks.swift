@@ -1,0 +1,90 @@
+import Foundation
+import SyncBridgePostgres
+import SyncBridgeSQL
+import SyncBridgeTesting
+
+/// PostgreSQL `SELECT 1` (or the 100-row select) at growing pool sizes, twice as many tasks as
+/// connections: SyncBridge with a thread per connection, SyncBridge with connections served by
+/// two I/O threads, and `pgbench -M prepared -j 2` with as many connections.
+///
+/// Each round opens its client's connections before measuring and closes them after, so that
+/// only one contender's connections exist at a time (the server allows 300).
+func scalingBenchmarks(
+    rounds: Int,
+    seconds: Double,
+    sizes: [Int],
+    workload: PostgresWorkload
+) async throws -> [Comparison] {
+    let server = try await TemporaryPostgres.start()
+    let setup = SyncBridgePostgres.PostgresClient(connectionString: server.connectionString, name: "setup")
+    try await setup.execute("CREATE TABLE bench_rows (id int PRIMARY KEY, name text NOT NULL)")
+    try await setup.execute("INSERT INTO bench_rows SELECT i, 'name number ' || i FROM generate_series(1, 100) AS i")
+    await setup.shutdown()
+    let ioThreads = SQLIOThreads(count: 2, name: "sb-io-bench")
+    let pgbench = findPgbench()
+    let expectedRows = workload == .selectOne ? 1 : 100
+
+    /// Statements per second of a client with `connections` connections and twice as many tasks.
+    func measure(connections: Int, ioThreads: SQLIOThreads?, name: String) async throws -> Double {
+        var configuration = ConnectionPoolConfiguration()
+        configuration.minimumConnections = connections
+        configuration.maximumConnections = connections
+        configuration.acquireTimeout = .seconds(120)
+        let client = SyncBridgePostgres.PostgresClient(
+            connectionString: server.connectionString,
+            configuration: configuration,
+            ioThreads: ioThreads,
+            name: "bench"
+        )
+        let run = Task { try await client.run() }
+        // Every connection open before measuring.
+        while client.pool.statistics.idle + client.pool.statistics.leased < connections {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let sql: SQLQuery = workload == .selectOne ? "SELECT 1" : "SELECT id, name FROM bench_rows"
+        let rate = try await queriesPerSecond(name, tasks: 2 * connections, seconds: seconds) {
+            let rows = try await client.query(sql)
+            precondition(rows.count == expectedRows)
+        }
+        run.cancel()
+        _ = await run.result
+        await client.shutdown()
+        return rate
+    }
+
+    var comparisons: [Comparison] = []
+    for size in sizes {
+        var contenders = [
+            Contender(name: "SyncBridge, a thread per connection") {
+                try await measure(connections: size, ioThreads: nil, name: "thread per connection, \(size)")
+            },
+            Contender(name: "SyncBridge, 2 I/O threads") {
+                try await measure(connections: size, ioThreads: ioThreads, name: "2 I/O threads, \(size)")
+            },
+        ]
+        if let pgbench {
+            contenders.append(
+                Contender(name: "pgbench -M prepared -j 2") {
+                    try await runPgbench(
+                        pgbench,
+                        server: server,
+                        script: workload.pgbenchScript,
+                        clients: size,
+                        seconds: seconds,
+                        protocol: "prepared"
+                    )
+                }
+            )
+        }
+        comparisons.append(
+            try await compare(
+                "PostgreSQL \(workload.rawValue), \(size) connections, \(2 * size) tasks: queries per second (\(seconds) s per round)",
+                unit: "queries/s",
+                rounds: rounds,
+                contenders
+            )
+        )
+    }
+    await server.stop()
+    return comparisons
+}

@@ -1,0 +1,154 @@
+import CSyncBridgeShims
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// What a socket is ready for, as an ``IOThread`` reports it.
+package struct IOReadiness: OptionSet, Sendable {
+    package let rawValue: Int32
+
+    package init(rawValue: Int32) {
+        self.rawValue = rawValue
+    }
+
+    /// Data (or the end of the stream) can be read.
+    package static let readable = IOReadiness(rawValue: SB_IO_READABLE)
+    /// Data can be written.
+    package static let writable = IOReadiness(rawValue: SB_IO_WRITABLE)
+    /// The peer hung up or the socket failed; reading says how.
+    package static let failed = IOReadiness(rawValue: SB_IO_FAILED)
+}
+
+/// One thread that waits on many sockets at once (epoll) and runs the short, non-blocking jobs
+/// handed to it: the I/O thread of connections whose C clients have a non-blocking API.
+///
+/// Jobs run in the order they were handed over. Handing one over wakes the thread only when it
+/// is asleep in `epoll_wait` (one `write` to an eventfd); while it is busy, jobs and ready
+/// sockets are picked up in the same turn, so that under load many statements share a wake-up.
+/// Sockets are armed for one report at a time (`EPOLLONESHOT`): a socket that a blocking thread
+/// borrows in between is never reported here.
+///
+/// Everything but ``execute(_:)`` must be called on the thread itself.
+package final class IOThread: @unchecked Sendable {
+    // Safe to share: `inbox` is reached only under its lock; `epollDescriptor` and
+    // `eventDescriptor` are immutable; `handlers` and `nextToken` are touched only on the loop
+    // thread (the methods that use them check `isCurrent`).
+    package let name: String
+    private let epollDescriptor: Int32
+    private let eventDescriptor: Int32
+    private let inbox = Locked(Inbox())
+    private var handlers: [UInt64: (IOReadiness) -> Void] = [:]
+    private var nextToken: UInt64 = 1
+    private let threadID = Locked<pthread_t?>(nil)
+
+    private struct Inbox {
+        var jobs: [@Sendable () -> Void] = []
+        /// The thread is (about to be) asleep in `epoll_wait`: the next job must wake it.
+        var sleeping = false
+        var stopping = false
+    }
+
+    /// Starts the thread.
+    package init(name: String) {
+        self.name = name
+        var event: Int32 = -1
+        let epoll = sb_io_create(&event)
+        precondition(epoll >= 0, "\(name): epoll_create1 or eventfd failed with errno \(errno)")
+        epollDescriptor = epoll
+        eventDescriptor = event
+        startDedicatedThread(named: name) { [self] in
+            threadID.withLock { $0 = pthread_self() }
+            loop()
+        }
+    }
+
+    /// Whether the caller runs on this thread.
+    package var isCurrent: Bool {
+        guard let thread = threadID.current else { return false }
+        return pthread_equal(thread, pthread_self()) != 0
+    }
+
+    /// Runs `job` on the thread, after the jobs handed over before it. It must not block.
+    package func execute(_ job: @escaping @Sendable () -> Void) {
+        let wake = inbox.withLock { inbox -> Bool in
+            inbox.jobs.append(job)
+            guard inbox.sleeping else { return false }
+            inbox.sleeping = false
+            return true
+        }
+        if wake { sb_io_wake(eventDescriptor) }
+    }
+
+    /// Starts watching `socket`, not armed yet: `handler` runs on the thread with what the socket
+    /// is ready for, once per ``arm(_:token:for:)``.
+    ///
+    /// - Returns: The socket's token for ``arm(_:token:for:)`` and ``remove(_:token:)``.
+    package func add(_ socket: Int32, handler: @escaping (IOReadiness) -> Void) -> UInt64 {
+        precondition(isCurrent, "IOThread.add(_:handler:) off its thread")
+        let token = nextToken
+        nextToken += 1
+        handlers[token] = handler
+        let result = sb_io_arm(epollDescriptor, socket, token, 0, 1)
+        precondition(result == 0, "\(name): epoll_ctl(ADD) failed with errno \(result)")
+        return token
+    }
+
+    /// Asks for one report when `socket` is ready for `interest` (or fails).
+    package func arm(_ socket: Int32, token: UInt64, for interest: IOReadiness) {
+        precondition(isCurrent, "IOThread.arm(_:token:for:) off its thread")
+        let result = sb_io_arm(epollDescriptor, socket, token, interest.rawValue, 0)
+        if result != 0 {
+            // The socket is gone (closed under us): report it failed, so that its owner reads the
+            // error.
+            execute { [self] in handlers[token]?(.failed) }
+        }
+    }
+
+    /// Stops watching `socket`; call before it is closed.
+    package func remove(_ socket: Int32, token: UInt64) {
+        precondition(isCurrent, "IOThread.remove(_:token:) off its thread")
+        handlers[token] = nil
+        _ = sb_io_remove(epollDescriptor, socket)
+    }
+
+    /// Ends the thread once the jobs handed over before have run. Sockets still watched are no
+    /// longer served: stop every connection on the thread first.
+    package func shutdown() {
+        let wake = inbox.withLock { inbox -> Bool in
+            inbox.stopping = true
+            return inbox.sleeping
+        }
+        if wake { sb_io_wake(eventDescriptor) }
+    }
+
+    private func loop() {
+        var batch: [@Sendable () -> Void] = []
+        var tokens = [UInt64](repeating: 0, count: 64)
+        var flags = [Int32](repeating: 0, count: 64)
+        while true {
+            let stopping = inbox.withLock { inbox -> Bool in
+                swap(&batch, &inbox.jobs)
+                if batch.isEmpty && !inbox.stopping { inbox.sleeping = true }
+                return inbox.stopping
+            }
+            for job in batch { job() }
+            if stopping && batch.isEmpty { break }
+            let sleeping = batch.isEmpty
+            batch.removeAll(keepingCapacity: true)
+            let count = sb_io_wait(epollDescriptor, &tokens, &flags, Int32(tokens.count), sleeping ? -1 : 0)
+            if sleeping { inbox.withLock { $0.sleeping = false } }
+            for index in 0..<Int(max(0, count)) {
+                if tokens[index] == 0 {
+                    sb_io_drain_wakeups(eventDescriptor)
+                } else {
+                    handlers[tokens[index]]?(IOReadiness(rawValue: flags[index]))
+                }
+            }
+        }
+        close(eventDescriptor)
+        close(epollDescriptor)
+    }
+}

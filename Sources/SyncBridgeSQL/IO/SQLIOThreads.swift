@@ -1,0 +1,63 @@
+package import SyncBridge
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A few threads that serve the statements of many connections, each waiting on all of its
+/// connections' sockets at once (epoll) with the C client's non-blocking API.
+///
+/// A connection made with I/O threads (``SQLClient/init(configuration:poolConfiguration:ioThreads:name:cancellationGracePeriod:logger:metricsFactory:)``,
+/// ``SQLConnection/connect(configuration:ioThreads:cancellationGracePeriod:logger:metricsFactory:)``)
+/// belongs to one of them, chosen in turn. Its single statements are sent and read there,
+/// without a thread of its own waking up for each; transactions' control statements, streams,
+/// COPY and `withRawConnection` still run blocking calls on the connection's own thread, with
+/// the I/O thread leaving the connection alone meanwhile. Sessions that do not implement
+/// ``SQLNonBlockingSession`` ignore the threads.
+///
+/// ```swift
+/// let client = PostgresClient(
+///     connectionString: "postgres://app@db/app",
+///     configuration: .init(maximumConnections: 64),
+///     ioThreads: .shared
+/// )
+/// ```
+public final class SQLIOThreads: Sendable {
+    package let threads: [IOThread]
+    private let next = Locked(0)
+
+    /// Starts `count` I/O threads named `<name>-N`.
+    ///
+    /// - Parameters:
+    ///   - count: How many threads; one per core is plenty (each serves hundreds of
+    ///     connections).
+    ///   - name: The threads' name prefix (the kernel keeps 15 bytes of a thread's name).
+    public init(count: Int, name: String = "sb-io") {
+        precondition(count > 0, "SQLIOThreads needs at least one thread")
+        threads = (1...count).map { number in IOThread(name: "\(name)-\(number)") }
+    }
+
+    /// One I/O thread per core, at most four, started on first use and kept for the life of the
+    /// process.
+    public static let shared = SQLIOThreads(
+        count: min(4, max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))),
+        name: "sb-io"
+    )
+
+    /// The thread for the next connection (each in turn).
+    package func nextThread() -> IOThread {
+        let index = next.withLock { next in
+            defer { next = (next + 1) % threads.count }
+            return next
+        }
+        return threads[index]
+    }
+
+    /// Ends the threads. Close every connection that uses them first: connections still open
+    /// would no longer be served.
+    public func shutdown() {
+        for thread in threads { thread.shutdown() }
+    }
+}

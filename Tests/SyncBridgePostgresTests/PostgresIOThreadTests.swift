@@ -1,0 +1,189 @@
+import CLibPQ
+import Foundation
+import SharedTestSupport
+import SyncBridge
+import SyncBridgePostgres
+import SyncBridgeSQL
+import SyncBridgeTemporaryServers
+import Testing
+
+/// Connections served by shared I/O threads (`SQLIOThreads`): single statements run with libpq's
+/// non-blocking API on a thread that serves many connections; everything else keeps the
+/// connection's own thread, in order.
+@Suite("PostgreSQL on I/O threads")
+struct PostgresIOThreadTests {
+    /// Two threads for the suite's clients, as a service would have one per core.
+    static let threads = SQLIOThreads(count: 2, name: "sb-io-test")
+
+    func makeClient(
+        _ server: TemporaryPostgres,
+        application: String,
+        threads: SQLIOThreads = Self.threads,
+        connections: Int
+    ) -> PostgresClient {
+        var configuration = ConnectionPoolConfiguration()
+        configuration.maximumConnections = connections
+        configuration.acquireTimeout = .seconds(60)
+        return PostgresClient(
+            connectionString: server.connectionString + " application_name=\(application)",
+            configuration: configuration,
+            ioThreads: threads,
+            name: application
+        )
+    }
+
+    func connect(_ server: TemporaryPostgres) async throws -> PostgresConnection {
+        try await PostgresConnection.connect(
+            configuration: PostgresConfiguration(connectionString: server.connectionString),
+            ioThreads: Self.threads
+        )
+    }
+
+    @Test(
+        "2,000 statements from 200 tasks on 16 connections: each task gets its own results, each row is inserted once"
+    )
+    func manyTasks() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let client = makeClient(server, application: "sb-io-many", connections: 16)
+        let table = uniqueTable("io_many")
+        try await client.execute("CREATE TABLE \(unsafeSQL: table) (task int, step int, PRIMARY KEY (task, step))")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<200 {
+                group.addTask {
+                    for step in 0..<10 {
+                        let echoed = try #require(
+                            try await client.query("SELECT \(task)::int * 1000 + \(step)::int").first
+                        ).decode(Int.self, at: 0)
+                        #expect(echoed == task * 1000 + step)
+                        let inserted = try await client.execute(
+                            "INSERT INTO \(unsafeSQL: table) VALUES (\(task), \(step))"
+                        )
+                        #expect(inserted == 1)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let counts = try #require(
+            try await client.query("SELECT count(*), count(DISTINCT (task, step)) FROM \(unsafeSQL: table)").first
+        )
+        #expect(try counts.decode((Int, Int).self) == (2_000, 2_000))
+        try await client.execute("DROP TABLE \(unsafeSQL: table)")
+        await client.shutdown()
+    }
+
+    @Test("statements, transactions, streams and withRawConnection interleave on one connection in submission order")
+    func mixedWork() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let connection = try await connect(server)
+        let table = uniqueTable("io_mixed")
+        try await connection.execute("CREATE TABLE \(unsafeSQL: table) (id int PRIMARY KEY)")
+        for id in 0..<20 {
+            if id.isMultiple(of: 3) {
+                try await connection.withTransaction { connection in
+                    try await connection.execute("INSERT INTO \(unsafeSQL: table) VALUES (\(id))")
+                }
+            } else if id.isMultiple(of: 5) {
+                let count = try await connection.withRawConnection { handle in
+                    PQntuples(PQexec(handle, "SELECT 1"))
+                }
+                #expect(count == 1)
+                try await connection.execute("INSERT INTO \(unsafeSQL: table) VALUES (\(id))")
+            } else {
+                try await connection.execute("INSERT INTO \(unsafeSQL: table) VALUES (\(id))")
+            }
+            var streamed = 0
+            for try await _ in try await connection.stream("SELECT id FROM \(unsafeSQL: table)") { streamed += 1 }
+            #expect(streamed == id + 1)
+        }
+        let ids = try await connection.query("SELECT id FROM \(unsafeSQL: table) ORDER BY id").map {
+            try $0.decode(Int.self, at: 0)
+        }
+        #expect(ids == Array(0..<20))
+        try await connection.execute("DROP TABLE \(unsafeSQL: table)")
+        await connection.close()
+    }
+
+    @Test(
+        "a failing statement gets its typed error; a statement that cannot be prepared is not kept; the connection goes on"
+    )
+    func errors() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let connection = try await connect(server)
+        let division = try await #require(throws: PostgresError.self) {
+            try await connection.query("SELECT 1 / \(0)")
+        }
+        #expect(division.sqlState == "22012")
+        for _ in 0..<2 {
+            let syntax = try await #require(throws: PostgresError.self) {
+                try await connection.query("SELEC 1")
+            }
+            #expect(syntax.sqlState == "42601")
+        }
+        #expect(try await connection.query("SELECT 41 + \(1)").first?.decode(Int.self, at: 0) == 42)
+        await connection.close()
+    }
+
+    @Test("cancelling a running statement cancels it on the server; a timeout ends one; the connection stays usable")
+    func cancellationAndTimeout() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let connection = try await connect(server)
+        let start = ContinuousClock.now
+        let observer = try await connectToTestServer()
+        let task = Task { try await connection.query("SELECT pg_sleep(30)") }
+        try await waitUntil {
+            try await observer.query(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'"
+            ).first?.decode(Int.self, at: 0) == 1
+        }
+        task.cancel()
+        await #expect(throws: CancellationError.self) { try await task.value }
+        let timeout = try await #require(throws: PostgresError.self) {
+            try await connection.query("SELECT pg_sleep(30)", timeout: .milliseconds(200))
+        }
+        #expect(timeout.isStatementTimeout)
+        #expect(ContinuousClock.now - start < .seconds(20), "neither waited for the 30 s sleep")
+        #expect(try await connection.query("SELECT 7").first?.decode(Int.self, at: 0) == 7)
+        #expect(connection.isUsable)
+        await observer.close()
+        await connection.close()
+    }
+
+    @Test("legacy code blocking 300 ms in withRawConnection never holds up the other connections of its I/O thread")
+    func rawConnectionDoesNotBlockTheThread() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let threads = SQLIOThreads(count: 1, name: "sb-io-one")
+        defer { threads.shutdown() }
+        let blocked = try await PostgresConnection.connect(
+            configuration: PostgresConfiguration(connectionString: server.connectionString),
+            ioThreads: threads
+        )
+        let others = try await PostgresConnection.connect(
+            configuration: PostgresConfiguration(connectionString: server.connectionString),
+            ioThreads: threads
+        )
+        // The legacy code blocks in 300 ms calls until the other connection has completed 20
+        // statements (at most 30 s): with the I/O thread held up, it would never get there.
+        let completed = Locked(0)
+        let inside = Gate()
+        let completedWhileBlocked = Task {
+            try await blocked.withRawConnection { handle in
+                inside.open()
+                let deadline = ContinuousClock.now + .seconds(30)
+                repeat {
+                    PQclear(PQexec(handle, "SELECT pg_sleep(0.3)"))
+                } while completed.current < 20 && ContinuousClock.now < deadline
+                return completed.current
+            }
+        }
+        try await inside.wait()
+        while completed.current < 20 {
+            _ = try await others.query("SELECT 1")
+            completed.withLock { $0 += 1 }
+        }
+        let seen = try await completedWhileBlocked.value
+        #expect(seen >= 20, "only \(seen) statements ran beside the blocking calls")
+        await blocked.close()
+        await others.close()
+    }
+}
