@@ -87,6 +87,7 @@ let package = Package(
                 "SyncBridge",
                 "SyncBridgeSQL",
                 "CLibPQ",
+                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),

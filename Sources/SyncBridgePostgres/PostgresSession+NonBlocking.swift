@@ -1,4 +1,5 @@
 import CLibPQ
+import DequeModule
 import SyncBridge
 public import SyncBridgeSQL
 
@@ -6,171 +7,183 @@ extension PostgresSession: SQLNonBlockingSession {
     /// libpq's socket (`PQsocket`).
     public var ioSocket: Int32 { PQsocket(connection) }
 
-    /// Sends `query` with libpq's asynchronous API (`PQsendPrepare` the first time a statement
-    /// is seen, then `PQsendQueryPrepared`), without waiting for the server.
-    public func startStatement(_ query: SQLQuery) throws -> SQLStatementProgress {
+    /// 64 statements, or 1 behind a transaction pooler (which may route a connection's
+    /// statements to different server sessions between sync points).
+    public var pipelineCapacity: Int { isBehindTransactionPooler ? 1 : 64 }
+
+    /// Sends `query` in libpq's pipeline mode with a sync point of its own: prepared on its first
+    /// use (`PQsendPrepare` and `PQsendQueryPrepared` together, one round trip), then by name.
+    public func sendStatement(_ query: SQLQuery) throws {
         try refuseWhileStreaming()
         let statement = try Statement(query)
-        var steps: [NonBlockingStep] = []
+        if PQpipelineStatus(connection) == PQ_PIPELINE_OFF {
+            guard PQenterPipelineMode(connection) == 1 else { throw connectionError(query: statement.sql) }
+            PQsetnonblocking(connection, 1)
+        }
+        var unit = PipelineUnit(sql: statement.sql)
+        unit.key = statement.key
+        var evicted: String?
         if usesNamedStatements {
             if let name = statements.statement(for: statement.key) {
-                steps.append(.execute(name))
+                unit.name = name
             } else {
                 let name = "sb_\(nextStatementNumber)"
                 nextStatementNumber += 1
-                steps += [.prepare(name), .execute(name)]
+                let prepared = statement.types.withUnsafeBufferPointer { types in
+                    PQsendPrepare(connection, name, statement.sql, Int32(types.count), types.baseAddress)
+                }
+                guard prepared == 1 else { throw failPipeline(connectionError(query: statement.sql)) }
+                unit.name = name
+                unit.prepares = true
+                unit.commandsLeft = 2
+                evicted = statements.insert(name, for: statement.key)
             }
-        } else {
-            steps.append(.execute(nil))
         }
-        nonBlocking = NonBlockingStatement(statement: statement, steps: steps[...])
-        PQsetnonblocking(connection, 1)
         do {
-            try sendStep()
-            let flushed = PQflush(connection)
-            guard flushed >= 0 else { throw connectionError(query: statement.sql) }
-            return .waiting(flushed == 1 ? [.readable, .writable] : .readable)
+            try send(statement, name: unit.name)
         } catch {
-            endNonBlocking()
-            throw error
+            throw failPipeline(error)
         }
+        guard PQpipelineSync(connection) == 1 else { throw failPipeline(connectionError(query: statement.sql)) }
+        pipeline.units.append(unit)
+        if let evicted, !isBehindTransactionPooler { try sendDeallocate(evicted) }
     }
 
-    /// Reads what the server sent (`PQconsumeInput`, `PQisBusy`, `PQgetResult`) and sends what
-    /// is left to send (`PQflush`).
-    public func continueStatement() throws -> SQLStatementProgress {
-        do {
-            while true {
-                guard let current = nonBlocking else {
-                    throw PostgresError(
+    /// Reads the results that arrived (`PQconsumeInput`, `PQisBusy`, `PQgetResult`) and sends
+    /// what is left (`PQflush`).
+    public func pollStatements() throws -> SQLStatementPoll {
+        guard !pipeline.units.isEmpty else { return SQLStatementPoll(results: [], waitFor: nil) }
+        guard PQconsumeInput(connection) == 1 else { throw failPipeline(connectionError(query: nil)) }
+        var results: [Result<SQLOutcome, any Error>] = []
+        while !pipeline.units.isEmpty, PQisBusy(connection) == 0 {
+            let result = PQgetResult(connection)
+            if pipeline.units[0].commandsLeft > 0 {
+                guard let result else {
+                    // The end of one command's results.
+                    pipeline.units[0].commandsLeft -= 1
+                    continue
+                }
+                record(result)
+                PQclear(result)
+                continue
+            }
+            guard let result else { continue }
+            let status = PQresultStatus(result)
+            PQclear(result)
+            guard status == PGRES_PIPELINE_SYNC else {
+                throw failPipeline(
+                    PostgresError(
                         kind: .protocolViolation,
-                        message: "no statement is running",
+                        message: "expected the pipeline's sync point, got \(String(cString: PQresStatus(status)))",
                         sqlState: "XX000"
                     )
-                }
-                guard PQconsumeInput(connection) == 1 else { throw connectionError(query: current.statement.sql) }
-                let flushed = PQflush(connection)
-                guard flushed >= 0 else { throw connectionError(query: current.statement.sql) }
-                var stepEnded = false
-                while PQisBusy(connection) == 0 {
-                    guard let result = PQgetResult(connection) else {
-                        stepEnded = true
-                        break
-                    }
-                    record(result)
-                    PQclear(result)
-                }
-                if !stepEnded {
-                    return .waiting(flushed == 1 ? [.readable, .writable] : .readable)
-                }
-                if let outcome = try endStep() { return .done(outcome) }
+                )
             }
-        } catch {
-            endNonBlocking()
-            throw error
+            let unit = pipeline.units.removeFirst()
+            if let result = try finish(unit) { results.append(result) }
         }
+        let flushed = PQflush(connection)
+        guard flushed >= 0 else { throw failPipeline(connectionError(query: nil)) }
+        if pipeline.units.isEmpty {
+            leavePipeline()
+            return SQLStatementPoll(results: results, waitFor: nil)
+        }
+        return SQLStatementPoll(results: results, waitFor: flushed == 1 ? [.readable, .writable] : .readable)
     }
 
-    /// Sends the current step's command.
-    private func sendStep() throws {
-        guard let current = nonBlocking, let step = current.steps.first else { return }
-        let statement = current.statement
-        switch step {
-        case .prepare(let name):
-            let sent = statement.types.withUnsafeBufferPointer { types in
-                PQsendPrepare(connection, name, statement.sql, Int32(types.count), types.baseAddress)
-            }
-            guard sent == 1 else { throw connectionError(query: statement.sql) }
-        case .execute(let name):
-            try send(statement, name: name)
-        case .deallocate(let name):
-            guard PQsendQuery(connection, "DEALLOCATE \(name)") == 1 else { throw connectionError(query: nil) }
-        }
-    }
-
-    /// Keeps what a result of the current step says: the first error, else the last outcome.
+    /// Keeps what one result of the oldest unit says: the first error, else the execution's
+    /// outcome (a prepare's success says nothing).
     private func record(_ result: OpaquePointer) {
-        guard var current = nonBlocking, let step = current.steps.first else { return }
-        defer { nonBlocking = current }
-        if case .deallocate = step { return }
-        if case .failure = current.result { return }
+        let unit = pipeline.units[0]
+        let isPrepare = unit.prepares && unit.commandsLeft == 2
+        guard !unit.isDeallocation, case .success? = unit.result ?? .success(SQLOutcome(rows: [], rowsAffected: 0))
+        else { return }
+        if PQresultStatus(result) == PGRES_PIPELINE_ABORTED {
+            // Only after a failure before the same sync point, which is recorded already.
+            return
+        }
         do {
-            current.result = .success(try outcome(of: result, sql: current.statement.sql))
+            let outcome = try outcome(of: result, sql: unit.sql)
+            if !isPrepare { pipeline.units[0].result = .success(outcome) }
         } catch {
-            current.result = .failure(error)
+            pipeline.units[0].result = .failure(error)
         }
     }
 
-    /// The current step has all its results: moves to the next one, or ends the statement.
-    ///
-    /// - Returns: The statement's outcome once every step ran; `nil` while a next step was sent.
-    /// - Throws: The statement's error, once every step ran.
-    private func endStep() throws -> SQLOutcome? {
-        guard var current = nonBlocking, let step = current.steps.popFirst() else { return nil }
-        let result = current.result
-        switch step {
-        case .prepare(let name):
-            if case .failure = result {
-                // Not prepared: the execution is not sent.
-                current.steps.removeAll()
-            } else {
-                current.result = nil
-                if let evicted = statements.insert(name, for: current.statement.key), !isBehindTransactionPooler {
-                    current.steps.append(.deallocate(evicted))
-                }
-            }
-        case .execute:
-            current.outcome = result
-            if case .failure(let error as PostgresError) = result, error.sqlState == "0A000",
-                error.message.contains("cached plan"), let stale = statements.remove(current.statement.key),
-                !isBehindTransactionPooler
-            {
-                // The table changed shape under the prepared statement: the next call prepares
-                // it anew.
-                current.steps.append(.deallocate(stale))
-            }
-        case .deallocate:
-            // Best effort, as in the blocking path.
-            break
+    /// The result of a unit that ended; `nil` for the session's own units (deallocations).
+    private func finish(_ unit: PipelineUnit) throws -> Result<SQLOutcome, any Error>? {
+        guard !unit.isDeallocation else { return nil }
+        guard let result = unit.result else {
+            return .failure(
+                PostgresError(kind: .protocolViolation, message: "the statement had no result", sqlState: "XX000")
+            )
         }
-        nonBlocking = current
-        if !current.steps.isEmpty {
-            try sendStep()
-            return nil
+        guard case .failure(let error as PostgresError) = result, let name = unit.name else { return result }
+        if unit.prepares {
+            // Not prepared: forget the name, and give statements sent behind with it this error.
+            if let key = unit.key, statements.statement(for: key) == name { _ = statements.remove(key) }
+            pipeline.failedPrepares[name] = error
+            return result
         }
-        endNonBlocking()
-        switch current.outcome ?? result {
-        case .success(let outcome): return outcome
-        case .failure(let error): throw error
-        case nil: throw connectionError(query: current.statement.sql)
+        if error.sqlState == "26000", let failure = pipeline.failedPrepares[name] { return .failure(failure) }
+        if error.sqlState == "0A000", error.message.contains("cached plan") {
+            // The table changed shape under the prepared statement: the next use prepares it anew.
+            if let key = unit.key, statements.statement(for: key) == name { _ = statements.remove(key) }
+            if !isBehindTransactionPooler { try sendDeallocate(name) }
         }
+        return result
     }
 
-    /// Leaves the session ready for blocking calls.
-    private func endNonBlocking() {
-        nonBlocking = nil
+    /// Frees a prepared statement on the server, in the pipeline (its result is not reported).
+    private func sendDeallocate(_ name: String) throws {
+        let sent = PQsendQueryParams(connection, "DEALLOCATE \(name)", 0, nil, nil, nil, nil, 0)
+        guard sent == 1, PQpipelineSync(connection) == 1 else { throw failPipeline(connectionError(query: nil)) }
+        var unit = PipelineUnit(sql: "DEALLOCATE \(name)")
+        unit.isDeallocation = true
+        pipeline.units.append(unit)
+    }
+
+    /// The connection failed: nothing in flight can be read any more.
+    private func failPipeline(_ error: any Error) -> any Error {
+        if !isHealthy || (error as? PostgresError)?.kind == .connectionClosed {
+            isBroken = true
+            pipeline = PipelineState()
+        }
+        return error
+    }
+
+    /// Every unit is read: back to blocking calls.
+    private func leavePipeline() {
+        pipeline.failedPrepares.removeAll()
+        if PQpipelineStatus(connection) != PQ_PIPELINE_OFF { _ = PQexitPipelineMode(connection) }
         PQsetnonblocking(connection, 0)
-        if !isHealthy { isBroken = true }
     }
 }
 
-/// A statement that an I/O thread runs with libpq's asynchronous API, one command at a time.
-struct NonBlockingStatement {
-    let statement: PostgresSession.Statement
-    /// The commands left, the current one first.
-    var steps: ArraySlice<NonBlockingStep>
-    /// What the current command's results said so far.
-    var result: Result<SQLOutcome, any Error>?
-    /// What the execution said.
-    var outcome: Result<SQLOutcome, any Error>?
+/// The statements an I/O thread has in flight on a session, oldest first.
+struct PipelineState {
+    var units: Deque<PipelineUnit> = []
+    /// The errors of prepares that failed while statements sent behind them used their names.
+    var failedPrepares: [String: PostgresError] = [:]
 }
 
-/// One command of a ``NonBlockingStatement``.
-enum NonBlockingStep {
-    /// Prepares the statement under this name (its first use on the connection).
-    case prepare(String)
-    /// Executes it, prepared under this name, or unnamed.
-    case execute(String?)
-    /// Frees a prepared statement the cache let go.
-    case deallocate(String)
+/// One statement (or one of the session's own commands) in the pipeline, up to its sync point.
+struct PipelineUnit {
+    let sql: String
+    /// The statement's key in the session's cache.
+    var key: PostgresSession.StatementKey?
+    /// The prepared statement's name; `nil` for an unnamed statement.
+    var name: String?
+    /// Whether the unit prepares `name` before executing it.
+    var prepares = false
+    /// A deallocation of the session's, whose result no caller waits for.
+    var isDeallocation = false
+    /// The commands whose results are still to be read (prepare and execute: 2).
+    var commandsLeft = 1
+    /// The first error, or the execution's outcome.
+    var result: Result<SQLOutcome, any Error>?
+
+    init(sql: String) {
+        self.sql = sql
+    }
 }

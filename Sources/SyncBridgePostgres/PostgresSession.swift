@@ -42,8 +42,8 @@ public final class PostgresSession {
     /// Set once the server ended the session (a `FATAL` error) or libpq lost the connection.
     var isBroken = false
 
-    /// The statement an I/O thread is running without blocking, if any.
-    var nonBlocking: NonBlockingStatement?
+    /// The statements an I/O thread has in flight in libpq's pipeline mode.
+    var pipeline = PipelineState()
 
     /// Marks the connection unusable: a pool discards it.
     public func markBroken() {

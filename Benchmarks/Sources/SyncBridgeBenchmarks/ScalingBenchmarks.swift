@@ -5,7 +5,7 @@ import SyncBridgeTesting
 
 /// PostgreSQL `SELECT 1` (or the 100-row select) at growing pool sizes, twice as many tasks as
 /// connections: SyncBridge with a thread per connection, SyncBridge with connections served by
-/// two I/O threads, and `pgbench -M prepared -j 2` with as many connections.
+/// I/O threads (two unless `--io-threads N` says otherwise), and `pgbench -M prepared -j 2` with as many connections.
 ///
 /// Each round opens its client's connections before measuring and closes them after, so that
 /// only one contender's connections exist at a time (the server allows 300).
@@ -13,14 +13,15 @@ func scalingBenchmarks(
     rounds: Int,
     seconds: Double,
     sizes: [Int],
-    workload: PostgresWorkload
+    workload: PostgresWorkload,
+    ioThreadCount: Int
 ) async throws -> [Comparison] {
     let server = try await TemporaryPostgres.start()
     let setup = SyncBridgePostgres.PostgresClient(connectionString: server.connectionString, name: "setup")
     try await setup.execute("CREATE TABLE bench_rows (id int PRIMARY KEY, name text NOT NULL)")
     try await setup.execute("INSERT INTO bench_rows SELECT i, 'name number ' || i FROM generate_series(1, 100) AS i")
     await setup.shutdown()
-    let ioThreads = SQLIOThreads(count: 2, name: "sb-io-bench")
+    let ioThreads = SQLIOThreads(count: ioThreadCount, name: "sb-io-bench")
     let pgbench = findPgbench()
     let expectedRows = workload == .selectOne ? 1 : 100
 
@@ -58,8 +59,12 @@ func scalingBenchmarks(
             Contender(name: "SyncBridge, a thread per connection") {
                 try await measure(connections: size, ioThreads: nil, name: "thread per connection, \(size)")
             },
-            Contender(name: "SyncBridge, 2 I/O threads") {
-                try await measure(connections: size, ioThreads: ioThreads, name: "2 I/O threads, \(size)")
+            Contender(name: "SyncBridge, \(ioThreadCount) I/O threads") {
+                try await measure(
+                    connections: size,
+                    ioThreads: ioThreads,
+                    name: "\(ioThreadCount) I/O threads, \(size)"
+                )
             },
         ]
         if let pgbench {

@@ -81,12 +81,20 @@ if suites.contains("scaling") {
             arguments[arguments.index(after: index)].split(separator: ",").compactMap { Int($0) }
         } ?? [8, 64, 256]
     let workload: PostgresWorkload = arguments.contains("--hundred-rows") ? .hundredRows : .selectOne
+    let ioThreadCount =
+        arguments.firstIndex(of: "--io-threads").flatMap { Int(arguments[arguments.index(after: $0)]) } ?? 2
     print("\n## PostgreSQL by pool size (\(rounds) interleaved rounds, medians)")
-    for comparison in try await scalingBenchmarks(rounds: rounds, seconds: seconds, sizes: sizes, workload: workload) {
+    for comparison in try await scalingBenchmarks(
+        rounds: rounds,
+        seconds: seconds,
+        sizes: sizes,
+        workload: workload,
+        ioThreadCount: ioThreadCount
+    ) {
         report(comparison)
         let pgbench = comparison.median("pgbench -M prepared -j 2")
         print("\nRatios (target: >= 0.7x pgbench -M prepared at every size):\n")
-        for name in ["SyncBridge, a thread per connection", "SyncBridge, 2 I/O threads"] {
+        for name in ["SyncBridge, a thread per connection", "SyncBridge, \(ioThreadCount) I/O threads"] {
             print("- \(name): \(ratio(comparison.median(name), pgbench))x pgbench")
         }
     }

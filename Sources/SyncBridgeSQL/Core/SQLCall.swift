@@ -54,6 +54,9 @@ final class SQLCall<Result: Sendable>: Sendable {
     /// Whether the task was cancelled.
     var isCancelled: Bool { state.withLock { $0.isCancelled } }
 
+    /// Where the call stands.
+    var phase: Phase { state.withLock { $0.phase } }
+
     /// The task was cancelled. A queued call ends at once with `CancellationError`.
     ///
     /// - Returns: The phase it was in: `.running` means the statement must be interrupted.
@@ -72,6 +75,27 @@ final class SQLCall<Result: Sendable>: Sendable {
         }
         for deadline in deadlines { SQLDeadlines.shared.cancel(deadline) }
         continuation?.resume(throwing: CancellationError())
+        return phase
+    }
+
+    /// The call's timeout passed. A queued call ends at once with `error` (its statement never
+    /// runs).
+    ///
+    /// - Returns: The phase it was in: `.running` means the statement must be interrupted.
+    func expire(with error: any Error) -> Phase {
+        let (phase, continuation, deadlines) = state.withLock {
+            state -> (Phase, UnsafeContinuation<Result, any Error>?, [UInt64]) in
+            let phase = state.phase
+            guard phase == .queued else { return (phase, nil, []) }
+            state.phase = .done
+            defer {
+                state.continuation = nil
+                state.deadlines = []
+            }
+            return (phase, state.continuation, state.deadlines)
+        }
+        for deadline in deadlines { SQLDeadlines.shared.cancel(deadline) }
+        continuation?.resume(throwing: error)
         return phase
     }
 

@@ -350,14 +350,33 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         lane: any SQLIORouting
     ) async throws -> SQLOutcome {
         let call = SQLCall<SQLOutcome>()
+        let statement = SQLIOStatement(query: query, timeout: timeout, call: call)
+        let grace = UInt64(max(0, cancellationGracePeriod.nanosecondCount))
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { continuation in
                 guard call.install(continuation) else { return }
-                scheduleDeadlines(of: call, timeout: timeout, statement: query)
-                lane.submit(SQLIOStatement(query: query, timeout: timeout, call: call))
+                if let timeout {
+                    let error = Session.timeoutError(timeout, query: query)
+                    call.schedule(at: timeout.deadline) { [self] in
+                        guard call.expire(with: error) == .running else { return }
+                        lane.interrupt(statement, with: error) { [self] in
+                            if cancelsAtTimeout { canceller.cancel() }
+                        }
+                    }
+                    call.schedule(at: timeout.deadline &+ grace) { [self] in
+                        abandon(call, because: error, after: "its timeout")
+                    }
+                }
+                lane.submit(statement)
             }
         } onCancel: {
-            interrupt(call)
+            guard call.cancel() == .running else { return }
+            lane.interrupt(statement, with: CancellationError()) { [self] in
+                canceller.cancel()
+                call.schedule(at: monotonicNanoseconds() &+ grace) { [self] in
+                    abandon(call, because: CancellationError(), after: "a cancel")
+                }
+            }
         }
     }
 
@@ -434,13 +453,16 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     /// gets the timeout error and the connection is abandoned.
     private func scheduleDeadlines<Result>(of call: SQLCall<Result>, timeout: SQLTimeout?, statement: SQLQuery?) {
         guard let timeout else { return }
-        let canceller = self.canceller
-        if cancelsAtTimeout {
-            call.schedule(at: timeout.deadline) { canceller.cancel() }
+        let (canceller, cancelsAtTimeout) = (self.canceller, self.cancelsAtTimeout)
+        let error = Session.timeoutError(timeout, query: statement ?? "")
+        // A statement still queued behind others ends at once: the cancel would reach the one
+        // running, which is not this one.
+        call.schedule(at: timeout.deadline) {
+            if call.expire(with: error) == .running, cancelsAtTimeout { canceller.cancel() }
         }
         let grace = UInt64(max(0, cancellationGracePeriod.nanosecondCount))
         call.schedule(at: timeout.deadline &+ grace) { [self] in
-            abandon(call, because: Session.timeoutError(timeout, query: statement ?? ""), after: "its timeout")
+            abandon(call, because: error, after: "its timeout")
         }
     }
 

@@ -18,6 +18,13 @@ final class SQLIOStatement: Sendable {
 protocol SQLIORouting: AnyObject, Sendable {
     /// Queues a single statement; it runs after everything queued before it.
     func submit(_ statement: SQLIOStatement)
+    /// The task of a statement that was sent was cancelled, or its timeout passed (`error` says
+    /// which). When it is the only statement in flight, `cancelOnServer` runs on the I/O thread
+    /// (it asks the server to stop it, which then answers with its cancellation error), as it
+    /// does for a statement the connection's thread runs the blocking way; when
+    /// others are in flight with it, a cancel could reach one of theirs, so its caller gets
+    /// `error` at once instead, and the statement's own result is dropped when it comes.
+    func interrupt(_ statement: SQLIOStatement, with error: any Error, cancelOnServer: @escaping () -> Void)
     /// Queues blocking work: `start` runs when everything queued before is done, and the work
     /// calls ``leave()`` when it no longer uses the session.
     func enter(_ start: @escaping @Sendable () -> Void)
@@ -34,11 +41,17 @@ protocol SQLIORouting: AnyObject, Sendable {
 /// without blocking, and blocking work (everything else), which runs on the connection's own
 /// thread. Only the head of the queue uses the session, so the I/O thread and the connection's
 /// thread never touch it at the same time; the queue's lock orders the hand-overs.
+///
+/// Statements at the head are pipelined: while some are in flight, the statements queued behind
+/// them (up to the session's ``SQLNonBlockingSession/pipelineCapacity``) are sent too, each with
+/// a sync point of its own, and their results go back to their callers in order. Blocking work
+/// waits until every statement in flight has ended.
 final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked Sendable {
-    // Safe to share: `session`, `token` and `needsRecovery` are used only by the I/O thread
-    // while a statement is the head of `queue` (checked with `thread.isCurrent`), and `session`
-    // by the connection's thread while blocking work is the head; `queue`'s lock orders the two.
-    // The rest is immutable or `Sendable`.
+    // Safe to share: the `var`s are used only on the I/O thread (every method that touches them
+    // runs there: `precondition(thread.isCurrent)` where it is not obvious), and `session` by the
+    // I/O thread while statements are the head of `queue`, by the connection's thread while
+    // blocking work is; `queue`'s lock orders the hand-overs. The rest is immutable or
+    // `Sendable`.
     let thread: IOThread
     private let session: Session
     private let socket: Int32
@@ -50,11 +63,15 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     /// Called when the session reports the connection broken.
     private let markUnusable: @Sendable () -> Void
     private var token: UInt64?
-    /// A statement was cancelled: the next one settles the cancel and lets the session recover,
-    /// the blocking way.
+    /// A statement was cancelled on the server: the next one settles the cancel and lets the
+    /// session recover, the blocking way.
     private var needsRecovery = false
-    /// The statement the I/O thread is running.
-    private var current: SQLIOStatement?
+    /// The statements sent and not yet answered, oldest first.
+    private var inFlight: Deque<SQLIOStatement> = []
+    /// The socket is armed for the session's statements (or its own commands) in flight.
+    private var armed = false
+    /// A cancel was sent for the statement in flight: nothing is sent behind it until it ends.
+    private var cancelling = false
     /// Set once the connection closes its session: what later statements fail with.
     private var closedError: (any Error)?
 
@@ -86,6 +103,25 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     func submit(_ statement: SQLIOStatement) {
         guard admit(.statement(statement)) else { return }
         thread.execute { [self] in run(from: .statement(statement)) }
+    }
+
+    func interrupt(_ statement: SQLIOStatement, with error: any Error, cancelOnServer: @escaping () -> Void) {
+        // `cancelOnServer` runs on the I/O thread, the only one that calls it.
+        nonisolated(unsafe) let cancelOnServer = cancelOnServer
+        thread.execute { [self] in
+            guard inFlight.contains(where: { $0 === statement }) else {
+                // Not in flight but running: the connection's thread runs it alone, the blocking
+                // way.
+                if statement.call.phase == .running { cancelOnServer() }
+                return
+            }
+            if inFlight.count == 1 {
+                cancelling = true
+                cancelOnServer()
+            } else {
+                statement.call.finish(.failure(error))
+            }
+        }
     }
 
     func enter(_ start: @escaping @Sendable () -> Void) {
@@ -132,6 +168,15 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
         }
     }
 
+    /// The statement at the front of the queue, taken to be sent behind those in flight.
+    private func nextQueuedStatement() -> SQLIOStatement? {
+        queue.withLock { queue in
+            guard case .statement(let statement)? = queue.waiting.first else { return nil }
+            queue.waiting.removeFirst()
+            return statement
+        }
+    }
+
     private func dispatch(_ work: Work) {
         switch work {
         case .statement:
@@ -143,9 +188,10 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
 
     // MARK: On the I/O thread
 
-    /// Runs `work` and what follows it, as long as each ends at once (a statement cancelled
-    /// while queued); returns when one waits for its socket or blocking work was handed on.
+    /// Runs `work` and what follows it, as long as each ends at once (statements cancelled while
+    /// queued); returns when statements are in flight or blocking work was handed on.
     private func run(from work: Work) {
+        precondition(thread.isCurrent)
         var work: Work? = work
         while let head = work {
             switch head {
@@ -159,10 +205,9 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
         }
     }
 
-    /// Starts `statement`; `true` when it is in flight (its socket armed) or was handed to the
-    /// connection's thread.
+    /// Starts `statement` and the statements queued behind it; `true` when some are in flight
+    /// (the socket armed) or the statement was handed to the connection's thread.
     private func start(_ statement: SQLIOStatement) -> Bool {
-        precondition(thread.isCurrent)
         guard statement.call.begin() else { return false }
         if let closedError {
             statement.call.finish(.failure(closedError))
@@ -173,25 +218,71 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
             runBlocking(statement) { [self] in leave() }
             return true
         }
-        current = statement
-        return advance { try session.startStatement(statement.query) }
+        send(statement)
+        fill()
+        return poll()
     }
 
-    /// Moves the current statement on with `step`; `true` while it waits for its socket.
-    private func advance(_ step: () throws -> SQLStatementProgress) -> Bool {
-        guard let statement = current else { return false }
-        let result: Result<SQLOutcome, any Error>
+    /// Sends more of the queued statements while the pipeline has room.
+    private func fill() {
+        while inFlight.count < session.pipelineCapacity, !cancelling, !needsRecovery, !canceller.hasPendingCancels,
+            closedError == nil, session.isHealthy, let statement = nextQueuedStatement()
+        {
+            guard statement.call.begin() else { continue }
+            send(statement)
+        }
+    }
+
+    private func send(_ statement: SQLIOStatement) {
         do {
-            switch try step() {
-            case .waiting(let interest):
+            try session.sendStatement(statement.query)
+            inFlight.append(statement)
+        } catch {
+            complete(statement, with: .failure(error))
+            if !session.isHealthy { failInFlight(error) }
+        }
+    }
+
+    /// Reads what arrived and hands each ended statement its result; `true` while statements are
+    /// still in flight (the socket is armed again).
+    private func poll() -> Bool {
+        while true {
+            let poll: SQLStatementPoll
+            do {
+                poll = try session.pollStatements()
+            } catch {
+                failInFlight(error)
+                return false
+            }
+            for result in poll.results {
+                guard let statement = inFlight.popFirst() else { break }
+                if cancelling && inFlight.isEmpty { cancelling = false }
+                complete(statement, with: result)
+            }
+            let before = inFlight.count
+            if let interest = poll.waitFor {
+                fill()
+                if inFlight.count > before { continue }
                 arm(for: interest)
                 return true
-            case .done(let outcome):
-                result = .success(outcome)
             }
-        } catch
-            where Session.isCancellation(error)
-            && (statement.call.isCancelled || statement.timeout?.hasPassed == true)
+            // The session has nothing in flight.
+            if !inFlight.isEmpty {
+                failInFlight(SQLIOLaneError.unanswered)
+                return false
+            }
+            fill()
+            if inFlight.isEmpty { return false }
+        }
+    }
+
+    /// Ends `statement`: the server's cancellation error becomes `CancellationError` or the
+    /// timeout when the task asked for it; a broken connection is noted before the caller
+    /// resumes.
+    private func complete(_ statement: SQLIOStatement, with result: Result<SQLOutcome, any Error>) {
+        var result = result
+        if case .failure(let error) = result, Session.isCancellation(error),
+            statement.call.isCancelled || statement.timeout?.hasPassed == true
         {
             needsRecovery = true
             if statement.call.isCancelled || statement.timeout == nil {
@@ -199,16 +290,20 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
             } else {
                 result = .failure(Session.timeoutError(statement.timeout!, query: statement.query))
             }
-        } catch {
-            result = .failure(error)
         }
-        current = nil
         if !session.isHealthy { markUnusable() }
         statement.call.finish(result)
-        return false
+    }
+
+    /// The connection failed: every statement in flight fails with `error`.
+    private func failInFlight(_ error: any Error) {
+        markUnusable()
+        cancelling = false
+        while let statement = inFlight.popFirst() { statement.call.finish(.failure(error)) }
     }
 
     private func arm(for interest: SQLSocketInterest) {
+        armed = true
         let token =
             self.token
             ?? thread.add(socket) { [self] _ in
@@ -220,10 +315,21 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     }
 
     private func socketReady() {
-        guard current != nil else { return }
-        if advance({ try session.continueStatement() }) { return }
+        guard armed else { return }
+        armed = false
+        if poll() { return }
         guard let next = nextWork() else { return }
         run(from: next)
+    }
+}
+
+/// What a lane reports when its session loses track of its statements.
+enum SQLIOLaneError: Error, CustomStringConvertible {
+    /// The session has no statement in flight, but the lane still waits for some.
+    case unanswered
+
+    var description: String {
+        "the session reported no statement in flight while the I/O thread still waited for answers"
     }
 }
 

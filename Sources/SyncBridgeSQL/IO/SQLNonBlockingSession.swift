@@ -14,28 +14,38 @@ public protocol SQLNonBlockingSession: SQLSession {
     /// The socket the I/O thread waits on. It must not change while the session is open.
     var ioSocket: Int32 { get }
 
-    /// Sends `query` without waiting for the server.
-    ///
-    /// - Returns: ``SQLStatementProgress/done(_:)`` when the statement already ended, otherwise
-    ///   what the socket must become ready for before ``continueStatement()``.
-    /// - Throws: The statement's error (an encoding error, the server's, the connection's); the
-    ///   statement is then over.
-    func startStatement(_ query: SQLQuery) throws -> SQLStatementProgress
+    /// The most statements the session takes in flight at once: statements queued on the
+    /// connection are sent without waiting for the ones before (pipelining), each ending alone
+    /// (a failure touches no other statement). 1 sends one at a time.
+    var pipelineCapacity: Int { get }
 
-    /// Continues the statement started by ``startStatement(_:)`` once its socket is ready (or
-    /// failed): reads what arrived, writes what is pending.
+    /// Sends `query` behind the statements in flight, without waiting for the server.
     ///
-    /// - Returns: As ``startStatement(_:)``.
-    /// - Throws: As ``startStatement(_:)``.
-    func continueStatement() throws -> SQLStatementProgress
+    /// - Throws: This statement's error when it cannot be sent (a parameter that cannot be
+    ///   encoded: nothing was sent, the others go on), or the connection's (the session is then
+    ///   unhealthy and every statement in flight has failed with it).
+    func sendStatement(_ query: SQLQuery) throws
+
+    /// Writes what is left to send and reads what arrived.
+    ///
+    /// - Returns: The results of the statements that ended, oldest first, and what the socket
+    ///   must become ready for while statements are still in flight.
+    /// - Throws: The connection's error: every statement in flight failed with it.
+    func pollStatements() throws -> SQLStatementPoll
 }
 
-/// Where a non-blocking statement stands.
-public enum SQLStatementProgress: Sendable {
-    /// The statement is still running: continue it when the socket is ready for this.
-    case waiting(SQLSocketInterest)
-    /// The statement ended with this outcome.
-    case done(SQLOutcome)
+/// What ``SQLNonBlockingSession/pollStatements()`` found.
+public struct SQLStatementPoll: Sendable {
+    /// The results of the statements that ended, in the order they were sent.
+    public var results: [Result<SQLOutcome, any Error>]
+    /// What to wait for before polling again; `nil` once no statement is in flight.
+    public var waitFor: SQLSocketInterest?
+
+    /// A poll's findings.
+    public init(results: [Result<SQLOutcome, any Error>], waitFor: SQLSocketInterest?) {
+        self.results = results
+        self.waitFor = waitFor
+    }
 }
 
 /// What a non-blocking statement waits for on its socket.
