@@ -72,6 +72,83 @@ struct PostgresIOThreadTests {
         await client.shutdown()
     }
 
+    @Test("pipelined statements on one connection: a failing one in the middle fails alone, typed, to its own caller")
+    func failureInAPipeline() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let client = makeClient(server, application: "sb-io-failure", connections: 1)
+        let results = try await withThrowingTaskGroup(of: (Int, Result<Int, PostgresError>).self) { group in
+            for index in 0..<300 {
+                group.addTask {
+                    do {
+                        // Every tenth divides by zero.
+                        let divisor = index.isMultiple(of: 10) ? 0 : 1
+                        let row = try #require(try await client.query("SELECT \(index)::int / \(divisor)::int").first)
+                        return (index, .success(try row.decode(Int.self, at: 0)))
+                    } catch let error as PostgresError {
+                        return (index, .failure(error))
+                    }
+                }
+            }
+            return try await group.reduce(into: [Int: Result<Int, PostgresError>]()) { $0[$1.0] = $1.1 }
+        }
+        #expect(results.count == 300)
+        for (index, result) in results {
+            switch result {
+            case .success(let value):
+                #expect(!index.isMultiple(of: 10) && value == index)
+            case .failure(let error):
+                #expect(index.isMultiple(of: 10) && error.sqlState == "22012", "\(index): \(error)")
+            }
+        }
+        await client.shutdown()
+    }
+
+    @Test(
+        "10,000 statements from 200 tasks on 8 connections, a tenth of the tasks cancelled midway: the others' rows all there, each once; the cancelled ones' rows a prefix of theirs"
+    )
+    func cancellingSomeTasks() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let client = makeClient(server, application: "sb-io-cancel", connections: 8)
+        let table = uniqueTable("io_cancel")
+        try await client.execute("CREATE TABLE \(unsafeSQL: table) (task int, step int, PRIMARY KEY (task, step))")
+        let started = Locked(0)
+        let tasks = (0..<200).map { task in
+            Task {
+                for step in 0..<50 {
+                    try await client.execute("INSERT INTO \(unsafeSQL: table) VALUES (\(task), \(step))")
+                    if step == 10 { started.withLock { $0 += 1 } }
+                }
+            }
+        }
+        // Cancel every twentieth task once most tasks are well under way.
+        try await waitUntil { started.current >= 100 }
+        for task in stride(from: 0, to: 200, by: 20) { tasks[task].cancel() }
+        for (index, task) in tasks.enumerated() {
+            if index.isMultiple(of: 20) {
+                _ = await task.result
+            } else {
+                try await task.value
+            }
+        }
+        let rows = try await client.query("SELECT task, count(*), max(step) FROM \(unsafeSQL: table) GROUP BY task")
+        var counted: [Int: (count: Int, last: Int)] = [:]
+        for row in rows {
+            let (task, count, last) = try row.decode((Int, Int, Int).self)
+            counted[task] = (count, last)
+        }
+        for task in 0..<200 {
+            let (count, last) = counted[task] ?? (0, -1)
+            if task.isMultiple(of: 20) {
+                // Steps 0 … last, each once: the statements after the cancel never ran.
+                #expect(count == last + 1 && count <= 50, "task \(task): \(count) rows up to step \(last)")
+            } else {
+                #expect(count == 50 && last == 49, "task \(task): \(count) rows")
+            }
+        }
+        try await client.execute("DROP TABLE \(unsafeSQL: table)")
+        await client.shutdown()
+    }
+
     @Test("statements, transactions, streams and withRawConnection interleave on one connection in submission order")
     func mixedWork() async throws {
         let server = try await TemporaryPostgres.shared()
