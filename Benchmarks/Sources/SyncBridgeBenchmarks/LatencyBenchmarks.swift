@@ -6,7 +6,8 @@ import SyncBridgeTesting
 
 /// `SELECT 1` against a PostgreSQL server made `roundTrip` away by a ``LatencyProxy`` (half of it
 /// each way), on 8 connections: one statement per call from 64 tasks (SyncBridge and
-/// PostgresNIO), and SyncBridge's explicit pipelines of 100 statements from 8 tasks. Statements
+/// PostgresNIO; SyncBridge also on I/O threads, which pipeline the statements that queue on a
+/// connection), and SyncBridge's explicit pipelines of 100 statements from 8 tasks. Statements
 /// per second.
 func latencyBenchmarks(rounds: Int, seconds: Double, roundTrip: Duration) async throws -> Comparison {
     let server = try await TemporaryPostgres.start()
@@ -19,6 +20,13 @@ func latencyBenchmarks(rounds: Int, seconds: Double, roundTrip: Duration) async 
     configuration.maximumConnections = 8
     let ours = SyncBridgePostgres.PostgresClient(connectionString: far, configuration: configuration, name: "far")
     let oursRun = Task { try await ours.run() }
+    let pipelining = SyncBridgePostgres.PostgresClient(
+        connectionString: far,
+        configuration: configuration,
+        ioThreads: SQLIOThreads(count: 2, name: "sb-io-far"),
+        name: "far-io"
+    )
+    let pipeliningRun = Task { try await pipelining.run() }
     let nio = makeNIOClient(server, port: proxy.port)
     let nioRun = Task { await nio.run() }
 
@@ -33,6 +41,12 @@ func latencyBenchmarks(rounds: Int, seconds: Double, roundTrip: Duration) async 
                     precondition(value == 1)
                 }
             },
+            Contender(name: "SyncBridge on I/O threads (automatic pipelining), one statement per call, 64 tasks") {
+                try await queriesPerSecond(tasks: 64, seconds: seconds) {
+                    let value = try await pipelining.query("SELECT 1")[0].decode(Int.self, at: 0)
+                    precondition(value == 1)
+                }
+            },
             Contender(name: "PostgresNIO query(), 64 tasks") {
                 try await queriesPerSecond(tasks: 64, seconds: seconds) {
                     for try await value in try await nio.query("SELECT 1").decode(Int.self) { precondition(value == 1) }
@@ -42,8 +56,10 @@ func latencyBenchmarks(rounds: Int, seconds: Double, roundTrip: Duration) async 
         ]
     )
     oursRun.cancel()
+    pipeliningRun.cancel()
     nioRun.cancel()
     _ = await oursRun.result
+    _ = await pipeliningRun.result
     _ = await nioRun.result
     proxy.stop()
     await server.stop()

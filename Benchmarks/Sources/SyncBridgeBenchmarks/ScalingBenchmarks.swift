@@ -4,7 +4,7 @@ import SyncBridgeSQL
 import SyncBridgeTesting
 
 /// PostgreSQL `SELECT 1` (or the 100-row select) at growing pool sizes, twice as many tasks as
-/// connections: SyncBridge with a thread per connection, SyncBridge with connections served by
+/// connections (or `--tasks-per-connection N` times as many): SyncBridge with a thread per connection, SyncBridge with connections served by
 /// I/O threads (two unless `--io-threads N` says otherwise), and `pgbench -M prepared -j 2` with as many connections.
 ///
 /// Each round opens its client's connections before measuring and closes them after, so that
@@ -14,7 +14,8 @@ func scalingBenchmarks(
     seconds: Double,
     sizes: [Int],
     workload: PostgresWorkload,
-    ioThreadCount: Int
+    ioThreadCount: Int,
+    tasksPerConnection: Int
 ) async throws -> [Comparison] {
     let server = try await TemporaryPostgres.start()
     let setup = SyncBridgePostgres.PostgresClient(connectionString: server.connectionString, name: "setup")
@@ -43,7 +44,7 @@ func scalingBenchmarks(
             try await Task.sleep(for: .milliseconds(20))
         }
         let sql: SQLQuery = workload == .selectOne ? "SELECT 1" : "SELECT id, name FROM bench_rows"
-        let rate = try await queriesPerSecond(name, tasks: 2 * connections, seconds: seconds) {
+        let rate = try await queriesPerSecond(name, tasks: tasksPerConnection * connections, seconds: seconds) {
             let rows = try await client.query(sql)
             precondition(rows.count == expectedRows)
         }
@@ -83,7 +84,7 @@ func scalingBenchmarks(
         }
         comparisons.append(
             try await compare(
-                "PostgreSQL \(workload.rawValue), \(size) connections, \(2 * size) tasks: queries per second (\(seconds) s per round)",
+                "PostgreSQL \(workload.rawValue), \(size) connections, \(tasksPerConnection * size) tasks: queries per second (\(seconds) s per round)",
                 unit: "queries/s",
                 rounds: rounds,
                 contenders

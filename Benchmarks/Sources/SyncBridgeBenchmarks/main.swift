@@ -1,6 +1,6 @@
 import Foundation
 
-// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb|inserts|latency|scaling|watchdog|watchdog-latency|event-loops|deadlock] [--rounds N] [--seconds S] [--sizes 8,64,256] [--hundred-rows] [--rows N] [--trials N] [--only NAME]
+// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb|inserts|latency|scaling|watchdog|watchdog-latency|event-loops|deadlock] [--rounds N] [--seconds S] [--sizes 8,64,256] [--io-threads N] [--tasks-per-connection N] [--hundred-rows] [--rows N] [--trials N] [--only NAME]
 // Prints Markdown tables of medians and the ratios the targets are stated in.
 
 let arguments = CommandLine.arguments.dropFirst()
@@ -83,13 +83,16 @@ if suites.contains("scaling") {
     let workload: PostgresWorkload = arguments.contains("--hundred-rows") ? .hundredRows : .selectOne
     let ioThreadCount =
         arguments.firstIndex(of: "--io-threads").flatMap { Int(arguments[arguments.index(after: $0)]) } ?? 2
+    let tasksPerConnection =
+        arguments.firstIndex(of: "--tasks-per-connection").flatMap { Int(arguments[arguments.index(after: $0)]) } ?? 2
     print("\n## PostgreSQL by pool size (\(rounds) interleaved rounds, medians)")
     for comparison in try await scalingBenchmarks(
         rounds: rounds,
         seconds: seconds,
         sizes: sizes,
         workload: workload,
-        ioThreadCount: ioThreadCount
+        ioThreadCount: ioThreadCount,
+        tasksPerConnection: tasksPerConnection
     ) {
         report(comparison)
         let pgbench = comparison.median("pgbench -M prepared -j 2")
@@ -153,6 +156,9 @@ if suites.isEmpty || suites.contains("latency") {
     )
     print(
         "- PostgresNIO: \(ratio(comparison.median("PostgresNIO query(), 64 tasks"), single))x SyncBridge one statement per call"
+    )
+    print(
+        "- automatic pipelining on I/O threads (target >= 5x): \(ratio(comparison.median("SyncBridge on I/O threads (automatic pipelining), one statement per call, 64 tasks"), single))x one statement per call without it"
     )
 }
 

@@ -83,6 +83,8 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     private struct Queue {
         var busy = false
         var waiting: Deque<Work> = []
+        /// A turn of ``sendQueued()`` is on its way to the I/O thread.
+        var fillScheduled = false
     }
 
     init(
@@ -101,8 +103,23 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     }
 
     func submit(_ statement: SQLIOStatement) {
-        guard admit(.statement(statement)) else { return }
-        thread.execute { [self] in run(from: .statement(statement)) }
+        let (startNow, fillNow) = queue.withLock { queue -> (Bool, Bool) in
+            guard queue.busy else {
+                queue.busy = true
+                return (true, false)
+            }
+            queue.waiting.append(.statement(statement))
+            // Statements may be in flight: send this one behind them now rather than when their
+            // answers come. One such turn at a time takes every statement queued by then.
+            guard !queue.fillScheduled else { return (false, false) }
+            queue.fillScheduled = true
+            return (false, true)
+        }
+        if startNow {
+            thread.execute { [self] in run(from: .statement(statement)) }
+        } else if fillNow {
+            thread.execute { [self] in sendQueued() }
+        }
     }
 
     func interrupt(_ statement: SQLIOStatement, with error: any Error, cancelOnServer: @escaping () -> Void) {
@@ -312,6 +329,19 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
             }
         self.token = token
         thread.arm(socket, token: token, for: IOReadiness(rawValue: interest.rawValue))
+    }
+
+    /// Sends the statements queued behind those in flight, if any are in flight.
+    private func sendQueued() {
+        queue.withLock { $0.fillScheduled = false }
+        guard armed, !inFlight.isEmpty else { return }
+        let before = inFlight.count
+        fill()
+        guard inFlight.count > before else { return }
+        armed = false
+        if poll() { return }
+        guard let next = nextWork() else { return }
+        run(from: next)
     }
 
     private func socketReady() {

@@ -12,15 +12,19 @@ import Musl
 /// A connection made with I/O threads (``SQLClient/init(configuration:poolConfiguration:ioThreads:name:cancellationGracePeriod:logger:metricsFactory:)``,
 /// ``SQLConnection/connect(configuration:ioThreads:cancellationGracePeriod:logger:metricsFactory:)``)
 /// belongs to one of them, chosen in turn. Its single statements are sent and read there,
-/// without a thread of its own waking up for each; transactions' control statements, streams,
+/// without a thread of its own waking up for each, and those that queue on the connection are
+/// pipelined (sent without waiting for the ones before, each ending alone; see
+/// ``SQLNonBlockingSession/pipelineCapacity``); transactions' control statements, streams,
 /// COPY and `withRawConnection` still run blocking calls on the connection's own thread, with
 /// the I/O thread leaving the connection alone meanwhile. Sessions that do not implement
 /// ``SQLNonBlockingSession`` ignore the threads.
 ///
 /// ```swift
+/// var pool = ConnectionPoolConfiguration()
+/// pool.maximumConnections = 64
 /// let client = PostgresClient(
 ///     connectionString: "postgres://app@db/app",
-///     configuration: .init(maximumConnections: 64),
+///     configuration: pool,
 ///     ioThreads: .shared
 /// )
 /// ```
