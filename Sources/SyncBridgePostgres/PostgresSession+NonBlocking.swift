@@ -3,6 +3,12 @@ import DequeModule
 import SyncBridge
 public import SyncBridgeSQL
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 extension PostgresSession: SQLNonBlockingSession {
     /// libpq's socket (`PQsocket`).
     public var ioSocket: Int32 { PQsocket(connection) }
@@ -20,6 +26,10 @@ extension PostgresSession: SQLNonBlockingSession {
             guard PQenterPipelineMode(connection) == 1 else { throw connectionError(query: statement.sql) }
             PQsetnonblocking(connection, 1)
         }
+        // Behind statements already in flight (or sent in this turn), hold the segments back until
+        // the next poll: libpq 15 flushes at every sync point, and one push for the whole burst
+        // costs the kernel (and wakes the server) once instead of once per statement.
+        if !pipeline.units.isEmpty { cork(true) }
         var unit = PipelineUnit(sql: statement.sql)
         unit.key = statement.key
         var evicted: String?
@@ -52,6 +62,7 @@ extension PostgresSession: SQLNonBlockingSession {
     /// Reads the results that arrived (`PQconsumeInput`, `PQisBusy`, `PQgetResult`) and sends
     /// what is left (`PQflush`).
     public func pollStatements() throws -> SQLStatementPoll {
+        cork(false)
         guard !pipeline.units.isEmpty else { return SQLStatementPoll(results: [], waitFor: nil) }
         guard PQconsumeInput(connection) == 1 else { throw failPipeline(connectionError(query: nil)) }
         var results: [Result<SQLOutcome, any Error>] = []
@@ -152,6 +163,19 @@ extension PostgresSession: SQLNonBlockingSession {
         return error
     }
 
+    /// Corks or uncorks a TCP socket (`TCP_CORK`): uncorking sends what was held back. Nothing on
+    /// a Unix-domain socket, which sends each write at once anyway.
+    private func cork(_ on: Bool) {
+        guard on != pipeline.corked, pipeline.corkable else { return }
+        var value: Int32 = on ? 1 : 0
+        let socket = PQsocket(connection)
+        if setsockopt(socket, Int32(IPPROTO_TCP), TCP_CORK, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 {
+            pipeline.corked = on
+        } else {
+            pipeline.corkable = false
+        }
+    }
+
     /// Every unit is read: back to blocking calls.
     private func leavePipeline() {
         pipeline.failedPrepares.removeAll()
@@ -165,6 +189,10 @@ struct PipelineState {
     var units: Deque<PipelineUnit> = []
     /// The errors of prepares that failed while statements sent behind them used their names.
     var failedPrepares: [String: PostgresError] = [:]
+    /// Whether the socket is corked (`TCP_CORK`): writes wait for the next poll.
+    var corked = false
+    /// Cleared once corking failed (a Unix-domain socket).
+    var corkable = true
 }
 
 /// One statement (or one of the session's own commands) in the pipeline, up to its sync point.

@@ -19,7 +19,9 @@ public protocol SQLNonBlockingSession: SQLSession {
     /// (a failure touches no other statement). 1 sends one at a time.
     var pipelineCapacity: Int { get }
 
-    /// Sends `query` behind the statements in flight, without waiting for the server.
+    /// Sends `query` behind the statements in flight, without waiting for the server. The
+    /// session may hold the bytes back until the next ``pollStatements()``, which the I/O thread
+    /// calls after every burst of sends: a burst then costs one write.
     ///
     /// - Throws: This statement's error when it cannot be sent (a parameter that cannot be
     ///   encoded: nothing was sent, the others go on), or the connection's (the session is then
