@@ -149,6 +149,50 @@ struct PostgresIOThreadTests {
         await client.shutdown()
     }
 
+    @Test("a connection whose server process is killed while 200 tasks keep 32 connections busy fails alone")
+    func killedBackendFailsAlone() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let client = makeClient(server, application: "sb-io-kill", connections: 32)
+        let observer = try await connectToTestServer()
+        let failures = Locked<[PostgresError]>([])
+        let succeeded = Locked(0)
+        let victim = Locked<Int32?>(nil)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<200 {
+                group.addTask {
+                    for step in 0..<20 {
+                        do {
+                            let row = try #require(
+                                try await client.query("SELECT pg_backend_pid(), \(task * 100 + step)::int").first
+                            )
+                            let (pid, echoed) = try row.decode((Int32, Int).self)
+                            #expect(echoed == task * 100 + step)
+                            victim.withLock { $0 = $0 ?? pid }
+                            succeeded.withLock { $0 += 1 }
+                        } catch let error as PostgresError {
+                            failures.withLock { $0.append(error) }
+                        }
+                    }
+                }
+            }
+            group.addTask {
+                try await waitUntil { victim.current != nil && succeeded.current >= 500 }
+                let pid = try #require(victim.current)
+                _ = try await observer.query("SELECT pg_terminate_backend(\(pid))")
+            }
+            try await group.waitForAll()
+        }
+        // Only statements that were on the killed connection fail, with the server's
+        // termination (57P01) or the lost connection (08006); every other one ran.
+        let failed = failures.current
+        #expect(failed.allSatisfy { ["57P01", "08006"].contains($0.sqlState) }, "\(failed)")
+        #expect(failed.count <= 64, "\(failed.count) statements failed")
+        #expect(succeeded.current + failed.count == 4_000)
+        #expect(try await client.query("SELECT 1").count == 1)
+        await observer.close()
+        await client.shutdown()
+    }
+
     @Test("statements, transactions, streams and withRawConnection interleave on one connection in submission order")
     func mixedWork() async throws {
         let server = try await TemporaryPostgres.shared()

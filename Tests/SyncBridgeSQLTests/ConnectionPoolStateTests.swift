@@ -246,6 +246,33 @@ struct ConnectionPoolStateTests {
         #expect(state.idle.count == 1)
     }
 
+    @Test("a lane whose connection broke takes no more statements, however short its queue, and closes when it drains")
+    func brokenLanesTakeNoStatements() {
+        var state = Self.makeState(maximum: 2)
+        let (s1, _) = Self.ask(&state, .statement)
+        let (s2, _) = Self.ask(&state, .statement)
+        let broken = leasedEntry(state.connected(FakeConnection(1), now: 0), to: s1)!
+        let healthy = leasedEntry(state.connected(FakeConnection(2), now: 0), to: s2)!
+        // Three more on each lane.
+        for _ in 0..<6 { _ = Self.ask(&state, .statement) }
+        #expect(state.lanes == [broken.id: 4, healthy.id: 4])
+        // The broken lane's statements fail fast: it becomes the shortest, yet nothing joins it.
+        for _ in 0..<3 { _ = state.statementFinished(on: broken.id, reusable: false, now: 1) }
+        for _ in 0..<4 {
+            let (_, joined) = Self.ask(&state, .statement)
+            guard case .share(let lane, with: _)? = joined.first else {
+                Issue.record("expected the statement to join a lane")
+                return
+            }
+            #expect(lane.id == healthy.id)
+        }
+        #expect(state.lanes == [broken.id: 1, healthy.id: 8])
+        // Its last statement ends: the connection is closed, not kept.
+        let closing = state.statementFinished(on: broken.id, reusable: false, now: 2)
+        #expect(closing.contains { if case .close(let connection) = $0 { connection.number == 1 } else { false } })
+        #expect(state.lanes[broken.id] == nil && state.brokenLanes.isEmpty)
+    }
+
     @Test("statements do not join lanes while a task waits for a connection of its own")
     func lanesDoNotStarveExclusiveLeases() {
         var state = Self.makeState(maximum: 1)

@@ -105,6 +105,10 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
     private(set) var leased: [EntryID: Entry] = [:]
     /// Statements queued or running on each connection that serves as a lane.
     private(set) var lanes: [EntryID: Int] = [:]
+    /// Lanes whose connection broke: no statement joins them any more (a broken connection fails
+    /// its statements fast, and would otherwise look the least loaded); they close once their
+    /// last statement is done.
+    private(set) var brokenLanes: Set<EntryID> = []
     private(set) var connecting = 0
     /// Connections being health-checked for a waiter, with what the waiter asked for.
     private(set) var checks: [WaiterID: Demand] = [:]
@@ -191,9 +195,9 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
     /// waits for one; `nil` otherwise. The same decision as ``lease(_:demand:now:)`` makes for a
     /// statement, without a waiter: the statement path's fast path under load.
     mutating func joinLane() -> Entry? {
-        guard lifecycle == .running, idle.isEmpty, totalConnections >= limits.maximumConnections, waiters.isEmpty,
-            let (laneID, _) = lanes.min(by: { $0.value < $1.value }), let entry = leased[laneID]
+        guard lifecycle == .running, idle.isEmpty, totalConnections >= limits.maximumConnections, waiters.isEmpty
         else { return nil }
+        guard let laneID = leastLoadedLane(), let entry = leased[laneID] else { return nil }
         lanes[laneID, default: 0] += 1
         return entry
     }
@@ -258,6 +262,7 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
             preconditionFailure("SyncBridge bug: released a connection the pool did not lease")
         }
         lanes[entryID] = nil
+        brokenLanes.remove(entryID)
         if !reusable { lastBreakage = now }
         entry.lastUsedAt = now
         let expired = now &- entry.createdAt >= limits.maximumLifetime
@@ -281,8 +286,10 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
         }
         guard count == 1 else {
             lanes[entryID] = count - 1
+            if !reusable { brokenLanes.insert(entryID) }
             return []
         }
+        brokenLanes.remove(entryID)
         return released(entryID, reusable: reusable, now: now)
     }
 
@@ -428,13 +435,22 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
         var actions: [Action] = []
         while let waiter = waiters.first, waiter.demand == .statement, waiters.count > connecting,
             idle.isEmpty, totalConnections >= limits.maximumConnections,
-            let (laneID, _) = lanes.min(by: { $0.value < $1.value }), let entry = leased[laneID]
+            let laneID = leastLoadedLane(), let entry = leased[laneID]
         {
             waiters.removeFirst()
             lanes[laneID, default: 0] += 1
             actions += [.share(entry, with: waiter.id), .cancel(.acquireTimeout(waiter.id))]
         }
         return actions
+    }
+
+    /// The lane with the fewest statements, of those whose connection has not broken.
+    private func leastLoadedLane() -> EntryID? {
+        var least: (id: EntryID, count: Int)?
+        for (id, count) in lanes where count < least?.count ?? .max && !brokenLanes.contains(id) {
+            least = (id, count)
+        }
+        return least?.id
     }
 
     private mutating func serveWaiters(now: UInt64) -> [Action] {
