@@ -13,9 +13,14 @@ extension PostgresSession: SQLNonBlockingSession {
     /// libpq's socket (`PQsocket`).
     public var ioSocket: Int32 { PQsocket(connection) }
 
-    /// 64 statements, or 1 behind a transaction pooler (which may route a connection's
-    /// statements to different server sessions between sync points).
-    public var pipelineCapacity: Int { isBehindTransactionPooler ? 1 : 64 }
+    /// Not behind a transaction pooler: its connections keep their own threads (the
+    /// non-blocking path is not verified through PgBouncer yet).
+    public static func usesIOThreads(_ configuration: PostgresConfiguration) -> Bool {
+        !configuration.isBehindTransactionPooler
+    }
+
+    /// 64 statements.
+    public var pipelineCapacity: Int { 64 }
 
     /// Sends `query` in libpq's pipeline mode with a sync point of its own: prepared on its first
     /// use (`PQsendPrepare` and `PQsendQueryPrepared` together, one round trip), then by name.
@@ -32,13 +37,18 @@ extension PostgresSession: SQLNonBlockingSession {
         if !pipeline.units.isEmpty { cork(true) }
         var unit = PipelineUnit(sql: statement.sql)
         unit.key = statement.key
-        var evicted: String?
         if usesNamedStatements {
             if let name = statements.statement(for: statement.key) {
                 unit.name = name
             } else {
                 let name = "sb_\(nextStatementNumber)"
                 nextStatementNumber += 1
+                // The statement the cache lets go is freed first (its own unit, before this
+                // one's), as the blocking path does: the server never holds more than the
+                // cache's capacity.
+                if let evicted = statements.insert(name, for: statement.key), !isBehindTransactionPooler {
+                    try sendDeallocate(evicted)
+                }
                 let prepared = statement.types.withUnsafeBufferPointer { types in
                     PQsendPrepare(connection, name, statement.sql, Int32(types.count), types.baseAddress)
                 }
@@ -46,7 +56,6 @@ extension PostgresSession: SQLNonBlockingSession {
                 unit.name = name
                 unit.prepares = true
                 unit.commandsLeft = 2
-                evicted = statements.insert(name, for: statement.key)
             }
         }
         do {
@@ -56,7 +65,6 @@ extension PostgresSession: SQLNonBlockingSession {
         }
         guard PQpipelineSync(connection) == 1 else { throw failPipeline(connectionError(query: statement.sql)) }
         pipeline.units.append(unit)
-        if let evicted, !isBehindTransactionPooler { try sendDeallocate(evicted) }
     }
 
     /// Reads the results that arrived (`PQconsumeInput`, `PQisBusy`, `PQgetResult`) and sends
@@ -115,6 +123,7 @@ extension PostgresSession: SQLNonBlockingSession {
         }
         do {
             let outcome = try outcome(of: result, sql: unit.sql)
+            if !isPrepare, let refusal = Self.refusedCommit(unit.sql, result) { throw refusal }
             if !isPrepare { pipeline.units[0].result = .success(outcome) }
         } catch {
             pipeline.units[0].result = .failure(error)
@@ -124,6 +133,11 @@ extension PostgresSession: SQLNonBlockingSession {
     /// The result of a unit that ended; `nil` for the session's own units (deallocations).
     private func finish(_ unit: PipelineUnit) throws -> Result<SQLOutcome, any Error>? {
         guard !unit.isDeallocation else { return nil }
+        // Judged again at the sync point: the server reports a changed setting (a server turned
+        // read-only) just before it, after the error.
+        if case .failure(let error as PostgresError)? = unit.result, cannotServeAsPrimary(after: error) {
+            isBroken = true
+        }
         guard let result = unit.result else {
             return .failure(
                 PostgresError(kind: .protocolViolation, message: "the statement had no result", sqlState: "XX000")

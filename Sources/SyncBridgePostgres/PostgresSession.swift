@@ -134,16 +134,19 @@ public final class PostgresSession {
         let result = PQexec(connection, sql)
         defer { PQclear(result) }
         _ = try outcome(of: result, sql: sql)
-        // The server answers COMMIT in a transaction that an error aborted with ROLLBACK, and no
-        // error: the caller must not take it for a commit.
-        if sql == "COMMIT", let result, String(cString: PQcmdStatus(result)) == "ROLLBACK" {
-            throw PostgresError(
-                kind: .server,
-                message: "the transaction was aborted by an earlier error and rolled back instead of committing",
-                sqlState: "25P02",
-                query: sql
-            )
-        }
+        if let refusal = Self.refusedCommit(sql, result) { throw refusal }
+    }
+
+    /// The server answers COMMIT in a transaction that an error aborted with ROLLBACK, and no
+    /// error: the caller must not take it for a commit. The error to throw then, or `nil`.
+    static func refusedCommit(_ sql: String, _ result: OpaquePointer?) -> PostgresError? {
+        guard sql == "COMMIT", let result, String(cString: PQcmdStatus(result)) == "ROLLBACK" else { return nil }
+        return PostgresError(
+            kind: .server,
+            message: "the transaction was aborted by an earlier error and rolled back instead of committing",
+            sqlState: "25P02",
+            query: sql
+        )
     }
 
     /// Runs `query` with its bound parameters, preparing it on first use.

@@ -102,7 +102,7 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     ///   - configuration: Where and how to connect.
     ///   - ioThreads: I/O threads that run the connection's single statements without blocking,
     ///     for a session that can (``SQLNonBlockingSession``); `nil` (the default) runs them on
-    ///     the connection's own thread.
+    ///     the connection's own thread, unless ``SQLIOThreads/processDefault`` says otherwise.
     ///   - cancellationGracePeriod: How long a statement that was cancelled, or ran past its
     ///     timeout, may wait for the server to answer; past it, the caller gets its error at once
     ///     and the connection is abandoned (its socket shut down, never reused). 2 s by default.
@@ -136,9 +136,10 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
             logger[metadataKey: "\(Session.databaseName).connection"] = "\(number)"
             logger.debug("connected", metadata: ["\(Session.databaseName).server": "\(configuration)"])
             let usable = Locked(true)
-            let lane = ioThreads.flatMap { threads in
+            let lane = (ioThreads ?? SQLIOThreads.processDefault).flatMap { threads in
                 makeIOLane(
                     for: reference.session,
+                    configuration: configuration,
                     canceller: canceller,
                     on: threads,
                     runBlocking: { statement, done in
@@ -702,11 +703,19 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     ) async throws -> Result {
         try await transactions.run(
             begin: Session.transactionStart(isolation: isolation, readOnly: readOnly),
-            execute: runControl,
+            execute: runTransactionControl,
             executeIgnoringCancellation: rollBack
         ) {
             try await body(self)
         }
+    }
+
+    /// Runs one transaction-control statement (`BEGIN`, `COMMIT`, `SAVEPOINT …`): on the I/O
+    /// thread when the connection has one, like any single statement, so that a transaction's
+    /// statements do not move between threads; otherwise on the connection's thread.
+    private func runTransactionControl(_ sql: String) async throws {
+        guard let ioLane else { return try await runControl(sql) }
+        _ = try await runOnIOThread(SQLQuery(unsafeSQL: sql), timeout: nil, lane: ioLane)
     }
 
     /// Runs a control statement (`BEGIN`, `LISTEN`, …) on the connection's thread.

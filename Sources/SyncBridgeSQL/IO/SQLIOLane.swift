@@ -6,11 +6,15 @@ final class SQLIOStatement: Sendable {
     let query: SQLQuery
     let timeout: SQLTimeout?
     let call: SQLCall<SQLOutcome>
+    /// The caller's tracing context: the I/O thread records the statement's wait in the
+    /// connection's queue as a span when it sends it.
+    let trace: JobTrace?
 
     init(query: SQLQuery, timeout: SQLTimeout?, call: SQLCall<SQLOutcome>) {
         self.query = query
         self.timeout = timeout
         self.call = call
+        self.trace = JobTrace.capture()
     }
 }
 
@@ -251,6 +255,7 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     }
 
     private func send(_ statement: SQLIOStatement) {
+        statement.trace?.recordWait(on: thread.name, kind: "IOThread")
         do {
             try session.sendStatement(statement.query)
             inFlight.append(statement)
@@ -366,15 +371,17 @@ enum SQLIOLaneError: Error, CustomStringConvertible {
 /// Makes the I/O lane of a connection whose session can run statements without blocking.
 func makeIOLane<Session: SQLSession>(
     for session: Session,
+    configuration: Session.Configuration,
     canceller: Session.Canceller,
     on threads: SQLIOThreads,
     runBlocking: @escaping @Sendable (SQLIOStatement, @escaping @Sendable () -> Void) -> Void,
     markUnusable: @escaping @Sendable () -> Void
 ) -> (any SQLIORouting)? {
     guard let session = session as? any SQLNonBlockingSession else { return nil }
-    func lane<NonBlocking: SQLNonBlockingSession>(_ session: NonBlocking) -> any SQLIORouting {
-        // The session's canceller is the one made for it: same type.
-        SQLIOLane<NonBlocking>(
+    func lane<NonBlocking: SQLNonBlockingSession>(_ session: NonBlocking) -> (any SQLIORouting)? {
+        // The session's configuration and canceller are the ones made for it: same types.
+        guard NonBlocking.usesIOThreads(configuration as! NonBlocking.Configuration) else { return nil }
+        return SQLIOLane<NonBlocking>(
             thread: threads.nextThread(),
             session: session,
             canceller: canceller as! NonBlocking.Canceller,

@@ -50,6 +50,12 @@ public final class SQLIOThreads: Sendable {
         name: "sb-io"
     )
 
+    /// The I/O threads of connections made without any: ``shared`` when the environment variable
+    /// `SYNCBRIDGE_IO_THREADS` is `1` at start-up (to try the model on an application without
+    /// changing its code), otherwise none.
+    public static let processDefault: SQLIOThreads? =
+        getenv("SYNCBRIDGE_IO_THREADS").map { String(cString: $0) } == "1" ? shared : nil
+
     /// The thread for the next connection (each in turn).
     package func nextThread() -> IOThread {
         let index = next.withLock { next in

@@ -14,6 +14,11 @@ public protocol SQLNonBlockingSession: SQLSession {
     /// The socket the I/O thread waits on. It must not change while the session is open.
     var ioSocket: Int32 { get }
 
+    /// Whether connections made with `configuration` use I/O threads at all (the default is
+    /// `true`); `false` keeps every call on the connection's own thread, where the non-blocking
+    /// path is not known to be safe (PostgreSQL behind a transaction pooler).
+    static func usesIOThreads(_ configuration: Configuration) -> Bool
+
     /// The most statements the session takes in flight at once: statements queued on the
     /// connection are sent without waiting for the ones before (pipelining), each ending alone
     /// (a failure touches no other statement). 1 sends one at a time.
@@ -34,6 +39,11 @@ public protocol SQLNonBlockingSession: SQLSession {
     ///   must become ready for while statements are still in flight.
     /// - Throws: The connection's error: every statement in flight failed with it.
     func pollStatements() throws -> SQLStatementPoll
+}
+
+extension SQLNonBlockingSession {
+    /// Every configuration can.
+    public static func usesIOThreads(_ configuration: Configuration) -> Bool { true }
 }
 
 /// What ``SQLNonBlockingSession/pollStatements()`` found.
