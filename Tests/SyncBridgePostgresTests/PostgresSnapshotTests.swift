@@ -56,7 +56,9 @@ struct PostgresSnapshotTests {
         try await waitUntil(60) {
             guard statements.value >= 100 else { return false }
             let snapshot = SyncBridgeSnapshot.take()
-            let sleeping = snapshot.executors.flatMap(\.threads).contains { $0.job?.detail == "SELECT pg_sleep(0.02)" }
+            // On the connections' own threads, or in flight on I/O threads (`SYNCBRIDGE_IO_THREADS=1`).
+            let jobs = snapshot.executors.flatMap { $0.threads.compactMap(\.job) + ($0.statementsInFlight ?? []) }
+            let sleeping = jobs.contains { $0.detail == "SELECT pg_sleep(0.02)" }
             guard let pool = snapshot.pools.first(where: { $0.name == name }),
                 pool.leases.count == 8, pool.waiters.count >= 40, sleeping
             else { return false }
@@ -85,12 +87,16 @@ struct PostgresSnapshotTests {
         #expect(pool.waiters.allSatisfy { $0.callSite == "\(Self.file):\(workLine)" && $0.kind == "exclusive" })
         #expect(pool.waiters.map(\.waitingForSeconds) == pool.waiters.map(\.waitingForSeconds).sorted(by: >))
 
-        // The statements on the connections' threads: the SQL text and where it was issued.
-        let running = snapshot.executors.flatMap(\.threads).compactMap(\.job).filter {
-            $0.detail == "SELECT pg_sleep(0.02)"
-        }
+        // The statements on the connections' threads (or in flight on I/O threads): the SQL text
+        // and where it was issued.
+        let running = snapshot.executors.flatMap { $0.threads.compactMap(\.job) + ($0.statementsInFlight ?? []) }
+            .filter { $0.detail == "SELECT pg_sleep(0.02)" }
         #expect(!running.isEmpty)
-        #expect(running.allSatisfy { $0.kind == "closure" && $0.callSite == "\(Self.file):\(workLine)" })
+        #expect(
+            running.allSatisfy {
+                ["closure", "statement"].contains($0.kind) && $0.callSite == "\(Self.file):\(workLine)"
+            }
+        )
 
         // Valid JSON, which decodes back to the same value.
         let json = snapshot.jsonString()

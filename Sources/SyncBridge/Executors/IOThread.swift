@@ -43,6 +43,16 @@ package final class IOThread: @unchecked Sendable {
     private var handlers: [UInt64: (IOReadiness) -> Void] = [:]
     private var nextToken: UInt64 = 1
     private let threadID = Locked<pthread_t?>(nil)
+    /// The statements in flight on the thread's connections, for snapshots.
+    private let ledger = Locked<[ObjectIdentifier: InFlight]>([:])
+
+    /// A statement in flight, as snapshots show it.
+    private struct InFlight {
+        let detail: any CustomStringConvertible & Sendable
+        let callSite: CallSite?
+        let submittedAt: UInt64
+        let sentAt: UInt64
+    }
 
     private struct Inbox {
         var jobs: [@Sendable () -> Void] = []
@@ -59,6 +69,7 @@ package final class IOThread: @unchecked Sendable {
         precondition(epoll >= 0, "\(name): epoll_create1 or eventfd failed with errno \(errno)")
         epollDescriptor = epoll
         eventDescriptor = event
+        SnapshotRegistry.add(self)
         startDedicatedThread(named: name) { [self] in
             threadID.withLock { $0 = pthread_self() }
             loop()
@@ -114,6 +125,28 @@ package final class IOThread: @unchecked Sendable {
         _ = sb_io_remove(epollDescriptor, socket)
     }
 
+    /// Notes for snapshots that the statement `id` (described by `detail`, submitted at
+    /// `submittedAt`, in monotonic nanoseconds, from `callSite`) was sent.
+    package func noteSent(
+        _ id: ObjectIdentifier,
+        detail: any CustomStringConvertible & Sendable,
+        callSite: CallSite?,
+        submittedAt: UInt64
+    ) {
+        let entry = InFlight(
+            detail: detail,
+            callSite: callSite,
+            submittedAt: submittedAt,
+            sentAt: monotonicNanoseconds()
+        )
+        ledger.withLock { $0[id] = entry }
+    }
+
+    /// Notes that the statement `id` was answered (or its connection failed).
+    package func noteAnswered(_ id: ObjectIdentifier) {
+        _ = ledger.withLock { $0.removeValue(forKey: id) }
+    }
+
     /// Ends the thread once the jobs handed over before have run. Sockets still watched are no
     /// longer served: stop every connection on the thread first.
     package func shutdown() {
@@ -122,6 +155,7 @@ package final class IOThread: @unchecked Sendable {
             return inbox.sleeping
         }
         if wake { sb_io_wake(eventDescriptor) }
+        SnapshotRegistry.remove(self)
     }
 
     private func loop() {
@@ -150,5 +184,32 @@ package final class IOThread: @unchecked Sendable {
         }
         close(eventDescriptor)
         close(epollDescriptor)
+    }
+}
+
+extension IOThread: SnapshotSource {
+    package func snapshotPart(now: UInt64) -> SnapshotPart {
+        let (queued, stopping) = inbox.withLock { ($0.jobs.count, $0.stopping) }
+        let statements = ledger.withLock { Array($0.values) }.sorted { $0.sentAt < $1.sentAt }.map { entry in
+            SyncBridgeSnapshot.Job(
+                kind: "statement",
+                callSite: entry.callSite?.description,
+                detail: entry.detail.description,
+                runningForSeconds: SyncBridgeSnapshot.seconds(from: entry.sentAt, to: now),
+                queuedForSeconds: SyncBridgeSnapshot.seconds(from: entry.submittedAt, to: entry.sentAt)
+            )
+        }
+        return .executor(
+            SyncBridgeSnapshot.Executor(
+                name: name,
+                kind: "IOThread",
+                threads: [SyncBridgeSnapshot.Thread(name: name, job: nil)],
+                queued: queued,
+                awaitingAdmission: 0,
+                queueCapacity: nil,
+                isShutDown: stopping,
+                statementsInFlight: statements
+            )
+        )
     }
 }

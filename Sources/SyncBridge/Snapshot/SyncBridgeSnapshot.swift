@@ -159,11 +159,11 @@ public struct SyncBridgeSnapshot: Codable, Sendable, Equatable {
         }
     }
 
-    /// A `ThreadExecutor` or a `BlockingPool`.
+    /// A `ThreadExecutor`, a `BlockingPool` or an I/O thread (`SQLIOThreads`).
     public struct Executor: Codable, Sendable, Equatable {
         /// The executor's name.
         public var name: String
-        /// `ThreadExecutor` or `BlockingPool`.
+        /// `ThreadExecutor`, `BlockingPool` or `IOThread`.
         public var kind: String
         /// Its threads.
         public var threads: [Thread]
@@ -176,6 +176,9 @@ public struct SyncBridgeSnapshot: Codable, Sendable, Equatable {
         public var queueCapacity: Int?
         /// Whether it stopped accepting work.
         public var isShutDown: Bool
+        /// An I/O thread's statements sent and not yet answered, on all of its connections
+        /// (`kind` `statement`, the oldest first); `nil` for other executors.
+        public var statementsInFlight: [Job]?
 
         /// Creates an executor's part of a snapshot.
         public init(
@@ -185,8 +188,10 @@ public struct SyncBridgeSnapshot: Codable, Sendable, Equatable {
             queued: Int,
             awaitingAdmission: Int,
             queueCapacity: Int?,
-            isShutDown: Bool
+            isShutDown: Bool,
+            statementsInFlight: [Job]? = nil
         ) {
+            self.statementsInFlight = statementsInFlight
             self.name = name
             self.kind = kind
             self.threads = threads

@@ -200,7 +200,7 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         do {
             let outcome: SQLOutcome
             if let ioLane {
-                outcome = try await runOnIOThread(query, timeout: limit, lane: ioLane)
+                outcome = try await runOnIOThread(query, timeout: limit, at: callSite, lane: ioLane)
             } else {
                 outcome = try await withSession(timeout: limit, statement: query, at: callSite) { session in
                     try session.run(query, timeout: limit)
@@ -348,10 +348,11 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     private func runOnIOThread(
         _ query: SQLQuery,
         timeout: SQLTimeout?,
+        at callSite: CallSite?,
         lane: any SQLIORouting
     ) async throws -> SQLOutcome {
         let call = SQLCall<SQLOutcome>()
-        let statement = SQLIOStatement(query: query, timeout: timeout, call: call)
+        let statement = SQLIOStatement(query: query, timeout: timeout, call: call, callSite: callSite)
         let grace = UInt64(max(0, cancellationGracePeriod.nanosecondCount))
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { continuation in
@@ -715,7 +716,7 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     /// statements do not move between threads; otherwise on the connection's thread.
     private func runTransactionControl(_ sql: String) async throws {
         guard let ioLane else { return try await runControl(sql) }
-        _ = try await runOnIOThread(SQLQuery(unsafeSQL: sql), timeout: nil, lane: ioLane)
+        _ = try await runOnIOThread(SQLQuery(unsafeSQL: sql), timeout: nil, at: nil, lane: ioLane)
     }
 
     /// Runs a control statement (`BEGIN`, `LISTEN`, …) on the connection's thread.

@@ -9,9 +9,14 @@ final class SQLIOStatement: Sendable {
     /// The caller's tracing context: the I/O thread records the statement's wait in the
     /// connection's queue as a span when it sends it.
     let trace: JobTrace?
+    /// When the caller submitted it (monotonic nanoseconds), for snapshots.
+    let submittedAt = monotonicNanoseconds()
+    /// Where the caller issued it, for snapshots.
+    let callSite: CallSite?
 
-    init(query: SQLQuery, timeout: SQLTimeout?, call: SQLCall<SQLOutcome>) {
+    init(query: SQLQuery, timeout: SQLTimeout?, call: SQLCall<SQLOutcome>, callSite: CallSite?) {
         self.query = query
+        self.callSite = callSite
         self.timeout = timeout
         self.call = call
         self.trace = JobTrace.capture()
@@ -259,6 +264,12 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
         do {
             try session.sendStatement(statement.query)
             inFlight.append(statement)
+            thread.noteSent(
+                ObjectIdentifier(statement),
+                detail: statement.query,
+                callSite: statement.callSite,
+                submittedAt: statement.submittedAt
+            )
         } catch {
             complete(statement, with: .failure(error))
             if !session.isHealthy { failInFlight(error) }
@@ -278,6 +289,7 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
             }
             for result in poll.results {
                 guard let statement = inFlight.popFirst() else { break }
+                thread.noteAnswered(ObjectIdentifier(statement))
                 if cancelling && inFlight.isEmpty { cancelling = false }
                 complete(statement, with: result)
             }
@@ -321,7 +333,10 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     private func failInFlight(_ error: any Error) {
         markUnusable()
         cancelling = false
-        while let statement = inFlight.popFirst() { statement.call.finish(.failure(error)) }
+        while let statement = inFlight.popFirst() {
+            thread.noteAnswered(ObjectIdentifier(statement))
+            statement.call.finish(.failure(error))
+        }
     }
 
     private func arm(for interest: SQLSocketInterest) {
