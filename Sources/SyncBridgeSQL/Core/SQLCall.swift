@@ -61,21 +61,7 @@ final class SQLCall<Result: Sendable>: Sendable {
     ///
     /// - Returns: The phase it was in: `.running` means the statement must be interrupted.
     func cancel() -> Phase {
-        let (phase, continuation, deadlines) = state.withLock {
-            state -> (Phase, UnsafeContinuation<Result, any Error>?, [UInt64]) in
-            state.isCancelled = true
-            let phase = state.phase
-            guard phase == .queued else { return (phase, nil, []) }
-            state.phase = .done
-            defer {
-                state.continuation = nil
-                state.deadlines = []
-            }
-            return (phase, state.continuation, state.deadlines)
-        }
-        for deadline in deadlines { SQLDeadlines.shared.cancel(deadline) }
-        continuation?.resume(throwing: CancellationError())
-        return phase
+        endIfQueued(with: CancellationError(), cancelling: true)
     }
 
     /// The call's timeout passed. A queued call ends at once with `error` (its statement never
@@ -83,8 +69,15 @@ final class SQLCall<Result: Sendable>: Sendable {
     ///
     /// - Returns: The phase it was in: `.running` means the statement must be interrupted.
     func expire(with error: any Error) -> Phase {
+        endIfQueued(with: error, cancelling: false)
+    }
+
+    /// Ends a queued call with `error` (noting that the task was cancelled when `cancelling`);
+    /// returns the phase it was in.
+    private func endIfQueued(with error: any Error, cancelling: Bool) -> Phase {
         let (phase, continuation, deadlines) = state.withLock {
             state -> (Phase, UnsafeContinuation<Result, any Error>?, [UInt64]) in
+            if cancelling { state.isCancelled = true }
             let phase = state.phase
             guard phase == .queued else { return (phase, nil, []) }
             state.phase = .done
