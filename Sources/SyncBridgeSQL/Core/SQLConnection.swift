@@ -311,7 +311,9 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
             try await withUnsafeThrowingContinuation { continuation in
                 guard call.install(continuation) else { return }
                 scheduleDeadlines(of: call, timeout: timeout, statement: statement)
-                let submit: @Sendable () -> Void = {
+                // A local function: its captures are boxed only when it goes to the I/O lane, not on
+                // the direct call of a connection without one.
+                @Sendable func submit() {
                     session.withResourceDetached(
                         actsForCurrentTask: true,
                         at: callSite,
@@ -520,7 +522,7 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         then done: @escaping @Sendable () -> Void
     ) {
         let (canceller, usable, session, ioLane) = (self.canceller, self.usable, self.session, self.ioLane)
-        let submit: @Sendable () -> Void = {
+        @Sendable func submit() {
             session.withResourceDetached(
                 { session in
                     body(session, canceller)
