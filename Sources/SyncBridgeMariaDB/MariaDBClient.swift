@@ -23,6 +23,6 @@ public import SyncBridgeSQL
 /// ```
 ///
 /// Everything is ``SQLClient``'s (create one with
-/// ``SQLClient/init(configuration:poolConfiguration:name:cancellationGracePeriod:logger:metricsFactory:)``); MariaDB adds
+/// ``SQLClient/init(configuration:poolConfiguration:ioThreads:name:cancellationGracePeriod:logger:metricsFactory:)``); MariaDB adds
 /// ``SQLDatabase/insert(_:timeout:fileID:line:)``.
 public typealias MariaDBClient = SQLClient<MariaDBSession>

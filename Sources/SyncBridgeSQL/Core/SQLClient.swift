@@ -49,7 +49,7 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
     ///   - name: Names the pool in logs, metrics and errors; the database's name by default.
     ///   - cancellationGracePeriod: How long a cancelled or timed-out statement may wait for the
     ///     server to answer before its caller gets the error anyway and the connection is
-    ///     abandoned (see ``SQLConnection/connect(configuration:cancellationGracePeriod:logger:metricsFactory:)``).
+    ///     abandoned (see ``SQLConnection/connect(configuration:ioThreads:cancellationGracePeriod:logger:metricsFactory:)``).
     ///   - logger: Receives pool and connection events; the password never appears.
     ///   - metricsFactory: Receives the pool's and the statements' metrics.
     public init(
