@@ -355,31 +355,20 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     ) async throws -> SQLOutcome {
         let call = SQLCall<SQLOutcome>()
         let statement = SQLIOStatement(query: query, timeout: timeout, call: call, callSite: callSite)
-        let grace = UInt64(max(0, cancellationGracePeriod.nanosecondCount))
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { continuation in
                 guard call.install(continuation) else { return }
-                if let timeout {
-                    let error = Session.timeoutError(timeout, query: query)
-                    call.schedule(at: timeout.deadline) { [self] in
-                        guard call.expire(with: error) == .running else { return }
-                        lane.interrupt(statement, with: error) { [self] in
-                            if cancelsAtTimeout { canceller.cancel() }
-                        }
-                    }
-                    call.schedule(at: timeout.deadline &+ grace) { [self] in
-                        abandon(call, because: error, after: "its timeout")
+                let (canceller, cancelsAtTimeout) = (self.canceller, self.cancelsAtTimeout)
+                scheduleDeadlines(of: call, timeout: timeout, statement: query) { error in
+                    lane.interrupt(statement, with: error) {
+                        if cancelsAtTimeout { canceller.cancel() }
                     }
                 }
                 lane.submit(statement)
             }
         } onCancel: {
-            guard call.cancel() == .running else { return }
-            lane.interrupt(statement, with: CancellationError()) { [self] in
-                canceller.cancel()
-                call.schedule(at: monotonicNanoseconds() &+ grace) { [self] in
-                    abandon(call, because: CancellationError(), after: "a cancel")
-                }
+            interrupt(call) { [canceller] in
+                lane.interrupt(statement, with: CancellationError()) { canceller.cancel() }
             }
         }
     }
@@ -452,29 +441,42 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         )
     }
 
-    /// Schedules what happens when a statement's timeout passes: the server is asked to stop it
-    /// (for sessions that do not enforce it themselves), and past the grace period the caller
-    /// gets the timeout error and the connection is abandoned.
-    private func scheduleDeadlines<Result>(of call: SQLCall<Result>, timeout: SQLTimeout?, statement: SQLQuery?) {
+    /// Schedules what happens when a statement's timeout passes: a statement still queued ends
+    /// at once with the timeout error; a running one is interrupted with it (`interrupt`; by
+    /// default the server is asked to stop it, for sessions that do not enforce timeouts
+    /// themselves); past the grace period the caller gets the timeout error and the connection
+    /// is abandoned. The error is made only when the timeout passes.
+    private func scheduleDeadlines<Result>(
+        of call: SQLCall<Result>,
+        timeout: SQLTimeout?,
+        statement: SQLQuery?,
+        interrupt: (@Sendable (any Error) -> Void)? = nil
+    ) {
         guard let timeout else { return }
         let (canceller, cancelsAtTimeout) = (self.canceller, self.cancelsAtTimeout)
-        let error = Session.timeoutError(timeout, query: statement ?? "")
-        // A statement still queued behind others ends at once: the cancel would reach the one
+        // A statement still queued behind others ends at once: a cancel would reach the one
         // running, which is not this one.
         call.schedule(at: timeout.deadline) {
-            if call.expire(with: error) == .running, cancelsAtTimeout { canceller.cancel() }
+            let error = Session.timeoutError(timeout, query: statement ?? "")
+            guard call.expire(with: error) == .running else { return }
+            if let interrupt {
+                interrupt(error)
+            } else if cancelsAtTimeout {
+                canceller.cancel()
+            }
         }
         let grace = UInt64(max(0, cancellationGracePeriod.nanosecondCount))
         call.schedule(at: timeout.deadline &+ grace) { [self] in
-            abandon(call, because: error, after: "its timeout")
+            abandon(call, because: Session.timeoutError(timeout, query: statement ?? ""), after: "its timeout")
         }
     }
 
-    /// The task of `call` was cancelled: a running statement is cancelled on the server, and the
-    /// connection is abandoned if the server does not answer within the grace period.
-    private func interrupt<Result>(_ call: SQLCall<Result>) {
+    /// The task of `call` was cancelled: a running statement is interrupted (`running`; by
+    /// default the server is asked to cancel it), and the connection is abandoned if the server
+    /// does not answer within the grace period.
+    private func interrupt<Result>(_ call: SQLCall<Result>, running: (() -> Void)? = nil) {
         guard call.cancel() == .running else { return }
-        canceller.cancel()
+        if let running { running() } else { canceller.cancel() }
         let grace = UInt64(max(0, cancellationGracePeriod.nanosecondCount))
         call.schedule(at: monotonicNanoseconds() &+ grace) { [self] in
             abandon(call, because: CancellationError(), after: "a cancel")
