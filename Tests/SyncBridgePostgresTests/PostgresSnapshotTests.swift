@@ -51,7 +51,9 @@ struct PostgresSnapshotTests {
             }
         }
         // 7 connections serve 63 tasks: most of them wait at any moment. Once each connection
-        // went from task to task a few times, each lease's age is its own, not the connection's.
+        // went from task to task a few times, each lease's age is its own, not the connection's;
+        // once the held lease is 2 s old, a worker's lease (one 20 ms statement) is far younger
+        // even on a loaded machine.
         let seen = Shared<SyncBridgeSnapshot?>(nil)
         try await waitUntil(60) {
             guard statements.value >= 100 else { return false }
@@ -60,7 +62,8 @@ struct PostgresSnapshotTests {
             let jobs = snapshot.executors.flatMap { $0.threads.compactMap(\.job) + ($0.statementsInFlight ?? []) }
             let sleeping = jobs.contains { $0.detail == "SELECT pg_sleep(0.02)" }
             guard let pool = snapshot.pools.first(where: { $0.name == name }),
-                pool.leases.count == 8, pool.waiters.count >= 40, sleeping
+                pool.leases.count == 8, pool.waiters.count >= 40, sleeping,
+                let oldest = pool.leases.first, oldest.heldForSeconds >= 2 * Double(slowdown)
             else { return false }
             seen.withLock { $0 = snapshot }
             return true
