@@ -5,12 +5,21 @@ public final class SQLColumns: Sendable, CustomStringConvertible {
     /// The database's numeric type code of each column (PostgreSQL's type OIDs, MariaDB's field
     /// types), for the facade that reads the values.
     public let typeCodes: [UInt32]
-    private let indexByName: [String: Int]
+    /// The first column of each name, for results wider than ``linearSearchLimit`` (a narrower
+    /// one is searched in order: as fast, and no dictionary built for every result).
+    private let indexByName: [String: Int]?
+
+    /// The widest result whose columns are found by name in order, without a dictionary.
+    static let linearSearchLimit = 16
 
     /// Describes the columns of a result.
     public init(_ columns: [SQLColumn], typeCodes: [UInt32] = []) {
         all = columns
         self.typeCodes = typeCodes
+        guard columns.count > Self.linearSearchLimit else {
+            indexByName = nil
+            return
+        }
         var indexByName: [String: Int] = [:]
         for column in columns where indexByName[column.name] == nil {
             indexByName[column.name] = column.index
@@ -20,7 +29,8 @@ public final class SQLColumns: Sendable, CustomStringConvertible {
 
     /// The index of the first column called `name`.
     public func index(named name: String) -> Int? {
-        indexByName[name]
+        guard let indexByName else { return all.first { $0.name == name }?.index }
+        return indexByName[name]
     }
 
     /// The column names.

@@ -62,6 +62,24 @@ struct SQLRowDecodingTests {
         #expect(id == 7 && name == "Ada" && note == nil)
     }
 
+    @Test("a name finds its first column, in narrow results and in wide ones (20 columns); a missing name is nil")
+    func columnsByName() {
+        for width in [3, 20] {
+            // Column i is "c<i>", but the last two repeat "c1" and "c0".
+            let columns = SQLColumns(
+                (0..<width).map { index in
+                    let name = index == width - 1 ? "c0" : index == width - 2 ? "c1" : "c\(index)"
+                    return SQLColumn(index: index, name: name, databaseType: "int4")
+                }
+            )
+            #expect(columns.index(named: "c0") == 0, "width \(width)")
+            #expect(columns.index(named: "c1") == 1, "width \(width)")
+            #expect(columns.index(named: "c\(width - 3)") == width - 3, "width \(width)")
+            #expect(columns.index(named: "missing") == nil, "width \(width)")
+            #expect(columns.index(named: "C0") == nil, "width \(width): names are case-sensitive")
+        }
+    }
+
     @Test("mismatches are typed errors naming the column, the database type and the Swift type")
     func mismatches() throws {
         let row = SQLRow(columns: columns, values: [.int(Int64(Int32.max) + 1), .text("12"), .null])

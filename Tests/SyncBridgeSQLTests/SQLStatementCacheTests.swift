@@ -18,6 +18,17 @@ struct SQLStatementCacheTests {
         #expect([cache.statement(for: "a"), cache.statement(for: "d"), cache.statement(for: "e")] == [1, 4, 5])
     }
 
+    @Test("contains answers without counting as a use")
+    func containsIsNotAUse() {
+        var cache = SQLStatementCache<String, Int>(capacity: 2)
+        _ = cache.insert(1, for: "a")
+        _ = cache.insert(2, for: "b")
+        #expect(cache.contains("a") && cache.contains("b") && !cache.contains("c"))
+        // "a" stays the least recently used: it goes first.
+        #expect(cache.insert(3, for: "c") == 1)
+        #expect(!cache.contains("a"))
+    }
+
     @Test("replacing a key returns the old statement; removing returns what was kept")
     func replaceAndRemove() {
         var cache = SQLStatementCache<String, Int>(capacity: 2)

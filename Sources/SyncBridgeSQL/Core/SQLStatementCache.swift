@@ -29,10 +29,17 @@ public struct SQLStatementCache<Key: Hashable, Statement> {
     /// The statement kept under `key`, which becomes the most recently used; `nil` when there is
     /// none.
     public mutating func statement(for key: Key) -> Statement? {
-        guard let entry = entries[key] else { return nil }
+        // One lookup: the entry is touched in place.
+        guard let index = entries.index(forKey: key) else { return nil }
         clock &+= 1
-        entries[key] = (entry.statement, clock)
-        return entry.statement
+        entries.values[index].lastUsed = clock
+        return entries.values[index].statement
+    }
+
+    /// Whether a statement is kept under `key`; unlike ``statement(for:)``, it does not count as
+    /// a use.
+    public func contains(_ key: Key) -> Bool {
+        entries.index(forKey: key) != nil
     }
 
     /// Keeps `statement` under `key` as the most recently used.
