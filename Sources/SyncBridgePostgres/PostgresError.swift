@@ -82,6 +82,10 @@ public struct PostgresError: SQLServerError, CustomStringConvertible {
     public let host: String?
     /// The statement, with `$n` placeholders and no values.
     public let query: String?
+    /// For a failure in an atomic pipeline
+    /// (``SQLConnection/atomicPipeline(_:timeout:)``), the position of the statement that failed
+    /// (from 0); `nil` otherwise.
+    public internal(set) var statementIndex: Int?
 
     init(
         kind: Kind,
@@ -141,6 +145,7 @@ public struct PostgresError: SQLServerError, CustomStringConvertible {
         if let constraint { text += " — constraint: \(constraint)" }
         if let position { text += " — at character \(position)" }
         if let query { text += " — in: \(query)" }
+        if let statementIndex { text += " — statement \(statementIndex) of the pipeline" }
         return text
     }
 }

@@ -64,15 +64,86 @@ extension PostgresConnection {
         }
     }
 
+    /// Runs `statements` in one round trip as one implicit transaction: either every statement
+    /// takes effect or none does. Returns each one's outcome in order, or throws the first
+    /// failure.
+    ///
+    /// ```swift
+    /// let outcomes = try await connection.atomicPipeline(lines.map { line in
+    ///     "INSERT INTO order_lines (order_id, sku, quantity) VALUES (\(id), \(line.sku), \(line.quantity))"
+    /// })
+    /// ```
+    ///
+    /// Like ``pipeline(_:timeout:)``, the statements are sent without waiting for one another,
+    /// but with one sync point for the whole batch, after its last statement, as `pgbench`'s
+    /// `\startpipeline` … `\endpipeline` does. The server then ends its implicit transaction
+    /// once, not after every statement, which makes a batch of short statements several times
+    /// faster. What a failure does:
+    ///
+    /// - Outside a transaction, the batch is one implicit transaction: when a statement fails,
+    ///   the server runs none of those after it and undoes those before it; the call throws the
+    ///   failed statement's error, whose ``PostgresError/statementIndex`` says which it was.
+    /// - Inside a transaction (``SQLConnection/withTransaction(isolation:readOnly:fileID:line:_:)``),
+    ///   a failure aborts the transaction, as any failed statement does.
+    /// - A statement whose values cannot be encoded fails the call before anything is sent.
+    ///
+    /// The statements must not end or start a transaction themselves (`COMMIT`, `BEGIN`), and
+    /// the batch cannot hold statements that refuse to run in a transaction block (`VACUUM`,
+    /// `CREATE DATABASE`). Cancellation and `timeout` stop the batch as they stop
+    /// ``pipeline(_:timeout:)``'s, and then nothing of it stands (outside a transaction).
+    ///
+    /// - Parameters:
+    ///   - statements: The statements, with bound parameters.
+    ///   - timeout: Ends the pipeline when it passes; `nil` for no limit beyond the session's.
+    /// - Returns: One outcome per statement, in the same order.
+    /// - Throws: The first failed statement's ``PostgresError`` (with its
+    ///   ``PostgresError/statementIndex``); ``SQLEncodingError`` for a value that cannot be sent;
+    ///   ``PostgresError`` when the connection fails (then whether the batch committed is
+    ///   unknown) or the timeout passed; `CancellationError` when the task was cancelled.
+    public func atomicPipeline(
+        _ statements: [SQLQuery],
+        timeout: Duration? = nil
+    ) async throws -> [SQLOutcome] {
+        guard let tracer = SQLTracing.tracer else {
+            return try Self.allOrNothing(await pipelineUntraced(statements, timeout: timeout, atomic: true))
+        }
+        return try await SQLTracing.withSpan(
+            tracer,
+            PostgresSession.self,
+            query: nil,
+            name: "pipeline",
+            target: tracingTarget
+        ) { span in
+            span.attributes["db.operation.batch.size"] = statements.count
+            return try Self.allOrNothing(await pipelineUntraced(statements, timeout: timeout, atomic: true))
+        }
+    }
+
+    /// The outcomes of an atomic pipeline, or its first failure, which names its statement.
+    static func allOrNothing(_ results: [Result<SQLOutcome, any Error>]) throws -> [SQLOutcome] {
+        try results.enumerated().map { index, result in
+            switch result {
+            case .success(let outcome):
+                return outcome
+            case .failure(var error as PostgresError):
+                error.statementIndex = index
+                throw error
+            case .failure(let error):
+                throw error
+            }
+        }
+    }
+
     func pipelineUntraced(
         _ statements: [SQLQuery],
-        timeout: Duration?
+        timeout: Duration?,
+        atomic: Bool = false
     ) async throws -> [Result<SQLOutcome, any Error>] {
         let limit = timeout.map(SQLTimeout.init)
         let cancelled = Mutex(false)
         let outcomes = try await withTaskCancellationHandler {
             try await withSession(timeout: limit) { session in
-                try session.runPipeline(statements) {
+                try session.runPipeline(statements, atomic: atomic) {
                     cancelled.withLock { $0 } || limit.map { monotonicNanoseconds() >= $0.deadline } == true
                 }
             }
@@ -96,6 +167,29 @@ extension PostgresConnection {
 }
 
 extension PostgresClient {
+    /// Runs `statements` in one round trip on a pooled connection as one implicit transaction
+    /// (see ``SQLConnection/atomicPipeline(_:timeout:)``): either every statement takes effect or
+    /// none does.
+    ///
+    /// - Parameters:
+    ///   - statements: The statements, with bound parameters.
+    ///   - timeout: Ends the pipeline when it passes; `nil` for no limit beyond the session's.
+    ///   - fileID: Where the call is, for reports; leave the default.
+    ///   - line: Where the call is, for reports; leave the default.
+    /// - Returns: One outcome per statement, in the same order.
+    /// - Throws: As ``SQLConnection/atomicPipeline(_:timeout:)``; ``ConnectionPoolError`` when no
+    ///   connection is free within the acquire timeout.
+    public func atomicPipeline(
+        _ statements: [SQLQuery],
+        timeout: Duration? = nil,
+        fileID: StaticString = #fileID,
+        line: UInt = #line
+    ) async throws -> [SQLOutcome] {
+        try await withLeasedConnection(at: CallSite(fileID: fileID, line: line)) { connection in
+            try await connection.atomicPipeline(statements, timeout: timeout)
+        }
+    }
+
     /// Runs `statements` in one round trip on a pooled connection (see
     /// ``SQLConnection/pipeline(_:timeout:)``), and returns each one's outcome in order.
     ///

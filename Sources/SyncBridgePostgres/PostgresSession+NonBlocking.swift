@@ -178,8 +178,9 @@ extension PostgresSession: SQLNonBlockingSession {
     }
 
     /// Corks or uncorks a TCP socket (`TCP_CORK`): uncorking sends what was held back. Nothing on
-    /// a Unix-domain socket, which sends each write at once anyway.
-    private func cork(_ on: Bool) {
+    /// a Unix-domain socket, which sends each write at once anyway. (libpq 15 flushes at every
+    /// sync point: corked, a burst of statements leaves in full segments, at one push.)
+    func cork(_ on: Bool) {
         guard on != pipeline.corked, pipeline.corkable else { return }
         var value: Int32 = on ? 1 : 0
         let socket = PQsocket(connection)

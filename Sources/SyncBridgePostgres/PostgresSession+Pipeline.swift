@@ -23,11 +23,17 @@ extension PostgresSession {
     /// The socket is non-blocking meanwhile, so a batch of any size cannot deadlock on full socket
     /// buffers: what the server answers is read while the rest is still being sent.
     ///
+    /// When `atomic`, the whole batch has one sync point, after its last statement: outside a
+    /// transaction it is one implicit transaction, and the statements after a failed one are not
+    /// run (their outcome is the "aborted" error, 25P02). A flush request ends each burst sent
+    /// without a sync point, so the server sends its answers at once.
+    ///
     /// - Returns: Each statement's outcome or error, in order.
     /// - Throws: ``PostgresError`` when the connection fails (then every statement's fate is
     ///   unknown), or the cancellation (57014) when the pipeline was stopped.
     func runPipeline(
         _ queries: [SQLQuery],
+        atomic: Bool = false,
         shouldStop: () -> Bool
     ) throws -> [Result<SQLOutcome, any Error>] {
         try refuseWhileStreaming()
@@ -42,15 +48,21 @@ extension PostgresSession {
                 results[index] = .failure(error)
             }
         }
+        if atomic, let failure = results.lazy.compactMap({ $0 }).first, case .failure(let error) = failure {
+            // All or nothing: a statement that cannot be sent fails the batch before anything is.
+            throw error
+        }
         try prepareRepeatedStatements(encoded)
         guard PQenterPipelineMode(connection) == 1 else { throw connectionError(query: nil) }
         PQsetnonblocking(connection, 1)
         defer {
+            cork(false)
             PQsetnonblocking(connection, 0)
             if PQpipelineStatus(connection) != PQ_PIPELINE_OFF { _ = PQexitPipelineMode(connection) }
         }
-        // Statements sent and not yet read, in order; what the head of it is waiting for.
-        var sent: [Int] = []
+        // Statements sent and not yet read, in order, each with whether a sync point follows
+        // it; what the head of it is waiting for.
+        var sent: [(index: Int, synced: Bool)] = []
         var head = 0
         var reading = PipelineRead.result
         var next = 0
@@ -59,7 +71,10 @@ extension PostgresSession {
         var sql = [String](repeating: "", count: queries.count)
 
         while true {
-            // Send what the output buffer takes (the server reads while we read its answers).
+            // Send what the output buffer takes (the server reads while we read its answers),
+            // corked: the burst leaves in full segments when the flush below uncorks.
+            var sentThisTurn = false
+            if next < queries.count, !stopped, sent.count - head < Self.pipelineWindow { cork(true) }
             while next < queries.count, !stopped, sent.count - head < Self.pipelineWindow {
                 if shouldStop() {
                     stopped = true
@@ -70,9 +85,25 @@ extension PostgresSession {
                 guard let statement = encoded[index] else { continue }
                 sql[index] = statement.sql
                 try send(statement, name: statements.statement(for: statement.key))
-                guard PQpipelineSync(connection) == 1 else { throw connectionError(query: statement.sql) }
-                sent.append(index)
+                let synced = !atomic || next == queries.count
+                if synced {
+                    guard PQpipelineSync(connection) == 1 else { throw connectionError(query: statement.sql) }
+                }
+                sent.append((index, synced))
+                sentThisTurn = true
             }
+            if atomic, let last = sent.last, !last.synced {
+                if stopped {
+                    // Nothing more will be sent: the batch ends after the last statement sent.
+                    guard PQpipelineSync(connection) == 1 else { throw connectionError(query: nil) }
+                    sent[sent.count - 1].synced = true
+                } else if sentThisTurn {
+                    // Without a sync point the server would hold its answers until its buffer
+                    // fills, while this loop waits for them before sending more.
+                    guard PQsendFlushRequest(connection) == 1 else { throw connectionError(query: nil) }
+                }
+            }
+            cork(false)
             let flush = PQflush(connection)
             guard flush >= 0 else { throw connectionError(query: nil) }
             if head == sent.count && (next == queries.count || stopped) && flush == 0 { break }
@@ -83,7 +114,7 @@ extension PostgresSession {
             while head < sent.count, PQisBusy(connection) == 0 {
                 let result = PQgetResult(connection)
                 progressed = true
-                let index = sent[head]
+                let index = sent[head].index
                 switch reading {
                 case .result:
                     guard let result else { throw connectionError(query: nil) }
@@ -113,8 +144,11 @@ extension PostgresSession {
                     // A statement's results end with a null result.
                     if let result {
                         PQclear(result)
-                    } else {
+                    } else if sent[head].synced {
                         reading = .sync
+                    } else {
+                        head += 1
+                        reading = .result
                     }
                 case .sync:
                     guard let result else { continue }
@@ -164,7 +198,7 @@ extension PostgresSession {
     private func prepareRepeatedStatements(_ encoded: [Statement?]) throws {
         guard PQtransactionStatus(connection) == PQTRANS_IDLE else { return }
         var seen: [StatementKey: Int] = [:]
-        for case let statement? in encoded where statements.statement(for: statement.key) == nil {
+        for case let statement? in encoded where !statements.contains(statement.key) {
             seen[statement.key, default: 0] += 1
             guard seen[statement.key] == 2 else { continue }
             do {

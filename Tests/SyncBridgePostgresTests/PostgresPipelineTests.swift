@@ -208,6 +208,81 @@ struct PostgresPipelineTests {
         }
     }
 
+    @Test(
+        "an atomic pipeline of 1,000 inserts stands whole; one failing at statement 700 leaves nothing and names it; one with a value that cannot be sent sends nothing"
+    )
+    func atomicPipeline() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            let table = uniqueTable("atomic")
+            try await connection.execute("CREATE TABLE \(unsafeSQL: table) (id int PRIMARY KEY)")
+            // More statements than the pipeline's window: the server is asked to flush its
+            // answers without a sync point between them (else both sides wait: a deadline says so).
+            let outcomes = try await withDeadline(60) {
+                try await connection.atomicPipeline(
+                    (0..<1_000).map { "INSERT INTO \(unsafeSQL: table) VALUES (\($0)) RETURNING id" }
+                )
+            }
+            #expect(try outcomes.map { try $0.rows.first?.decode(Int.self, at: 0) } == Array(0..<1_000))
+            #expect(try await ids(in: table, on: connection) == Array(0..<1_000))
+
+            // Statement 700 repeats id 1,000: the whole batch is undone, the rest never ran.
+            let failing = (1_000..<2_000).map { id in
+                "INSERT INTO \(unsafeSQL: table) VALUES (\(id == 1_700 ? 1_000 : id))" as SQLQuery
+            }
+            let duplicate = try await #require(throws: PostgresError.self) {
+                try await connection.atomicPipeline(failing)
+            }
+            #expect(duplicate.sqlState == "23505")
+            #expect(duplicate.statementIndex == 700)
+            #expect(duplicate.description.contains("statement 700 of the pipeline"))
+            #expect(try await ids(in: table, on: connection) == Array(0..<1_000))
+
+            // A value that cannot be sent (a NUL in text) fails the call before anything is sent.
+            await #expect(throws: SQLEncodingError.self) {
+                try await connection.atomicPipeline([
+                    "INSERT INTO \(unsafeSQL: table) VALUES (\(5_000))",
+                    "SELECT \("a\u{0}b")::text",
+                ])
+            }
+            #expect(try await ids(in: table, on: connection).count == 1_000)
+
+            // In a transaction: the batch is part of it, and commits with it.
+            try await connection.withTransaction { transaction in
+                _ = try await transaction.atomicPipeline([
+                    "INSERT INTO \(unsafeSQL: table) VALUES (\(6_000))",
+                    "INSERT INTO \(unsafeSQL: table) VALUES (\(6_001))",
+                ])
+            }
+            #expect(try await ids(in: table, on: connection).suffix(2) == [6_000, 6_001])
+            #expect(try await connection.query("SELECT \(9)::int").first?.decode(Int.self, at: 0) == 9)
+        }
+    }
+
+    @Test("cancelling an atomic pipeline stops it on the server and leaves nothing of it")
+    func atomicPipelineCancellation() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            let table = uniqueTable("atomic_cancel")
+            try await connection.execute("CREATE TABLE \(unsafeSQL: table) (id int PRIMARY KEY)")
+            let pid = try #require(try await connection.query("SELECT pg_backend_pid()").first).decode(
+                Int32.self,
+                at: 0
+            )
+            let batch = Task {
+                try await connection.atomicPipeline([
+                    "INSERT INTO \(unsafeSQL: table) VALUES (\(1))",
+                    "SELECT pg_sleep(3600)",
+                    "INSERT INTO \(unsafeSQL: table) VALUES (\(2))",
+                ])
+            }
+            try await waitForTheSleep(of: pid)
+            batch.cancel()
+            await #expect(throws: CancellationError.self) { try await batch.value }
+            #expect(try await ids(in: table, on: connection) == [])
+            #expect(connection.isUsable)
+            #expect(try await connection.query("SELECT \(3)::int").first?.decode(Int.self, at: 0) == 3)
+        }
+    }
+
     @Test("a timeout on the pipeline ends it with the typed timeout error and keeps the connection")
     func timeout() async throws {
         try await withTestConnection { (connection) async throws -> Void in

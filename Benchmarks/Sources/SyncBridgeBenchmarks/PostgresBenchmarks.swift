@@ -100,13 +100,28 @@ func makeNIOClient(_ server: TemporaryPostgres, port: Int) -> PostgresNIO.Postgr
     )
 }
 
-/// SyncBridge's pipelines of 100 `SELECT 1`s from 8 tasks on `client`; statements per second.
+/// SyncBridge's pipelines of 100 `SELECT 1`s from 8 tasks on `client`, with a sync point per
+/// statement; statements per second.
 func pipelinedSelectOnes(_ client: SyncBridgePostgres.PostgresClient, seconds: Double) -> Contender {
     let batch: [SQLQuery] = Array(repeating: "SELECT 1", count: 100)
     return Contender(name: "SyncBridge pipeline of 100, 8 tasks") {
         try await queriesPerSecond(tasks: 8, seconds: seconds) {
             for result in try await client.pipeline(batch) {
                 let value = try result.get().rows[0].decode(Int.self, at: 0)
+                precondition(value == 1)
+            }
+        } * 100
+    }
+}
+
+/// SyncBridge's atomic pipelines of 100 `SELECT 1`s (one sync point each, as pgbench's
+/// `\startpipeline` script) from 8 tasks on `client`; statements per second.
+func atomicPipelinedSelectOnes(_ client: SyncBridgePostgres.PostgresClient, seconds: Double) -> Contender {
+    let batch: [SQLQuery] = Array(repeating: "SELECT 1", count: 100)
+    return Contender(name: "SyncBridge atomic pipeline of 100, 8 tasks") {
+        try await queriesPerSecond(tasks: 8, seconds: seconds) {
+            for outcome in try await client.atomicPipeline(batch) {
+                let value = try outcome.rows[0].decode(Int.self, at: 0)
                 precondition(value == 1)
             }
         } * 100
@@ -200,7 +215,10 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
                 }
             )
         }
-        if workload == .selectOne { contenders.append(pipelinedSelectOnes(ours, seconds: seconds)) }
+        if workload == .selectOne {
+            contenders.append(pipelinedSelectOnes(ours, seconds: seconds))
+            contenders.append(atomicPipelinedSelectOnes(ours, seconds: seconds))
+        }
         if let pgbench {
             contenders.append(
                 Contender(name: "pgbench -c 8 -j 2") {
