@@ -273,6 +273,47 @@ struct ConnectionPoolStateTests {
         #expect(state.lanes[broken.id] == nil && state.brokenLanes.isEmpty)
     }
 
+    @Test(
+        "statements queued while idle connections were health-checked join lanes once every connection is leased; new ones join lanes again"
+    )
+    func queuedStatementsJoinLanes() {
+        var state = Self.makeState(maximum: 2)
+        // Two connections, last used long ago: the next leases check them first.
+        let (a, _) = Self.ask(&state, .statement)
+        let (b, _) = Self.ask(&state, .statement)
+        let first = leasedEntry(state.connected(FakeConnection(1), now: 0), to: a)!
+        let second = leasedEntry(state.connected(FakeConnection(2), now: 0), to: b)!
+        _ = state.statementFinished(on: first.id, reusable: true, now: 0)
+        _ = state.statementFinished(on: second.id, reusable: true, now: 0)
+        let later = 20 * Self.second
+        var checks: [(State.Entry, State.WaiterID)] = []
+        for _ in 0..<2 {
+            let (_, actions) = Self.ask(&state, .statement, now: later)
+            for case .checkHealth(let entry, let target) in actions { checks.append((entry, target)) }
+        }
+        #expect(checks.count == 2)
+        // Six statements arrive during the checks: no lane exists yet, so they queue.
+        let queued = (0..<6).map { _ in Self.ask(&state, .statement, now: later).0 }
+        #expect(state.waiters.map(\.id) == queued)
+
+        // The first check ends: its statement gets the connection, and the queued statements join
+        // that lane (the other connection is its own waiter's) and their acquire timers stop.
+        let afterFirst = state.healthChecked(checks[0].0, healthy: true, for: checks[0].1, now: later)
+        let firstLane = leasedEntry(afterFirst, to: checks[0].1)!
+        var shared: [State.WaiterID] = []
+        for case .share(let entry, let waiter) in afterFirst where entry.id == firstLane.id { shared.append(waiter) }
+        #expect(shared == queued)
+        #expect(cancels(afterFirst).isSuperset(of: Set(queued.map { State.Timer.acquireTimeout($0) })))
+        #expect(state.waiters.isEmpty)
+        // The second ends: its statement opens the second lane, and new statements go to the
+        // least loaded lane at once rather than queueing.
+        let afterSecond = state.healthChecked(checks[1].0, healthy: true, for: checks[1].1, now: later)
+        let secondLane = leasedEntry(afterSecond, to: checks[1].1)!
+        #expect(state.lanes == [firstLane.id: 7, secondLane.id: 1])
+        let (_, next) = Self.ask(&state, .statement, now: later)
+        #expect(next.contains { if case .share(let entry, _) = $0 { entry.id == secondLane.id } else { false } })
+    }
+
     @Test("statements do not join lanes while a task waits for a connection of its own")
     func lanesDoNotStarveExclusiveLeases() {
         var state = Self.makeState(maximum: 1)

@@ -229,7 +229,7 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
         let entry = Entry(connection: connection, id: nextConnectionID, createdAt: now, lastUsedAt: now)
         guard lifecycle == .running else { return [close(entry)] + finishShutdownIfDone() }
         if let waiter = waiters.popFirst() {
-            return hand(entry, to: waiter, now: now, wasQueued: true) + shareLanesWithQueuedStatements()
+            return hand(entry, to: waiter, now: now, wasQueued: true)
                 + connectIfNeeded()
         }
         idle.append(entry)
@@ -382,9 +382,15 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
         var entry = entry
         entry.lastUsedAt = now
         leased[entry.id] = entry
-        if waiter.demand == .statement { lanes[entry.id] = 1 }
-        return wasQueued
+        let actions: [Action] =
+            wasQueued
             ? [.lease(entry, to: waiter.id), .cancel(.acquireTimeout(waiter.id))] : [.lease(entry, to: waiter.id)]
+        if waiter.demand == .statement { lanes[entry.id] = 1 }
+        // The statements now at the head of the queue may join lanes. Without this, after the
+        // health checks of connections that sat idle, each released connection went to one queued
+        // statement, the queue never emptied under load, and so no statement joined a lane again:
+        // one statement per connection at a time until the load stopped.
+        return actions + shareLanesWithQueuedStatements()
     }
 
     /// Queues `waiter` and starts its acquire timer.
@@ -427,10 +433,11 @@ struct ConnectionPoolState<Connection: AnyObject & Sendable> {
         return overflow ? limits.maximumBackoff : min(delay, limits.maximumBackoff)
     }
 
-    /// While connections are still being opened for a burst of statements, the statements beyond
-    /// those connections join the lanes that already run, least loaded first, instead of waiting
-    /// for a connection each. Only statements at the head of the queue move: a task waiting for a
-    /// connection of its own keeps its turn.
+    /// When a connection becomes a lane, the queued statements beyond the connections still being
+    /// opened join the lanes that already run, least loaded first, instead of waiting for a
+    /// connection each (a connection being health-checked is its own waiter's, not the queue's).
+    /// Only statements at the head of the queue move: a task waiting for a connection of its own
+    /// keeps its turn.
     private mutating func shareLanesWithQueuedStatements() -> [Action] {
         var actions: [Action] = []
         while let waiter = waiters.first, waiter.demand == .statement, waiters.count > connecting,
