@@ -66,15 +66,20 @@ func compare(_ title: String, unit: String, rounds: Int, _ contenders: [Contende
     return comparison
 }
 
+/// `--per-round`: the report lists every round's figure too, in order (to see when a round
+/// falls, not only that one did).
+let reportsEveryRound = CommandLine.arguments.contains("--per-round")
+
 /// Prints a comparison as a Markdown table of medians.
 func report(_ comparison: Comparison) {
     print("\n### \(comparison.title)\n")
-    print("| contender | median \(comparison.unit) | min | max |")
-    print("| --- | ---: | ---: | ---: |")
+    print("| contender | median \(comparison.unit) | min | max |\(reportsEveryRound ? " rounds |" : "")")
+    print("| --- | ---: | ---: | ---: |\(reportsEveryRound ? " --- |" : "")")
     for name in comparison.order {
         let samples = comparison.samples[name, default: []]
+        let rounds = reportsEveryRound ? " \(samples.map(format).joined(separator: ", ")) |" : ""
         print(
-            "| \(name) | \(format(comparison.median(name))) | \(format(samples.min() ?? .nan)) | \(format(samples.max() ?? .nan)) |"
+            "| \(name) | \(format(comparison.median(name))) | \(format(samples.min() ?? .nan)) | \(format(samples.max() ?? .nan)) |\(rounds)"
         )
     }
 }
