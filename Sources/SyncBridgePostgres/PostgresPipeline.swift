@@ -51,17 +51,7 @@ extension PostgresConnection {
         _ statements: [SQLQuery],
         timeout: Duration? = nil
     ) async throws -> [Result<SQLOutcome, any Error>] {
-        guard let tracer = SQLTracing.tracer else { return try await pipelineUntraced(statements, timeout: timeout) }
-        return try await SQLTracing.withSpan(
-            tracer,
-            PostgresSession.self,
-            query: nil,
-            name: "pipeline",
-            target: tracingTarget
-        ) { span in
-            span.attributes["db.operation.batch.size"] = statements.count
-            return try await pipelineUntraced(statements, timeout: timeout)
-        }
+        try await tracedPipeline(statements, timeout: timeout, atomic: false) { $0 }
     }
 
     /// Runs `statements` in one round trip as one implicit transaction: either every statement
@@ -104,8 +94,20 @@ extension PostgresConnection {
         _ statements: [SQLQuery],
         timeout: Duration? = nil
     ) async throws -> [SQLOutcome] {
+        try await tracedPipeline(statements, timeout: timeout, atomic: true, Self.allOrNothing)
+    }
+
+    /// Runs a pipeline in a `pipeline` span (when a tracer is bootstrapped) with its batch size;
+    /// `finish` turns the outcomes into the call's result, inside the span, so that an error it
+    /// throws is the span's.
+    private func tracedPipeline<Output: Sendable>(
+        _ statements: [SQLQuery],
+        timeout: Duration?,
+        atomic: Bool,
+        _ finish: @escaping @Sendable ([Result<SQLOutcome, any Error>]) throws -> Output
+    ) async throws -> Output {
         guard let tracer = SQLTracing.tracer else {
-            return try Self.allOrNothing(await pipelineUntraced(statements, timeout: timeout, atomic: true))
+            return try finish(await pipelineUntraced(statements, timeout: timeout, atomic: atomic))
         }
         return try await SQLTracing.withSpan(
             tracer,
@@ -115,7 +117,7 @@ extension PostgresConnection {
             target: tracingTarget
         ) { span in
             span.attributes["db.operation.batch.size"] = statements.count
-            return try Self.allOrNothing(await pipelineUntraced(statements, timeout: timeout, atomic: true))
+            return try finish(await pipelineUntraced(statements, timeout: timeout, atomic: atomic))
         }
     }
 

@@ -178,12 +178,13 @@ struct PostgresPipelineTests {
             )
 
             // In a transaction: the sleep is cancelled, the server refuses the rest, and the
-            // transaction rolls back.
+            // transaction rolls back. (An hour's sleep: the cancel comes while it runs, however
+            // long a loaded machine takes to see it running.)
             let inTransaction = Task {
                 try await connection.withTransaction { tx in
                     try await tx.pipeline([
                         "INSERT INTO \(unsafeSQL: table) VALUES (\(1))",
-                        "SELECT pg_sleep(60)",
+                        "SELECT pg_sleep(3600)",
                         "INSERT INTO \(unsafeSQL: table) VALUES (\(2))",
                     ])
                 }
@@ -196,7 +197,7 @@ struct PostgresPipelineTests {
             // Outside one: the statements already sent run on their own (documented).
             let alone = Task {
                 try await connection.pipeline([
-                    "SELECT pg_sleep(60)",
+                    "SELECT pg_sleep(3600)",
                     "INSERT INTO \(unsafeSQL: table) VALUES (\(3))",
                 ])
             }
@@ -358,13 +359,38 @@ struct PostgresPipelineTests {
         }
     }
 
-    @Test("the client runs a pipeline on a pooled connection")
+    @Test("an atomic pipeline that fails is one client span carrying the failed statement's SQLSTATE")
+    func atomicSpan() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            let tracer = InMemoryTracer()
+            let request = await withTracer(tracer) {
+                await tracer.withSpan("request") { request in
+                    await #expect(throws: PostgresError.self) {
+                        try await connection.atomicPipeline(["SELECT 1", "SELECT 1 / \(0)", "SELECT 3"])
+                    }
+                    return request.spanID
+                }
+            }
+            let trace = RecordedTrace(tracer)
+            let calls = trace.children(of: request)
+            #expect(calls.map(\.operationName) == ["pipeline"])
+            let pipeline = try #require(calls.first)
+            #expect(pipeline.kind == .client)
+            #expect(RecordedTrace.text(pipeline, "db.operation.batch.size") == "3")
+            #expect(pipeline.status?.code == .error)
+            #expect(RecordedTrace.text(pipeline, "error.type") == "22012")
+        }
+    }
+
+    @Test("the client runs a pipeline and an atomic pipeline on a pooled connection")
     func client() async throws {
         let server = try await TemporaryPostgres.shared()
         let client = PostgresClient(connectionString: server.connectionString, name: "sb-pipeline")
         let results = try await client.pipeline((1...50).map { "SELECT \($0)::int * 2" })
         let values = try results.map { try $0.get().rows.first?.decode(Int.self, at: 0) }
         #expect(values == (1...50).map { $0 * 2 })
+        let outcomes = try await client.atomicPipeline((1...50).map { "SELECT \($0)::int * 3" })
+        #expect(try outcomes.map { try $0.rows.first?.decode(Int.self, at: 0) } == (1...50).map { $0 * 3 })
         await client.shutdown()
     }
 }
