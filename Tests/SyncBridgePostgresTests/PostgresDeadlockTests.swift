@@ -288,7 +288,11 @@ struct PostgresDeadlockTests {
     }
 
     @Test(
-        "pattern 8: a busy pool's queue is not stuck: leases that wait longer than the threshold are not reported while connections keep coming back"
+        "pattern 8: a busy pool's queue is not stuck: leases that wait longer than the threshold are not reported while connections keep coming back",
+        .enabled(
+            if: slowdown == 1,
+            "under ThreadSanitizer the whole suite starves hand-overs for seconds: no threshold tells slow from stuck"
+        )
     )
     func busyPoolIsNotStuck() async throws {
         let client = try await makeClient("sb-busy", connections: 1)
