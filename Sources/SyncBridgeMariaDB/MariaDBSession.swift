@@ -28,6 +28,11 @@ public final class MariaDBSession {
     /// The statement whose rows are being streamed, if any.
     private var streaming: MariaDBPreparedStatement?
 
+    /// The statement an I/O thread runs with Connector/C's non-blocking calls, if any.
+    var nonBlockingStatement: NonBlockingStatement?
+    /// Whether Connector/C's context for non-blocking calls is set up (on first use).
+    var allowsNonBlockingCalls = false
+
     /// Where the session is connected, for spans.
     public let tracingTarget: SQLTracingTarget
     /// Whether the server ends statements past their timeout (`SET STATEMENT max_statement_time
@@ -349,20 +354,10 @@ public final class MariaDBSession {
     /// Prepares (or reuses), binds and executes `query`; the statement's rows, if any, wait to be
     /// fetched.
     private func execute(_ query: SQLQuery, timeout: Duration?) throws -> MariaDBPreparedStatement {
-        var sql = query.render { _ in "?" }
-        if let timeout {
-            sql = "SET STATEMENT max_statement_time = \(Self.seconds(timeout)) FOR " + sql
-        }
+        let sql = Self.text(of: query, timeout: timeout)
         for attempt in 1...2 {
             let statement = try prepared(sql)
-            guard statement.parameterCount == query.bindings.count else {
-                throw MariaDBError(
-                    kind: .client,
-                    message:
-                        "the statement has \(statement.parameterCount) placeholders but \(query.bindings.count) values were interpolated; write literal '?' inside string literals only",
-                    query: sql
-                )
-            }
+            try Self.checkParameterCount(of: statement, against: query)
             let succeeded = try ParameterBinding.withBound(query.bindings, to: statement) {
                 mysql_stmt_execute(statement.handle) == 0
             }
@@ -371,31 +366,64 @@ public final class MariaDBSession {
                 return statement
             }
             let error = statementError(statement)
-            // ER_NEED_REPREPARE: the statement did not run; prepare it anew once.
-            if error.number == 1615 && attempt == 1 {
-                forget(statement)
-                continue
-            }
-            // CR_NEW_STMT_METADATA: the table gained or lost columns since the statement was
-            // prepared. The server ran it, but Connector/C cannot read its rows. A read is
-            // prepared anew and run once more; anything else is not run twice.
-            if error.number == 2057 {
-                forget(statement)
-                if attempt == 1 && Self.isRead(sql) { continue }
-                throw MariaDBError(
-                    kind: .client,
-                    number: 2057,
-                    message:
-                        "the result's columns changed since the statement was prepared (the table was altered); it ran on the server but its rows could not be read, and it was not run again. It is prepared anew on the next call",
-                    query: sql
-                )
-            }
+            if try preparesAgain(after: error, of: statement, attempt: attempt) { continue }
             if error.kind == .client && error.number == 2014 {
                 statement.discardResults()
             }
             throw error
         }
         preconditionFailure("unreachable: the loop returns or throws")
+    }
+
+    /// The text the server receives for `query`: `?` placeholders, behind `SET STATEMENT
+    /// max_statement_time = … FOR` when the server ends it at `timeout`.
+    static func text(of query: SQLQuery, timeout: Duration?) -> String {
+        let sql = query.render { _ in "?" }
+        guard let timeout else { return sql }
+        return "SET STATEMENT max_statement_time = \(seconds(timeout)) FOR " + sql
+    }
+
+    /// Refuses values that do not match the statement's placeholders.
+    static func checkParameterCount(of statement: MariaDBPreparedStatement, against query: SQLQuery) throws {
+        guard statement.parameterCount == query.bindings.count else {
+            throw MariaDBError(
+                kind: .client,
+                message:
+                    "the statement has \(statement.parameterCount) placeholders but \(query.bindings.count) values were interpolated; write literal '?' inside string literals only",
+                query: statement.sql
+            )
+        }
+    }
+
+    /// Whether an execution of `statement` that failed with `error` is prepared anew and run once
+    /// more: the statement is dropped from the cache, and on the first attempt
+    /// `ER_NEED_REPREPARE` (it did not run) or `CR_NEW_STMT_METADATA` for a read (it ran, but its
+    /// rows could not be read) try again.
+    ///
+    /// - Throws: For `CR_NEW_STMT_METADATA` on anything but a read's first attempt, an error
+    ///   saying that the statement ran and was not run again.
+    func preparesAgain(after error: MariaDBError, of statement: MariaDBPreparedStatement, attempt: Int) throws -> Bool {
+        switch error.number {
+        case 1615:  // ER_NEED_REPREPARE: the statement did not run.
+            guard attempt == 1 else { return false }
+            forget(statement)
+            return true
+        case 2057:
+            // CR_NEW_STMT_METADATA: the table gained or lost columns since the statement was
+            // prepared. The server ran it, but Connector/C cannot read its rows. A read is
+            // prepared anew and run once more; anything else is not run twice.
+            forget(statement)
+            if attempt == 1 && Self.isRead(statement.sql) { return true }
+            throw MariaDBError(
+                kind: .client,
+                number: 2057,
+                message:
+                    "the result's columns changed since the statement was prepared (the table was altered); it ran on the server but its rows could not be read, and it was not run again. It is prepared anew on the next call",
+                query: statement.sql
+            )
+        default:
+            return false
+        }
     }
 
     /// Whether `sql` only reads (`SELECT`, `WITH`, `SHOW`…), so that running it again changes

@@ -15,16 +15,15 @@ extension PostgresSession: SQLNonBlockingSession {
 
     /// Not behind a transaction pooler: its connections keep their own threads (the
     /// non-blocking path is not verified through PgBouncer yet).
-    public static func usesIOThreads(_ configuration: PostgresConfiguration) -> Bool {
-        !configuration.isBehindTransactionPooler
-    }
+    public var usesIOThreads: Bool { !isBehindTransactionPooler }
 
     /// 64 statements.
     public var pipelineCapacity: Int { 64 }
 
     /// Sends `query` in libpq's pipeline mode with a sync point of its own: prepared on its first
     /// use (`PQsendPrepare` and `PQsendQueryPrepared` together, one round trip), then by name.
-    public func sendStatement(_ query: SQLQuery) throws {
+    /// The timeout is not sent: the connection cancels the statement at its deadline.
+    public func sendStatement(_ query: SQLQuery, timeout: SQLTimeout?) throws {
         try refuseWhileStreaming()
         let statement = try Statement(query)
         if PQpipelineStatus(connection) == PQ_PIPELINE_OFF {

@@ -20,6 +20,8 @@ package struct IOReadiness: OptionSet, Sendable {
     package static let writable = IOReadiness(rawValue: SB_IO_WRITABLE)
     /// The peer hung up or the socket failed; reading says how.
     package static let failed = IOReadiness(rawValue: SB_IO_FAILED)
+    /// Nothing happened before the deadline the socket was armed with.
+    package static let timedOut = IOReadiness(rawValue: 1 << 8)
 }
 
 /// One thread that waits on many sockets at once (epoll) and runs the short, non-blocking jobs
@@ -29,7 +31,8 @@ package struct IOReadiness: OptionSet, Sendable {
 /// is asleep in `epoll_wait` (one `write` to an eventfd); while it is busy, jobs and ready
 /// sockets are picked up in the same turn, so that under load many statements share a wake-up.
 /// Sockets are armed for one report at a time (`EPOLLONESHOT`): a socket that a blocking thread
-/// borrows in between is never reported here.
+/// borrows in between is never reported here. A socket armed with a deadline is reported
+/// ``IOReadiness/timedOut`` when nothing happened by then.
 ///
 /// Everything but ``execute(_:)`` must be called on the thread itself.
 package final class IOThread: @unchecked Sendable {
@@ -42,6 +45,10 @@ package final class IOThread: @unchecked Sendable {
     private let inbox = Locked(Inbox())
     private var handlers: [UInt64: (IOReadiness) -> Void] = [:]
     private var nextToken: UInt64 = 1
+    /// The deadlines of armed sockets (monotonic nanoseconds), by token.
+    private var deadlines: [UInt64: UInt64] = [:]
+    /// No deadline passes before this (it may be earlier than the earliest one).
+    private var nextDeadline = UInt64.max
     private let threadID = Locked<pthread_t?>(nil)
     /// The statements in flight on the thread's connections, for snapshots.
     private let ledger = Locked<[ObjectIdentifier: InFlight]>([:])
@@ -107,9 +114,16 @@ package final class IOThread: @unchecked Sendable {
         return token
     }
 
-    /// Asks for one report when `socket` is ready for `interest` (or fails).
-    package func arm(_ socket: Int32, token: UInt64, for interest: IOReadiness) {
-        precondition(isCurrent, "IOThread.arm(_:token:for:) off its thread")
+    /// Asks for one report when `socket` is ready for `interest` (or fails), or, with a
+    /// `deadline` (monotonic nanoseconds), when it passes first (``IOReadiness/timedOut``).
+    package func arm(_ socket: Int32, token: UInt64, for interest: IOReadiness, deadline: UInt64? = nil) {
+        precondition(isCurrent, "IOThread.arm(_:token:for:deadline:) off its thread")
+        if let deadline {
+            deadlines[token] = deadline
+            nextDeadline = min(nextDeadline, deadline)
+        } else if !deadlines.isEmpty {
+            deadlines[token] = nil
+        }
         let result = sb_io_arm(epollDescriptor, socket, token, interest.rawValue, 0)
         if result != 0 {
             // The socket is gone (closed under us): report it failed, so that its owner reads the
@@ -122,6 +136,7 @@ package final class IOThread: @unchecked Sendable {
     package func remove(_ socket: Int32, token: UInt64) {
         precondition(isCurrent, "IOThread.remove(_:token:) off its thread")
         handlers[token] = nil
+        deadlines[token] = nil
         _ = sb_io_remove(epollDescriptor, socket)
     }
 
@@ -172,18 +187,52 @@ package final class IOThread: @unchecked Sendable {
             if stopping && batch.isEmpty { break }
             let sleeping = batch.isEmpty
             batch.removeAll(keepingCapacity: true)
-            let count = sb_io_wait(epollDescriptor, &tokens, &flags, Int32(tokens.count), sleeping ? -1 : 0)
+            let timeout = sleeping ? millisecondsToNextDeadline() : 0
+            let count = sb_io_wait(epollDescriptor, &tokens, &flags, Int32(tokens.count), timeout)
             if sleeping { inbox.withLock { $0.sleeping = false } }
             for index in 0..<Int(max(0, count)) {
                 if tokens[index] == 0 {
                     sb_io_drain_wakeups(eventDescriptor)
                 } else {
+                    if !deadlines.isEmpty { deadlines[tokens[index]] = nil }
                     handlers[tokens[index]]?(IOReadiness(rawValue: flags[index]))
                 }
             }
+            if !deadlines.isEmpty { reportPassedDeadlines() }
         }
         close(eventDescriptor)
         close(epollDescriptor)
+    }
+}
+
+extension IOThread {
+    /// How long `epoll_wait` may sleep: until the earliest deadline (rounded up to a whole
+    /// millisecond), or for ever (-1) when no socket has one.
+    private func millisecondsToNextDeadline() -> Int32 {
+        guard !deadlines.isEmpty else { return -1 }
+        let now = monotonicNanoseconds()
+        guard nextDeadline > now else { return 0 }
+        return Int32(clamping: (nextDeadline - now + 999_999) / 1_000_000)
+    }
+
+    /// Reports the sockets whose deadline passed, and notes the next deadline.
+    private func reportPassedDeadlines() {
+        let now = monotonicNanoseconds()
+        guard now >= nextDeadline else { return }
+        var passed: [UInt64] = []
+        var next = UInt64.max
+        for (token, deadline) in deadlines {
+            if deadline <= now {
+                passed.append(token)
+            } else {
+                next = min(next, deadline)
+            }
+        }
+        nextDeadline = next
+        for token in passed {
+            deadlines[token] = nil
+            handlers[token]?(.timedOut)
+        }
     }
 }
 

@@ -139,7 +139,6 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
             let lane = (ioThreads ?? SQLIOThreads.processDefault).flatMap { threads in
                 makeIOLane(
                     for: reference.session,
-                    configuration: configuration,
                     canceller: canceller,
                     on: threads,
                     runBlocking: { statement, done in

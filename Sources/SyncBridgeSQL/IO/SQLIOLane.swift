@@ -262,7 +262,7 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     private func send(_ statement: SQLIOStatement) {
         statement.trace?.recordWait(on: thread.name, kind: "IOThread")
         do {
-            try session.sendStatement(statement.query)
+            try session.sendStatement(statement.query, timeout: statement.timeout)
             inFlight.append(statement)
             thread.noteSent(
                 ObjectIdentifier(statement),
@@ -297,7 +297,7 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
             if let interest = poll.waitFor {
                 fill()
                 if inFlight.count > before { continue }
-                arm(for: interest)
+                arm(for: interest, timeout: poll.timeout)
                 return true
             }
             // The session has nothing in flight.
@@ -339,7 +339,7 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
         }
     }
 
-    private func arm(for interest: SQLSocketInterest) {
+    private func arm(for interest: SQLSocketInterest, timeout: Duration?) {
         armed = true
         let token =
             self.token
@@ -348,7 +348,12 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
                 socketReady()
             }
         self.token = token
-        thread.arm(socket, token: token, for: IOReadiness(rawValue: interest.rawValue))
+        thread.arm(
+            socket,
+            token: token,
+            for: IOReadiness(rawValue: interest.rawValue),
+            deadline: timeout.map { monotonicNanoseconds() &+ UInt64(max(0, $0.nanosecondCount)) }
+        )
     }
 
     /// Sends the statements queued behind those in flight, if any are in flight.
@@ -386,7 +391,6 @@ enum SQLIOLaneError: Error, CustomStringConvertible {
 /// Makes the I/O lane of a connection whose session can run statements without blocking.
 func makeIOLane<Session: SQLSession>(
     for session: Session,
-    configuration: Session.Configuration,
     canceller: Session.Canceller,
     on threads: SQLIOThreads,
     runBlocking: @escaping @Sendable (SQLIOStatement, @escaping @Sendable () -> Void) -> Void,
@@ -394,8 +398,8 @@ func makeIOLane<Session: SQLSession>(
 ) -> (any SQLIORouting)? {
     guard let session = session as? any SQLNonBlockingSession else { return nil }
     func lane<NonBlocking: SQLNonBlockingSession>(_ session: NonBlocking) -> (any SQLIORouting)? {
-        // The session's configuration and canceller are the ones made for it: same types.
-        guard NonBlocking.usesIOThreads(configuration as! NonBlocking.Configuration) else { return nil }
+        guard session.usesIOThreads else { return nil }
+        // The session's canceller is the one made for it: same type.
         return SQLIOLane<NonBlocking>(
             thread: threads.nextThread(),
             session: session,

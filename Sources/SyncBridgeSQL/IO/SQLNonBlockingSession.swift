@@ -9,15 +9,16 @@
 /// in submission order.
 ///
 /// PostgreSQL's session implements it with libpq's asynchronous API (`PQsendQueryPrepared`,
-/// `PQflush`, `PQconsumeInput`, `PQisBusy`, `PQgetResult`).
+/// `PQflush`, `PQconsumeInput`, `PQisBusy`, `PQgetResult`), MariaDB's with Connector/C's
+/// non-blocking calls (`mysql_stmt_execute_start` and `_cont`, and their kin).
 public protocol SQLNonBlockingSession: SQLSession {
     /// The socket the I/O thread waits on. It must not change while the session is open.
     var ioSocket: Int32 { get }
 
-    /// Whether connections made with `configuration` use I/O threads at all (the default is
-    /// `true`); `false` keeps every call on the connection's own thread, where the non-blocking
-    /// path is not known to be safe (PostgreSQL behind a transaction pooler).
-    static func usesIOThreads(_ configuration: Configuration) -> Bool
+    /// Whether this session's connection uses I/O threads at all (the default is `true`);
+    /// `false` keeps every call on the connection's own thread, where the non-blocking path is
+    /// not known to be safe (PostgreSQL behind a transaction pooler, MariaDB over TLS).
+    var usesIOThreads: Bool { get }
 
     /// The most statements the session takes in flight at once: statements queued on the
     /// connection are sent without waiting for the ones before (pipelining), each ending alone
@@ -28,10 +29,16 @@ public protocol SQLNonBlockingSession: SQLSession {
     /// session may hold the bytes back until the next ``pollStatements()``, which the I/O thread
     /// calls after every burst of sends: a burst then costs one write.
     ///
+    /// - Parameters:
+    ///   - query: The statement and its values.
+    ///   - timeout: The statement's timeout, for a session whose server ends statements past
+    ///     their timeout itself (``SQLSession/cancelsAtTimeout(_:)`` is `false`): it tells the
+    ///     server, as ``SQLSession/run(_:timeout:)`` does. A session whose connection cancels at
+    ///     the deadline ignores it.
     /// - Throws: This statement's error when it cannot be sent (a parameter that cannot be
     ///   encoded: nothing was sent, the others go on), or the connection's (the session is then
     ///   unhealthy and every statement in flight has failed with it).
-    func sendStatement(_ query: SQLQuery) throws
+    func sendStatement(_ query: SQLQuery, timeout: SQLTimeout?) throws
 
     /// Writes what is left to send and reads what arrived.
     ///
@@ -42,8 +49,8 @@ public protocol SQLNonBlockingSession: SQLSession {
 }
 
 extension SQLNonBlockingSession {
-    /// Every configuration can.
-    public static func usesIOThreads(_ configuration: Configuration) -> Bool { true }
+    /// Every session can.
+    public var usesIOThreads: Bool { true }
 }
 
 /// What ``SQLNonBlockingSession/pollStatements()`` found.
@@ -52,11 +59,15 @@ public struct SQLStatementPoll: Sendable {
     public var results: [Result<SQLOutcome, any Error>]
     /// What to wait for before polling again; `nil` once no statement is in flight.
     public var waitFor: SQLSocketInterest?
+    /// How long to wait at most before polling again, for a C client with an I/O timeout of its
+    /// own (Connector/C's read and write timeouts); `nil` waits as long as it takes.
+    public var timeout: Duration?
 
     /// A poll's findings.
-    public init(results: [Result<SQLOutcome, any Error>], waitFor: SQLSocketInterest?) {
+    public init(results: [Result<SQLOutcome, any Error>], waitFor: SQLSocketInterest?, timeout: Duration? = nil) {
         self.results = results
         self.waitFor = waitFor
+        self.timeout = timeout
     }
 }
 
