@@ -208,7 +208,7 @@ public final class TemporaryMariaDB: Sendable, ThrowawayServer {
             [binaries.server, "--no-defaults"] + userArguments + [
                 "--datadir=\(dataDirectory)", "--socket=\(socketPath)", "--port=\(port)",
                 "--bind-address=127.0.0.1", "--skip-name-resolve", "--pid-file=\(directory)/mariadbd.pid",
-                "--max-connections=500", "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=2",
+                "--max-connections=1200", "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=2",
                 "--skip-log-bin", Self.redoLogSize,
             ] + tlsArguments,
             logPath: logPath

@@ -249,3 +249,14 @@ public func withServer<Server: Sendable>(
     }
     await stop(server)
 }
+
+/// Raises the process's limit of open files to its hard limit (at most 65,536), for tests that
+/// open a thousand connections: a soft limit of 1,024 is common.
+public func raiseOpenFileLimit() {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+    let wanted = min(limit.rlim_max, 65_536)
+    guard limit.rlim_cur < wanted else { return }
+    limit.rlim_cur = wanted
+    _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+}

@@ -60,7 +60,9 @@ struct MariaDBIOThreadTests {
                         let (value, text) = try echoed.decode((Int, String).self)
                         #expect(value == task * 1000 + step)
                         #expect(text.count == step * 100)
-                        let inserted = try await client.execute("INSERT INTO \(unsafeSQL: table) VALUES (\(task), \(step))")
+                        let inserted = try await client.execute(
+                            "INSERT INTO \(unsafeSQL: table) VALUES (\(task), \(step))"
+                        )
                         #expect(inserted == 1)
                     }
                 }
@@ -73,6 +75,61 @@ struct MariaDBIOThreadTests {
         #expect(try counts.decode((Int, Int).self) == (tasks * 10, tasks * 10))
         try await client.execute("DROP TABLE \(unsafeSQL: table)")
         await client.shutdown()
+    }
+
+    @Test(
+        "1,000 connections opened and used by 2,000 tasks at once: each task gets its own results, each row is inserted once"
+    )
+    func thousandConnections() async throws {
+        raiseOpenFileLimit()
+        // A server of its own: the shared one serves the other tests' connections meanwhile.
+        let server = try await TemporaryMariaDB.start()
+        let connections = slowdown > 1 ? 200 : 1_000
+        var pool = ConnectionPoolConfiguration()
+        pool.minimumConnections = connections
+        pool.maximumConnections = connections
+        pool.acquireTimeout = .seconds(120)
+        let client = MariaDBClient(
+            configuration: configuration(for: server),
+            poolConfiguration: pool,
+            ioThreads: Self.threads
+        )
+        let run = Task { try await client.run() }
+        try await waitUntil(120) { client.pool.statistics.idle + client.pool.statistics.leased == connections }
+        let observer = try await MariaDBConnection.connect(configuration: configuration(for: server))
+        let open = try #require(
+            try await observer.query(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() AND USER = \(server.user)"
+            ).first
+        ).decode(Int.self, at: 0)
+        #expect(open == connections)
+        let table = uniqueTable("io_thousand")
+        try await client.execute("CREATE TABLE \(unsafeSQL: table) (task INT, step INT, PRIMARY KEY (task, step))")
+        let tasks = 2 * connections
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<tasks {
+                group.addTask {
+                    for step in 0..<5 {
+                        let echoed = try #require(try await client.query("SELECT \(task) * 10 + \(step)").first)
+                        #expect(try echoed.decode(Int.self, at: 0) == task * 10 + step)
+                        #expect(
+                            try await client.execute("INSERT INTO \(unsafeSQL: table) VALUES (\(task), \(step))") == 1
+                        )
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let counts = try #require(
+            try await client.query("SELECT COUNT(*), COUNT(DISTINCT task, step) FROM \(unsafeSQL: table)").first
+        )
+        #expect(try counts.decode((Int, Int).self) == (tasks * 5, tasks * 5))
+        #expect(client.pool.statistics.idle + client.pool.statistics.leased == connections)
+        await observer.close()
+        run.cancel()
+        _ = await run.result
+        await client.shutdown()
+        await server.stop()
     }
 
     @Test(
@@ -117,7 +174,9 @@ struct MariaDBIOThreadTests {
         #expect(try await connection.query("SELECT * FROM \(unsafeSQL: table) ORDER BY a").first?.count == 1)
         try await connection.execute("ALTER TABLE \(unsafeSQL: table) ADD COLUMN b INT DEFAULT 7")
         let widened = try await connection.query("SELECT * FROM \(unsafeSQL: table) ORDER BY a")
-        #expect(try widened.map { try $0.decode((Int, Int).self) }.map { [$0.0, $0.1] } == [[1, 7], [2, 7], [3, 7]])
+        #expect(
+            try widened.map { try $0.decode((Int, Int).self) }.map { [$0.0, $0.1] } == [[1, 7], [2, 7], [3, 7]]
+        )
         try await connection.execute("DROP PROCEDURE \(unsafeSQL: table)_rows")
         try await connection.execute("DROP TABLE \(unsafeSQL: table)")
         await connection.close()

@@ -120,6 +120,31 @@ struct MariaDBTypeTests {
         }
     }
 
+    @Test("text the server sends unconverted is text when it is valid UTF-8, and its bytes when it is not")
+    func unconvertedText() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            // No conversion: the server sends each column's bytes in its own character set.
+            try await connection.execute("SET character_set_results = NULL")
+            let valid: [[UInt8]] = [
+                Array("ascii text, longer than eight bytes".utf8), Array("émoji 🦊 ü ✓".utf8), [], Array("1234567".utf8),
+            ]
+            let invalid: [[UInt8]] = [
+                [0xE9], Array("eight ok".utf8) + [0xFF], [0xF0, 0x9F, 0x98], [0xC0, 0xAF], [0xED, 0xA0, 0x80],
+                Array("abc".utf8) + [0xEF, 0xBF],
+            ]
+            for bytes in valid + invalid {
+                let row = try #require(
+                    try await connection.query("SELECT CAST(\(bytes) AS CHAR CHARACTER SET latin1)").first
+                )
+                if valid.contains(bytes) {
+                    #expect(row[0] == .text(String(decoding: bytes, as: UTF8.self)), "\(bytes)")
+                } else {
+                    #expect(row[0] == .bytes(bytes), "\(bytes)")
+                }
+            }
+        }
+    }
+
     @Test("a 10 MB BLOB round-trips byte for byte")
     func largeBlob() async throws {
         try await withTestConnection { (connection) async throws -> Void in

@@ -1,4 +1,5 @@
 import Foundation
+import SyncBridgeMariaDB
 import SyncBridgePostgres
 import SyncBridgeSQL
 import SyncBridgeTesting
@@ -85,6 +86,91 @@ func scalingBenchmarks(
         comparisons.append(
             try await compare(
                 "PostgreSQL \(workload.rawValue), \(size) connections, \(tasksPerConnection * size) tasks: queries per second (\(seconds) s per round)",
+                unit: "queries/s",
+                rounds: rounds,
+                contenders
+            )
+        )
+    }
+    await server.stop()
+    return comparisons
+}
+
+/// MariaDB `SELECT 1` (or the 100-row select) at growing pool sizes, as
+/// ``scalingBenchmarks(rounds:seconds:sizes:workload:ioThreadCount:tasksPerConnection:)`` measures
+/// PostgreSQL: SyncBridge with a thread per connection, SyncBridge with connections served by I/O
+/// threads, and `mysqlslap` with as many clients, all over TCP on loopback.
+func mariadbScalingBenchmarks(
+    rounds: Int,
+    seconds: Double,
+    sizes: [Int],
+    workload: MariaDBWorkload,
+    ioThreadCount: Int,
+    tasksPerConnection: Int
+) async throws -> [Comparison] {
+    let server = try await TemporaryMariaDB.start()
+    let configuration = MariaDBConfiguration(
+        host: server.host,
+        port: server.port,
+        user: server.user,
+        password: server.password,
+        database: server.database
+    )
+    let setup = MariaDBClient(configuration: configuration, name: "setup")
+    try await setup.execute("CREATE TABLE bench_rows (id INT PRIMARY KEY, name VARCHAR(64) NOT NULL)")
+    try await setup.execute("INSERT INTO bench_rows SELECT seq, CONCAT('name number ', seq) FROM seq_1_to_100")
+    await setup.shutdown()
+    let ioThreads = SQLIOThreads(count: ioThreadCount, name: "sb-io-bench")
+
+    /// Statements per second of a client with `connections` connections and twice as many tasks.
+    func measure(connections: Int, ioThreads: SQLIOThreads?, name: String) async throws -> Double {
+        var poolConfiguration = ConnectionPoolConfiguration()
+        poolConfiguration.minimumConnections = connections
+        poolConfiguration.maximumConnections = connections
+        poolConfiguration.acquireTimeout = .seconds(120)
+        let client = MariaDBClient(
+            configuration: configuration,
+            poolConfiguration: poolConfiguration,
+            ioThreads: ioThreads,
+            name: "bench"
+        )
+        let run = Task { try await client.run() }
+        // Every connection open before measuring.
+        while client.pool.statistics.idle + client.pool.statistics.leased < connections {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let sql = SQLQuery(unsafeSQL: workload.sql)
+        let expectedRows = workload.rows
+        let rate = try await queriesPerSecond(name, tasks: tasksPerConnection * connections, seconds: seconds) {
+            let rows = try await client.query(sql)
+            precondition(rows.count == expectedRows)
+        }
+        run.cancel()
+        _ = await run.result
+        await client.shutdown()
+        return rate
+    }
+
+    var comparisons: [Comparison] = []
+    for size in sizes {
+        let contenders = [
+            Contender(name: "SyncBridge, a thread per connection") {
+                try await measure(connections: size, ioThreads: nil, name: "thread per connection, \(size)")
+            },
+            Contender(name: "SyncBridge, \(ioThreadCount) I/O threads") {
+                try await measure(
+                    connections: size,
+                    ioThreads: ioThreads,
+                    name: "\(ioThreadCount) I/O threads, \(size)"
+                )
+            },
+            Contender(name: "mysqlslap") {
+                try await runMysqlslap(server: server, sql: workload.sql, concurrency: size, seconds: seconds)
+            },
+        ]
+        comparisons.append(
+            try await compare(
+                "MariaDB \(workload.rawValue), \(size) connections, \(tasksPerConnection * size) tasks: queries per second (\(seconds) s per round)",
                 unit: "queries/s",
                 rounds: rounds,
                 contenders

@@ -1,6 +1,6 @@
 import Foundation
 
-// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb|inserts|latency|scaling|watchdog|watchdog-latency|event-loops|deadlock] [--rounds N] [--seconds S] [--sizes 8,64,256] [--io-threads N] [--tasks-per-connection N] [--hundred-rows] [--rows N] [--trials N] [--only NAME]
+// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb|inserts|latency|scaling|watchdog|watchdog-latency|event-loops|deadlock] [--rounds N] [--seconds S] [--sizes 8,64,256] [--mariadb] [--io-threads N] [--tasks-per-connection N] [--hundred-rows] [--rows N] [--trials N] [--only NAME]
 // Prints Markdown tables of medians and the ratios the targets are stated in.
 
 let arguments = CommandLine.arguments.dropFirst()
@@ -94,20 +94,39 @@ if suites.contains("scaling") {
         arguments.firstIndex(of: "--io-threads").flatMap { Int(arguments[arguments.index(after: $0)]) } ?? 2
     let tasksPerConnection =
         arguments.firstIndex(of: "--tasks-per-connection").flatMap { Int(arguments[arguments.index(after: $0)]) } ?? 2
-    print("\n## PostgreSQL by pool size (\(rounds) interleaved rounds, medians)")
-    for comparison in try await scalingBenchmarks(
-        rounds: rounds,
-        seconds: seconds,
-        sizes: sizes,
-        workload: workload,
-        ioThreadCount: ioThreadCount,
-        tasksPerConnection: tasksPerConnection
-    ) {
-        report(comparison)
-        let pgbench = comparison.median("pgbench -M prepared -j 2")
-        print("\nRatios (target: >= 0.7x pgbench -M prepared at every size):\n")
-        for name in ["SyncBridge, a thread per connection", "SyncBridge, \(ioThreadCount) I/O threads"] {
-            print("- \(name): \(ratio(comparison.median(name), pgbench))x pgbench")
+    if arguments.contains("--mariadb") {
+        print("\n## MariaDB by pool size (\(rounds) interleaved rounds, medians)")
+        for comparison in try await mariadbScalingBenchmarks(
+            rounds: rounds,
+            seconds: seconds,
+            sizes: sizes,
+            workload: arguments.contains("--hundred-rows") ? .hundredRows : .selectOne,
+            ioThreadCount: ioThreadCount,
+            tasksPerConnection: tasksPerConnection
+        ) {
+            report(comparison)
+            let mysqlslap = comparison.median("mysqlslap")
+            print("\nRatios (target: >= 0.7x mysqlslap at every size):\n")
+            for name in ["SyncBridge, a thread per connection", "SyncBridge, \(ioThreadCount) I/O threads"] {
+                print("- \(name): \(ratio(comparison.median(name), mysqlslap))x mysqlslap")
+            }
+        }
+    } else {
+        print("\n## PostgreSQL by pool size (\(rounds) interleaved rounds, medians)")
+        for comparison in try await scalingBenchmarks(
+            rounds: rounds,
+            seconds: seconds,
+            sizes: sizes,
+            workload: workload,
+            ioThreadCount: ioThreadCount,
+            tasksPerConnection: tasksPerConnection
+        ) {
+            report(comparison)
+            let pgbench = comparison.median("pgbench -M prepared -j 2")
+            print("\nRatios (target: >= 0.7x pgbench -M prepared at every size):\n")
+            for name in ["SyncBridge, a thread per connection", "SyncBridge, \(ioThreadCount) I/O threads"] {
+                print("- \(name): \(ratio(comparison.median(name), pgbench))x pgbench")
+            }
         }
     }
 }
