@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs the whole suite, the tests that must
 # run alone (the watchdog's per-job mode, stall reports and detection latency) in a pass of their
-# own, the tests with tight time bounds (faults, cancel latency) in another, and the
+# own, the tests with tight time bounds (faults, cancel latency) in another, the scale tests (a
+# thousand connections) in a third, and the
 # suite again with the watchdog and the deadlock detector on (no report allowed); then the samples
 # (Samples/): built, tested and run end to end (Scripts/test-samples.sh). The tests start their own
 # throwaway PostgreSQL and MariaDB servers; nothing needs to be configured. Extra arguments go to
@@ -24,6 +25,10 @@ if [ $# -eq 0 ]; then
     # On a 2-core machine the rest of the suite beside them stretches any latency; alone, their
     # bounds hold with room to spare.
     SYNCBRIDGE_TIMED_TESTS=1 swift test --skip-build --filter Timed
+
+    echo "== The scale tests: a thousand connections at once =="
+    # They would load the machine under every other test's time bounds.
+    SYNCBRIDGE_SCALE_TESTS=1 swift test --skip-build --filter Scale
 
     echo "== The whole suite with the watchdog and the deadlock detector on: they must report nothing =="
     # SYNCBRIDGE_WATCHDOG starts a process-wide watchdog (threshold in ms), SYNCBRIDGE_DEADLOCK a

@@ -136,11 +136,7 @@ extension MariaDBSession: SQLNonBlockingSession {
                     ? mysql_stmt_store_result_cont(&returned, prepared.handle, statement.readiness)
                     : mysql_stmt_store_result_start(&returned, prepared.handle)
                 if statement.waits(for: waitsFor, on: mysql) { return nil }
-                guard returned == 0 else {
-                    let error = statementError(prepared)
-                    mysql_stmt_free_result(prepared.handle)
-                    throw error
-                }
+                guard returned == 0 else { throw failedMidResult(prepared) }
                 statement.outcome = try storedRows(of: prepared)
                 statement.enter(.finishing(prepared))
 
@@ -154,7 +150,7 @@ extension MariaDBSession: SQLNonBlockingSession {
                     waitsFor = mysql_stmt_next_result_start(&returned, prepared.handle)
                 }
                 if statement.waits(for: waitsFor, on: mysql) { return nil }
-                if returned > 0 { throw statementError(prepared) }
+                if returned > 0 { throw failedMidResult(prepared) }
                 if returned < 0 { return statement.outcome }
                 if prepared.handle.pointee.field_count > 0 {
                     statement.enter(.skipping(prepared))
@@ -168,11 +164,7 @@ extension MariaDBSession: SQLNonBlockingSession {
                     ? mysql_stmt_store_result_cont(&returned, prepared.handle, statement.readiness)
                     : mysql_stmt_store_result_start(&returned, prepared.handle)
                 if statement.waits(for: waitsFor, on: mysql) { return nil }
-                guard returned == 0 else {
-                    let error = statementError(prepared)
-                    mysql_stmt_free_result(prepared.handle)
-                    throw error
-                }
+                guard returned == 0 else { throw failedMidResult(prepared) }
                 statement.enter(.finishing(prepared))
             }
         }
@@ -188,10 +180,23 @@ extension MariaDBSession: SQLNonBlockingSession {
                 rows.append(SQLRow(columns: columns, values: values))
             }
         } catch {
-            mysql_stmt_free_result(prepared.handle)
+            _ = failedMidResult(prepared)
             throw error
         }
         return SQLOutcome(rows: rows, rowsAffected: rows.count, lastInsertID: 0)
+    }
+
+    /// The error of a statement that failed after its result began (killed, timed out, or cut
+    /// off while its rows came): the statement is closed and prepared anew on its next use.
+    ///
+    /// Connector/C leaves such a statement mid-result; its next execution would first read the
+    /// rest of a result the server has already ended — for ever. The blocking path resets it
+    /// (`mysql_stmt_reset`, a round trip); here closing it costs one write and no read, since the
+    /// server has answered everything sent before.
+    private func failedMidResult(_ prepared: MariaDBPreparedStatement) -> MariaDBError {
+        let error = statementError(prepared)
+        forget(prepared)
+        return error
     }
 }
 

@@ -235,7 +235,9 @@ package enum ExpectedReports {
             do { try await body() } catch { thrown.withLock { $0 = error } }
         }
         await watchdog.shutdown()
-        return (reports.all.filter { $0.kind == .blockingCall }, thrown.withLock { $0 })
+        // A call that carries no scope (on another test's event loop thread) reaches every
+        // watchdog: only this scope's calls are this expectation's.
+        return (reports.all.filter { $0.kind == .blockingCall && $0.scopeID == scope }, thrown.withLock { $0 })
     }
 
     /// The deadlock reports judged against `pattern`.

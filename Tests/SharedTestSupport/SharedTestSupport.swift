@@ -89,6 +89,15 @@ public let timedTestsEnabled = ProcessInfo.processInfo.environment["SYNCBRIDGE_T
 public let timedTestsNote: Comment =
     "runs in a pass of its own, on a machine other tests do not load: SYNCBRIDGE_TIMED_TESTS=1 swift test --filter Timed"
 
+/// Whether the scale tests run: a thousand connections at once, which would load the machine
+/// under every other test's time bounds. They run in a pass of their own
+/// (`SYNCBRIDGE_SCALE_TESTS=1 swift test --filter Scale`, as `Scripts/test.sh` does).
+public let scaleTestsEnabled = ProcessInfo.processInfo.environment["SYNCBRIDGE_SCALE_TESTS"] == "1"
+
+/// Why a scale test was skipped.
+public let scaleTestsNote: Comment =
+    "runs in a pass of its own, beside no other test: SYNCBRIDGE_SCALE_TESTS=1 swift test --filter Scale"
+
 /// Runs `body` with `connection` and closes the connection afterwards, also when `body` throws.
 public func withClosing<Connection: PooledConnection, T: Sendable>(
     _ connection: Connection,

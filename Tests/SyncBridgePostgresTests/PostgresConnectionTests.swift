@@ -92,7 +92,8 @@ struct PostgresConnectionTests {
     func runsOnItsThread() async throws {
         try await withTestConnection { connection in
             let thread = try await connection.withRawConnection { _ in ThreadIdentity.current.name }
-            #expect(thread == connection.executor.name)
+            // The kernel keeps 15 bytes of a thread's name (connection 1000 onwards loses a digit).
+            #expect(thread == String(connection.executor.name.prefix(15)))
             #expect(thread.hasPrefix("sb-postgres-"))
         }
     }

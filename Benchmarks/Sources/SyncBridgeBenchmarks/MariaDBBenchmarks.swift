@@ -35,12 +35,24 @@ func mariadbBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison
     poolConfiguration.maximumConnections = 8
     let ours = MariaDBClient(configuration: configuration, poolConfiguration: poolConfiguration, name: "bench")
     let oursRun = Task { try await ours.run() }
+    // The same pool, its connections served by two I/O threads.
+    let ioThreads = SQLIOThreads(count: 2, name: "sb-io-bench")
+    let oursOnIOThreads = MariaDBClient(
+        configuration: configuration,
+        poolConfiguration: poolConfiguration,
+        ioThreads: ioThreads,
+        name: "bench-io"
+    )
+    let oursOnIOThreadsRun = Task { try await oursOnIOThreads.run() }
 
     try await ours.execute("CREATE TABLE bench_rows (id INT PRIMARY KEY, name VARCHAR(64) NOT NULL)")
     try await ours.execute("INSERT INTO bench_rows SELECT seq, CONCAT('name number ', seq) FROM seq_1_to_100")
-    // Let the pool open its 8 connections before measuring.
+    // Let the pools open their 8 connections before measuring.
     try await withThrowingTaskGroup(of: Void.self) { group in
-        for _ in 0..<8 { group.addTask { try await ours.query("SELECT SLEEP(0.05)") } }
+        for _ in 0..<8 {
+            group.addTask { try await ours.query("SELECT SLEEP(0.05)") }
+            group.addTask { try await oursOnIOThreads.query("SELECT SLEEP(0.05)") }
+        }
         try await group.waitForAll()
     }
 
@@ -49,29 +61,40 @@ func mariadbBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison
     var comparisons: [Comparison] = []
     for workload in MariaDBWorkload.allCases {
         let sql = workload.sql
-        let oursQuery: @Sendable () async throws -> Void
-        switch workload {
-        case .selectOne:
-            oursQuery = {
-                let rows = try await ours.query("SELECT 1")
-                let value = try rows[0].decode(Int.self, at: 0)
-                precondition(value == 1)
-            }
-        case .hundredRows:
-            oursQuery = {
-                var count = 0
-                for row in try await ours.query("SELECT id, name FROM bench_rows") {
-                    let (_, _) = try row.decode((Int, String).self)
-                    count += 1
+        func query(_ client: MariaDBClient) -> @Sendable () async throws -> Void {
+            switch workload {
+            case .selectOne:
+                return {
+                    let rows = try await client.query("SELECT 1")
+                    let value = try rows[0].decode(Int.self, at: 0)
+                    precondition(value == 1)
                 }
-                precondition(count == 100)
+            case .hundredRows:
+                return {
+                    var count = 0
+                    for row in try await client.query("SELECT id, name FROM bench_rows") {
+                        let (_, _) = try row.decode((Int, String).self)
+                        count += 1
+                    }
+                    precondition(count == 100)
+                }
             }
         }
         var contenders: [Contender] = []
         for tasks in [8, 64] {
             contenders.append(
                 Contender(name: "SyncBridge MariaDBClient, \(tasks) tasks") {
-                    try await queriesPerSecond("SyncBridge, \(tasks) tasks", tasks: tasks, seconds: seconds, oursQuery)
+                    try await queriesPerSecond("SyncBridge, \(tasks) tasks", tasks: tasks, seconds: seconds, query(ours))
+                }
+            )
+            contenders.append(
+                Contender(name: "SyncBridge MariaDBClient on 2 I/O threads, \(tasks) tasks") {
+                    try await queriesPerSecond(
+                        "SyncBridge on I/O threads, \(tasks) tasks",
+                        tasks: tasks,
+                        seconds: seconds,
+                        query(oursOnIOThreads)
+                    )
                 }
             )
         }
@@ -112,6 +135,10 @@ func mariadbBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison
     }
     oursRun.cancel()
     _ = await oursRun.result
+    oursOnIOThreadsRun.cancel()
+    _ = await oursOnIOThreadsRun.result
+    await oursOnIOThreads.shutdown()
+    ioThreads.shutdown()
     // Stopped here, before the process ends (a task started from a `defer` would never run).
     await server.stop()
     return comparisons

@@ -1,6 +1,6 @@
 import Foundation
 
-// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb|inserts|latency|scaling|watchdog|watchdog-latency|event-loops|deadlock] [--rounds N] [--seconds S] [--sizes 8,64,256] [--mariadb] [--io-threads N] [--tasks-per-connection N] [--hundred-rows] [--rows N] [--trials N] [--only NAME]
+// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb|inserts|latency|scaling|footprint|watchdog|watchdog-latency|event-loops|deadlock] [--rounds N] [--seconds S] [--sizes 8,64,256] [--mariadb] [--io-threads N] [--tasks-per-connection N] [--hundred-rows] [--rows N] [--trials N] [--only NAME]
 // Prints Markdown tables of medians and the ratios the targets are stated in.
 
 let arguments = CommandLine.arguments.dropFirst()
@@ -11,6 +11,21 @@ let rounds =
     } ?? 15
 
 func ratio(_ a: Double, _ b: Double) -> String { String(format: "%.2f", a / b) }
+
+if arguments.first == "footprint-child" {
+    // One measurement of the footprint suite, in a process of its own.
+    let values = Array(arguments.dropFirst())
+    try await runFootprintChild(database: values[0], connections: Int(values[1])!, model: values[2])
+    exit(0)
+}
+
+if suites.contains("footprint") {
+    let sizes =
+        arguments.firstIndex(of: "--sizes").map { index in
+            arguments[arguments.index(after: index)].split(separator: ",").compactMap { Int($0) }
+        } ?? [8, 64, 256, 1_000]
+    try await footprintBenchmarks(sizes: sizes)
+}
 
 if suites.isEmpty || suites.contains("hop") {
     print("## Core hop and throughput (\(rounds) interleaved rounds, medians)")
@@ -141,6 +156,8 @@ if suites.isEmpty || suites.contains("mariadb") {
         for tasks in [8, 64] {
             let ours = comparison.median("SyncBridge MariaDBClient, \(tasks) tasks")
             print("- SyncBridge, \(tasks) tasks: \(ratio(ours, slap))x mysqlslap")
+            let onIOThreads = comparison.median("SyncBridge MariaDBClient on 2 I/O threads, \(tasks) tasks")
+            print("- SyncBridge on 2 I/O threads, \(tasks) tasks: \(ratio(onIOThreads, slap))x mysqlslap")
             for driver in ["asyncmy", "aiomysql"] {
                 let python = comparison.median("Python \(driver) (asyncio), 8 connections, \(tasks) tasks")
                 if !python.isNaN {
