@@ -84,7 +84,12 @@ func mariadbBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison
         for tasks in [8, 64] {
             contenders.append(
                 Contender(name: "SyncBridge MariaDBClient, \(tasks) tasks") {
-                    try await queriesPerSecond("SyncBridge, \(tasks) tasks", tasks: tasks, seconds: seconds, query(ours))
+                    try await queriesPerSecond(
+                        "SyncBridge, \(tasks) tasks",
+                        tasks: tasks,
+                        seconds: seconds,
+                        query(ours)
+                    )
                 }
             )
             contenders.append(
