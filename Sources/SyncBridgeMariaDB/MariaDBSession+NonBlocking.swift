@@ -128,16 +128,16 @@ extension MariaDBSession: SQLNonBlockingSession {
                         lastInsertID: mysql_stmt_insert_id(prepared.handle)
                     )
                 }
-                statement.enter(.storing(prepared))
+                statement.enter(.storing(prepared, keepsRows: true))
 
-            case .storing(let prepared):
+            case .storing(let prepared, let keepsRows):
                 waitsFor =
                     statement.isWaiting
                     ? mysql_stmt_store_result_cont(&returned, prepared.handle, statement.readiness)
                     : mysql_stmt_store_result_start(&returned, prepared.handle)
                 if statement.waits(for: waitsFor, on: mysql) { return nil }
                 guard returned == 0 else { throw failedMidResult(prepared) }
-                statement.outcome = try storedRows(of: prepared)
+                if keepsRows { statement.outcome = try storedRows(of: prepared) }
                 statement.enter(.finishing(prepared))
 
             case .finishing(let prepared):
@@ -153,19 +153,11 @@ extension MariaDBSession: SQLNonBlockingSession {
                 if returned > 0 { throw failedMidResult(prepared) }
                 if returned < 0 { return statement.outcome }
                 if prepared.handle.pointee.field_count > 0 {
-                    statement.enter(.skipping(prepared))
+                    // A further result set: read and dropped.
+                    statement.enter(.storing(prepared, keepsRows: false))
                 } else {
                     statement.enter(.finishing(prepared))
                 }
-
-            case .skipping(let prepared):
-                waitsFor =
-                    statement.isWaiting
-                    ? mysql_stmt_store_result_cont(&returned, prepared.handle, statement.readiness)
-                    : mysql_stmt_store_result_start(&returned, prepared.handle)
-                if statement.waits(for: waitsFor, on: mysql) { return nil }
-                guard returned == 0 else { throw failedMidResult(prepared) }
-                statement.enter(.finishing(prepared))
             }
         }
     }
@@ -210,12 +202,11 @@ final class NonBlockingStatement {
         case preparing(UnsafeMutablePointer<MYSQL_STMT>)
         /// `mysql_stmt_execute_start`, with the values bound.
         case executing(MariaDBPreparedStatement)
-        /// `mysql_stmt_store_result_start`: every row into memory.
-        case storing(MariaDBPreparedStatement)
+        /// `mysql_stmt_store_result_start`: every row into memory; kept for the statement's
+        /// result, dropped for the further result sets that follow it.
+        case storing(MariaDBPreparedStatement, keepsRows: Bool)
         /// `mysql_stmt_next_result_start`, while more result sets follow.
         case finishing(MariaDBPreparedStatement)
-        /// A further result set, read and dropped.
-        case skipping(MariaDBPreparedStatement)
     }
 
     let query: SQLQuery

@@ -81,10 +81,7 @@ func runFootprintChild(database: String, connections: Int, model: String) async 
         throw BenchmarkError("footprint-child needs SB_FOOTPRINT_TARGET")
     }
     let ioThreads = model == "io" ? SQLIOThreads(count: 2, name: "sb-io-bench") : nil
-    var pool = ConnectionPoolConfiguration()
-    pool.minimumConnections = connections
-    pool.maximumConnections = connections
-    pool.acquireTimeout = .seconds(120)
+    let pool = ConnectionPoolConfiguration.open(connections)
     if database == "PostgreSQL" {
         let client = PostgresClient(connectionString: target, configuration: pool, ioThreads: ioThreads, name: "fp")
         try await load(client, connections: connections)

@@ -23,13 +23,7 @@ enum MariaDBWorkload: String, CaseIterable {
 /// throwaway server, all over TCP on loopback.
 func mariadbBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison] {
     let server = try await TemporaryMariaDB.start()
-    let configuration = MariaDBConfiguration(
-        host: server.host,
-        port: server.port,
-        user: server.user,
-        password: server.password,
-        database: server.database
-    )
+    let configuration = MariaDBConfiguration(server)
     var poolConfiguration = ConnectionPoolConfiguration()
     poolConfiguration.minimumConnections = 8
     poolConfiguration.maximumConnections = 8

@@ -27,32 +27,24 @@ func scalingBenchmarks(
     let pgbench = findPgbench()
     let expectedRows = workload == .selectOne ? 1 : 100
 
-    /// Statements per second of a client with `connections` connections and twice as many tasks.
+    let sql: SQLQuery = workload == .selectOne ? "SELECT 1" : "SELECT id, name FROM bench_rows"
+
     func measure(connections: Int, ioThreads: SQLIOThreads?, name: String) async throws -> Double {
-        var configuration = ConnectionPoolConfiguration()
-        configuration.minimumConnections = connections
-        configuration.maximumConnections = connections
-        configuration.acquireTimeout = .seconds(120)
         let client = SyncBridgePostgres.PostgresClient(
             connectionString: server.connectionString,
-            configuration: configuration,
+            configuration: .open(connections),
             ioThreads: ioThreads,
             name: "bench"
         )
-        let run = Task { try await client.run() }
-        // Every connection open before measuring.
-        while client.pool.statistics.idle + client.pool.statistics.leased < connections {
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        let sql: SQLQuery = workload == .selectOne ? "SELECT 1" : "SELECT id, name FROM bench_rows"
-        let rate = try await queriesPerSecond(name, tasks: tasksPerConnection * connections, seconds: seconds) {
-            let rows = try await client.query(sql)
-            precondition(rows.count == expectedRows)
-        }
-        run.cancel()
-        _ = await run.result
-        await client.shutdown()
-        return rate
+        return try await queriesPerSecond(
+            name,
+            on: client,
+            connections: connections,
+            tasks: tasksPerConnection * connections,
+            seconds: seconds,
+            sql,
+            rows: expectedRows
+        )
     }
 
     var comparisons: [Comparison] = []
@@ -109,46 +101,29 @@ func mariadbScalingBenchmarks(
     tasksPerConnection: Int
 ) async throws -> [Comparison] {
     let server = try await TemporaryMariaDB.start()
-    let configuration = MariaDBConfiguration(
-        host: server.host,
-        port: server.port,
-        user: server.user,
-        password: server.password,
-        database: server.database
-    )
+    let configuration = MariaDBConfiguration(server)
     let setup = MariaDBClient(configuration: configuration, name: "setup")
     try await setup.execute("CREATE TABLE bench_rows (id INT PRIMARY KEY, name VARCHAR(64) NOT NULL)")
     try await setup.execute("INSERT INTO bench_rows SELECT seq, CONCAT('name number ', seq) FROM seq_1_to_100")
     await setup.shutdown()
     let ioThreads = SQLIOThreads(count: ioThreadCount, name: "sb-io-bench")
 
-    /// Statements per second of a client with `connections` connections and twice as many tasks.
     func measure(connections: Int, ioThreads: SQLIOThreads?, name: String) async throws -> Double {
-        var poolConfiguration = ConnectionPoolConfiguration()
-        poolConfiguration.minimumConnections = connections
-        poolConfiguration.maximumConnections = connections
-        poolConfiguration.acquireTimeout = .seconds(120)
         let client = MariaDBClient(
             configuration: configuration,
-            poolConfiguration: poolConfiguration,
+            poolConfiguration: .open(connections),
             ioThreads: ioThreads,
             name: "bench"
         )
-        let run = Task { try await client.run() }
-        // Every connection open before measuring.
-        while client.pool.statistics.idle + client.pool.statistics.leased < connections {
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        let sql = SQLQuery(unsafeSQL: workload.sql)
-        let expectedRows = workload.rows
-        let rate = try await queriesPerSecond(name, tasks: tasksPerConnection * connections, seconds: seconds) {
-            let rows = try await client.query(sql)
-            precondition(rows.count == expectedRows)
-        }
-        run.cancel()
-        _ = await run.result
-        await client.shutdown()
-        return rate
+        return try await queriesPerSecond(
+            name,
+            on: client,
+            connections: connections,
+            tasks: tasksPerConnection * connections,
+            seconds: seconds,
+            SQLQuery(unsafeSQL: workload.sql),
+            rows: workload.rows
+        )
     }
 
     var comparisons: [Comparison] = []
@@ -179,4 +154,54 @@ func mariadbScalingBenchmarks(
     }
     await server.stop()
     return comparisons
+}
+
+extension ConnectionPoolConfiguration {
+    /// A pool that opens `connections` connections at once and keeps them.
+    static func open(_ connections: Int) -> ConnectionPoolConfiguration {
+        var configuration = ConnectionPoolConfiguration()
+        configuration.minimumConnections = connections
+        configuration.maximumConnections = connections
+        configuration.acquireTimeout = .seconds(120)
+        return configuration
+    }
+}
+
+extension MariaDBConfiguration {
+    /// TCP to `server`, as its user.
+    init(_ server: TemporaryMariaDB) {
+        self.init(
+            host: server.host,
+            port: server.port,
+            user: server.user,
+            password: server.password,
+            database: server.database
+        )
+    }
+}
+
+/// Statements per second of `client` once its `connections` connections are open: `tasks` tasks
+/// run `sql` (which returns `rows` rows) for `seconds`; the client is shut down afterwards.
+func queriesPerSecond<Session: SQLSession>(
+    _ name: String,
+    on client: SQLClient<Session>,
+    connections: Int,
+    tasks: Int,
+    seconds: Double,
+    _ sql: SQLQuery,
+    rows: Int
+) async throws -> Double {
+    let run = Task { try await client.run() }
+    // Every connection open before measuring.
+    while client.pool.statistics.idle + client.pool.statistics.leased < connections {
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    let rate = try await queriesPerSecond(name, tasks: tasks, seconds: seconds) {
+        let result = try await client.query(sql)
+        precondition(result.count == rows)
+    }
+    run.cancel()
+    _ = await run.result
+    await client.shutdown()
+    return rate
 }
