@@ -322,7 +322,7 @@ public final class TemporaryPostgres: Sendable, ThrowawayServer {
             [
                 binaries.postgres, "-D", dataDirectory, "-p", "\(port)", "-k", socketDirectory,
                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off", "-c", "max_connections=1100", "-c", "shared_buffers=64MB",
+                "-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=64MB",
             ] + extraArguments,
             asUser: serverUser,
             logPath: logPath
