@@ -3,6 +3,7 @@ import Foundation
 import NIOPosix
 import SyncBridge
 import Synchronization
+import Tracing
 
 /// An actor on a ThreadExecutor whose method mutates state, so the hop cannot be optimised away.
 actor Bumper {
@@ -46,6 +47,15 @@ func hopBenchmarks(rounds: Int, iterations: Int) async throws -> [Comparison] {
             },
             Contender(name: "SyncBridge BlockingPool.run") {
                 try await Task.detached { try await perOp { try await pool.run { counter.value &+= 1 } } }.value
+            },
+            // A request's context with no tracer (a traced server without a tracer bootstrapped):
+            // the hop carries it to the thread and binds it there for the job.
+            Contender(name: "SyncBridge BlockingPool.run in a ServiceContext") {
+                try await Task.detached {
+                    try await ServiceContext.withValue(.topLevel) {
+                        try await perOp { try await pool.run { counter.value &+= 1 } }
+                    }
+                }.value
             },
             Contender(name: "SyncBridge ThreadExecutor actor method") {
                 await Task.detached { await perOp { _ = await bumper.bump() } }.value

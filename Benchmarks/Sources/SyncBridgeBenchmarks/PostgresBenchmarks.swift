@@ -5,6 +5,7 @@ import PostgresNIO
 import SyncBridgePostgres
 import SyncBridgeSQL
 import SyncBridgeTesting
+import Tracing
 
 /// The two statements measured.
 enum PostgresWorkload: String, CaseIterable {
@@ -197,6 +198,20 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
             contenders.append(
                 Contender(name: "SyncBridge PostgresClient, \(tasks) tasks") {
                     try await queriesPerSecond("SyncBridge, \(tasks) tasks", tasks: tasks, seconds: seconds, oursQuery)
+                }
+            )
+            // A request's context with no tracer bootstrapped: each statement carries it to the
+            // connection's thread (the cost of tracing's plumbing when nothing records).
+            contenders.append(
+                Contender(name: "SyncBridge PostgresClient in a ServiceContext, \(tasks) tasks") {
+                    try await ServiceContext.withValue(.topLevel) {
+                        try await queriesPerSecond(
+                            "SyncBridge in a context, \(tasks) tasks",
+                            tasks: tasks,
+                            seconds: seconds,
+                            oursQuery
+                        )
+                    }
                 }
             )
             contenders.append(

@@ -1,6 +1,6 @@
 import Foundation
 
-// Usage: swift run -c release SyncBridgeBenchmarks [hop|postgres|mariadb|inserts|latency|scaling|footprint|watchdog|watchdog-latency|event-loops|deadlock] [--rounds N] [--seconds S] [--sizes 8,64,256] [--mariadb] [--io-threads N] [--tasks-per-connection N] [--hundred-rows] [--rows N] [--trials N] [--only NAME]
+// Usage: swift run -c release SyncBridgeBenchmarks [hop|tracing-cost|postgres|mariadb|inserts|latency|scaling|footprint|watchdog|watchdog-latency|event-loops|deadlock] [--rounds N] [--seconds S] [--sizes 8,64,256] [--mariadb] [--io-threads N] [--tasks-per-connection N] [--hundred-rows] [--rows N] [--trials N] [--only NAME]
 // Prints Markdown tables of medians and the ratios the targets are stated in.
 
 let arguments = CommandLine.arguments.dropFirst()
@@ -60,6 +60,13 @@ if suites.isEmpty || suites.contains("hop") {
         )
     }
     print("- SyncBridge BlockingPool.run vs the raw-pthread floor: \(percent(ours, of: floorJobs))")
+}
+
+if suites.contains("tracing-cost") {
+    print("## What tracing costs with no tracer (\(rounds) interleaved rounds, medians)")
+    let cost = try await tracingCostBenchmarks(rounds: rounds)
+    report(cost)
+    reportTracingCost(cost)
 }
 
 if suites.isEmpty || suites.contains("postgres") {
