@@ -111,6 +111,8 @@ let package = Package(
             name: "SyncBridgeTemporaryServers",
             dependencies: [
                 "SyncBridge",
+                "CSyncBridgeShims",
+                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

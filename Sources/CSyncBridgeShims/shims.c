@@ -482,3 +482,19 @@ void sb_io_drain_wakeups(int event_fd) {
         got = read(event_fd, &count, sizeof count);
     } while (got < 0 && errno == EINTR);
 }
+
+#include <sys/timerfd.h>
+
+int sb_timer_create(void) {
+    return timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+}
+
+int sb_timer_arm(int fd, uint64_t deadline_ns) {
+    uint64_t expirations;
+    while (read(fd, &expirations, sizeof expirations) < 0 && errno == EINTR) {
+    }
+    struct itimerspec spec = {0};
+    spec.it_value.tv_sec = (time_t)(deadline_ns / 1000000000u);
+    spec.it_value.tv_nsec = (long)(deadline_ns % 1000000000u);
+    return timerfd_settime(fd, TFD_TIMER_ABSTIME, &spec, NULL);
+}

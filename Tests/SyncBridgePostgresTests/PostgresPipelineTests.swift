@@ -320,6 +320,13 @@ struct PostgresPipelineTests {
             let values = try results.map { try $0.get().rows.first?.decode(Int.self, at: 0) }
             #expect(values == Array(1...500))
 
+            // More than the proxy's buffer and the sockets' in each direction arrives whole.
+            let sent = String(repeating: "abcdefghij", count: 300_000)
+            let echoed = try await connection.query("SELECT length(\(sent)), md5(\(sent)), repeat('x', 4000000)")
+            #expect(try echoed[0].decode(Int.self, at: 0) == 3_000_000)
+            #expect(try echoed[0].decode(String.self, at: 1) == "34405b120931c5adb010d2a91e27ae35")
+            #expect(try echoed[0].decode(String.self, at: 2) == String(repeating: "x", count: 4_000_000))
+
             // 3,000 statements of 2 ms each: the timeout passes with most of them unsent.
             let started = clock.now
             let error = try await #require(throws: PostgresError.self) {

@@ -142,6 +142,15 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
         name: "bench"
     )
     let oursRun = Task { try await ours.run() }
+    // The same pool, its connections served by two I/O threads (which pipeline the statements
+    // that queue on a connection).
+    let oursOnIOThreads = SyncBridgePostgres.PostgresClient(
+        connectionString: server.connectionString,
+        configuration: configuration,
+        ioThreads: SQLIOThreads(count: 2, name: "sb-io-bench"),
+        name: "bench-io"
+    )
+    let oursOnIOThreadsRun = Task { try await oursOnIOThreads.run() }
 
     let nio = makeNIOClient(server, port: server.port)
     let nioRun = Task { await nio.run() }
@@ -154,6 +163,7 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
     for workload in PostgresWorkload.allCases {
         let sql = workload.sql
         let oursQuery: @Sendable () async throws -> Void
+        let oursOnIOThreadsQuery: @Sendable () async throws -> Void
         let nioQuery: @Sendable () async throws -> Void
         let nioPrepared: @Sendable () async throws -> Void
         switch workload {
@@ -161,11 +171,13 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
             nioPrepared = {
                 for try await value in try await nio.execute(NIOSelectOne()) { precondition(value == 1) }
             }
-            oursQuery = {
-                let rows = try await ours.query("SELECT 1")
+            @Sendable func selectOne(_ client: SyncBridgePostgres.PostgresClient) async throws {
+                let rows = try await client.query("SELECT 1")
                 let value = try rows[0].decode(Int.self, at: 0)
                 precondition(value == 1)
             }
+            oursQuery = { try await selectOne(ours) }
+            oursOnIOThreadsQuery = { try await selectOne(oursOnIOThreads) }
             nioQuery = {
                 for try await value in try await nio.query("SELECT 1").decode(Int.self) { precondition(value == 1) }
             }
@@ -175,14 +187,16 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
                 for try await (_, _) in try await nio.execute(NIOHundredRows()) { count += 1 }
                 precondition(count == 100)
             }
-            oursQuery = {
+            @Sendable func hundredRows(_ client: SyncBridgePostgres.PostgresClient) async throws {
                 var count = 0
-                for row in try await ours.query("SELECT id, name FROM bench_rows") {
+                for row in try await client.query("SELECT id, name FROM bench_rows") {
                     let (_, _) = try row.decode((Int, String).self)
                     count += 1
                 }
                 precondition(count == 100)
             }
+            oursQuery = { try await hundredRows(ours) }
+            oursOnIOThreadsQuery = { try await hundredRows(oursOnIOThreads) }
             nioQuery = {
                 var count = 0
                 for try await (_, _) in try await nio.query("SELECT id, name FROM bench_rows").decode(
@@ -198,6 +212,16 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
             contenders.append(
                 Contender(name: "SyncBridge PostgresClient, \(tasks) tasks") {
                     try await queriesPerSecond("SyncBridge, \(tasks) tasks", tasks: tasks, seconds: seconds, oursQuery)
+                }
+            )
+            contenders.append(
+                Contender(name: "SyncBridge PostgresClient on 2 I/O threads, \(tasks) tasks") {
+                    try await queriesPerSecond(
+                        "SyncBridge on I/O threads, \(tasks) tasks",
+                        tasks: tasks,
+                        seconds: seconds,
+                        oursOnIOThreadsQuery
+                    )
                 }
             )
             // A request's context with no tracer bootstrapped: each statement carries it to the
@@ -290,8 +314,10 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
         )
     }
     oursRun.cancel()
+    oursOnIOThreadsRun.cancel()
     nioRun.cancel()
     _ = await oursRun.result
+    _ = await oursOnIOThreadsRun.result
     _ = await nioRun.result
     // Stopped here, before the process ends (a task started from a `defer` would never run).
     await server.stop()

@@ -88,6 +88,17 @@ if suites.isEmpty || suites.contains("postgres") {
                 print("- \(tasks) tasks: \(ratio(ours, comparison.median(peer)))x \(peer)")
             }
         }
+        for tasks in [8, 64] {
+            let pipelining = comparison.median("SyncBridge PostgresClient on 2 I/O threads, \(tasks) tasks")
+            let prepared = comparison.median("PostgresNIO prepared statement, \(tasks) tasks")
+            let pgbench = comparison.median("pgbench -M prepared -c 8 -j 2")
+            guard !pipelining.isNaN else { continue }
+            print(
+                "- \(tasks) tasks on I/O threads (automatic pipelining; target at 64: >= 1.0x pgbench -M prepared, "
+                    + ">= 3x PostgresNIO): \(ratio(pipelining, pgbench))x pgbench -M prepared, "
+                    + "\(ratio(pipelining, prepared))x PostgresNIO's prepared statements"
+            )
+        }
         let pgbenchPipeline = comparison.median("pgbench pipeline of 100 -M prepared -c 8 -j 2")
         let pipelined = comparison.median("SyncBridge pipeline of 100, 8 tasks")
         if !pipelined.isNaN && !pgbenchPipeline.isNaN {

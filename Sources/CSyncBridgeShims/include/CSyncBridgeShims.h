@@ -187,6 +187,14 @@ void sb_io_wake(int event_fd);
 /// Consumes the wake-ups of `event_fd` (after token 0 was reported).
 void sb_io_drain_wakeups(int event_fd);
 
+/// A timer descriptor on the monotonic clock (timerfd), non-blocking, for an epoll set: readable
+/// once its deadline has passed. Returns the descriptor, or -1 with errno set.
+int sb_timer_create(void);
+
+/// Sets the timer `fd` to fire at `deadline_ns` on the monotonic clock (0 disarms it) and consumes
+/// an expiry already reported. Returns 0, or -1 with errno set.
+int sb_timer_arm(int fd, uint64_t deadline_ns);
+
 #ifdef __cplusplus
 }
 #endif
