@@ -170,8 +170,7 @@ private final class Relay {
             }
             deliverDueBytes()
         }
-        for (socket, _) in sockets { close(socket) }
-        sockets = [:]
+        while let (_, directions) = sockets.first { closeLink(directions.reading.link) }
         close(listener)
         close(timer)
         close(events)
@@ -292,5 +291,7 @@ private final class Relay {
             sockets[direction.source] = nil
             close(direction.source)
         }
+        // Each direction holds its link: let go of them, or the three would keep one another.
+        link.directions = []
     }
 }
