@@ -269,3 +269,23 @@ public func raiseOpenFileLimit() {
     limit.rlim_cur = wanted
     _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
 }
+
+/// With `SYNCBRIDGE_TEST_SNAPSHOT=<path>` set, a snapshot of every pool, executor thread and
+/// wait is written to `<path>` each second, from a thread of its own (it works while the
+/// cooperative pool is stuck): what a hung test run was waiting for. Started by the first call.
+public func writeSnapshotsIfAsked() {
+    _ = snapshotWriter
+}
+
+private let snapshotWriter: Void = {
+    guard let path = ProcessInfo.processInfo.environment["SYNCBRIDGE_TEST_SNAPSHOT"], !path.isEmpty else { return }
+    let thread = Thread {
+        while true {
+            let json = SyncBridgeSnapshot.take().jsonString()
+            try? json.write(toFile: path, atomically: true, encoding: .utf8)
+            Thread.sleep(forTimeInterval: 1)
+        }
+    }
+    thread.name = "test snapshots"
+    thread.start()
+}()

@@ -280,6 +280,50 @@ struct MariaDBIOThreadTests {
         await client.shutdown()
     }
 
+    @Test(
+        "a connection whose C client closed its socket (its server thread was killed) never touches the socket that takes its number next: the new connection's statement ends while the old one closes"
+    )
+    func reusedSocketNumber() async throws {
+        let configuration = try await testConfiguration()
+        // One thread: both connections' sockets are watched by the same epoll set.
+        let threads = SQLIOThreads(count: 1, name: "sb-io-mdb-reuse")
+        let observer = try await MariaDBConnection.connect(configuration: configuration)
+        var reused = false
+        // The next socket takes the lowest free number, which a parallel test may take first:
+        // tried until the number is reused.
+        for _ in 0..<10 where !reused {
+            let victim = try await connect(configuration, threads: threads)
+            #expect(try await victim.query("SELECT 1").count == 1)
+            let number = try await victim.withRawConnection { mysql in Int32(mysql_get_socket(mysql)) }
+            try await observer.execute(SQLQuery(unsafeSQL: "KILL CONNECTION \(victim.serverConnectionID)"))
+            // Connector/C finds the connection gone and closes its socket.
+            let lost = try await #require(throws: MariaDBError.self) { try await victim.query("SELECT 1") }
+            #expect(lost.kind == .connectionClosed, "\(lost)")
+            let next = try await connect(configuration, threads: threads)
+            let nextNumber = try await next.withRawConnection { mysql in Int32(mysql_get_socket(mysql)) }
+            reused = nextNumber == number
+            let nextID = next.serverConnectionID
+            // The new connection waits for its answer on the I/O thread while the old one closes.
+            let slow = Task { try await next.query("SELECT SLEEP(0.3), 42") }
+            try await waitUntil {
+                try await observer.query(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = \(Int(nextID)) AND INFO LIKE 'SELECT SLEEP%'"
+                ).first?.decode(Int.self, at: 0) == 1
+            }
+            await victim.close()
+            // (Cancelled at the deadline, the statement ends within the grace period.)
+            let row = try await withDeadline(10) {
+                try await withTaskCancellationHandler { try await slow.value } onCancel: { slow.cancel() }
+            }.first
+            #expect(try row?.decode(Int.self, at: 1) == 42)
+            #expect(try await next.query("SELECT 7").first?.decode(Int.self, at: 0) == 7)
+            await next.close()
+        }
+        #expect(reused, "no new connection got the closed socket's number")
+        await observer.close()
+        threads.shutdown()
+    }
+
     @Test("statements, transactions, streams and withRawConnection interleave on one connection in submission order")
     func mixedWork() async throws {
         let connection = try await connect(try await testConfiguration())

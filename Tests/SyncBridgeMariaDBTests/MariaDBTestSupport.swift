@@ -6,7 +6,8 @@ import SyncBridgeTesting
 
 /// The configuration of the process's shared throwaway server.
 func testConfiguration() async throws -> MariaDBConfiguration {
-    configuration(for: try await TemporaryMariaDB.shared())
+    writeSnapshotsIfAsked()
+    return configuration(for: try await TemporaryMariaDB.shared())
 }
 
 /// A TCP configuration for `server`, as its user.

@@ -36,10 +36,10 @@ struct PostgresIOThreadTests {
         )
     }
 
-    func connect(_ server: TemporaryPostgres) async throws -> PostgresConnection {
+    func connect(_ server: TemporaryPostgres, threads: SQLIOThreads = Self.threads) async throws -> PostgresConnection {
         try await PostgresConnection.connect(
             configuration: PostgresConfiguration(connectionString: server.connectionString),
-            ioThreads: Self.threads
+            ioThreads: threads
         )
     }
 
@@ -198,6 +198,51 @@ struct PostgresIOThreadTests {
         #expect(try await client.query("SELECT 1").count == 1)
         await observer.close()
         await client.shutdown()
+    }
+
+    @Test(
+        "a connection whose C client closed its socket (its backend was terminated) never touches the socket that takes its number next: the new connection's statement ends while the old one closes"
+    )
+    func reusedSocketNumber() async throws {
+        let server = try await TemporaryPostgres.shared()
+        // One thread: both connections' sockets are watched by the same epoll set.
+        let threads = SQLIOThreads(count: 1, name: "sb-io-reuse")
+        let observer = try await connect(server)
+        var reused = false
+        // The next socket takes the lowest free number, which a parallel test may take first:
+        // tried until the number is reused.
+        for _ in 0..<10 where !reused {
+            let victim = try await connect(server, threads: threads)
+            let pid = try #require(try await victim.query("SELECT pg_backend_pid()").first).decode(Int32.self, at: 0)
+            let number = try await victim.withRawConnection { connection in PQsocket(connection) }
+            _ = try await observer.query("SELECT pg_terminate_backend(\(pid))")
+            // libpq finds the connection gone and closes its socket.
+            let lost = try await #require(throws: PostgresError.self) { try await victim.query("SELECT 1") }
+            #expect(["57P01", "08006"].contains(lost.sqlState), "\(lost)")
+            let next = try await connect(server, threads: threads)
+            let (nextNumber, nextPID) = try await next.withRawConnection { connection in
+                (PQsocket(connection), PQbackendPID(connection))
+            }
+            reused = nextNumber == number
+            // The new connection waits for its answer on the I/O thread while the old one closes.
+            let slow = Task { try await next.query("SELECT pg_sleep(0.3), 42") }
+            try await waitUntil {
+                try await observer.query(
+                    "SELECT count(*)::int FROM pg_stat_activity WHERE pid = \(nextPID) AND state = 'active'"
+                ).first?.decode(Int.self, at: 0) == 1
+            }
+            await victim.close()
+            // (Cancelled at the deadline, the statement ends within the grace period.)
+            let row = try await withDeadline(10) {
+                try await withTaskCancellationHandler { try await slow.value } onCancel: { slow.cancel() }
+            }.first
+            #expect(try row?.decode(Int.self, at: 1) == 42)
+            #expect(try await next.query("SELECT 7").first?.decode(Int.self, at: 0) == 7)
+            await next.close()
+        }
+        #expect(reused, "no new connection got the closed socket's number")
+        await observer.close()
+        threads.shutdown()
     }
 
     @Test("statements, transactions, streams and withRawConnection interleave on one connection in submission order")

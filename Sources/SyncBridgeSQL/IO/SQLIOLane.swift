@@ -1,6 +1,12 @@
 import DequeModule
 import SyncBridge
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// One statement handed to a connection's I/O thread.
 final class SQLIOStatement: Sendable {
     let query: SQLQuery
@@ -63,7 +69,15 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     // `Sendable`.
     let thread: IOThread
     private let session: Session
+    /// The lane's own descriptor of the session's socket (a duplicate), which the I/O thread
+    /// watches. The C client closes its descriptor whenever it drops the connection (Connector/C
+    /// and libpq do on a read error): watched through that number, the socket's registration
+    /// would belong to whichever connection the number went to next, and `epoll_ctl` calls for
+    /// this lane would re-arm or remove theirs — a lost wake-up for a healthy connection. This
+    /// number stays the lane's until ``detach(closedError:)``.
     private let socket: Int32
+    /// `socket` is closed (after ``detach(closedError:)``).
+    private var socketClosed = false
     private let canceller: Session.Canceller
     private let queue = Locked(Queue())
     /// Runs a statement the blocking way, on the connection's thread (after a cancel, before the
@@ -96,19 +110,28 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
         var fillScheduled = false
     }
 
-    init(
+    /// A lane for `session`; `nil` when its socket cannot be duplicated (the process is out of
+    /// descriptors): the connection then keeps to its own thread.
+    init?(
         thread: IOThread,
         session: Session,
         canceller: Session.Canceller,
         runBlocking: @escaping @Sendable (SQLIOStatement, @escaping @Sendable () -> Void) -> Void,
         markUnusable: @escaping @Sendable () -> Void
     ) {
+        let socket = fcntl(session.ioSocket, F_DUPFD_CLOEXEC, 0)
+        guard socket >= 0 else { return nil }
         self.thread = thread
         self.session = session
-        self.socket = session.ioSocket
+        self.socket = socket
         self.canceller = canceller
         self.runBlocking = runBlocking
         self.markUnusable = markUnusable
+    }
+
+    deinit {
+        // A lane dropped without `detach`: nothing watches `socket` any more.
+        if !socketClosed { close(socket) }
     }
 
     func submit(_ statement: SQLIOStatement) {
@@ -165,6 +188,10 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
             thread.execute { [self] in
                 if let token { thread.remove(socket, token: token) }
                 token = nil
+                if !socketClosed {
+                    close(socket)
+                    socketClosed = true
+                }
                 self.closedError = closedError
                 continuation.resume()
             }
