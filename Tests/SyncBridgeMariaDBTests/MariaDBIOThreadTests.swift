@@ -313,7 +313,11 @@ struct MariaDBIOThreadTests {
             await victim.close()
             // (Cancelled at the deadline, the statement ends within the grace period.)
             let row = try await withDeadline(10) {
-                try await withTaskCancellationHandler { try await slow.value } onCancel: { slow.cancel() }
+                try await withTaskCancellationHandler {
+                    try await slow.value
+                } onCancel: {
+                    slow.cancel()
+                }
             }.first
             #expect(try row?.decode(Int.self, at: 1) == 42)
             #expect(try await next.query("SELECT 7").first?.decode(Int.self, at: 0) == 7)
