@@ -242,39 +242,50 @@ struct MariaDBIOThreadTests {
         let observer = try await MariaDBConnection.connect(configuration: configuration)
         let failures = Locked<[MariaDBError]>([])
         let succeeded = Locked(0)
+        let attempted = Locked(0)
         let victim = Locked<Int?>(nil)
+        let killed = Locked(false)
         let tasks = Self.tasks(200)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for task in 0..<tasks {
                 group.addTask {
-                    for step in 0..<20 {
+                    // Busy until the kill, whenever it comes, and three statements more: the
+                    // killed connection is found while the others work.
+                    var step = 0
+                    var afterKill = 0
+                    while afterKill < 3 {
+                        if killed.current { afterKill += 1 }
                         do {
                             let row = try #require(
-                                try await client.query("SELECT CONNECTION_ID(), \(task * 100 + step)").first
+                                try await client.query("SELECT CONNECTION_ID(), \(task * 10_000 + step)").first
                             )
                             let (id, echoed) = try row.decode((Int, Int).self)
-                            #expect(echoed == task * 100 + step)
+                            #expect(echoed == task * 10_000 + step)
                             victim.withLock { $0 = $0 ?? id }
                             succeeded.withLock { $0 += 1 }
                         } catch let error as MariaDBError {
                             failures.withLock { $0.append(error) }
                         }
+                        step += 1
                     }
+                    attempted.withLock { $0 += step }
                 }
             }
             group.addTask {
-                try await waitUntil { victim.current != nil && succeeded.current >= tasks * 20 / 8 }
+                try await waitUntil { victim.current != nil && succeeded.current >= tasks * 2 }
                 let id = try #require(victim.current)
                 try await observer.execute(SQLQuery(unsafeSQL: "KILL CONNECTION \(id)"))
+                killed.withLock { $0 = true }
             }
             try await group.waitForAll()
         }
         // Only statements that were on the killed connection fail, with the lost connection;
         // every other one ran.
         let failed = failures.current
+        #expect(!failed.isEmpty, "no statement ran on the killed connection")
         #expect(failed.allSatisfy { $0.kind == .connectionClosed }, "\(failed)")
         #expect(failed.count <= 64, "\(failed.count) statements failed")
-        #expect(succeeded.current + failed.count == tasks * 20)
+        #expect(succeeded.current + failed.count == attempted.current)
         #expect(try await client.query("SELECT 1").count == 1)
         await observer.close()
         await client.shutdown()
@@ -303,14 +314,18 @@ struct MariaDBIOThreadTests {
             let nextNumber = try await next.withRawConnection { mysql in Int32(mysql_get_socket(mysql)) }
             reused = nextNumber == number
             let nextID = next.serverConnectionID
-            // The new connection waits for its answer on the I/O thread while the old one closes.
-            let slow = Task { try await next.query("SELECT SLEEP(0.3), 42") }
+            // The new connection waits for its answer on the I/O thread (for a lock the observer
+            // holds) while the old one closes.
+            let lock = "sb_reuse_\(Int.random(in: 1...1_000_000_000))"
+            _ = try await observer.query("SELECT GET_LOCK(\(lock), 60)")
+            let slow = Task { try await next.query("SELECT GET_LOCK(\(lock), 60), 42") }
             try await waitUntil {
                 try await observer.query(
-                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = \(Int(nextID)) AND INFO LIKE 'SELECT SLEEP%'"
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = \(Int(nextID)) AND STATE = 'User lock'"
                 ).first?.decode(Int.self, at: 0) == 1
             }
             await victim.close()
+            _ = try await observer.query("SELECT RELEASE_LOCK(\(lock))")
             // (Cancelled at the deadline, the statement ends within the grace period.)
             let row = try await withDeadline(10) {
                 try await withTaskCancellationHandler {

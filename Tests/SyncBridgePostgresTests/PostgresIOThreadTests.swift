@@ -162,39 +162,50 @@ struct PostgresIOThreadTests {
         let observer = try await connectToTestServer()
         let failures = Locked<[PostgresError]>([])
         let succeeded = Locked(0)
+        let attempted = Locked(0)
         let victim = Locked<Int32?>(nil)
+        let killed = Locked(false)
         let tasks = Self.tasks(200)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for task in 0..<tasks {
                 group.addTask {
-                    for step in 0..<20 {
+                    // Busy until the kill, whenever it comes, and three statements more: the
+                    // killed connection is found while the others work.
+                    var step = 0
+                    var afterKill = 0
+                    while afterKill < 3 {
+                        if killed.current { afterKill += 1 }
                         do {
                             let row = try #require(
-                                try await client.query("SELECT pg_backend_pid(), \(task * 100 + step)::int").first
+                                try await client.query("SELECT pg_backend_pid(), \(task * 10_000 + step)::int").first
                             )
                             let (pid, echoed) = try row.decode((Int32, Int).self)
-                            #expect(echoed == task * 100 + step)
+                            #expect(echoed == task * 10_000 + step)
                             victim.withLock { $0 = $0 ?? pid }
                             succeeded.withLock { $0 += 1 }
                         } catch let error as PostgresError {
                             failures.withLock { $0.append(error) }
                         }
+                        step += 1
                     }
+                    attempted.withLock { $0 += step }
                 }
             }
             group.addTask {
-                try await waitUntil { victim.current != nil && succeeded.current >= tasks * 20 / 8 }
+                try await waitUntil { victim.current != nil && succeeded.current >= tasks * 2 }
                 let pid = try #require(victim.current)
                 _ = try await observer.query("SELECT pg_terminate_backend(\(pid))")
+                killed.withLock { $0 = true }
             }
             try await group.waitForAll()
         }
         // Only statements that were on the killed connection fail, with the server's
         // termination (57P01) or the lost connection (08006); every other one ran.
         let failed = failures.current
+        #expect(!failed.isEmpty, "no statement ran on the killed connection")
         #expect(failed.allSatisfy { ["57P01", "08006"].contains($0.sqlState) }, "\(failed)")
         #expect(failed.count <= 64, "\(failed.count) statements failed")
-        #expect(succeeded.current + failed.count == tasks * 20)
+        #expect(succeeded.current + failed.count == attempted.current)
         #expect(try await client.query("SELECT 1").count == 1)
         await observer.close()
         await client.shutdown()
@@ -224,14 +235,18 @@ struct PostgresIOThreadTests {
                 (PQsocket(connection), PQbackendPID(connection))
             }
             reused = nextNumber == number
-            // The new connection waits for its answer on the I/O thread while the old one closes.
-            let slow = Task { try await next.query("SELECT pg_sleep(0.3), 42") }
+            // The new connection waits for its answer on the I/O thread (for a lock the observer
+            // holds) while the old one closes.
+            let key = Int.random(in: 1...1_000_000_000)
+            _ = try await observer.query("SELECT pg_advisory_lock(\(key))")
+            let slow = Task { try await next.query("SELECT 42 FROM (SELECT pg_advisory_lock(\(key))) AS locked") }
             try await waitUntil {
                 try await observer.query(
-                    "SELECT count(*)::int FROM pg_stat_activity WHERE pid = \(nextPID) AND state = 'active'"
+                    "SELECT count(*)::int FROM pg_stat_activity WHERE pid = \(nextPID) AND wait_event_type = 'Lock'"
                 ).first?.decode(Int.self, at: 0) == 1
             }
             await victim.close()
+            _ = try await observer.query("SELECT pg_advisory_unlock(\(key))")
             // (Cancelled at the deadline, the statement ends within the grace period.)
             let row = try await withDeadline(10) {
                 try await withTaskCancellationHandler {
@@ -240,7 +255,7 @@ struct PostgresIOThreadTests {
                     slow.cancel()
                 }
             }.first
-            #expect(try row?.decode(Int.self, at: 1) == 42)
+            #expect(try row?.decode(Int.self, at: 0) == 42)
             #expect(try await next.query("SELECT 7").first?.decode(Int.self, at: 0) == 7)
             await next.close()
         }
