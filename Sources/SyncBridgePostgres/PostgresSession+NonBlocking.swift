@@ -30,10 +30,13 @@ extension PostgresSession: SQLNonBlockingSession {
             guard PQenterPipelineMode(connection) == 1 else { throw connectionError(query: statement.sql) }
             PQsetnonblocking(connection, 1)
         }
-        // Behind statements already in flight (or sent in this turn), hold the segments back until
-        // the next poll: libpq 15 flushes at every sync point, and one push for the whole burst
-        // costs the kernel (and wakes the server) once instead of once per statement.
-        if !pipeline.units.isEmpty { cork(true) }
+        // The second statement of a burst and those after it are held back until the poll that
+        // follows the burst: libpq 15 flushes at every sync point, and one push for the rest of
+        // the burst costs the kernel (and wakes the server) once instead of once per statement.
+        // The first leaves at once, uncorked: a burst of one — the usual one with a task or two
+        // per connection — costs one `send`, not two `setsockopt`s more.
+        if pipeline.sentThisTurn > 0 { cork(true) }
+        pipeline.sentThisTurn += 1
         var unit = PipelineUnit(sql: statement.sql)
         unit.key = statement.key
         if usesNamedStatements {
@@ -70,6 +73,7 @@ extension PostgresSession: SQLNonBlockingSession {
     /// what is left (`PQflush`).
     public func pollStatements() throws -> SQLStatementPoll {
         cork(false)
+        pipeline.sentThisTurn = 0
         guard !pipeline.units.isEmpty else { return SQLStatementPoll(results: [], waitFor: nil) }
         guard PQconsumeInput(connection) == 1 else { throw failPipeline(connectionError(query: nil)) }
         var results: [Result<SQLOutcome, any Error>] = []
@@ -207,6 +211,8 @@ struct PipelineState {
     var corked = false
     /// Cleared once corking failed (a Unix-domain socket).
     var corkable = true
+    /// Statements sent since the last poll: the burst so far.
+    var sentThisTurn = 0
 }
 
 /// One statement (or one of the session's own commands) in the pipeline, up to its sync point.
