@@ -12,7 +12,7 @@ import Musl
 ///
 /// A cancel request opens a connection to the server and waits for it to act, which takes a
 /// round trip and, with a server that stopped answering, forever. So `cancel()` only queues the
-/// request on the cancel thread of the connection's server and returns; the connection's
+/// request for the cancel threads of the connection's server and returns; the connection's
 /// thread calls ``settle()`` before its next statement, so that a cancel meant for a statement
 /// that has just finished never reaches the next one.
 ///
@@ -90,14 +90,22 @@ public final class PostgresCanceller: SQLCanceller {
     /// `PQcancel` with an older libpq (in plain text).
     public static var usesCancelConnections: Bool { CancelConnectionAPI.available != nil }
 
-    /// The thread that sends cancel requests to each server (by `host:port`): a server that
+    /// The threads that send cancel requests to each server (by `host:port`): a server that
     /// stopped answering holds up the requests meant for it, never those for other servers.
     private static let senders = Locked<[String: BlockingPool]>([:])
+
+    /// Cancel requests sent to one server at once. Each opens a connection that the server
+    /// serves with a process of its own (PostgreSQL 15 forks one for every connection): on a
+    /// loaded machine one takes from a few milliseconds to most of a second (measured here
+    /// beside the whole test suite: up to 0.75 s). Sent one at a time, a burst of cancels also
+    /// queued for up to a second: together close to the 2 s grace period, past which the
+    /// connection is abandoned.
+    static let sendersPerServer = 4
 
     private static func sender(for server: String) -> BlockingPool {
         senders.withLock { senders in
             if let sender = senders[server] { return sender }
-            let sender = BlockingPool(name: "sb-pg-cancel", threadCount: 1)
+            let sender = BlockingPool(name: "sb-pg-cancel", threadCount: sendersPerServer)
             senders[server] = sender
             return sender
         }

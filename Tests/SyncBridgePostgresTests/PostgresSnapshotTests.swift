@@ -51,9 +51,11 @@ struct PostgresSnapshotTests {
             }
         }
         // 7 connections serve 63 tasks: most of them wait at any moment. Once each connection
-        // went from task to task a few times, each lease's age is its own, not the connection's;
-        // once the held lease is 2 s old, a worker's lease (one 20 ms statement) is far younger
-        // even on a loaded machine.
+        // went from task to task a few times, each lease's age is its own, not the connection's:
+        // once the held lease is 2 s old, a worker's lease (one 20 ms statement) is far younger.
+        // (Beside the whole suite, a worker's task has been seen resumed 2 s late, its lease as
+        // old as that: the snapshot looked for is one where every worker's lease is younger than
+        // half the held one's age — with ages counted per connection, none would be.)
         let seen = Shared<SyncBridgeSnapshot?>(nil)
         try await waitUntil(60) {
             guard statements.value >= 100 else { return false }
@@ -63,7 +65,8 @@ struct PostgresSnapshotTests {
             let sleeping = jobs.contains { $0.detail == "SELECT pg_sleep(0.02)" }
             guard let pool = snapshot.pools.first(where: { $0.name == name }),
                 pool.leases.count == 8, pool.waiters.count >= 40, sleeping,
-                let oldest = pool.leases.first, oldest.heldForSeconds >= 2
+                let oldest = pool.leases.first, oldest.heldForSeconds >= 2,
+                pool.leases.dropFirst().allSatisfy({ $0.heldForSeconds < oldest.heldForSeconds / 2 })
             else { return false }
             seen.withLock { $0 = snapshot }
             return true
