@@ -10,7 +10,7 @@ import Testing
 /// and a shutdown that completes once everything has come back.
 @Suite("ConnectionPoolState, randomised")
 struct ConnectionPoolStateFuzzTests {
-    typealias State = ConnectionPoolState<ConnectionPoolStateTests.FakeConnection>
+    typealias State = ConnectionPoolState
     typealias Connection = ConnectionPoolStateTests.FakeConnection
 
     /// SplitMix64: a seeded generator, so that a failing seed can be replayed.
@@ -76,7 +76,7 @@ struct ConnectionPoolStateFuzzTests {
                     pendingConnects += 1
                 case .close(let connection):
                     if live.remove(ObjectIdentifier(connection)) == nil { closedTwice = true }
-                    pendingCloses.append(connection)
+                    pendingCloses.append(connection as! Connection)
                 case .fail(let waiter, _):
                     answer(waiter)
                     if waiting.removeValue(forKey: waiter) == nil {

@@ -17,7 +17,11 @@ package import SyncBridge
 /// closed. A pool that is leased from before anything runs it starts ``run()`` itself, in a task
 /// of its own, and logs that it did; ``shutdown()`` ends it.
 public final class ConnectionPool<Connection: PooledConnection>: Sendable, Service {
-    typealias State = ConnectionPoolState<Connection>
+    typealias State = ConnectionPoolState
+    typealias Shared = ConnectionPoolShared
+    typealias LeaseRecord = ConnectionPoolLeaseRecord
+    typealias Job = ConnectionPoolJob
+    typealias Runner = ConnectionPoolRunner
 
     /// The pool's name, for logs, metrics and errors.
     public let name: String
@@ -27,62 +31,6 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
     let shared: Locked<Shared>
     private let logger: Logger
     private let metrics: PoolMetrics
-
-    struct Shared {
-        var state: State
-        var continuations: [State.WaiterID: UnsafeContinuation<State.Entry, any Error>] = [:]
-        /// Waiters queued that do not wait yet (between asking and suspending), and the answers
-        /// that came for them meanwhile.
-        var awaiting: Set<State.WaiterID> = []
-        var answers: [State.WaiterID: Result<State.Entry, any Error>] = [:]
-        /// Work for ``run()`` to start as child tasks.
-        var jobs: [Job] = []
-        /// ``run()`` waiting for the next job.
-        var jobWaiter: UnsafeContinuation<Job?, Never>?
-        var runner = Runner.notStarted
-        /// How to stop each timer that is running, by timer.
-        var timerStops: [State.Timer: UnsafeContinuation<Void, Never>] = [:]
-        /// Bumped each time a timer is scheduled or cancelled: a timer task whose generation is
-        /// stale stops without firing.
-        var timerGenerations: [State.Timer: UInt64] = [:]
-        var lastConnectionError: String?
-        /// The last connection attempt's error, which waiters get when nothing is left to serve
-        /// them (``State/Failure/connectionFailed``).
-        var lastConnectFailure: (any Error)?
-        var isShutDown = false
-        var shutdownWaiters: [UnsafeContinuation<Void, Never>] = []
-        /// The errors of waits a deadlock detector ended (throw mode), by waiter.
-        var deadlockErrors: [State.WaiterID: DeadlockError] = [:]
-        /// Who holds each leased connection, by entry, while a deadlock detector runs.
-        var holders: [State.EntryID: WaitGraph.Holding] = [:]
-        /// When a tracked lease last came back.
-        var lastRelease: UInt64 = 0
-        /// Each leased connection's lease, by entry, for snapshots.
-        var leaseRecords: [State.EntryID: LeaseRecord] = [:]
-        /// Each waiter that waits, for snapshots.
-        var waitRecords: [State.WaiterID: LeaseRecord] = [:]
-    }
-
-    /// Where and since when a connection was asked for, and for what.
-    struct LeaseRecord {
-        let callSite: CallSite
-        let since: UInt64
-        let demand: State.Demand
-    }
-
-    /// What ``run()`` starts.
-    enum Job {
-        case connect
-        case close(Connection)
-        case checkHealth(State.Entry, for: State.WaiterID)
-        case timer(State.Timer, deadline: UInt64, generation: UInt64)
-    }
-
-    enum Runner {
-        case notStarted
-        case running
-        case finished
-    }
 
     /// The pool as the deadlock detector's wait-for graph names it.
     let resourceID = WaitGraph.newResourceID()
@@ -207,7 +155,7 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
         /// Where it was leased.
         let callSite: CallSite
         /// The connection.
-        package var connection: Connection { entry.connection }
+        package var connection: Connection { unsafeDowncast(entry.connection, to: Connection.self) }
     }
 
     /// Leases a connection; the caller must ``release(_:)`` it. Prefer ``withConnection(fileID:line:_:)``.
@@ -523,11 +471,12 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
                 perform(actions)
             }
         case .close(let connection):
-            await connection.close()
+            // The pool's own connections: the state machine hands back what it was given.
+            await unsafeDowncast(connection, to: Connection.self).close()
             metrics.connectionsClosed.increment()
             perform(shared.withLock { $0.state.closed() })
         case .checkHealth(let entry, let waiter):
-            let healthy = await entry.connection.checkHealth()
+            let healthy = await unsafeDowncast(entry.connection, to: Connection.self).checkHealth()
             if !healthy {
                 logger.debug("an idle connection failed its health check", metadata: ["pool": "\(name)"])
             }
@@ -665,6 +614,64 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
             )
         }
     }
+}
+
+/// What a ``ConnectionPool`` keeps under its lock: the state machine and what runs its actions.
+struct ConnectionPoolShared {
+    var state: ConnectionPoolState
+    var continuations: [ConnectionPoolState.WaiterID: UnsafeContinuation<ConnectionPoolState.Entry, any Error>] = [:]
+    /// Waiters queued that do not wait yet (between asking and suspending), and the answers
+    /// that came for them meanwhile.
+    var awaiting: Set<ConnectionPoolState.WaiterID> = []
+    var answers: [ConnectionPoolState.WaiterID: Result<ConnectionPoolState.Entry, any Error>] = [:]
+    /// Work for ``run()`` to start as child tasks.
+    var jobs: [ConnectionPoolJob] = []
+    /// ``run()`` waiting for the next job.
+    var jobWaiter: UnsafeContinuation<ConnectionPoolJob?, Never>?
+    var runner = ConnectionPoolRunner.notStarted
+    /// How to stop each timer that is running, by timer.
+    var timerStops: [ConnectionPoolState.Timer: UnsafeContinuation<Void, Never>] = [:]
+    /// Bumped each time a timer is scheduled or cancelled: a timer task whose generation is
+    /// stale stops without firing.
+    var timerGenerations: [ConnectionPoolState.Timer: UInt64] = [:]
+    var lastConnectionError: String?
+    /// The last connection attempt's error, which waiters get when nothing is left to serve
+    /// them (``State/Failure/connectionFailed``).
+    var lastConnectFailure: (any Error)?
+    var isShutDown = false
+    var shutdownWaiters: [UnsafeContinuation<Void, Never>] = []
+    /// The errors of waits a deadlock detector ended (throw mode), by waiter.
+    var deadlockErrors: [ConnectionPoolState.WaiterID: DeadlockError] = [:]
+    /// Who holds each leased connection, by entry, while a deadlock detector runs.
+    var holders: [ConnectionPoolState.EntryID: WaitGraph.Holding] = [:]
+    /// When a tracked lease last came back.
+    var lastRelease: UInt64 = 0
+    /// Each leased connection's lease, by entry, for snapshots.
+    var leaseRecords: [ConnectionPoolState.EntryID: ConnectionPoolLeaseRecord] = [:]
+    /// Each waiter that waits, for snapshots.
+    var waitRecords: [ConnectionPoolState.WaiterID: ConnectionPoolLeaseRecord] = [:]
+}
+
+/// Where and since when a connection was asked for, and for what.
+struct ConnectionPoolLeaseRecord {
+    let callSite: CallSite
+    let since: UInt64
+    let demand: ConnectionPoolState.Demand
+}
+
+/// What ``ConnectionPool/run()`` starts.
+enum ConnectionPoolJob {
+    case connect
+    case close(ConnectionPoolState.Connection)
+    case checkHealth(ConnectionPoolState.Entry, for: ConnectionPoolState.WaiterID)
+    case timer(ConnectionPoolState.Timer, deadline: UInt64, generation: UInt64)
+}
+
+/// Whether a pool's ``ConnectionPool/run()`` runs.
+enum ConnectionPoolRunner {
+    case notStarted
+    case running
+    case finished
 }
 
 /// Monotonic nanoseconds.

@@ -9,9 +9,16 @@ import DequeModule
 /// waiter, schedule or cancel a timer, announce that shutdown is complete. Time is passed in
 /// (`now`, monotonic nanoseconds) and timers come back as events, so tests drive the machine
 /// without threads or clocks.
-struct ConnectionPoolState<Connection: AnyObject & Sendable> {
+///
+/// Not generic: the machine only keeps its connections and hands them back, so it holds them as
+/// `AnyObject`s, and ``ConnectionPool`` casts them back to its own type. A generic machine,
+/// unspecialised across the module boundary, made the Swift runtime look up its types' metadata
+/// on every lease and release.
+struct ConnectionPoolState {
     typealias WaiterID = UInt64
     typealias EntryID = UInt64
+    /// A connection, as the machine keeps it.
+    typealias Connection = any AnyObject & Sendable
 
     /// A connection the pool owns.
     struct Entry: Sendable {
