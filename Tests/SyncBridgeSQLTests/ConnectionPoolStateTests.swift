@@ -269,7 +269,11 @@ struct ConnectionPoolStateTests {
         #expect(state.lanes == [broken.id: 1, healthy.id: 8])
         // Its last statement ends: the connection is closed, not kept.
         let closing = state.statementFinished(on: broken.id, reusable: false, now: 2)
-        #expect(closing.contains { if case .close(let connection) = $0 { (connection as? FakeConnection)?.number == 1 } else { false } })
+        #expect(
+            closing.contains {
+                if case .close(let connection) = $0 { (connection as? FakeConnection)?.number == 1 } else { false }
+            }
+        )
         #expect(state.lanes[broken.id] == nil && state.brokenLanes.isEmpty)
     }
 
