@@ -32,8 +32,9 @@ extension SQLClient where Session == PostgresSession {
     ///     ``SQLConnection/connect(_:statementTimeout:logger:metricsFactory:)``).
     ///   - configuration: The pool's sizes and timeouts.
     ///   - ioThreads: I/O threads that run single statements without blocking, a few threads
-    ///     for many connections (see ``SQLIOThreads``); `nil` (the default): each connection's
-    ///     own thread runs them.
+    ///     for many connections (see ``SQLIOThreads``); `nil` (the default) for
+    ///     ``SQLIOThreads/processDefault`` (``SQLIOThreads/shared``), ``SQLIOThreads/off`` to run
+    ///     them on each connection's own thread.
     ///   - name: Names the pool in logs, metrics and errors.
     ///   - defaultStatementTimeout: Every connection's `statement_timeout`: the server cancels
     ///     statements that run longer. `nil` keeps the server's default.

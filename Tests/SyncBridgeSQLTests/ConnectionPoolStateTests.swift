@@ -204,6 +204,34 @@ struct ConnectionPoolStateTests {
         #expect(leasedEntry(again, to: fourth)?.id == a.id)
     }
 
+    @Test("a connection whose attempt began before a breakage is checked before its first lease")
+    func checkConnectionOpenedThroughBreakage() {
+        var state = Self.makeState(minimum: 2, maximum: 3)
+        #expect(connects(state.started(now: 0)) == 2)
+        _ = state.connected(FakeConnection(1), attemptStartedAt: 0, now: 1)
+        let (first, _) = Self.ask(&state, now: 1)
+        guard let broken = state.leased.values.first, state.leased.count == 1 else {
+            Issue.record("expected the idle connection leased to \(first), leased: \(state.leased)")
+            return
+        }
+        // It breaks at 3 (a server shutting down); its replacement's attempt begins then.
+        #expect(connects(state.released(broken.id, reusable: false, now: 3)) == 1)
+        // The second attempt of start-up, begun at 0, was accepted by the server that is shutting
+        // down: it succeeds at 4, and may already be ended. The replacement succeeds at 5.
+        let early = state.connected(FakeConnection(2), attemptStartedAt: 0, now: 4)
+        let replacement = state.connected(FakeConnection(3), attemptStartedAt: 4, now: 5)
+        #expect(early.isEmpty && replacement.isEmpty && state.idle.count == 2)
+        // The replacement is leased as it is; the connection opened through the breakage is checked.
+        let (second, direct) = Self.ask(&state, now: 6)
+        #expect(leasedEntry(direct, to: second)?.id == 3)
+        let (third, checked) = Self.ask(&state, now: 6)
+        guard case .checkHealth(let entry, for: third)? = checked.first else {
+            Issue.record("expected a health check, got \(checked)")
+            return
+        }
+        #expect(entry.id == 2)
+    }
+
     @Test("upkeep runs on the maintenance timer: idle connections above the minimum close, the minimum stays open")
     func maintenance() {
         var state = Self.makeState(minimum: 1, maximum: 3)

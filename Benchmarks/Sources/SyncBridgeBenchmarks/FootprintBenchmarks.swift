@@ -82,7 +82,7 @@ func runFootprintChild(database: String, connections: Int, model: String) async 
     guard let target = ProcessInfo.processInfo.environment["SB_FOOTPRINT_TARGET"] else {
         throw BenchmarkError("footprint-child needs SB_FOOTPRINT_TARGET")
     }
-    let ioThreads = model == "io" ? SQLIOThreads(count: 2, name: "sb-io-bench") : nil
+    let ioThreads = model == "io" ? SQLIOThreads(count: 2, name: "sb-io-bench") : .off
     let pool = ConnectionPoolConfiguration.open(connections)
     if database == "PostgreSQL" {
         let client = PostgresClient(connectionString: target, configuration: pool, ioThreads: ioThreads, name: "fp")

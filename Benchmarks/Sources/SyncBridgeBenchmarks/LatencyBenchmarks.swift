@@ -18,7 +18,12 @@ func latencyBenchmarks(rounds: Int, seconds: Double, roundTrip: Duration) async 
     var configuration = ConnectionPoolConfiguration()
     configuration.minimumConnections = 8
     configuration.maximumConnections = 8
-    let ours = SyncBridgePostgres.PostgresClient(connectionString: far, configuration: configuration, name: "far")
+    let ours = SyncBridgePostgres.PostgresClient(
+        connectionString: far,
+        configuration: configuration,
+        ioThreads: .off,
+        name: "far"
+    )
     let oursRun = Task { try await ours.run() }
     let pipelining = SyncBridgePostgres.PostgresClient(
         connectionString: far,
@@ -35,7 +40,7 @@ func latencyBenchmarks(rounds: Int, seconds: Double, roundTrip: Duration) async 
         unit: "statements/s",
         rounds: rounds,
         [
-            Contender(name: "SyncBridge, one statement per call, 64 tasks") {
+            Contender(name: "SyncBridge, a thread per connection, one statement per call, 64 tasks") {
                 try await queriesPerSecond(tasks: 64, seconds: seconds) {
                     let value = try await ours.query("SELECT 1")[0].decode(Int.self, at: 0)
                     precondition(value == 1)

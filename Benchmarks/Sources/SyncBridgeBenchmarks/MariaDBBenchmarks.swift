@@ -27,7 +27,13 @@ func mariadbBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison
     var poolConfiguration = ConnectionPoolConfiguration()
     poolConfiguration.minimumConnections = 8
     poolConfiguration.maximumConnections = 8
-    let ours = MariaDBClient(configuration: configuration, poolConfiguration: poolConfiguration, name: "bench")
+    // A thread per connection; the same pool on I/O threads follows.
+    let ours = MariaDBClient(
+        configuration: configuration,
+        poolConfiguration: poolConfiguration,
+        ioThreads: .off,
+        name: "bench"
+    )
     let oursRun = Task { try await ours.run() }
     // The same pool, its connections served by two I/O threads.
     let ioThreads = SQLIOThreads(count: 2, name: "sb-io-bench")
@@ -77,7 +83,7 @@ func mariadbBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison
         var contenders: [Contender] = []
         for tasks in [8, 64] {
             contenders.append(
-                Contender(name: "SyncBridge MariaDBClient, \(tasks) tasks") {
+                Contender(name: "SyncBridge MariaDBClient, a thread per connection, \(tasks) tasks") {
                     try await queriesPerSecond(
                         "SyncBridge, \(tasks) tasks",
                         tasks: tasks,

@@ -136,9 +136,11 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
     var configuration = ConnectionPoolConfiguration()
     configuration.minimumConnections = 8
     configuration.maximumConnections = 8
+    // A thread per connection; the same pool on I/O threads follows.
     let ours = SyncBridgePostgres.PostgresClient(
         connectionString: server.connectionString,
         configuration: configuration,
+        ioThreads: .off,
         name: "bench"
     )
     let oursRun = Task { try await ours.run() }
@@ -210,7 +212,7 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
         var contenders: [Contender] = []
         for tasks in [8, 64] {
             contenders.append(
-                Contender(name: "SyncBridge PostgresClient, \(tasks) tasks") {
+                Contender(name: "SyncBridge PostgresClient, a thread per connection, \(tasks) tasks") {
                     try await queriesPerSecond("SyncBridge, \(tasks) tasks", tasks: tasks, seconds: seconds, oursQuery)
                 }
             )

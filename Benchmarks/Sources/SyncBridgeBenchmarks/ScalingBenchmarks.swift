@@ -29,7 +29,7 @@ func scalingBenchmarks(
 
     let sql: SQLQuery = workload == .selectOne ? "SELECT 1" : "SELECT id, name FROM bench_rows"
 
-    func measure(connections: Int, ioThreads: SQLIOThreads?, name: String) async throws -> Double {
+    func measure(connections: Int, ioThreads: SQLIOThreads, name: String) async throws -> Double {
         let client = SyncBridgePostgres.PostgresClient(
             connectionString: server.connectionString,
             configuration: .open(connections),
@@ -51,7 +51,7 @@ func scalingBenchmarks(
     for size in sizes {
         var contenders = [
             Contender(name: "SyncBridge, a thread per connection") {
-                try await measure(connections: size, ioThreads: nil, name: "thread per connection, \(size)")
+                try await measure(connections: size, ioThreads: .off, name: "thread per connection, \(size)")
             },
             Contender(name: "SyncBridge, \(ioThreadCount) I/O threads") {
                 try await measure(
@@ -108,7 +108,7 @@ func mariadbScalingBenchmarks(
     await setup.shutdown()
     let ioThreads = SQLIOThreads(count: ioThreadCount, name: "sb-io-bench")
 
-    func measure(connections: Int, ioThreads: SQLIOThreads?, name: String) async throws -> Double {
+    func measure(connections: Int, ioThreads: SQLIOThreads, name: String) async throws -> Double {
         let client = MariaDBClient(
             configuration: configuration,
             poolConfiguration: .open(connections),
@@ -130,7 +130,7 @@ func mariadbScalingBenchmarks(
     for size in sizes {
         let contenders = [
             Contender(name: "SyncBridge, a thread per connection") {
-                try await measure(connections: size, ioThreads: nil, name: "thread per connection, \(size)")
+                try await measure(connections: size, ioThreads: .off, name: "thread per connection, \(size)")
             },
             Contender(name: "SyncBridge, \(ioThreadCount) I/O threads") {
                 try await measure(

@@ -76,12 +76,12 @@ if suites.isEmpty || suites.contains("postgres") {
         report(comparison)
         print("\nRatios (target: SyncBridge >= 1.0x PostgresNIO at 8 tasks, >= 1.5x at 64 tasks):\n")
         for tasks in [8, 64] {
-            let ours = comparison.median("SyncBridge PostgresClient, \(tasks) tasks")
+            let ours = comparison.median("SyncBridge PostgresClient, a thread per connection, \(tasks) tasks")
             let nio = comparison.median("PostgresNIO PostgresClient, \(tasks) tasks")
             print("- \(tasks) tasks: \(ratio(ours, nio))x PostgresNIO")
         }
         for tasks in [8, 64] {
-            let ours = comparison.median("SyncBridge PostgresClient, \(tasks) tasks")
+            let ours = comparison.median("SyncBridge PostgresClient, a thread per connection, \(tasks) tasks")
             let prepared = comparison.median("PostgresNIO prepared statement, \(tasks) tasks")
             print("- \(tasks) tasks: \(ratio(ours, prepared))x PostgresNIO's prepared statements")
             for peer in ["pgbench -c 8 -j 2", "pgbench -M prepared -c 8 -j 2"] where !comparison.median(peer).isNaN {
@@ -172,7 +172,7 @@ if suites.isEmpty || suites.contains("mariadb") {
         let slap = comparison.median("mysqlslap --concurrency=8")
         print("\nRatios (target: SyncBridge >= 0.5x mysqlslap at 8 connections; >= 2x the asyncio clients):\n")
         for tasks in [8, 64] {
-            let ours = comparison.median("SyncBridge MariaDBClient, \(tasks) tasks")
+            let ours = comparison.median("SyncBridge MariaDBClient, a thread per connection, \(tasks) tasks")
             print("- SyncBridge, \(tasks) tasks: \(ratio(ours, slap))x mysqlslap")
             let onIOThreads = comparison.median("SyncBridge MariaDBClient on 2 I/O threads, \(tasks) tasks")
             print("- SyncBridge on 2 I/O threads, \(tasks) tasks: \(ratio(onIOThreads, slap))x mysqlslap")
@@ -212,7 +212,7 @@ if suites.isEmpty || suites.contains("latency") {
     print("\n## A server 1 ms away (\(rounds) interleaved rounds, medians)")
     let comparison = try await latencyBenchmarks(rounds: rounds, seconds: seconds, roundTrip: .milliseconds(1))
     report(comparison)
-    let single = comparison.median("SyncBridge, one statement per call, 64 tasks")
+    let single = comparison.median("SyncBridge, a thread per connection, one statement per call, 64 tasks")
     print("\nRatios (target: the explicit pipeline >= 10x one statement per call):\n")
     print(
         "- SyncBridge pipeline of 100: \(ratio(comparison.median("SyncBridge pipeline of 100, 8 tasks"), single))x one statement per call"

@@ -9,11 +9,14 @@ import Glibc
 import Musl
 #endif
 
-/// One database connection living on its own dedicated thread: the async face of an
-/// ``SQLSession``.
+/// One database connection: the async face of an ``SQLSession``.
 ///
-/// Every C call on the connection runs on its `ThreadExecutor`'s thread, never on Swift's
-/// cooperative pool; callers suspend meanwhile. Statements run one at a time in submission order.
+/// Every C call on the connection runs on a thread of SyncBridge's, never on Swift's cooperative
+/// pool; callers suspend meanwhile. Single statements are sent and read without blocking by one
+/// of the connection's ``SQLIOThreads`` (by default; pipelined when they queue), everything else
+/// (streams, transactions' control statements, `withRawConnection`) on the connection's own
+/// `ThreadExecutor`, in submission order. With ``SQLIOThreads/off``, or a session that cannot run
+/// without blocking, every call runs on the connection's own thread, one at a time.
 /// Cancelling the task of a running statement cancels it **on the server** (through the session's
 /// ``SQLSession/Canceller``) and the connection stays usable.
 ///
@@ -101,8 +104,9 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     /// - Parameters:
     ///   - configuration: Where and how to connect.
     ///   - ioThreads: I/O threads that run the connection's single statements without blocking,
-    ///     for a session that can (``SQLNonBlockingSession``); `nil` (the default) runs them on
-    ///     the connection's own thread, unless ``SQLIOThreads/processDefault`` says otherwise.
+    ///     for a session that can (``SQLNonBlockingSession``); `nil` (the default) for
+    ///     ``SQLIOThreads/processDefault`` (``SQLIOThreads/shared``), ``SQLIOThreads/off`` to run
+    ///     them on the connection's own thread.
     ///   - cancellationGracePeriod: How long a statement that was cancelled, or ran past its
     ///     timeout, may wait for the server to answer; past it, the caller gets its error at once
     ///     and the connection is abandoned (its socket shut down, never reused). 2 s by default.
@@ -136,17 +140,15 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
             logger[metadataKey: "\(Session.databaseName).connection"] = "\(number)"
             logger.debug("connected", metadata: ["\(Session.databaseName).server": "\(configuration)"])
             let usable = Locked(true)
-            let lane = (ioThreads ?? SQLIOThreads.processDefault).flatMap { threads in
-                makeIOLane(
-                    for: reference.session,
-                    canceller: canceller,
-                    on: threads,
-                    runBlocking: { statement, done in
-                        runBlocking(statement, session: session, canceller: canceller, usable: usable, then: done)
-                    },
-                    markUnusable: { usable.withLock { $0 = false } }
-                )
-            }
+            let lane = makeIOLane(
+                for: reference.session,
+                canceller: canceller,
+                on: ioThreads ?? SQLIOThreads.processDefault,
+                runBlocking: { statement, done in
+                    runBlocking(statement, session: session, canceller: canceller, usable: usable, then: done)
+                },
+                markUnusable: { usable.withLock { $0 = false } }
+            )
             return SQLConnection(
                 executor: executor,
                 session: session,

@@ -415,7 +415,8 @@ enum SQLIOLaneError: Error, CustomStringConvertible {
     }
 }
 
-/// Makes the I/O lane of a connection whose session can run statements without blocking.
+/// Makes the I/O lane of a connection whose session can run statements without blocking; `nil`
+/// for ``SQLIOThreads/off`` or a session that cannot.
 func makeIOLane<Session: SQLSession>(
     for session: Session,
     canceller: Session.Canceller,
@@ -423,7 +424,7 @@ func makeIOLane<Session: SQLSession>(
     runBlocking: @escaping @Sendable (SQLIOStatement, @escaping @Sendable () -> Void) -> Void,
     markUnusable: @escaping @Sendable () -> Void
 ) -> (any SQLIORouting)? {
-    guard let session = session as? any SQLNonBlockingSession else { return nil }
+    guard threads.areOn, let session = session as? any SQLNonBlockingSession else { return nil }
     func lane<NonBlocking: SQLNonBlockingSession>(_ session: NonBlocking) -> (any SQLIORouting)? {
         guard session.usesIOThreads else { return nil }
         // The session's canceller is the one made for it: same type.

@@ -9,15 +9,19 @@ import Musl
 /// A few threads that serve the statements of many connections, each waiting on all of its
 /// connections' sockets at once (epoll) with the C client's non-blocking API.
 ///
-/// A connection made with I/O threads (``SQLClient/init(configuration:poolConfiguration:ioThreads:name:cancellationGracePeriod:logger:metricsFactory:)``,
-/// ``SQLConnection/connect(configuration:ioThreads:cancellationGracePeriod:logger:metricsFactory:)``)
-/// belongs to one of them, chosen in turn. Its single statements are sent and read there,
+/// Connections use them by default (``processDefault``, which is ``shared``): each connection
+/// belongs to one of the threads, chosen in turn. Its single statements are sent and read there,
 /// without a thread of its own waking up for each, and those that queue on the connection are
 /// pipelined (sent without waiting for the ones before, each ending alone; see
 /// ``SQLNonBlockingSession/pipelineCapacity``); transactions' control statements, streams,
 /// COPY and `withRawConnection` still run blocking calls on the connection's own thread, with
 /// the I/O thread leaving the connection alone meanwhile. Sessions that do not implement
-/// ``SQLNonBlockingSession`` ignore the threads.
+/// ``SQLNonBlockingSession``, or whose connection cannot be served without blocking (see
+/// ``SQLNonBlockingSession/usesIOThreads``), ignore the threads.
+///
+/// Pass threads of your own to keep a client's connections apart from the others, or ``off`` to
+/// run every statement on its connection's own thread, blocking in the C client (the model
+/// before I/O threads):
 ///
 /// ```swift
 /// var pool = ConnectionPoolConfiguration()
@@ -25,7 +29,7 @@ import Musl
 /// let client = PostgresClient(
 ///     connectionString: "postgres://app@db/app",
 ///     configuration: pool,
-///     ioThreads: .shared
+///     ioThreads: SQLIOThreads(count: 2, name: "sb-io-reports")
 /// )
 /// ```
 public final class SQLIOThreads: Sendable {
@@ -43,6 +47,18 @@ public final class SQLIOThreads: Sendable {
         threads = (1...count).map { number in IOThread(name: "\(name)-\(number)") }
     }
 
+    private init() {
+        threads = []
+    }
+
+    /// No I/O threads: each connection runs its statements on its own thread, blocking in the C
+    /// client, and every statement wakes that thread. Pipelining needs I/O threads; the blocking
+    /// model costs a thread wake-up per statement (see the README's figures).
+    public static let off = SQLIOThreads()
+
+    /// Whether these are real threads (not ``off``).
+    package var areOn: Bool { !threads.isEmpty }
+
     /// One I/O thread per core, at most four, started on first use and kept for the life of the
     /// process.
     public static let shared = SQLIOThreads(
@@ -50,14 +66,15 @@ public final class SQLIOThreads: Sendable {
         name: "sb-io"
     )
 
-    /// The I/O threads of connections made without any: ``shared`` when the environment variable
-    /// `SYNCBRIDGE_IO_THREADS` is `1` at start-up (to try the model on an application without
-    /// changing its code), otherwise none.
-    public static let processDefault: SQLIOThreads? =
-        getenv("SYNCBRIDGE_IO_THREADS").map { String(cString: $0) } == "1" ? shared : nil
+    /// The I/O threads of connections made without any: ``shared``, or ``off`` when the
+    /// environment variable `SYNCBRIDGE_IO_THREADS` is `0` at start-up (to run an application on
+    /// a thread per connection without changing its code).
+    public static let processDefault: SQLIOThreads =
+        getenv("SYNCBRIDGE_IO_THREADS").map { String(cString: $0) } == "0" ? off : shared
 
     /// The thread for the next connection (each in turn).
     package func nextThread() -> IOThread {
+        precondition(areOn, "SyncBridge bug: a connection asked SQLIOThreads.off for a thread")
         let index = next.withLock { next in
             defer { next = (next + 1) % threads.count }
             return next

@@ -448,7 +448,9 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
                 metrics.connectionsOpened.increment()
                 let (actions, closed) = shared.withLock { shared in
                     let wasOpen = shared.state.isCircuitOpen
-                    return (shared.state.connected(connection, now: monotonicNow()), wasOpen)
+                    return (
+                        shared.state.connected(connection, attemptStartedAt: connectStart, now: monotonicNow()), wasOpen
+                    )
                 }
                 if closed { logger.notice("the server accepts connections again", metadata: ["pool": "\(name)"]) }
                 perform(actions)

@@ -93,7 +93,8 @@ struct ConnectionPoolState {
         /// Check `entry` (it sat idle a while) before giving it to the waiter; report with
         /// ``healthChecked(_:healthy:for:now:)``.
         case checkHealth(Entry, for: WaiterID)
-        /// Open a connection; report with ``connected(_:now:)`` or ``connectFailed(now:)``.
+        /// Open a connection; report with ``connected(_:attemptStartedAt:now:)`` or
+        /// ``connectFailed(now:)``.
         case connect
         /// Close a connection the pool no longer keeps; report with ``closed()``.
         case close(Connection)
@@ -228,12 +229,24 @@ struct ConnectionPoolState {
     }
 
     /// A connection attempt succeeded.
-    mutating func connected(_ connection: Connection, now: UInt64) -> [Action] {
+    ///
+    /// - Parameters:
+    ///   - attemptStartedAt: When the attempt began (`now` if not given). A connection whose
+    ///     attempt began before a breakage the pool saw counts as having sat through it: a server
+    ///     shutting down can accept the connection and end it before the pool hears of it, so it
+    ///     is checked before its first lease from the idle list.
+    ///   - now: The time of the report.
+    mutating func connected(_ connection: Connection, attemptStartedAt: UInt64? = nil, now: UInt64) -> [Action] {
         connecting -= 1
         consecutiveFailures = 0
         isCircuitOpen = false
         nextConnectionID += 1
-        let entry = Entry(connection: connection, id: nextConnectionID, createdAt: now, lastUsedAt: now)
+        let entry = Entry(
+            connection: connection,
+            id: nextConnectionID,
+            createdAt: now,
+            lastUsedAt: min(attemptStartedAt ?? now, now)
+        )
         guard lifecycle == .running else { return [close(entry)] + finishShutdownIfDone() }
         if let waiter = waiters.popFirst() {
             return hand(entry, to: waiter, now: now, wasQueued: true)
