@@ -99,7 +99,8 @@ public struct CallSite: Hashable, Sendable, CustomStringConvertible {
 
 /// A snapshot of an executor's queue.
 public struct ExecutorStatistics: Hashable, Sendable {
-    /// Threads the executor runs.
+    /// Threads the executor runs now: a ``ThreadExecutor`` whose thread retired while idle (a
+    /// pooled connection's, on I/O threads) counts none until its next job starts one.
     public var threadCount: Int
     /// How many submitted closures the queue holds before submitters wait for room.
     public var queueCapacity: Int

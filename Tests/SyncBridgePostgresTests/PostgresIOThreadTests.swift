@@ -297,6 +297,49 @@ struct PostgresIOThreadTests {
     }
 
     @Test(
+        "a connection's own thread exits while only its I/O thread serves it, and starts again for blocking work"
+    )
+    func ownThreadRetiresWhileIdle() async throws {
+        let server = try await TemporaryPostgres.shared()
+        var connections: [PostgresConnection] = []
+        var names: [ThreadIdentity] = []
+        for _ in 0..<4 {
+            let connection = try await connect(server)
+            connections.append(connection)
+            names.append(try await connection.executor.run { ThreadIdentity.current })
+        }
+        let (opened, threads) = (connections, names)
+        // Statements only: the I/O thread serves them, and the connections' own threads retire.
+        for round in 0..<50 {
+            for connection in connections {
+                let value = try await connection.query("SELECT \(round)::int").first?.decode(Int.self, at: 0)
+                #expect(value == round)
+            }
+        }
+        try await waitUntil(Double(SQLIOThreads.connectionThreadIdleLifetime.components.seconds) + 10) {
+            opened.allSatisfy { $0.executor.statistics.threadCount == 0 }
+                && threads.allSatisfy { access("/proc/self/task/\($0.tid)", F_OK) != 0 }
+        }
+        // Blocking work starts each thread again, under the same name, and the statements queued
+        // around it keep their order.
+        for (connection, old) in zip(connections, names) {
+            async let before = connection.query("SELECT 1")
+            let thread = try await connection.withRawConnection { handle in
+                (ThreadIdentity.current, PQntuples(PQexec(handle, "SELECT 2")))
+            }
+            var streamed: [Int] = []
+            for try await row in try await connection.stream("SELECT generate_series(1, 3)") {
+                streamed.append(try row.decode(Int.self, at: 0))
+            }
+            #expect(try await before.count == 1)
+            #expect(thread.0.name == old.name && thread.0.tid != old.tid)
+            #expect(thread.1 == 1)
+            #expect(streamed == [1, 2, 3])
+        }
+        for connection in connections { await connection.close() }
+    }
+
+    @Test(
         "a failing statement gets its typed error; a statement that cannot be prepared is not kept; the connection goes on"
     )
     func errors() async throws {

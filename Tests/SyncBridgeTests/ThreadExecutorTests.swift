@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 import Testing
 
@@ -32,6 +33,40 @@ struct ThreadExecutorTests {
         #expect(isCurrent)
         #expect(!executor.isCurrent)
         await executor.shutdownGracefully()
+    }
+
+    @Test("a thread retiring while idle exits, and the next job starts one with the same name, in order")
+    func retiresWhileIdle() async throws {
+        let executor = ThreadExecutor(name: "sb-test-retire", retiringAfterIdle: .milliseconds(20))
+        let first = try await executor.run { ThreadIdentity.current }
+        #expect(first.name == "sb-test-retire")
+        try await waitUntil("the idle thread exited") {
+            executor.statistics.threadCount == 0 && !Self.threadExists(first.tid)
+        }
+
+        // Jobs submitted while no thread lives start one and run in order on it; an actor using
+        // the executor is served there too.
+        let second = try await executor.run { ThreadIdentity.current }
+        let order = Recorder<Int>()
+        for index in 0..<20 {
+            try await executor.run { order.append(index) }
+        }
+        let hop = await Counter(executor: executor).increment()
+        #expect(second.name == "sb-test-retire")
+        #expect(second.tid != first.tid)
+        #expect(order.all == Array(0..<20))
+        #expect(hop.thread == "sb-test-retire" && !hop.cooperative)
+
+        // Shutting down after the thread retired again completes, and refuses work after.
+        try await waitUntil("the idle thread retired again") { executor.statistics.threadCount == 0 }
+        await executor.shutdownGracefully()
+        #expect(executor.statistics.isShutDown)
+        await #expect(throws: ExecutorError.self) { try await executor.run {} }
+    }
+
+    /// Whether the process still has the thread `tid`.
+    static func threadExists(_ tid: Int32) -> Bool {
+        access("/proc/self/task/\(tid)", F_OK) == 0
     }
 
     @Test("an actor using it as its executor runs every method on that thread")

@@ -22,12 +22,12 @@ struct WorkQueueStateTests {
         #expect(initial.isPark)
         state.parked()
         let items = (0..<4).map { _ in item() }
-        guard case .queued(wakeThread: true) = state.submit(items[0]) else {
+        guard case .queued(.parkedThread) = state.submit(items[0]) else {
             Issue.record()
             return
         }
         state.unparked()
-        guard case .queued(wakeThread: false) = state.submit(items[1]) else {
+        guard case .queued(State.Wake.none) = state.submit(items[1]) else {
             Issue.record()
             return
         }
@@ -156,8 +156,8 @@ struct WorkQueueStateTests {
         _ = state.submit(waiting)
         let first = state.shutdown()
         let second = state.shutdown()
-        #expect(first)
-        #expect(!second)
+        #expect(first == .wakeThreads)
+        #expect(second == .none)
         guard case .rejected = state.submit(item()) else {
             Issue.record()
             return
@@ -199,6 +199,95 @@ struct WorkQueueStateTests {
         guard case .exit(lastThread: true) = state.next() else {
             Issue.record()
             return
+        }
+    }
+}
+
+extension WorkQueueStateTests {
+    @Test("an idle thread retires only when nothing is queued; the next entry starts one again, once")
+    func retireAndRestart() {
+        var state = State(threadCount: 1, capacity: 8)
+        let initial = state.next()
+        #expect(initial.isPark)
+        state.parked()
+        let early = item()
+        // Work queued while the wait timed out keeps the thread: it runs the work instead.
+        let wakeParked = state.submit(early)
+        #expect(wakeParked == .queued(.parkedThread))
+        state.unparked()
+        let retiredWithWork = state.retire()
+        #expect(!retiredWithWork)
+        #expect(next(&state) === early)
+        state.finished(early)
+        let idle = state.next()
+        #expect(idle.isPark)
+
+        // Nothing queued: the thread goes, and the queue keeps running without one.
+        state.parked()
+        state.unparked()
+        let retired = state.retire()
+        #expect(retired)
+        #expect(state.liveThreads == 0)
+        #expect(state.lifecycle == .running)
+
+        // The next entry, a closure or a runtime job, starts one thread; the one after it waits.
+        let late = item()
+        let start = state.submit(late)
+        #expect(start == .queued(.newThread))
+        #expect(state.liveThreads == 1)
+        let behind = state.enqueue("hop")
+        #expect(behind == .queued(.none))
+        #expect(next(&state) === late)
+        state.finished(late)
+        guard case .run(.job("hop")) = state.next() else {
+            Issue.record("the runtime job queued behind the closure did not run next")
+            return
+        }
+        let idleAgain = state.next()
+        #expect(idleAgain.isPark)
+    }
+
+    @Test("shutting down a queue whose thread retired starts one to drain and stop it")
+    func shutdownAfterRetirement() {
+        var state = State(threadCount: 1, capacity: 8)
+        let initial = state.next()
+        #expect(initial.isPark)
+        let retired = state.retire()
+        #expect(retired)
+        let shutdown = state.shutdown()
+        #expect(shutdown == .startThread)
+        #expect(state.liveThreads == 1)
+        let again = state.shutdown()
+        #expect(again == .none)
+        guard case .exit(lastThread: true) = state.next() else {
+            Issue.record("the thread started for shutdown did not exit as the last one")
+            return
+        }
+        #expect(state.lifecycle == .stopped)
+        // A draining queue's thread exits through next(), never by retiring.
+        var draining = State(threadCount: 1, capacity: 8)
+        _ = draining.shutdown()
+        let retiredWhileDraining = draining.retire()
+        #expect(!retiredWhileDraining)
+    }
+}
+
+extension WorkQueueState.SubmitAction: Equatable {
+    static func == (lhs: Self, rhs: Self) -> Bool {
+        switch (lhs, rhs) {
+        case (.queued(let left), .queued(let right)): left == right
+        case (.awaitingAdmission, .awaitingAdmission), (.cancelled, .cancelled), (.rejected, .rejected): true
+        default: false
+        }
+    }
+}
+
+extension WorkQueueState.EnqueueAction: Equatable {
+    static func == (lhs: Self, rhs: Self) -> Bool {
+        switch (lhs, rhs) {
+        case (.queued(let left), .queued(let right)): left == right
+        case (.stopped, .stopped): true
+        default: false
         }
     }
 }

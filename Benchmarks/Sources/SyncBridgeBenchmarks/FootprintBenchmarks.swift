@@ -9,8 +9,10 @@ import SyncBridgeTesting
 ///
 /// Each figure comes from a process of its own (this program, run again with `footprint-child`),
 /// so that one measurement's freed memory, which the allocator keeps, never counts in the next:
-/// the child opens the connections, runs twice as many tasks of `SELECT 1` for a second so that
-/// every connection and thread has done its work, then reads its own `/proc/self/status`. A child
+/// the child opens the connections, runs twice as many tasks of `SELECT 1` for three seconds so
+/// that every connection and thread has done its work (and, on I/O threads, the connections' own
+/// threads, idle since they connected, have retired: `SQLIOThreads.connectionThreadIdleLifetime`),
+/// then reads its own `/proc/self/status` while the tasks still run. A child
 /// with one connection gives the baseline the per-connection figures are counted from (what
 /// each further connection adds, without the libraries' one-time start-up).
 struct Footprint {
@@ -106,17 +108,21 @@ func runFootprintChild(database: String, connections: Int, model: String) async 
     }
 }
 
-/// Opens every connection, runs twice as many tasks of `SELECT 1` for a second, and prints the
-/// footprint while the connections are open.
+/// Opens every connection, runs twice as many tasks of `SELECT 1` for three seconds, and prints
+/// the footprint at the end of the load, while the connections are open and busy.
 private func load<Session: SQLSession>(_ client: SQLClient<Session>, connections: Int) async throws {
     let run = Task { try await client.run() }
     while client.pool.statistics.idle + client.pool.statistics.leased < connections {
         try await Task.sleep(for: .milliseconds(20))
     }
-    _ = try await queriesPerSecond("footprint", tasks: 2 * connections, seconds: 1) {
-        _ = try await client.query("SELECT 1")
+    let work = Task {
+        try await queriesPerSecond("footprint", tasks: 2 * connections, seconds: 3) {
+            _ = try await client.query("SELECT 1")
+        }
     }
+    try await Task.sleep(for: .milliseconds(2_800))
     let (threads, resident) = processFootprint()
+    _ = try await work.value
     print("FOOTPRINT \(threads) \(resident)")
     run.cancel()
     _ = await run.result

@@ -46,10 +46,33 @@ public final class ThreadExecutor: SerialExecutor, TaskExecutor, Sendable {
     ///     turns spinning off.
     ///   - metricsFactory: Where the queue metrics go; the process's bootstrapped factory by default.
     ///   - logger: Receives start, shutdown and misuse reports.
-    public init(
+    public convenience init(
         name: String,
         queueCapacity: Int = .max,
         spinBeforeParking: Duration = .microseconds(50),
+        metricsFactory: any MetricsFactory = MetricsSystem.factory,
+        logger: Logger = Logger(label: "SyncBridge.ThreadExecutor")
+    ) {
+        self.init(
+            name: name,
+            queueCapacity: queueCapacity,
+            spinBeforeParking: spinBeforeParking,
+            retiringAfterIdle: nil,
+            metricsFactory: metricsFactory,
+            logger: logger
+        )
+    }
+
+    /// Starts the thread, which exits once it has had no work for `retiringAfterIdle`; the next
+    /// job starts a new thread with the same name. Jobs still run one at a time and in order, but
+    /// not always on the same OS thread: only for resources that are not tied to a thread's
+    /// identity (no thread-local state), such as a pooled connection whose statements other
+    /// threads serve most of the time.
+    package init(
+        name: String,
+        queueCapacity: Int = .max,
+        spinBeforeParking: Duration = .microseconds(50),
+        retiringAfterIdle: Duration?,
         metricsFactory: any MetricsFactory = MetricsSystem.factory,
         logger: Logger = Logger(label: "SyncBridge.ThreadExecutor")
     ) {
@@ -59,6 +82,7 @@ public final class ThreadExecutor: SerialExecutor, TaskExecutor, Sendable {
             threadCount: 1,
             queueCapacity: queueCapacity,
             spin: spinBeforeParking,
+            retireAfter: retiringAfterIdle,
             metricsFactory: metricsFactory,
             logger: logger
         )

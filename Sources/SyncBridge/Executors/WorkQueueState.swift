@@ -1,7 +1,10 @@
 import DequeModule
 
-/// The state of a work queue served by a fixed set of threads: the entries waiting for a
-/// thread, the submitters waiting for room, idle and live threads, and the lifecycle.
+/// The state of a work queue served by a set of threads: the entries waiting for a thread, the
+/// submitters waiting for room, idle and live threads, and the lifecycle.
+///
+/// Every thread is live from the start. An owner that lets idle threads retire (``retire()``)
+/// is told to start one again when work arrives and no thread is free (``Wake/newThread``).
 ///
 /// A pure state machine: every event returns the action its owner (``WorkerThreads``) must
 /// perform outside the lock. `Job` is `UnownedJob` in production and any type in unit tests.
@@ -23,9 +26,19 @@ struct WorkQueueState<Job> {
         case stopped
     }
 
+    /// Who runs an entry just queued.
+    enum Wake: Equatable {
+        /// A live thread that is busy, or spinning, will find it.
+        case none
+        /// Signal a parked thread.
+        case parkedThread
+        /// No thread is free and one retired: start a thread (already counted live).
+        case newThread
+    }
+
     enum SubmitAction {
-        /// Queued; wake a parked thread when `wakeThread` is set.
-        case queued(wakeThread: Bool)
+        /// Queued; `wake` says who runs it.
+        case queued(Wake)
         /// The queue is full: the item waits for room, its submitter stays suspended.
         case awaitingAdmission
         /// The submitter was cancelled before the item was queued: resume it with
@@ -36,7 +49,7 @@ struct WorkQueueState<Job> {
     }
 
     enum EnqueueAction {
-        case queued(wakeThread: Bool)
+        case queued(Wake)
         /// Every thread has exited: the job cannot run here.
         case stopped
     }
@@ -56,6 +69,16 @@ struct WorkQueueState<Job> {
         case park
         /// Draining is complete: the thread exits. `lastThread` is set for the final one.
         case exit(lastThread: Bool)
+    }
+
+    enum ShutdownAction: Equatable {
+        /// Shutdown had begun already.
+        case none
+        /// Wake every parked thread to drain and exit.
+        case wakeThreads
+        /// Every thread had retired: start one (already counted live), which drains and exits
+        /// as the last thread.
+        case startThread
     }
 
     let capacity: Int
@@ -98,7 +121,7 @@ struct WorkQueueState<Job> {
             item.phase = .queued
             entries.append(.work(item))
             queuedWorkCount += 1
-            return .queued(wakeThread: idleThreads > 0)
+            return .queued(wake())
         }
         item.phase = .awaitingAdmission
         admissionQueue.append(item)
@@ -109,7 +132,16 @@ struct WorkQueueState<Job> {
     mutating func enqueue(_ job: Job) -> EnqueueAction {
         guard lifecycle != .stopped else { return .stopped }
         entries.append(.job(job))
-        return .queued(wakeThread: idleThreads > 0)
+        return .queued(wake())
+    }
+
+    /// Who runs the entry just queued: a parked thread, a new one when every live thread is busy
+    /// and fewer than `threadCount` live, or the busy ones.
+    private mutating func wake() -> Wake {
+        if idleThreads > 0 { return .parkedThread }
+        guard liveThreads < threadCount else { return .none }
+        liveThreads += 1
+        return .newThread
     }
 
     mutating func cancel(_ item: WorkItem) -> CancelAction {
@@ -180,11 +212,24 @@ struct WorkQueueState<Job> {
         runningWorkCount -= 1
     }
 
-    /// Stops accepting work. Returns `true` when parked threads must be woken to drain and exit.
-    mutating func shutdown() -> Bool {
-        guard lifecycle == .running else { return false }
-        lifecycle = .draining
+    /// A thread whose wait for work timed out asks to retire. Returns `true` when it may exit:
+    /// nothing is queued and the queue is running (a draining queue's threads exit through
+    /// ``next()``). The next entry queued starts a thread again.
+    mutating func retire() -> Bool {
+        guard lifecycle == .running, entries.isEmpty, admissionQueue.isEmpty else { return false }
+        liveThreads -= 1
         return true
+    }
+
+    /// Stops accepting work.
+    mutating func shutdown() -> ShutdownAction {
+        guard lifecycle == .running else { return .none }
+        lifecycle = .draining
+        guard liveThreads > 0 else {
+            liveThreads = 1
+            return .startThread
+        }
+        return .wakeThreads
     }
 
     private mutating func admitWaitingWork() {

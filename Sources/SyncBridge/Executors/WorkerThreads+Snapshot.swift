@@ -40,9 +40,12 @@ extension WorkerThreads: SnapshotSource {
                 SyncBridgeSnapshot.Executor(
                     name: name,
                     kind: kind.rawValue,
-                    threads: zip(threadNames, runningJobs).map { name, job in
-                        SyncBridgeSnapshot.Thread(name: name, job: job?.snapshot(now: now))
-                    },
+                    // A thread that retired while idle is not listed until work starts it again.
+                    threads: state.liveThreads == 0
+                        ? []
+                        : zip(threadNames, runningJobs).map { name, job in
+                            SyncBridgeSnapshot.Thread(name: name, job: job?.snapshot(now: now))
+                        },
                     queued: state.queuedWorkCount,
                     awaitingAdmission: state.awaitingAdmissionCount,
                     queueCapacity: state.capacity == .max ? nil : state.capacity,

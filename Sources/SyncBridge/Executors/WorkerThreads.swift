@@ -9,8 +9,9 @@ import Glibc
 import Musl
 #endif
 
-/// The engine under ``ThreadExecutor`` and ``BlockingPool``: a fixed set of named OS threads
-/// serving one queue of runtime jobs and submitted closures.
+/// The engine under ``ThreadExecutor`` and ``BlockingPool``: a set of named OS threads serving
+/// one queue of runtime jobs and submitted closures. A single-thread engine may let its thread
+/// retire when idle (`retireAfterNanoseconds`); the next job starts a new one with the same name.
 ///
 /// The queue's state is a ``WorkQueueState`` guarded by `lock`; this class performs the actions
 /// the state machine returns (wake threads, resume submitters, run jobs) outside the lock.
@@ -54,6 +55,8 @@ final class WorkerThreads: @unchecked Sendable {
     private var spinningThread = false
     /// How long an idle thread spins for new work before it parks.
     let spinNanoseconds: UInt64
+    /// How long the thread stays parked without work before it exits, or `nil` to keep it.
+    let retireAfterNanoseconds: UInt64?
     /// Each thread's name, by index; written in `start` before any thread exists.
     var threadNames: [String] = []
     /// What each thread runs right now, by index (for snapshots).
@@ -65,10 +68,16 @@ final class WorkerThreads: @unchecked Sendable {
         threadCount: Int,
         queueCapacity: Int,
         spin: Duration,
+        retireAfter: Duration? = nil,
         metricsFactory: any MetricsFactory,
         logger: Logger
     ) {
+        precondition(
+            retireAfter == nil || threadCount == 1,
+            "SyncBridge bug: only a single-thread engine lets its thread retire"
+        )
         self.spinNanoseconds = UInt64(max(0, spin.nanosecondCount))
+        self.retireAfterNanoseconds = retireAfter.map { UInt64(max(0, $0.nanosecondCount)) }
         self.name = name
         self.kind = kind
         self.threadCount = threadCount
@@ -87,26 +96,44 @@ final class WorkerThreads: @unchecked Sendable {
         threadNames = (0..<threadCount).map(threadName)
         SnapshotRegistry.add(self)
         for index in 0..<threadCount {
-            let thread = WorkerThread(group: self, index: index, name: threadNames[index])
-            let context = Unmanaged.passRetained(thread).toOpaque()
-            var handle = pthread_t()
-            let result = sb_thread_create(
-                &handle,
-                { context in
-                    let thread = Unmanaged<WorkerThread>.fromOpaque(context!).takeRetainedValue()
-                    thread.group.serve(on: thread)
-                    return nil
-                },
-                context,
-                0
-            )
-            precondition(result == 0, "\(kind.rawValue) '\(name)': pthread_create failed with \(result)")
-            pthread_detach(handle)
+            startThread(index: index)
         }
         logger.debug(
             "started",
             metadata: ["executor": "\(name)", "kind": "\(kind.rawValue)", "threads": "\(threadCount)"]
         )
+    }
+
+    /// Starts thread `index`, counted live in `state` already.
+    private func startThread(index: Int) {
+        let thread = WorkerThread(group: self, index: index, name: threadNames[index])
+        let context = Unmanaged.passRetained(thread).toOpaque()
+        var handle = pthread_t()
+        let result = sb_thread_create(
+            &handle,
+            { context in
+                let thread = Unmanaged<WorkerThread>.fromOpaque(context!).takeRetainedValue()
+                thread.group.serve(on: thread)
+                return nil
+            },
+            context,
+            0
+        )
+        precondition(result == 0, "\(kind.rawValue) '\(name)': pthread_create failed with \(result)")
+        pthread_detach(handle)
+    }
+
+    /// Performs a ``WorkQueueState/Wake`` outside the lock.
+    private func perform(_ wake: WorkQueueState<UnownedJob>.Wake) {
+        switch wake {
+        case .none:
+            break
+        case .parkedThread:
+            lock.signal()
+        case .newThread:
+            // Only a single-thread engine retires its thread, so the new one is thread 0.
+            startThread(index: 0)
+        }
     }
 
     // MARK: Submitting
@@ -120,8 +147,8 @@ final class WorkerThreads: @unchecked Sendable {
         let blocked = deadlocked.map(claimForRefusal) ?? []
         lock.unlock()
         switch action {
-        case .queued(let wakeThread):
-            if wakeThread { lock.signal() }
+        case .queued(let wake):
+            perform(wake)
         case .stopped:
             runAfterStop(job)
         }
@@ -157,8 +184,8 @@ final class WorkerThreads: @unchecked Sendable {
                 lock.unlock()
                 metrics.queueDepth.set(depth)
                 switch action {
-                case .queued(let wakeThread):
-                    if wakeThread { lock.signal() }
+                case .queued(let wake):
+                    perform(wake)
                 case .awaitingAdmission:
                     logger.trace("queue full, submitter waits for room", metadata: ["executor": "\(name)"])
                 case .cancelled:
@@ -199,8 +226,8 @@ final class WorkerThreads: @unchecked Sendable {
         entryCount.store(state.entries.count, ordering: .relaxed)
         lock.unlock()
         switch action {
-        case .queued(let wakeThread):
-            if wakeThread { lock.signal() }
+        case .queued(let wake):
+            perform(wake)
             return true
         case .awaitingAdmission:
             return true
@@ -281,8 +308,20 @@ final class WorkerThreads: @unchecked Sendable {
                     continue
                 }
                 state.parked()
-                lock.wait()
-                state.unparked()
+                if let retireAfterNanoseconds {
+                    let signalled = lock.wait(
+                        untilMonotonicNanoseconds: monotonicNanoseconds() &+ retireAfterNanoseconds
+                    )
+                    state.unparked()
+                    if !signalled && state.retire() {
+                        lock.unlock()
+                        logger.trace("idle thread retired", metadata: ["executor": "\(name)"])
+                        return
+                    }
+                } else {
+                    lock.wait()
+                    state.unparked()
+                }
             case .run(let entry):
                 spunSinceLastWork = false
                 let depth = state.entries.count + state.awaitingAdmissionCount
@@ -390,8 +429,8 @@ final class WorkerThreads: @unchecked Sendable {
     func shutdownGracefully() async {
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
             lock.lock()
-            let wake = state.shutdown()
-            if wake {
+            let action = state.shutdown()
+            if action != .none {
                 // Logged before any thread can see the new state, so "stopped" always follows.
                 logger.debug("shutting down", metadata: ["executor": "\(name)", "kind": "\(kind.rawValue)"])
             }
@@ -402,19 +441,31 @@ final class WorkerThreads: @unchecked Sendable {
             }
             shutdownWaiters.append(continuation)
             lock.unlock()
-            if wake { lock.broadcast() }
+            perform(action)
         }
     }
 
     /// Starts a graceful shutdown without waiting for it.
     func beginShutdown() {
         lock.lock()
-        let wake = state.shutdown()
-        if wake {
+        let action = state.shutdown()
+        if action != .none {
             logger.debug("shutting down", metadata: ["executor": "\(name)", "kind": "\(kind.rawValue)"])
         }
         lock.unlock()
-        if wake { lock.broadcast() }
+        perform(action)
+    }
+
+    /// Performs a ``WorkQueueState/ShutdownAction`` outside the lock.
+    private func perform(_ action: WorkQueueState<UnownedJob>.ShutdownAction) {
+        switch action {
+        case .none:
+            break
+        case .wakeThreads:
+            lock.broadcast()
+        case .startThread:
+            startThread(index: 0)
+        }
     }
 
     /// Blocks the calling thread until every thread has exited (after `beginShutdown`).
@@ -436,7 +487,7 @@ final class WorkerThreads: @unchecked Sendable {
     var statistics: ExecutorStatistics {
         lock.withLock {
             ExecutorStatistics(
-                threadCount: threadCount,
+                threadCount: state.liveThreads,
                 queueCapacity: state.capacity,
                 queuedWork: state.queuedWorkCount,
                 awaitingAdmission: state.awaitingAdmissionCount,

@@ -165,7 +165,7 @@ public struct SyncBridgeSnapshot: Codable, Sendable, Equatable {
         public var name: String
         /// `ThreadExecutor`, `BlockingPool` or `IOThread`.
         public var kind: String
-        /// Its threads.
+        /// Its threads; none for a connection's thread that retired while idle.
         public var threads: [Thread]
         /// Closures queued, waiting for a thread (slices of tasks and actors not counted).
         public var queued: Int

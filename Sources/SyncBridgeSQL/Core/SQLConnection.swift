@@ -15,8 +15,10 @@ import Musl
 /// pool; callers suspend meanwhile. Single statements are sent and read without blocking by one
 /// of the connection's ``SQLIOThreads`` (by default; pipelined when they queue), everything else
 /// (streams, transactions' control statements, `withRawConnection`) on the connection's own
-/// `ThreadExecutor`, in submission order. With ``SQLIOThreads/off``, or a session that cannot run
-/// without blocking, every call runs on the connection's own thread, one at a time.
+/// `ThreadExecutor`, in submission order; that thread exits while it has nothing to do and starts
+/// again with the next such call (``SQLIOThreads/connectionThreadIdleLifetime``). With
+/// ``SQLIOThreads/off``, or a session that cannot run without blocking, every call runs on the
+/// connection's own thread, one at a time, and the thread stays.
 /// Cancelling the task of a running statement cancels it **on the server** (through the session's
 /// ``SQLSession/Canceller``) and the connection stays usable.
 ///
@@ -37,7 +39,8 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     /// How concurrent transactions see each other's changes.
     public typealias IsolationLevel = SQLIsolationLevel
 
-    /// The thread the connection lives on.
+    /// The connection's own thread, which runs its blocking work in order (on I/O threads, it
+    /// exits while idle and starts again with the next job).
     public let executor: ThreadExecutor
     /// Receives the connection's logs.
     public let logger: Logger
@@ -125,7 +128,12 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
             number += 1
             return number
         }
-        let executor = ThreadExecutor(name: "sb-\(Session.databaseName)-\(number)", logger: logger)
+        let ioThreads = ioThreads ?? SQLIOThreads.processDefault
+        let executor = ThreadExecutor(
+            name: "sb-\(Session.databaseName)-\(number)",
+            retiringAfterIdle: ioThreads.areOn ? SQLIOThreads.connectionThreadIdleLifetime : nil,
+            logger: logger
+        )
         do {
             let session = try await ThreadBound(on: executor) { try Session.open(configuration) }
             let (canceller, socket, target, reference) = try await session.withResource { session in
@@ -143,7 +151,7 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
             let lane = makeIOLane(
                 for: reference.session,
                 canceller: canceller,
-                on: ioThreads ?? SQLIOThreads.processDefault,
+                on: ioThreads,
                 runBlocking: { statement, done in
                     runBlocking(statement, session: session, canceller: canceller, usable: usable, then: done)
                 },
@@ -584,6 +592,9 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     /// This is the migration escape hatch: legacy functions keep their signatures and keep calling
     /// the C library directly, but run where the connection lives instead of on a cooperative
     /// thread. Cancelling the task cancels whatever statement the code is running, on the server.
+    /// Calls run one at a time, in order; on I/O threads, two calls a second or more apart may run
+    /// on different OS threads of the same name (the connection's thread retires while idle), so
+    /// legacy code that keeps thread-local state between calls needs ``SQLIOThreads/off``.
     ///
     /// ```swift
     /// let total = try await connection.withRawConnection { handle in

@@ -15,7 +15,9 @@ import Musl
 /// pipelined (sent without waiting for the ones before, each ending alone; see
 /// ``SQLNonBlockingSession/pipelineCapacity``); transactions' control statements, streams,
 /// COPY and `withRawConnection` still run blocking calls on the connection's own thread, with
-/// the I/O thread leaving the connection alone meanwhile. Sessions that do not implement
+/// the I/O thread leaving the connection alone meanwhile. That thread exits once it has had no
+/// such work for ``connectionThreadIdleLifetime`` and the next starts it again, so a pool whose
+/// statements the I/O threads serve keeps few threads besides them. Sessions that do not implement
 /// ``SQLNonBlockingSession``, or whose connection cannot be served without blocking (see
 /// ``SQLNonBlockingSession/usesIOThreads``), ignore the threads.
 ///
@@ -58,6 +60,12 @@ public final class SQLIOThreads: Sendable {
 
     /// Whether these are real threads (not ``off``).
     package var areOn: Bool { !threads.isEmpty }
+
+    /// How long a connection's own thread stays without blocking work before it exits, when the
+    /// connection uses I/O threads; its next blocking work (a stream, a rollback,
+    /// `withRawConnection`) starts a thread again, which costs tens of microseconds. With ``off``
+    /// each connection keeps its thread.
+    public static let connectionThreadIdleLifetime: Duration = .seconds(1)
 
     /// One I/O thread per core, at most four, started on first use and kept for the life of the
     /// process.
