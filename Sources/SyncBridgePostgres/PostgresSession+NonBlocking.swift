@@ -69,6 +69,19 @@ extension PostgresSession: SQLNonBlockingSession {
         pipeline.units.append(unit)
     }
 
+    /// Pushes the burst just sent (uncorks, `PQflush`) without reading: every result that had
+    /// arrived was taken by the last poll, and the server has seldom answered yet, so a read
+    /// here would mostly cost a `recv` that finds nothing. The socket's readiness says when to
+    /// poll.
+    public func flushStatements() throws -> SQLStatementPoll {
+        guard !pipeline.units.isEmpty else { return try pollStatements() }
+        cork(false)
+        pipeline.sentThisTurn = 0
+        let flushed = PQflush(connection)
+        guard flushed >= 0 else { throw failPipeline(connectionError(query: nil)) }
+        return SQLStatementPoll(results: [], waitFor: flushed == 1 ? [.readable, .writable] : .readable)
+    }
+
     /// Reads the results that arrived (`PQconsumeInput`, `PQisBusy`, `PQgetResult`) and sends
     /// what is left (`PQflush`).
     public func pollStatements() throws -> SQLStatementPoll {

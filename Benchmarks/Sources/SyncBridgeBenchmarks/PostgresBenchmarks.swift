@@ -213,7 +213,12 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
         for tasks in [8, 64] {
             contenders.append(
                 Contender(name: "SyncBridge PostgresClient, a thread per connection, \(tasks) tasks") {
-                    try await queriesPerSecond("SyncBridge, \(tasks) tasks", tasks: tasks, seconds: seconds, oursQuery)
+                    try await queriesPerSecond(
+                        "SyncBridge, a thread per connection, \(tasks) tasks",
+                        tasks: tasks,
+                        seconds: seconds,
+                        oursQuery
+                    )
                 }
             )
             contenders.append(
@@ -229,10 +234,12 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
             // A request's context with no tracer bootstrapped: each statement carries it to the
             // connection's thread (the cost of tracing's plumbing when nothing records).
             contenders.append(
-                Contender(name: "SyncBridge PostgresClient in a ServiceContext, \(tasks) tasks") {
+                Contender(
+                    name: "SyncBridge PostgresClient in a ServiceContext, a thread per connection, \(tasks) tasks"
+                ) {
                     try await ServiceContext.withValue(.topLevel) {
                         try await queriesPerSecond(
-                            "SyncBridge in a context, \(tasks) tasks",
+                            "SyncBridge in a context, a thread per connection, \(tasks) tasks",
                             tasks: tasks,
                             seconds: seconds,
                             oursQuery

@@ -273,7 +273,7 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
         }
         send(statement)
         fill()
-        return poll()
+        return poll(afterSending: true)
     }
 
     /// Sends more of the queued statements while the pipeline has room.
@@ -304,12 +304,14 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     }
 
     /// Reads what arrived and hands each ended statement its result; `true` while statements are
-    /// still in flight (the socket is armed again).
-    private func poll() -> Bool {
+    /// still in flight (the socket is armed again). `afterSending` right after a burst of sends:
+    /// the session then only pushes the burst (``SQLNonBlockingSession/flushStatements()``).
+    private func poll(afterSending: Bool = false) -> Bool {
+        var afterSending = afterSending
         while true {
             let poll: SQLStatementPoll
             do {
-                poll = try session.pollStatements()
+                poll = try afterSending ? session.flushStatements() : session.pollStatements()
             } catch {
                 failInFlight(error)
                 return false
@@ -321,9 +323,13 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
                 complete(statement, with: result)
             }
             let before = inFlight.count
+            afterSending = false
             if let interest = poll.waitFor {
                 fill()
-                if inFlight.count > before { continue }
+                if inFlight.count > before {
+                    afterSending = true
+                    continue
+                }
                 arm(for: interest, timeout: poll.timeout)
                 return true
             }
@@ -391,7 +397,7 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
         fill()
         guard inFlight.count > before else { return }
         armed = false
-        if poll() { return }
+        if poll(afterSending: true) { return }
         guard let next = nextWork() else { return }
         run(from: next)
     }

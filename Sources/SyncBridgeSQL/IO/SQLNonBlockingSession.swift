@@ -26,7 +26,7 @@ public protocol SQLNonBlockingSession: SQLSession {
     var pipelineCapacity: Int { get }
 
     /// Sends `query` behind the statements in flight, without waiting for the server. The
-    /// session may hold the bytes back until the next ``pollStatements()``, which the I/O thread
+    /// session may hold the bytes back until the next ``flushStatements()``, which the I/O thread
     /// calls after every burst of sends: a burst then costs one write.
     ///
     /// - Parameters:
@@ -46,11 +46,27 @@ public protocol SQLNonBlockingSession: SQLSession {
     ///   must become ready for while statements are still in flight.
     /// - Throws: The connection's error: every statement in flight failed with it.
     func pollStatements() throws -> SQLStatementPoll
+
+    /// Right after a burst of sends: writes what the session held back, and may skip reading.
+    ///
+    /// The server has seldom answered a statement sent microseconds ago, and a read that finds
+    /// nothing costs a system call per statement; a session that knows it has nothing complete
+    /// to report yet returns only what to wait for. The default is ``pollStatements()``, for a
+    /// session whose statements start in the poll (Connector/C's `_start` calls).
+    ///
+    /// - Returns: As ``pollStatements()``.
+    /// - Throws: As ``pollStatements()``.
+    func flushStatements() throws -> SQLStatementPoll
 }
 
 extension SQLNonBlockingSession {
     /// Every session can.
     public var usesIOThreads: Bool { true }
+
+    /// Polls: reads what arrived as well.
+    public func flushStatements() throws -> SQLStatementPoll {
+        try pollStatements()
+    }
 }
 
 /// What ``SQLNonBlockingSession/pollStatements()`` found.
