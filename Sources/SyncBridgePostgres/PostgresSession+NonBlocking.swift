@@ -13,14 +13,15 @@ extension PostgresSession: SQLNonBlockingSession {
     /// libpq's socket (`PQsocket`).
     public var ioSocket: Int32 { PQsocket(connection) }
 
-    /// Not behind a transaction pooler: its connections keep their own threads. Turned on
-    /// through PgBouncer 1.18 in transaction mode (2026-12-03), the pooler suite's mixed workload
-    /// got a `SELECT`'s answer without its row, with pipelining and without (one statement in
-    /// flight): the non-blocking path is not safe there until that is understood.
-    public var usesIOThreads: Bool { !isBehindTransactionPooler }
+    /// Always, behind a transaction pooler too (tested through PgBouncer 1.18 in transaction
+    /// mode), where statements are unnamed unless the pooler keeps prepared statements.
+    public var usesIOThreads: Bool { true }
 
-    /// 64 statements.
-    public var pipelineCapacity: Int { 64 }
+    /// 64 statements; one behind a transaction pooler, which sees each statement and its sync
+    /// point alone, as from the blocking path: PgBouncer hands a server connection to another
+    /// client when a transaction ends, and statements sent behind one in flight were not shown
+    /// to follow it safely on every pooler version.
+    public var pipelineCapacity: Int { isBehindTransactionPooler ? 1 : 64 }
 
     /// Sends `query` in libpq's pipeline mode with a sync point of its own: prepared on its first
     /// use (`PQsendPrepare` and `PQsendQueryPrepared` together, one round trip), then by name.
@@ -139,11 +140,24 @@ extension PostgresSession: SQLNonBlockingSession {
             // Only after a failure before the same sync point, which is recorded already.
             return
         }
+        if PQresultStatus(result) == PGRES_SINGLE_TUPLE {
+            // A stream just before left libpq in single-row mode, which libpq clears only when
+            // a statement is sent outside pipeline mode: this statement's rows come one result
+            // each, then an empty `PGRES_TUPLES_OK`.
+            pipeline.units[0].singleRows.append(contentsOf: Self.rows(of: result))
+            return
+        }
         do {
-            let outcome = try outcome(of: result, sql: unit.sql)
+            var outcome = try outcome(of: result, sql: unit.sql)
+            if !unit.singleRows.isEmpty {
+                outcome.rows = unit.singleRows + outcome.rows
+                outcome.rowsAffected = outcome.rows.count
+                pipeline.units[0].singleRows = []
+            }
             if !isPrepare, let refusal = Self.refusedCommit(unit.sql, result) { throw refusal }
             if !isPrepare { pipeline.units[0].result = .success(outcome) }
         } catch {
+            pipeline.units[0].singleRows = []
             pipeline.units[0].result = .failure(error)
         }
     }
@@ -245,6 +259,8 @@ struct PipelineUnit {
     var commandsLeft = 1
     /// The first error, or the execution's outcome.
     var result: Result<SQLOutcome, any Error>?
+    /// The rows read so far when they come one result each (single-row mode left on by a stream).
+    var singleRows: [SQLRow] = []
 
     init(sql: String) {
         self.sql = sql

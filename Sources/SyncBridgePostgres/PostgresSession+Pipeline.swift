@@ -65,6 +65,8 @@ extension PostgresSession {
         var sent: [(index: Int, synced: Bool)] = []
         var head = 0
         var reading = PipelineRead.result
+        /// The head statement's rows so far, when they come one result each.
+        var singleRows: [SQLRow] = []
         var next = 0
         var stopped = false
         // Each sent statement's SQL, with placeholders (never values), for its errors.
@@ -128,10 +130,24 @@ extension PostgresSession {
                                 query: sql[index]
                             )
                         )
+                    } else if PQresultStatus(result) == PGRES_SINGLE_TUPLE {
+                        // A stream just before left libpq in single-row mode (libpq clears it
+                        // only for a statement sent outside pipeline mode): this statement's rows
+                        // come one result each, then an empty `PGRES_TUPLES_OK`.
+                        singleRows.append(contentsOf: Self.rows(of: result))
+                        PQclear(result)
+                        continue
                     } else {
                         do {
-                            results[index] = .success(try outcome(of: result, sql: sql[index]))
+                            var outcome = try outcome(of: result, sql: sql[index])
+                            if !singleRows.isEmpty {
+                                outcome.rows = singleRows + outcome.rows
+                                outcome.rowsAffected = outcome.rows.count
+                                singleRows = []
+                            }
+                            results[index] = .success(outcome)
                         } catch {
+                            singleRows = []
                             results[index] = .failure(error)
                             // Lost connection: what follows can no longer be read.
                             if PQstatus(connection) != CONNECTION_OK { throw error }

@@ -297,6 +297,32 @@ struct PostgresIOThreadTests {
     }
 
     @Test(
+        "right after a stream, a cached statement and a pipeline return every row (libpq leaves single-row mode on for the next pipelined statement)"
+    )
+    func statementsAfterAStream() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let connection = try await connect(server)
+        let series: SQLQuery = "SELECT generate_series(1, 3)"
+        func values(_ rows: [SQLRow]) throws -> [Int] { try rows.map { try $0.decode(Int.self, at: 0) } }
+        #expect(try values(try await connection.query(series)) == [1, 2, 3])
+        for round in 0..<3 {
+            var streamed = 0
+            for try await _ in try await connection.stream("SELECT generate_series(1, 50)", batchSize: 16) {
+                streamed += 1
+            }
+            #expect(streamed == 50)
+            // The statement is cached (prepared by name): the I/O thread sends it in pipeline mode.
+            let rows = try await connection.query(series)
+            #expect(try values(rows) == [1, 2, 3], "round \(round)")
+            for try await _ in try await connection.stream("SELECT generate_series(1, 5)") {}
+            let piped = try await connection.pipeline([series, "SELECT \(round)::int"])
+            #expect(try values(try piped[0].get().rows) == [1, 2, 3], "round \(round)")
+            #expect(try values(try piped[1].get().rows) == [round])
+        }
+        await connection.close()
+    }
+
+    @Test(
         "a connection's own thread exits while only its I/O thread serves it, and starts again for blocking work"
     )
     func ownThreadRetiresWhileIdle() async throws {
