@@ -124,7 +124,15 @@ struct PostgresCancellationTests {
     // sanitizer's runtime has been seen stopping every thread for 17 s while it symbolizes).
     @Test("a transaction whose task is cancelled rolls back")
     func rollbackOnCancellation() async throws {
-        try await withTestConnection { (connection) async throws -> Void in
+        // The grace period is the test's bound on the cancel: with the default 2 s, the whole
+        // suite beside this test once delayed the server's answer past it, and the connection
+        // (abandoned, as it should be then) could not be checked afterwards.
+        let server = try await TemporaryPostgres.shared()
+        let connected = try await PostgresConnection.connect(
+            configuration: PostgresConfiguration(connectionString: server.connectionString),
+            cancellationGracePeriod: .seconds(10 * slowdown)
+        )
+        try await withClosing(connected) { (connection) async throws -> Void in
             let table = uniqueTable("cancelled")
             try await connection.execute("CREATE TABLE \(unsafeSQL: table) (v int)")
             let pid = try #require(try await connection.query("SELECT pg_backend_pid()").first).decode(
