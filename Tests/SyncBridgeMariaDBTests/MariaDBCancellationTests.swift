@@ -222,8 +222,10 @@ struct MariaDBCancellationTests {
             #expect(seen == 10)
             let start = ContinuousClock.now
             #expect(try await connection.query("SELECT 3").first?.decode(Int.self, at: 0) == 3)
+            // Reading the rest of the 100,000,000 rows would take minutes; stopping them takes
+            // well under a second alone, and the whole suite beside it once stretched it to 5.7 s.
             #expect(
-                ContinuousClock.now - start < .seconds(5 * slowdown),
+                ContinuousClock.now - start < .seconds(15 * slowdown),
                 "the rest of the rows were read instead of stopped"
             )
             #expect(try await processState(observer, connection.serverConnectionID)?.command == "Sleep")
