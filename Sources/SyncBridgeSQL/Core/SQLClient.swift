@@ -46,7 +46,7 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
     ///   - poolConfiguration: The pool's sizes and timeouts.
     ///   - ioThreads: I/O threads that run the connections' single statements without blocking
     ///     (see ``SQLIOThreads``); `nil` (the default) for ``SQLIOThreads/processDefault``
-    ///     (``SQLIOThreads/shared``), ``SQLIOThreads/off`` to run them on each connection's own
+    ///     (``SQLIOThreads/off`` unless `SYNCBRIDGE_IO_THREADS=1`), ``SQLIOThreads/off`` to run them on each connection's own
     ///     thread.
     ///   - name: Names the pool in logs, metrics and errors; the database's name by default.
     ///   - cancellationGracePeriod: How long a cancelled or timed-out statement may wait for the

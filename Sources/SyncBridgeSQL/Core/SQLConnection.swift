@@ -13,7 +13,7 @@ import Musl
 ///
 /// Every C call on the connection runs on a thread of SyncBridge's, never on Swift's cooperative
 /// pool; callers suspend meanwhile. Single statements are sent and read without blocking by one
-/// of the connection's ``SQLIOThreads`` (by default; pipelined when they queue), everything else
+/// of the connection's ``SQLIOThreads`` (when it has some; pipelined when they queue), everything else
 /// (streams, transactions' control statements, `withRawConnection`) on the connection's own
 /// `ThreadExecutor`, in submission order; that thread exits while it has nothing to do and starts
 /// again with the next such call (``SQLIOThreads/connectionThreadIdleLifetime``). With
@@ -108,7 +108,7 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     ///   - configuration: Where and how to connect.
     ///   - ioThreads: I/O threads that run the connection's single statements without blocking,
     ///     for a session that can (``SQLNonBlockingSession``); `nil` (the default) for
-    ///     ``SQLIOThreads/processDefault`` (``SQLIOThreads/shared``), ``SQLIOThreads/off`` to run
+    ///     ``SQLIOThreads/processDefault`` (``SQLIOThreads/off`` unless `SYNCBRIDGE_IO_THREADS=1`), ``SQLIOThreads/off`` to run
     ///     them on the connection's own thread.
     ///   - cancellationGracePeriod: How long a statement that was cancelled, or ran past its
     ///     timeout, may wait for the server to answer; past it, the caller gets its error at once

@@ -9,7 +9,8 @@ import Musl
 /// A few threads that serve the statements of many connections, each waiting on all of its
 /// connections' sockets at once (epoll) with the C client's non-blocking API.
 ///
-/// Connections use them by default (``processDefault``, which is ``shared``): each connection
+/// Connections made with them (`ioThreads:`, or every connection of a process started with
+/// `SYNCBRIDGE_IO_THREADS=1`: ``processDefault``) are served by them: each connection
 /// belongs to one of the threads, chosen in turn. Its single statements are sent and read there,
 /// without a thread of its own waking up for each, and those that queue on the connection are
 /// pipelined (sent without waiting for the ones before, each ending alone; see
@@ -74,11 +75,11 @@ public final class SQLIOThreads: Sendable {
         name: "sb-io"
     )
 
-    /// The I/O threads of connections made without any: ``shared``, or ``off`` when the
-    /// environment variable `SYNCBRIDGE_IO_THREADS` is `0` at start-up (to run an application on
-    /// a thread per connection without changing its code).
+    /// The I/O threads of connections made without any: ``off`` (a thread per connection), or
+    /// ``shared`` when the environment variable `SYNCBRIDGE_IO_THREADS` is `1` at start-up (to run
+    /// an application on I/O threads without changing its code).
     public static let processDefault: SQLIOThreads =
-        getenv("SYNCBRIDGE_IO_THREADS").map { String(cString: $0) } == "0" ? off : shared
+        getenv("SYNCBRIDGE_IO_THREADS").map { String(cString: $0) } == "1" ? shared : off
 
     /// The thread for the next connection (each in turn).
     package func nextThread() -> IOThread {
