@@ -22,9 +22,9 @@ import Musl
 /// ``SQLNonBlockingSession``, or whose connection cannot be served without blocking (see
 /// ``SQLNonBlockingSession/usesIOThreads``), ignore the threads.
 ///
-/// Pass threads of your own to keep a client's connections apart from the others, or ``off`` to
-/// run every statement on its connection's own thread, blocking in the C client (the model
-/// before I/O threads):
+/// Pass ``shared``, or threads of your own to keep a client's connections apart from the others;
+/// ``off`` (the default) runs every statement on its connection's own thread, blocking in the C
+/// client:
 ///
 /// ```swift
 /// var pool = ConnectionPoolConfiguration()
