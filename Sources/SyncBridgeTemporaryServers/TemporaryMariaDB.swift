@@ -208,6 +208,8 @@ public final class TemporaryMariaDB: Sendable, ThrowawayServer {
             [binaries.server, "--no-defaults"] + userArguments + [
                 "--datadir=\(dataDirectory)", "--socket=\(socketPath)", "--port=\(port)",
                 "--bind-address=127.0.0.1", "--skip-name-resolve", "--pid-file=\(directory)/mariadbd.pid",
+                // Temporary tables in the server's own folder, not the /tmp every server shares.
+                "--tmpdir=\(directory)",
                 "--max-connections=1200", "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=2",
                 "--skip-log-bin", Self.redoLogSize,
             ] + tlsArguments,
