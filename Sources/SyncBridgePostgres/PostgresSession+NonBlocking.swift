@@ -148,17 +148,12 @@ extension PostgresSession: SQLNonBlockingSession {
             pipeline.units[0].singleRows.append(contentsOf: Self.rows(of: result))
             return
         }
+        defer { pipeline.units[0].singleRows = [] }
         do {
-            var outcome = try outcome(of: result, sql: unit.sql)
-            if !unit.singleRows.isEmpty {
-                outcome.rows = unit.singleRows + outcome.rows
-                outcome.rowsAffected = outcome.rows.count
-                pipeline.units[0].singleRows = []
-            }
+            let outcome = try outcome(of: result, sql: unit.sql, after: unit.singleRows)
             if !isPrepare, let refusal = Self.refusedCommit(unit.sql, result) { throw refusal }
             if !isPrepare { pipeline.units[0].result = .success(outcome) }
         } catch {
-            pipeline.units[0].singleRows = []
             pipeline.units[0].result = .failure(error)
         }
     }

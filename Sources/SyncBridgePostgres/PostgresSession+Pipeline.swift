@@ -138,16 +138,10 @@ extension PostgresSession {
                         PQclear(result)
                         continue
                     } else {
+                        defer { singleRows = [] }
                         do {
-                            var outcome = try outcome(of: result, sql: sql[index])
-                            if !singleRows.isEmpty {
-                                outcome.rows = singleRows + outcome.rows
-                                outcome.rowsAffected = outcome.rows.count
-                                singleRows = []
-                            }
-                            results[index] = .success(outcome)
+                            results[index] = .success(try outcome(of: result, sql: sql[index], after: singleRows))
                         } catch {
-                            singleRows = []
                             results[index] = .failure(error)
                             // Lost connection: what follows can no longer be read.
                             if PQstatus(connection) != CONNECTION_OK { throw error }

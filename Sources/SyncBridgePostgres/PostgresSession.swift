@@ -485,6 +485,17 @@ public final class PostgresSession {
     }
 
     /// Turns a `PGresult` into rows, or into a ``PostgresError``.
+    /// `result`'s outcome after `earlier`, the statement's rows that came one result each
+    /// (`PGRES_SINGLE_TUPLE`: single-row mode, which libpq leaves on after a stream for the next
+    /// statement sent in pipeline mode): all the rows, counted together.
+    func outcome(of result: OpaquePointer?, sql: String?, after earlier: [SQLRow]) throws -> Outcome {
+        var outcome = try outcome(of: result, sql: sql)
+        guard !earlier.isEmpty else { return outcome }
+        outcome.rows = earlier + outcome.rows
+        outcome.rowsAffected = outcome.rows.count
+        return outcome
+    }
+
     func outcome(of result: OpaquePointer?, sql: String?) throws -> Outcome {
         guard let result else {
             throw connectionError(query: sql)
