@@ -50,6 +50,16 @@ void sb_set_current_worker(void *worker) {
     sb_worker_slot = worker;
 }
 
+static _Thread_local void *sb_io_thread_slot = NULL;
+
+void *sb_current_io_thread(void) {
+    return sb_io_thread_slot;
+}
+
+void sb_set_current_io_thread(void *thread) {
+    sb_io_thread_slot = thread;
+}
+
 static _Thread_local void *sb_held_locks_slot = NULL;
 
 void *sb_held_locks(void) {

@@ -455,3 +455,106 @@ struct PostgresIOThreadTests {
         await others.close()
     }
 }
+
+/// Tasks that prefer an I/O thread as their executor (`SQLIOThreads.taskExecutors`).
+@Suite("PostgreSQL: tasks on the I/O threads")
+struct PostgresTasksOnIOThreadsTests {
+    func makeClient(_ server: TemporaryPostgres, threads: SQLIOThreads, connections: Int) -> PostgresClient {
+        var configuration = ConnectionPoolConfiguration()
+        configuration.minimumConnections = connections
+        configuration.maximumConnections = connections
+        configuration.acquireTimeout = .seconds(60)
+        return PostgresClient(
+            connectionString: server.connectionString + " application_name=sb-io-pref",
+            configuration: configuration,
+            ioThreads: threads,
+            name: "sb-io-pref"
+        )
+    }
+
+    @Test("A task on an I/O thread runs and resumes there, and gets that thread's connection from the pool")
+    func affinity() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let threads = SQLIOThreads(count: 2, name: "sb-io-aff")
+        let client = makeClient(server, threads: threads, connections: 2)
+        let run = Task { try await client.run() }
+        try await waitUntil { client.pool.statistics.idle == 2 }
+        // One task at a time: both connections are idle at every lease, and each thread's task
+        // must get the connection its thread serves, every time.
+        var backends: [Set<Int>] = []
+        for (index, executor) in threads.taskExecutors.enumerated() {
+            let name = "sb-io-aff-\(index + 1)"
+            let seen = try await Task(executorPreference: executor) {
+                var seen = Set<Int>()
+                for step in 0..<20 {
+                    #expect(ThreadIdentity.current.name == name)
+                    let row = try #require(try await client.query("SELECT pg_backend_pid(), \(step)::int").first)
+                    #expect(try row.decode(Int.self, at: 1) == step)
+                    seen.insert(try row.decode(Int.self, at: 0))
+                    #expect(ThreadIdentity.current.name == name, "resumed off its I/O thread at step \(step)")
+                }
+                return seen
+            }.value
+            backends.append(seen)
+        }
+        #expect(backends[0].count == 1 && backends[1].count == 1, "backends per thread: \(backends)")
+        #expect(backends[0] != backends[1], "both threads' tasks got the same connection: \(backends)")
+        run.cancel()
+        _ = await run.result
+        await client.shutdown()
+        threads.shutdown()
+    }
+
+    @Test("400 statements from 16 tasks spread over two I/O threads: every result its own, every task on its thread")
+    func manyTasks() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let threads = SQLIOThreads(count: 2, name: "sb-io-many")
+        let client = makeClient(server, threads: threads, connections: 4)
+        let run = Task { try await client.run() }
+        let executors = threads.taskExecutors
+        let total = try await withThrowingTaskGroup(of: Int.self) { group in
+            for task in 0..<16 {
+                let name = "sb-io-many-\(task % 2 + 1)"
+                group.addTask(executorPreference: executors[task % 2]) {
+                    var sum = 0
+                    for step in 0..<25 {
+                        let row = try #require(
+                            try await client.query("SELECT \(task)::int * 1000 + \(step)::int").first
+                        )
+                        let value = try row.decode(Int.self, at: 0)
+                        #expect(value == task * 1000 + step)
+                        #expect(ThreadIdentity.current.name == name)
+                        sum += value
+                    }
+                    return sum
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        #expect(total == (0..<16).reduce(0) { $0 + 25 * $1 * 1000 + (0..<25).reduce(0, +) })
+        run.cancel()
+        _ = await run.result
+        await client.shutdown()
+        threads.shutdown()
+    }
+
+    @Test("A synchronous wait on an I/O thread is refused, as on an event loop: it would stall every connection there")
+    func guardedWaitRefused() async throws {
+        let threads = SQLIOThreads(count: 1, name: "sb-io-wait")
+        let outcome = await Task(executorPreference: threads.taskExecutors[0]) { () -> GuardedWaitError.Reason? in
+            do {
+                _ = try legacyWait()
+                return nil
+            } catch {
+                return (error as? GuardedWaitError)?.reason
+            }
+        }.value
+        #expect(outcome == .eventLoopThread("sb-io-wait-1"))
+        threads.shutdown()
+    }
+}
+
+/// Synchronous code that waits for async work, as legacy code called from a task would.
+private func legacyWait() throws -> Int {
+    try waitForAsync { 42 }
+}

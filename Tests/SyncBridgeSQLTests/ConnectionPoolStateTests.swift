@@ -274,6 +274,44 @@ struct ConnectionPoolStateTests {
         #expect(state.idle.count == 1)
     }
 
+    @Test(
+        "a task on an I/O thread gets that thread's idle connection first, and its lanes while at most one statement busier"
+    )
+    func affinity() {
+        var state = Self.makeState(maximum: 2)
+        let (s1, _) = Self.ask(&state, .statement)
+        let (s2, _) = Self.ask(&state, .statement)
+        let a = leasedEntry(state.connected(FakeConnection(1), affinity: 10, now: 0), to: s1)!
+        let b = leasedEntry(state.connected(FakeConnection(2), affinity: 20, now: 0), to: s2)!
+        _ = state.statementFinished(on: a.id, reusable: true, now: 1)
+        _ = state.statementFinished(on: b.id, reusable: true, now: 1)
+        #expect(state.idle.map(\.id) == [a.id, b.id])
+        // Idle: the matching connection, not the last one back.
+        func lease(_ affinity: UInt) -> State.EntryID? {
+            let waiter = state.makeWaiterID()
+            let actions = state.lease(waiter, demand: .statement, affinity: affinity, now: 1)
+            for action in actions {
+                switch action {
+                case .lease(let entry, waiter), .share(let entry, with: waiter): return entry.id
+                default: continue
+                }
+            }
+            return nil
+        }
+        #expect(lease(10) == a.id)
+        // None idle matches: the one there is.
+        #expect(lease(10) == b.id)
+        #expect(state.lanes == [a.id: 1, b.id: 1])
+        // Lanes: the matching one while it has at most one statement more than the least loaded.
+        #expect(lease(20) == b.id)
+        #expect(lease(20) == b.id)
+        #expect(state.lanes == [a.id: 1, b.id: 3])
+        #expect(lease(20) == a.id)
+        // No affinity: the least loaded.
+        #expect(lease(0) == a.id)
+        #expect(state.lanes == [a.id: 3, b.id: 3])
+    }
+
     @Test("a lane whose connection broke takes no more statements, however short its queue, and closes when it drains")
     func brokenLanesTakeNoStatements() {
         var state = Self.makeState(maximum: 2)

@@ -102,6 +102,17 @@ func mariadbBenchmarks(rounds: Int, seconds: Double) async throws -> [Comparison
                     )
                 }
             )
+            contenders.append(
+                Contender(name: "SyncBridge MariaDBClient on 2 I/O threads, tasks on them, \(tasks) tasks") {
+                    try await queriesPerSecond(
+                        "SyncBridge on I/O threads, tasks on them, \(tasks) tasks",
+                        tasks: tasks,
+                        seconds: seconds,
+                        executors: ioThreads.taskExecutors,
+                        query(oursOnIOThreads)
+                    )
+                }
+            )
         }
         contenders.append(
             Contender(name: "mysqlslap --concurrency=8") {

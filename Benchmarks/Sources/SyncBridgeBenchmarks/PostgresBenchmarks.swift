@@ -28,6 +28,7 @@ func queriesPerSecond(
     _ name: String? = nil,
     tasks: Int,
     seconds: Double,
+    executors: [any TaskExecutor] = [],
     _ body: @escaping @Sendable () async throws -> Void
 ) async throws -> Double {
     let deadline = now() + UInt64(seconds * 1e9)
@@ -35,8 +36,11 @@ func queriesPerSecond(
     var usageBefore = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usageBefore)
     let total = try await withThrowingTaskGroup(of: Int.self) { group in
-        for _ in 0..<tasks {
-            group.addTask {
+        for index in 0..<tasks {
+            // Spread over `executors` in turn when there are some (tasks that prefer the I/O
+            // threads), on the cooperative pool otherwise.
+            let executor = executors.isEmpty ? nil : executors[index % executors.count]
+            group.addTask(executorPreference: executor) {
                 var count = 0
                 while now() < deadline {
                     try await body()
@@ -146,10 +150,11 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
     let oursRun = Task { try await ours.run() }
     // The same pool, its connections served by two I/O threads (which pipeline the statements
     // that queue on a connection).
+    let ioThreads = SQLIOThreads(count: 2, name: "sb-io-bench")
     let oursOnIOThreads = SyncBridgePostgres.PostgresClient(
         connectionString: server.connectionString,
         configuration: configuration,
-        ioThreads: SQLIOThreads(count: 2, name: "sb-io-bench"),
+        ioThreads: ioThreads,
         name: "bench-io"
     )
     let oursOnIOThreadsRun = Task { try await oursOnIOThreads.run() }
@@ -227,6 +232,17 @@ func postgresBenchmarks(rounds: Int, seconds: Double) async throws -> [Compariso
                         "SyncBridge on I/O threads, \(tasks) tasks",
                         tasks: tasks,
                         seconds: seconds,
+                        oursOnIOThreadsQuery
+                    )
+                }
+            )
+            contenders.append(
+                Contender(name: "SyncBridge PostgresClient on 2 I/O threads, tasks on them, \(tasks) tasks") {
+                    try await queriesPerSecond(
+                        "SyncBridge on I/O threads, tasks on them, \(tasks) tasks",
+                        tasks: tasks,
+                        seconds: seconds,
+                        executors: ioThreads.taskExecutors,
                         oursOnIOThreadsQuery
                     )
                 }

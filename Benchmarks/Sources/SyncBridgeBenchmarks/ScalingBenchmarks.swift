@@ -29,7 +29,12 @@ func scalingBenchmarks(
 
     let sql: SQLQuery = workload == .selectOne ? "SELECT 1" : "SELECT id, name FROM bench_rows"
 
-    func measure(connections: Int, ioThreads: SQLIOThreads, name: String) async throws -> Double {
+    func measure(
+        connections: Int,
+        ioThreads: SQLIOThreads,
+        name: String,
+        tasksOnIOThreads: Bool = false
+    ) async throws -> Double {
         let client = SyncBridgePostgres.PostgresClient(
             connectionString: server.connectionString,
             configuration: .open(connections),
@@ -43,7 +48,8 @@ func scalingBenchmarks(
             tasks: tasksPerConnection * connections,
             seconds: seconds,
             sql,
-            rows: expectedRows
+            rows: expectedRows,
+            executors: tasksOnIOThreads ? ioThreads.taskExecutors : []
         )
     }
 
@@ -58,6 +64,14 @@ func scalingBenchmarks(
                     connections: size,
                     ioThreads: ioThreads,
                     name: "\(ioThreadCount) I/O threads, \(size)"
+                )
+            },
+            Contender(name: "SyncBridge, \(ioThreadCount) I/O threads, tasks on them") {
+                try await measure(
+                    connections: size,
+                    ioThreads: ioThreads,
+                    name: "\(ioThreadCount) I/O threads, tasks on them, \(size)",
+                    tasksOnIOThreads: true
                 )
             },
         ]
@@ -108,7 +122,12 @@ func mariadbScalingBenchmarks(
     await setup.shutdown()
     let ioThreads = SQLIOThreads(count: ioThreadCount, name: "sb-io-bench")
 
-    func measure(connections: Int, ioThreads: SQLIOThreads, name: String) async throws -> Double {
+    func measure(
+        connections: Int,
+        ioThreads: SQLIOThreads,
+        name: String,
+        tasksOnIOThreads: Bool = false
+    ) async throws -> Double {
         let client = MariaDBClient(
             configuration: configuration,
             poolConfiguration: .open(connections),
@@ -122,7 +141,8 @@ func mariadbScalingBenchmarks(
             tasks: tasksPerConnection * connections,
             seconds: seconds,
             SQLQuery(unsafeSQL: workload.sql),
-            rows: workload.rows
+            rows: workload.rows,
+            executors: tasksOnIOThreads ? ioThreads.taskExecutors : []
         )
     }
 
@@ -137,6 +157,14 @@ func mariadbScalingBenchmarks(
                     connections: size,
                     ioThreads: ioThreads,
                     name: "\(ioThreadCount) I/O threads, \(size)"
+                )
+            },
+            Contender(name: "SyncBridge, \(ioThreadCount) I/O threads, tasks on them") {
+                try await measure(
+                    connections: size,
+                    ioThreads: ioThreads,
+                    name: "\(ioThreadCount) I/O threads, tasks on them, \(size)",
+                    tasksOnIOThreads: true
                 )
             },
             Contender(name: "mysqlslap") {
@@ -189,14 +217,15 @@ func queriesPerSecond<Session: SQLSession>(
     tasks: Int,
     seconds: Double,
     _ sql: SQLQuery,
-    rows: Int
+    rows: Int,
+    executors: [any TaskExecutor] = []
 ) async throws -> Double {
     let run = Task { try await client.run() }
     // Every connection open before measuring.
     while client.pool.statistics.idle + client.pool.statistics.leased < connections {
         try await Task.sleep(for: .milliseconds(20))
     }
-    let rate = try await queriesPerSecond(name, tasks: tasks, seconds: seconds) {
+    let rate = try await queriesPerSecond(name, tasks: tasks, seconds: seconds, executors: executors) {
         let result = try await client.query(sql)
         precondition(result.count == rows)
     }

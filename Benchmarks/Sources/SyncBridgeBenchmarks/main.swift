@@ -89,6 +89,14 @@ if suites.isEmpty || suites.contains("postgres") {
             }
         }
         for tasks in [8, 64] {
+            let tasksOnThem = comparison.median(
+                "SyncBridge PostgresClient on 2 I/O threads, tasks on them, \(tasks) tasks"
+            )
+            let pgbench = comparison.median("pgbench -M prepared -c 8 -j 2")
+            guard !tasksOnThem.isNaN else { continue }
+            print("- \(tasks) tasks on the I/O threads themselves: \(ratio(tasksOnThem, pgbench))x pgbench -M prepared")
+        }
+        for tasks in [8, 64] {
             let pipelining = comparison.median("SyncBridge PostgresClient on 2 I/O threads, \(tasks) tasks")
             let prepared = comparison.median("PostgresNIO prepared statement, \(tasks) tasks")
             let pgbench = comparison.median("pgbench -M prepared -c 8 -j 2")
@@ -140,7 +148,10 @@ if suites.contains("scaling") {
             report(comparison)
             let mysqlslap = comparison.median("mysqlslap")
             print("\nRatios (target: >= 0.7x mysqlslap at every size):\n")
-            for name in ["SyncBridge, a thread per connection", "SyncBridge, \(ioThreadCount) I/O threads"] {
+            for name in [
+                "SyncBridge, a thread per connection", "SyncBridge, \(ioThreadCount) I/O threads",
+                "SyncBridge, \(ioThreadCount) I/O threads, tasks on them",
+            ] {
                 print("- \(name): \(ratio(comparison.median(name), mysqlslap))x mysqlslap")
             }
         }
@@ -157,7 +168,10 @@ if suites.contains("scaling") {
             report(comparison)
             let pgbench = comparison.median("pgbench -M prepared -j 2")
             print("\nRatios (target: >= 0.7x pgbench -M prepared at every size):\n")
-            for name in ["SyncBridge, a thread per connection", "SyncBridge, \(ioThreadCount) I/O threads"] {
+            for name in [
+                "SyncBridge, a thread per connection", "SyncBridge, \(ioThreadCount) I/O threads",
+                "SyncBridge, \(ioThreadCount) I/O threads, tasks on them",
+            ] {
                 print("- \(name): \(ratio(comparison.median(name), pgbench))x pgbench")
             }
         }
@@ -176,6 +190,12 @@ if suites.isEmpty || suites.contains("mariadb") {
             print("- SyncBridge, \(tasks) tasks: \(ratio(ours, slap))x mysqlslap")
             let onIOThreads = comparison.median("SyncBridge MariaDBClient on 2 I/O threads, \(tasks) tasks")
             print("- SyncBridge on 2 I/O threads, \(tasks) tasks: \(ratio(onIOThreads, slap))x mysqlslap")
+            let tasksOnThem = comparison.median(
+                "SyncBridge MariaDBClient on 2 I/O threads, tasks on them, \(tasks) tasks"
+            )
+            print(
+                "- SyncBridge on 2 I/O threads, \(tasks) tasks on them: \(ratio(tasksOnThem, slap))x mysqlslap"
+            )
             for driver in ["asyncmy", "aiomysql"] {
                 let python = comparison.median("Python \(driver) (asyncio), 8 connections, \(tasks) tasks")
                 if !python.isNaN {

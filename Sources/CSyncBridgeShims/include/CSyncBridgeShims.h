@@ -30,6 +30,12 @@ void *_Nullable sb_current_worker(void);
 /// Records which SyncBridge worker owns the calling thread (NULL to clear).
 void sb_set_current_worker(void *_Nullable worker);
 
+/// The SyncBridge I/O thread the calling thread is (an unretained object pointer), or NULL.
+void *_Nullable sb_current_io_thread(void);
+
+/// Records which I/O thread the calling thread is (NULL to clear).
+void sb_set_current_io_thread(void *_Nullable thread);
+
 /// The calling thread's held-lock list for the deadlock detector (a retained object pointer owned
 /// by Swift code), or NULL.
 void *_Nullable sb_held_locks(void);

@@ -49,7 +49,6 @@ package final class IOThread: @unchecked Sendable {
     private var deadlines: [UInt64: UInt64] = [:]
     /// No deadline passes before this (it may be earlier than the earliest one).
     private var nextDeadline = UInt64.max
-    private let threadID = Locked<pthread_t?>(nil)
     /// The statements in flight on the thread's connections, for snapshots.
     private let ledger = Locked<[ObjectIdentifier: InFlight]>([:])
 
@@ -63,6 +62,8 @@ package final class IOThread: @unchecked Sendable {
 
     private struct Inbox {
         var jobs: [@Sendable () -> Void] = []
+        /// Jobs of tasks that prefer this thread as their executor (see ``IOThread/enqueue(_:)``).
+        var tasks: [UnownedJob] = []
         /// The thread is (about to be) asleep in `epoll_wait`: the next job must wake it.
         var sleeping = false
         var stopping = false
@@ -78,21 +79,52 @@ package final class IOThread: @unchecked Sendable {
         eventDescriptor = event
         SnapshotRegistry.add(self)
         startDedicatedThread(named: name) { [self] in
-            threadID.withLock { $0 = pthread_self() }
+            // The thread runs the jobs of the tasks that prefer it: blocking there, or waiting
+            // synchronously, would hold up every connection it serves, so it is guarded like an
+            // event loop (reported by the watchdog's `Blocking` hooks, refused by guarded waits).
+            EventLoopThreads.markCurrentThread(named: name)
+            sb_set_current_io_thread(Unmanaged.passUnretained(self).toOpaque())
             loop()
+            sb_set_current_io_thread(nil)
+            EventLoopThreads.unmarkCurrentThread()
         }
     }
 
     /// Whether the caller runs on this thread.
     package var isCurrent: Bool {
-        guard let thread = threadID.current else { return false }
-        return pthread_equal(thread, pthread_self()) != 0
+        sb_current_io_thread() == Unmanaged.passUnretained(self).toOpaque()
+    }
+
+    /// The I/O thread the caller runs on, as a number that tells the threads apart (its address),
+    /// or 0 on any other thread: the pool's hint to lease a task on an I/O thread a connection
+    /// of the same thread. One thread-local load.
+    package static var currentAffinity: UInt {
+        UInt(bitPattern: sb_current_io_thread())
+    }
+
+    /// The number ``currentAffinity`` gives on this thread.
+    package var affinity: UInt {
+        UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque())
     }
 
     /// Runs `job` on the thread, after the jobs handed over before it. It must not block.
     package func execute(_ job: @escaping @Sendable () -> Void) {
         let wake = inbox.withLock { inbox -> Bool in
             inbox.jobs.append(job)
+            guard inbox.sleeping else { return false }
+            inbox.sleeping = false
+            return true
+        }
+        if wake { sb_io_wake(eventDescriptor) }
+    }
+
+    /// Runs a task's job on the thread, after the jobs handed over before it: the thread is the
+    /// executor of the tasks that prefer it (`withTaskExecutorPreference`), so that a task that
+    /// awaits a statement served here resumes here, with no other thread to wake.
+    package func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let wake = inbox.withLock { inbox -> Bool in
+            inbox.tasks.append(job)
             guard inbox.sleeping else { return false }
             inbox.sleeping = false
             return true
@@ -175,18 +207,23 @@ package final class IOThread: @unchecked Sendable {
 
     private func loop() {
         var batch: [@Sendable () -> Void] = []
+        var tasks: [UnownedJob] = []
+        let executor = asUnownedTaskExecutor()
         var tokens = [UInt64](repeating: 0, count: 64)
         var flags = [Int32](repeating: 0, count: 64)
         while true {
             let stopping = inbox.withLock { inbox -> Bool in
                 swap(&batch, &inbox.jobs)
-                if batch.isEmpty && !inbox.stopping { inbox.sleeping = true }
+                swap(&tasks, &inbox.tasks)
+                if batch.isEmpty && tasks.isEmpty && !inbox.stopping { inbox.sleeping = true }
                 return inbox.stopping
             }
             for job in batch { job() }
-            if stopping && batch.isEmpty { break }
-            let sleeping = batch.isEmpty
+            for task in tasks { task.runSynchronously(on: executor) }
+            if stopping && batch.isEmpty && tasks.isEmpty { break }
+            let sleeping = batch.isEmpty && tasks.isEmpty
             batch.removeAll(keepingCapacity: true)
+            tasks.removeAll(keepingCapacity: true)
             let timeout = sleeping ? millisecondsToNextDeadline() : 0
             let count = sb_io_wait(epollDescriptor, &tokens, &flags, Int32(tokens.count), timeout)
             if sleeping { inbox.withLock { $0.sleeping = false } }
@@ -235,6 +272,8 @@ extension IOThread {
         }
     }
 }
+
+extension IOThread: TaskExecutor {}
 
 extension IOThread: SnapshotSource {
     package func snapshotPart(now: UInt64) -> SnapshotPart {

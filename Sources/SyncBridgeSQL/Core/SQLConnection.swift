@@ -805,3 +805,7 @@ package struct Sent<Value>: @unchecked Sendable {
         self.value = value
     }
 }
+
+extension SQLConnection: IOThreadAffine {
+    package var ioThreadAffinity: UInt { ioLane?.thread.affinity ?? 0 }
+}

@@ -31,6 +31,8 @@ final class SQLIOStatement: Sendable {
 
 /// A connection's way to its I/O thread, as ``SQLConnection`` uses it whatever its session.
 protocol SQLIORouting: AnyObject, Sendable {
+    /// The I/O thread that serves the connection.
+    var thread: IOThread { get }
     /// Queues a single statement; it runs after everything queued before it.
     func submit(_ statement: SQLIOStatement)
     /// The task of a statement that was sent was cancelled, or its timeout passed (`error` says
@@ -409,6 +411,13 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
         guard let next = nextWork() else { return }
         run(from: next)
     }
+}
+
+/// A pooled connection that an I/O thread serves: the pool leases it first to tasks that run on
+/// that thread.
+package protocol IOThreadAffine: AnyObject {
+    /// The serving thread's ``IOThread/affinity``, or 0 when no I/O thread serves it.
+    var ioThreadAffinity: UInt { get }
 }
 
 /// What a lane reports when its session loses track of its statements.

@@ -81,6 +81,17 @@ public final class SQLIOThreads: Sendable {
     public static let processDefault: SQLIOThreads =
         getenv("SYNCBRIDGE_IO_THREADS").map { String(cString: $0) } == "1" ? shared : off
 
+    /// The threads as task executors, for tasks that mostly await statements on these threads'
+    /// connections: a task that prefers one of them (`withTaskExecutorPreference(_:operation:)`,
+    /// or `addTask(executorPreference:operation:)` in a task group) runs on that thread, and
+    /// resumes there when its statement is answered, where on the cooperative pool every
+    /// statement would wake one of its threads.
+    ///
+    /// The threads also serve every other connection's sockets: code that runs on them must
+    /// not block (no blocking call, no long computation), as on a SwiftNIO event loop. Empty
+    /// for ``off``.
+    public var taskExecutors: [any TaskExecutor] { threads }
+
     /// The thread for the next connection (each in turn).
     package func nextThread() -> IOThread {
         precondition(areOn, "SyncBridge bug: a connection asked SQLIOThreads.off for a thread")

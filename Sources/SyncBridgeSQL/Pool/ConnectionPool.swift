@@ -225,18 +225,21 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
 
     private func lease(_ demand: State.Demand, party: Party?, callSite: CallSite) async throws -> State.Entry {
         let start = monotonicNow()
+        // A task on an I/O thread (one that prefers it as its executor) gets a connection that
+        // thread serves first: its statements and its resumptions then stay on that thread.
+        let affinity = IOThread.currentAffinity
         // Asked and, when a connection is idle or a lane has room, served in one step, without
         // suspending; otherwise the waiter is queued, and its answer is kept until it waits.
         let (waiter, served, actions, queued, canGrow, startRunner, countsChanged) = shared.withLock { shared in
             // Under load, a statement joins a lane without a waiter of its own: no id, no actions.
-            if demand == .statement, let entry = shared.state.joinLane() {
+            if demand == .statement, let entry = shared.state.joinLane(preferring: affinity) {
                 let served: Result<State.Entry, any Error>? = .success(entry)
                 return (State.WaiterID(0), served, [State.Action](), false, false, false, false)
             }
             let startRunner = if case .notStarted = shared.runner { true } else { false }
             if startRunner { shared.runner = .running }
             let waiter = shared.state.makeWaiterID()
-            var actions = shared.state.lease(waiter, demand: demand, now: monotonicNow())
+            var actions = shared.state.lease(waiter, demand: demand, affinity: affinity, now: monotonicNow())
             var served: Result<State.Entry, any Error>?
             var countsChanged = true
             actions.removeAll { action in
@@ -449,7 +452,13 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
                 let (actions, closed) = shared.withLock { shared in
                     let wasOpen = shared.state.isCircuitOpen
                     return (
-                        shared.state.connected(connection, attemptStartedAt: connectStart, now: monotonicNow()), wasOpen
+                        shared.state.connected(
+                            connection,
+                            affinity: (connection as? any IOThreadAffine)?.ioThreadAffinity ?? 0,
+                            attemptStartedAt: connectStart,
+                            now: monotonicNow()
+                        ),
+                        wasOpen
                     )
                 }
                 if closed { logger.notice("the server accepts connections again", metadata: ["pool": "\(name)"]) }

@@ -26,6 +26,10 @@ struct ConnectionPoolState {
         let id: EntryID
         let createdAt: UInt64
         var lastUsedAt: UInt64
+        /// The I/O thread that serves the connection (``IOThread/affinity``), or 0: tasks that
+        /// run on that thread get such a connection first, so that none has to wake another
+        /// thread.
+        var affinity: UInt = 0
     }
 
     /// The configuration, in nanoseconds.
@@ -175,14 +179,21 @@ struct ConnectionPoolState {
         return [.schedule(.maintenance, deadline: now &+ limits.maintenanceInterval)] + connectIfNeeded()
     }
 
-    /// A task asks for a connection.
-    mutating func lease(_ waiter: WaiterID, demand: Demand, now: UInt64) -> [Action] {
+    /// A task asks for a connection; it gets one of `affinity` (``Entry/affinity``) first when
+    /// one is idle, or, for a statement, a lane of one when it is not busier than the least
+    /// loaded lane plus one.
+    mutating func lease(_ waiter: WaiterID, demand: Demand, affinity: UInt = 0, now: UInt64) -> [Action] {
         expected.remove(waiter)
         if cancelledEarly.remove(waiter) != nil { return [.fail(waiter, .cancelled)] }
         guard lifecycle == .running else { return [.fail(waiter, .shutDown)] }
         if isCircuitOpen && connecting == 0 && idle.isEmpty { return [.fail(waiter, .connectionFailed)] }
-        if demand == .statement, let entry = joinLane() { return [.share(entry, with: waiter)] }
+        if demand == .statement, let entry = joinLane(preferring: affinity) { return [.share(entry, with: waiter)] }
         var actions: [Action] = []
+        if affinity != 0, idle.last?.affinity != affinity,
+            let index = idle.lastIndex(where: { $0.affinity == affinity })
+        {
+            idle.swapAt(index, idle.count - 1)
+        }
         while let entry = idle.popLast() {
             if now &- entry.createdAt >= limits.maximumLifetime {
                 actions.append(close(entry))
@@ -202,10 +213,10 @@ struct ConnectionPoolState {
     /// A statement joins the least loaded lane, when the pool can lease no connection and no task
     /// waits for one; `nil` otherwise. The same decision as ``lease(_:demand:now:)`` makes for a
     /// statement, without a waiter: the statement path's fast path under load.
-    mutating func joinLane() -> Entry? {
+    mutating func joinLane(preferring affinity: UInt = 0) -> Entry? {
         guard lifecycle == .running, idle.isEmpty, totalConnections >= limits.maximumConnections, waiters.isEmpty
         else { return nil }
-        guard let laneID = leastLoadedLane(), let entry = leased[laneID] else { return nil }
+        guard let laneID = leastLoadedLane(preferring: affinity), let entry = leased[laneID] else { return nil }
         lanes[laneID, default: 0] += 1
         return entry
     }
@@ -236,7 +247,12 @@ struct ConnectionPoolState {
     ///     shutting down can accept the connection and end it before the pool hears of it, so it
     ///     is checked before its first lease from the idle list.
     ///   - now: The time of the report.
-    mutating func connected(_ connection: Connection, attemptStartedAt: UInt64? = nil, now: UInt64) -> [Action] {
+    mutating func connected(
+        _ connection: Connection,
+        affinity: UInt = 0,
+        attemptStartedAt: UInt64? = nil,
+        now: UInt64
+    ) -> [Action] {
         connecting -= 1
         consecutiveFailures = 0
         isCircuitOpen = false
@@ -245,7 +261,8 @@ struct ConnectionPoolState {
             connection: connection,
             id: nextConnectionID,
             createdAt: now,
-            lastUsedAt: min(attemptStartedAt ?? now, now)
+            lastUsedAt: min(attemptStartedAt ?? now, now),
+            affinity: affinity
         )
         guard lifecycle == .running else { return [close(entry)] + finishShutdownIfDone() }
         if let waiter = waiters.popFirst() {
@@ -471,12 +488,23 @@ struct ConnectionPoolState {
         return actions
     }
 
-    /// The lane with the fewest statements, of those whose connection has not broken.
-    private func leastLoadedLane() -> EntryID? {
+    /// The lane with the fewest statements, of those whose connection has not broken; with an
+    /// `affinity`, the least loaded lane of that affinity when it has at most one statement more.
+    /// A lane has at least one statement, so the first with one ends the search.
+    private func leastLoadedLane(preferring affinity: UInt = 0) -> EntryID? {
         var least: (id: EntryID, count: Int)?
-        for (id, count) in lanes where count < least?.count ?? .max && !brokenLanes.contains(id) {
-            least = (id, count)
+        var preferred: (id: EntryID, count: Int)?
+        for (id, count) in lanes where brokenLanes.isEmpty || !brokenLanes.contains(id) {
+            if affinity != 0, count < preferred?.count ?? .max, leased[id]?.affinity == affinity {
+                if count == 1 { return id }
+                preferred = (id, count)
+            }
+            if count < least?.count ?? .max {
+                least = (id, count)
+                if count == 1 && affinity == 0 { return id }
+            }
         }
+        if let preferred, let least, preferred.count <= least.count + 1 { return preferred.id }
         return least?.id
     }
 
