@@ -34,12 +34,13 @@ extension PostgresSession: SQLNonBlockingSession {
             guard PQenterPipelineMode(connection) == 1 else { throw connectionError(query: statement.sql) }
             PQsetnonblocking(connection, 1)
         }
-        // The second statement of a burst and those after it are held back until the poll that
+        // The third statement of a burst and those after it are held back until the poll that
         // follows the burst: libpq 15 flushes at every sync point, and one push for the rest of
         // the burst costs the kernel (and wakes the server) once instead of once per statement.
-        // The first leaves at once, uncorked: a burst of one — the usual one with a task or two
-        // per connection — costs one `send`, not two `setsockopt`s more.
-        if pipeline.sentThisTurn > 0 { cork(true) }
+        // The first two leave at once, uncorked: a burst of one or two — the usual ones with a
+        // task or two per connection — costs a `send` each, not two `setsockopt`s more (with two
+        // tasks per connection on its I/O thread, nearly every burst has two statements).
+        if pipeline.sentThisTurn > 1 { cork(true) }
         pipeline.sentThisTurn += 1
         var unit = PipelineUnit(sql: statement.sql)
         unit.key = statement.key

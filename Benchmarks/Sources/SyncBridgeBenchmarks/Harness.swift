@@ -52,8 +52,13 @@ let onlyContenders: String? = CommandLine.arguments.firstIndex(of: "--only").fla
 /// alike; every other round runs them in reverse order, so that none always follows another. A
 /// warm-up round is discarded.
 func compare(_ title: String, unit: String, rounds: Int, _ contenders: [Contender]) async throws -> Comparison {
-    // `--only TEXT` keeps the contenders whose name contains TEXT (for profiling one of them).
-    let contenders = onlyContenders.map { only in contenders.filter { $0.name.contains(only) } } ?? contenders
+    // `--only TEXT` keeps the contenders whose name contains TEXT (for profiling one of them);
+    // `--only "A|B"` those whose name contains A or B (one contender beside its peer).
+    let contenders =
+        onlyContenders.map { only in
+            let parts = only.split(separator: "|")
+            return contenders.filter { contender in parts.contains { contender.name.contains($0) } }
+        } ?? contenders
     var comparison = Comparison(title: title, unit: unit, order: contenders.map(\.name))
     for contender in contenders { _ = try await contender.round() }  // warm-up
     for round in 1...rounds {
