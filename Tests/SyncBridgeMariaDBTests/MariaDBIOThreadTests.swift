@@ -407,3 +407,71 @@ struct MariaDBIOThreadTests {
         await others.close()
     }
 }
+
+/// Tasks that prefer a MariaDB client's I/O thread as their executor (`SQLIOThreads.taskExecutors`).
+@Suite("MariaDB: tasks on the I/O threads")
+struct MariaDBTasksOnIOThreadsTests {
+    @Test(
+        "Each thread's task gets the connection its thread serves, resumes on that thread; 16 such tasks get their own rows back and insert each of their 400 rows once"
+    )
+    func tasksOnIOThreads() async throws {
+        let threads = SQLIOThreads(count: 2, name: "sb-io-mtask")
+        var pool = ConnectionPoolConfiguration()
+        pool.minimumConnections = 2
+        pool.maximumConnections = 2
+        pool.acquireTimeout = .seconds(60)
+        let client = MariaDBClient(
+            configuration: try await testConfiguration(),
+            poolConfiguration: pool,
+            ioThreads: threads
+        )
+        let run = Task { try await client.run() }
+        try await waitUntil { client.pool.statistics.idle == 2 }
+        let executors = threads.taskExecutors
+
+        // One task at a time: both connections idle at every lease; each thread's task must get
+        // the connection its thread serves, every time.
+        var servers: [Set<Int>] = []
+        for (index, executor) in executors.enumerated() {
+            let name = "sb-io-mtask-\(index + 1)"
+            servers.append(
+                try await Task(executorPreference: executor) {
+                    var seen = Set<Int>()
+                    for _ in 0..<10 {
+                        let row = try #require(try await client.query("SELECT CONNECTION_ID()").first)
+                        seen.insert(try row.decode(Int.self, at: 0))
+                        #expect(ThreadIdentity.current.name == name)
+                    }
+                    return seen
+                }.value
+            )
+        }
+        #expect(servers[0].count == 1 && servers[1].count == 1 && servers[0] != servers[1], "\(servers)")
+
+        let table = uniqueTable("io_tasks")
+        try await client.execute("CREATE TABLE \(unsafeSQL: table) (task INT, step INT, PRIMARY KEY (task, step))")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<16 {
+                let name = "sb-io-mtask-\(task % 2 + 1)"
+                group.addTask(executorPreference: executors[task % 2]) {
+                    for step in 0..<25 {
+                        let row = try #require(try await client.query("SELECT \(task) * 1000 + \(step)").first)
+                        #expect(try row.decode(Int.self, at: 0) == task * 1000 + step)
+                        try await client.execute("INSERT INTO \(unsafeSQL: table) VALUES (\(task), \(step))")
+                        #expect(ThreadIdentity.current.name == name)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let counted = try #require(
+            try await client.query("SELECT COUNT(*), COUNT(DISTINCT task, step) FROM \(unsafeSQL: table)").first
+        )
+        #expect(try counted.decode((Int, Int).self) == (400, 400))
+        try await client.execute("DROP TABLE \(unsafeSQL: table)")
+        run.cancel()
+        _ = await run.result
+        await client.shutdown()
+        threads.shutdown()
+    }
+}

@@ -81,7 +81,7 @@ package final class IOThread: @unchecked Sendable {
         startDedicatedThread(named: name) { [self] in
             // The thread runs the jobs of the tasks that prefer it: blocking there, or waiting
             // synchronously, would hold up every connection it serves, so it is guarded like an
-            // event loop (reported by the watchdog's `Blocking` hooks, refused by guarded waits).
+            // event loop (`Blocking.call` reports calls there, guarded waits refuse to wait there).
             EventLoopThreads.markCurrentThread(named: name)
             sb_set_current_io_thread(Unmanaged.passUnretained(self).toOpaque())
             loop()

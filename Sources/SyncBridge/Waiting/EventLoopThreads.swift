@@ -6,7 +6,9 @@ import CSyncBridgeShims
 /// ``Blocking`` reports a blocking call made on such a thread, and ``waitForAsync(timeout:fileID:line:_:)``
 /// and the other guarded waits refuse to block it, exactly as on a cooperative thread. A thread
 /// is marked from itself: `SyncBridgeNIO` marks the loops of the groups it watches or offloads
-/// from, and a watchdog marks each ``WatchdogTarget`` thread when its first probe runs there.
+/// from, a watchdog marks each ``WatchdogTarget`` thread when its first probe runs there, and the
+/// database clients' I/O threads (`SQLIOThreads`), which run the tasks that prefer them, mark
+/// themselves.
 public enum EventLoopThreads {
     /// The name a marked thread carries in reports, held by the thread-local slot.
     private final class Name {

@@ -85,11 +85,21 @@ public final class SQLIOThreads: Sendable {
     /// connections: a task that prefers one of them (`withTaskExecutorPreference(_:operation:)`,
     /// or `addTask(executorPreference:operation:)` in a task group) runs on that thread, and
     /// resumes there when its statement is answered, where on the cooperative pool every
-    /// statement would wake one of its threads.
+    /// statement would wake one of its threads. The pool leases such a task a connection that its
+    /// thread serves first (an idle one, or a lane at most one statement busier than the least
+    /// loaded).
+    ///
+    /// ```swift
+    /// let io = SQLIOThreads(count: 2, name: "sb-io-jobs")
+    /// try await withTaskExecutorPreference(io.taskExecutors[0]) {
+    ///     for id in batch { try await client.execute("UPDATE jobs SET done = true WHERE id = \(id)") }
+    /// }
+    /// ```
     ///
     /// The threads also serve every other connection's sockets: code that runs on them must
-    /// not block (no blocking call, no long computation), as on a SwiftNIO event loop. Empty
-    /// for ``off``.
+    /// not block (no blocking call, no long computation), as on a SwiftNIO event loop. They are
+    /// marked as event loops (`EventLoopThreads`): a guarded wait there is refused with
+    /// `GuardedWaitError.Reason.eventLoopThread(_:)`. Empty for ``off``.
     public var taskExecutors: [any TaskExecutor] { threads }
 
     /// The thread for the next connection (each in turn).
