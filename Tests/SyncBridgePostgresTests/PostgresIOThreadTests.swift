@@ -459,83 +459,91 @@ struct PostgresIOThreadTests {
 /// Tasks that prefer an I/O thread as their executor (`SQLIOThreads.taskExecutors`).
 @Suite("PostgreSQL: tasks on the I/O threads")
 struct PostgresTasksOnIOThreadsTests {
-    func makeClient(_ server: TemporaryPostgres, threads: SQLIOThreads, connections: Int) -> PostgresClient {
+    /// Runs `body` with a client of `connections` connections, all open, served by two I/O
+    /// threads named `<name>-1` and `<name>-2`; shuts both down afterwards.
+    func withClient(
+        threads name: String,
+        connections: Int,
+        _ body: (PostgresClient, SQLIOThreads) async throws -> Void
+    ) async throws {
+        let server = try await TemporaryPostgres.shared()
+        let threads = SQLIOThreads(count: 2, name: name)
         var configuration = ConnectionPoolConfiguration()
         configuration.minimumConnections = connections
         configuration.maximumConnections = connections
         configuration.acquireTimeout = .seconds(60)
-        return PostgresClient(
-            connectionString: server.connectionString + " application_name=sb-io-pref",
+        let client = PostgresClient(
+            connectionString: server.connectionString + " application_name=\(name)",
             configuration: configuration,
             ioThreads: threads,
-            name: "sb-io-pref"
+            name: name
         )
+        let run = Task { try await client.run() }
+        defer { threads.shutdown() }
+        do {
+            try await waitUntil { client.pool.statistics.idle == connections }
+            try await body(client, threads)
+        } catch {
+            run.cancel()
+            await client.shutdown()
+            throw error
+        }
+        run.cancel()
+        _ = await run.result
+        await client.shutdown()
     }
 
     @Test("A task on an I/O thread runs and resumes there, and gets that thread's connection from the pool")
     func affinity() async throws {
-        let server = try await TemporaryPostgres.shared()
-        let threads = SQLIOThreads(count: 2, name: "sb-io-aff")
-        let client = makeClient(server, threads: threads, connections: 2)
-        let run = Task { try await client.run() }
-        try await waitUntil { client.pool.statistics.idle == 2 }
-        // One task at a time: both connections are idle at every lease, and each thread's task
-        // must get the connection its thread serves, every time.
-        var backends: [Set<Int>] = []
-        for (index, executor) in threads.taskExecutors.enumerated() {
-            let name = "sb-io-aff-\(index + 1)"
-            let seen = try await Task(executorPreference: executor) {
-                var seen = Set<Int>()
-                for step in 0..<20 {
-                    #expect(ThreadIdentity.current.name == name)
-                    let row = try #require(try await client.query("SELECT pg_backend_pid(), \(step)::int").first)
-                    #expect(try row.decode(Int.self, at: 1) == step)
-                    seen.insert(try row.decode(Int.self, at: 0))
-                    #expect(ThreadIdentity.current.name == name, "resumed off its I/O thread at step \(step)")
-                }
-                return seen
-            }.value
-            backends.append(seen)
+        try await withClient(threads: "sb-io-aff", connections: 2) { client, threads in
+            // One task at a time: both connections are idle at every lease, and each thread's task
+            // must get the connection its thread serves, every time.
+            var backends: [Set<Int>] = []
+            for (index, executor) in threads.taskExecutors.enumerated() {
+                let name = "sb-io-aff-\(index + 1)"
+                let seen = try await Task(executorPreference: executor) {
+                    var seen = Set<Int>()
+                    for step in 0..<20 {
+                        #expect(ThreadIdentity.current.name == name)
+                        let row = try #require(try await client.query("SELECT pg_backend_pid(), \(step)::int").first)
+                        #expect(try row.decode(Int.self, at: 1) == step)
+                        seen.insert(try row.decode(Int.self, at: 0))
+                        #expect(ThreadIdentity.current.name == name, "resumed off its I/O thread at step \(step)")
+                    }
+                    return seen
+                }.value
+                backends.append(seen)
+            }
+            #expect(backends[0].count == 1 && backends[1].count == 1, "backends per thread: \(backends)")
+            #expect(backends[0] != backends[1], "both threads' tasks got the same connection: \(backends)")
         }
-        #expect(backends[0].count == 1 && backends[1].count == 1, "backends per thread: \(backends)")
-        #expect(backends[0] != backends[1], "both threads' tasks got the same connection: \(backends)")
-        run.cancel()
-        _ = await run.result
-        await client.shutdown()
-        threads.shutdown()
     }
 
     @Test("400 statements from 16 tasks spread over two I/O threads: every result its own, every task on its thread")
     func manyTasks() async throws {
-        let server = try await TemporaryPostgres.shared()
-        let threads = SQLIOThreads(count: 2, name: "sb-io-many")
-        let client = makeClient(server, threads: threads, connections: 4)
-        let run = Task { try await client.run() }
-        let executors = threads.taskExecutors
-        let total = try await withThrowingTaskGroup(of: Int.self) { group in
-            for task in 0..<16 {
-                let name = "sb-io-many-\(task % 2 + 1)"
-                group.addTask(executorPreference: executors[task % 2]) {
-                    var sum = 0
-                    for step in 0..<25 {
-                        let row = try #require(
-                            try await client.query("SELECT \(task)::int * 1000 + \(step)::int").first
-                        )
-                        let value = try row.decode(Int.self, at: 0)
-                        #expect(value == task * 1000 + step)
-                        #expect(ThreadIdentity.current.name == name)
-                        sum += value
+        try await withClient(threads: "sb-io-many", connections: 4) { client, threads in
+            let executors = threads.taskExecutors
+            let total = try await withThrowingTaskGroup(of: Int.self) { group in
+                for task in 0..<16 {
+                    let name = "sb-io-many-\(task % 2 + 1)"
+                    group.addTask(executorPreference: executors[task % 2]) {
+                        var sum = 0
+                        for step in 0..<25 {
+                            let row = try #require(
+                                try await client.query("SELECT \(task)::int * 1000 + \(step)::int").first
+                            )
+                            let value = try row.decode(Int.self, at: 0)
+                            #expect(value == task * 1000 + step)
+                            #expect(ThreadIdentity.current.name == name)
+                            sum += value
+                        }
+                        return sum
                     }
-                    return sum
                 }
+                return try await group.reduce(0, +)
             }
-            return try await group.reduce(0, +)
+            #expect(total == (0..<16).reduce(0) { $0 + 25 * $1 * 1000 + (0..<25).reduce(0, +) })
         }
-        #expect(total == (0..<16).reduce(0) { $0 + 25 * $1 * 1000 + (0..<25).reduce(0, +) })
-        run.cancel()
-        _ = await run.result
-        await client.shutdown()
-        threads.shutdown()
     }
 
     @Test("A synchronous wait on an I/O thread is refused, as on an event loop: it would stall every connection there")

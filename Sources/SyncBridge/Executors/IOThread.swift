@@ -109,13 +109,7 @@ package final class IOThread: @unchecked Sendable {
 
     /// Runs `job` on the thread, after the jobs handed over before it. It must not block.
     package func execute(_ job: @escaping @Sendable () -> Void) {
-        let wake = inbox.withLock { inbox -> Bool in
-            inbox.jobs.append(job)
-            guard inbox.sleeping else { return false }
-            inbox.sleeping = false
-            return true
-        }
-        if wake { sb_io_wake(eventDescriptor) }
+        handOver { $0.jobs.append(job) }
     }
 
     /// Runs a task's job on the thread, after the jobs handed over before it: the thread is the
@@ -123,8 +117,13 @@ package final class IOThread: @unchecked Sendable {
     /// awaits a statement served here resumes here, with no other thread to wake.
     package func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
+        handOver { $0.tasks.append(job) }
+    }
+
+    /// Adds work to the inbox with `add`, and wakes the thread when it sleeps in `epoll_wait`.
+    private func handOver(_ add: (inout Inbox) -> Void) {
         let wake = inbox.withLock { inbox -> Bool in
-            inbox.tasks.append(job)
+            add(&inbox)
             guard inbox.sleeping else { return false }
             inbox.sleeping = false
             return true
