@@ -545,24 +545,4 @@ struct PostgresTasksOnIOThreadsTests {
             #expect(total == (0..<16).reduce(0) { $0 + 25 * $1 * 1000 + (0..<25).reduce(0, +) })
         }
     }
-
-    @Test("A synchronous wait on an I/O thread is refused, as on an event loop: it would stall every connection there")
-    func guardedWaitRefused() async throws {
-        let threads = SQLIOThreads(count: 1, name: "sb-io-wait")
-        let outcome = await Task(executorPreference: threads.taskExecutors[0]) { () -> GuardedWaitError.Reason? in
-            do {
-                _ = try legacyWait()
-                return nil
-            } catch {
-                return (error as? GuardedWaitError)?.reason
-            }
-        }.value
-        #expect(outcome == .eventLoopThread("sb-io-wait-1"))
-        threads.shutdown()
-    }
-}
-
-/// Synchronous code that waits for async work, as legacy code called from a task would.
-private func legacyWait() throws -> Int {
-    try waitForAsync { 42 }
 }

@@ -75,6 +75,21 @@ struct GuardedWaitTests {
         #expect(try result.get() == "done")
     }
 
+    @Test(
+        "on an I/O thread (run by a task that prefers it as its executor) it throws at once, naming the thread as an event loop, and is reported"
+    )
+    func onIOThread() async throws {
+        let thread = IOThread(name: "sb-io-wait")
+        defer { thread.shutdown() }
+        let (result, reports) = try await withBlockingCallReports {
+            await Task(executorPreference: thread) { legacyWait { 1 } }.value
+        }
+        #expect(reports.map(\.operation) == ["waitForAsync"])
+        #expect(reports.first?.eventLoop == "sb-io-wait")
+        let error = try #require(throws: GuardedWaitError.self) { try result.get() }
+        #expect(error.reason == .eventLoopThread("sb-io-wait"))
+    }
+
     @Test("errors of the awaited work reach the waiting thread")
     func propagatesErrors() async throws {
         struct Boom: Error, Equatable {}
