@@ -187,8 +187,10 @@ package enum ExpectedReports {
                     scope: scope
                 )
                 watchdog.start()
-                await WatchdogScope.$current.withValue(scope) {
-                    do { try await body() } catch { thrown.withLock { $0 = error } }
+                do {
+                    try await WatchdogScope.run(scope, timingJobs: timesEveryJob, body)
+                } catch {
+                    thrown.withLock { $0 = error }
                 }
                 await watchdog.shutdown()
             }

@@ -92,7 +92,7 @@ public struct WatchdogTrait: TestTrait, SuiteTrait, TestScoping {
         )
         watchdog.start()
         do {
-            try await WatchdogScope.$current.withValue(scope) { try await body() }
+            try await WatchdogScope.run(scope, timingJobs: timesEveryJob, body)
         } catch {
             await watchdog.shutdown()
             throw error

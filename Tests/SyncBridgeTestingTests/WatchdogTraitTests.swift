@@ -117,6 +117,32 @@ struct WatchdogTraitTests {
     }
 
     @Test(
+        "with timesEveryJob, a test that blocks before its first suspension fails too",
+        .enabled(
+            if: ProcessInfo.processInfo.environment["SYNCBRIDGE_SOLO_TESTS"] == "1",
+            "per-job mode takes over every job of the process; it runs in a pass of its own: SYNCBRIDGE_SOLO_TESTS=1 swift test --filter Solo"
+        )
+    )
+    func testSoloPerJobBlockingBeforeAnySuspensionFails() async throws {
+        // The test's task runs on a cooperative thread it reached before the trait's watchdog
+        // started: the body must not stay there, where no job is timed (the samples' legacy
+        // handler, whose servers were already up, once passed that way).
+        let seen = Locked<[String]>([])
+        let trait = WatchdogTrait.watchdog(threshold: .milliseconds(50), timesEveryJob: true)
+        try await withKnownIssue {
+            try await trait.provideScope(for: Test.current!, testCase: Test.Case.current) {
+                let end = ContinuousClock.now + .milliseconds(200)
+                while ContinuousClock.now < end { _ = usleep(10_000) }
+            }
+        } matching: { issue in
+            let text = issue.comments.map(\.rawValue).joined()
+            seen.withLock { $0.append(text) }
+            return text.contains("one job")
+        }
+        #expect(seen.current.contains { $0.contains("has run") && $0.contains("usleep") }, "\(seen.current)")
+    }
+
+    @Test(
         "blocking calls of other tests running in parallel are not counted against this one",
         .enabled(if: slowdown == 1, "ThreadSanitizer's own pauses (its bcmp interceptor, 5 s) stall the pool")
     )

@@ -27,6 +27,27 @@ package enum WatchdogScope {
         return try await turns.run { try await $holdsTurn.withValue(true) { try await body() } }
     }
 
+    /// Runs `body` in `scope`. With per-job timing (`timingJobs`), `body` runs in a child task:
+    /// the calling task may be on a cooperative thread it reached before the watchdog redirected
+    /// the global executor's jobs, and code that blocks before `body`'s first suspension would
+    /// stay there, untimed. A child task's first job goes through the redirect.
+    package static func run(
+        _ scope: UInt64,
+        timingJobs: Bool,
+        _ body: @Sendable () async throws -> Void
+    ) async throws {
+        try await $current.withValue(scope) {
+            guard timingJobs else { return try await body() }
+            // The group awaits its child before returning: `body` does not outlive this call.
+            try await withoutActuallyEscaping(body) { body in
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await body() }
+                    try await group.waitForAll()
+                }
+            }
+        }
+    }
+
     /// A new scope identifier.
     package static func next() -> UInt64 {
         counter.withLock { value in
