@@ -155,20 +155,19 @@ final class MariaDBPreparedStatement {
         guard mysql_stmt_bind_result(handle, binds) == 0 else { throw session.statementError(self) }
     }
 
-    /// Fetches the next row of the current result; `nil` at its end.
-    func fetchRow(session: MariaDBSession) throws -> [SQLValue]? {
-        guard let binds, let lengths, let nulls else { return nil }
+    /// Fetches the next row of the current result and appends its values to `values` (a
+    /// result's rows share one buffer); `false` at its end.
+    func fetchRow(into values: inout [SQLValue], session: MariaDBSession) throws -> Bool {
+        guard let binds, let lengths, let nulls else { return false }
         let status = mysql_stmt_fetch(handle)
         switch status {
         case 0, MYSQL_DATA_TRUNCATED:
             break
         case MYSQL_NO_DATA:
-            return nil
+            return false
         default:
             throw session.statementError(self)
         }
-        var values: [SQLValue] = []
-        values.reserveCapacity(fields.count)
         for index in fields.indices {
             if nulls[index] != 0 {
                 values.append(.null)
@@ -183,7 +182,7 @@ final class MariaDBPreparedStatement {
                 category.value(in: UnsafeRawBufferPointer(start: buffers[index], count: length), buffer: buffers[index])
             )
         }
-        return values
+        return true
     }
 
     /// Reads a column that did not fit its buffer into a larger one, which later rows then use.

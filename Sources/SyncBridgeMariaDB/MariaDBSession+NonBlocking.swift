@@ -165,17 +165,17 @@ extension MariaDBSession: SQLNonBlockingSession {
     /// The rows `mysql_stmt_store_result` read, decoded (no I/O).
     private func storedRows(of prepared: MariaDBPreparedStatement) throws -> SQLOutcome {
         guard let columns = prepared.columns else { return SQLOutcome(rows: [], rowsAffected: 0) }
-        var rows: [SQLRow] = []
-        rows.reserveCapacity(Int(clamping: mysql_stmt_num_rows(prepared.handle)))
+        var values: [SQLValue] = []
+        values.reserveCapacity(Int(clamping: mysql_stmt_num_rows(prepared.handle)) * columns.all.count)
+        var rowCount = 0
         do {
-            while let values = try prepared.fetchRow(session: self) {
-                rows.append(SQLRow(columns: columns, values: values))
-            }
+            while try prepared.fetchRow(into: &values, session: self) { rowCount += 1 }
         } catch {
             _ = failedMidResult(prepared)
             throw error
         }
-        return SQLOutcome(rows: rows, rowsAffected: rows.count, lastInsertID: 0)
+        let rows = SQLRow.rows(columns: columns, values: values, rowCount: rowCount)
+        return SQLOutcome(rows: rows, rowsAffected: rowCount, lastInsertID: 0)
     }
 
     /// The error of a statement that failed after its result began (killed, timed out, or cut

@@ -338,17 +338,20 @@ public final class MariaDBSession {
                 lastInsertID: mysql_stmt_insert_id(statement.handle)
             )
         }
-        var rows: [SQLRow] = []
+        var values: [SQLValue] = []
+        var rowCount = 0
         do {
-            while let values = try statement.fetchRow(session: self) {
-                rows.append(SQLRow(columns: columns, values: values))
-            }
+            while try statement.fetchRow(into: &values, session: self) { rowCount += 1 }
             try finishResults(statement)
         } catch {
             statement.discardResults()
             throw error
         }
-        return Outcome(rows: rows, rowsAffected: rows.count, lastInsertID: 0)
+        return Outcome(
+            rows: SQLRow.rows(columns: columns, values: values, rowCount: rowCount),
+            rowsAffected: rowCount,
+            lastInsertID: 0
+        )
     }
 
     /// Prepares (or reuses), binds and executes `query`; the statement's rows, if any, wait to be
@@ -498,13 +501,12 @@ public final class MariaDBSession {
     /// Reads up to `limit` rows of the streamed statement; `nil` once they are exhausted.
     public func nextBatch(limit: Int) throws -> [SQLRow]? {
         guard let statement = streaming, let columns = statement.columns else { return nil }
-        var rows: [SQLRow] = []
-        rows.reserveCapacity(min(limit, 1024))
+        var values: [SQLValue] = []
+        values.reserveCapacity(min(limit, 1024) * columns.all.count)
+        var rowCount = 0
         do {
-            while rows.count < limit, let values = try statement.fetchRow(session: self) {
-                rows.append(SQLRow(columns: columns, values: values))
-            }
-            if rows.count < limit {
+            while rowCount < limit, try statement.fetchRow(into: &values, session: self) { rowCount += 1 }
+            if rowCount < limit {
                 streaming = nil
                 try finishResults(statement)
             }
@@ -513,7 +515,7 @@ public final class MariaDBSession {
             statement.discardResults()
             throw error
         }
-        return rows.isEmpty ? nil : rows
+        return rowCount == 0 ? nil : SQLRow.rows(columns: columns, values: values, rowCount: rowCount)
     }
 
     /// Abandons the streamed statement: `cancel` stops the server sending (`KILL QUERY`), then

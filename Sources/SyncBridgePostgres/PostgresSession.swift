@@ -612,11 +612,10 @@ public final class PostgresSession {
         let columnCount = shared.all.count
         let rowCount = Int(PQntuples(result))
         let oids = shared.typeCodes
-        var rows = [SQLRow]()
-        rows.reserveCapacity(rowCount)
+        // Every value in one buffer, row after row: one allocation per result.
+        var values = [SQLValue]()
+        values.reserveCapacity(rowCount * columnCount)
         for row in 0..<rowCount {
-            var values = [SQLValue]()
-            values.reserveCapacity(columnCount)
             for column in 0..<columnCount {
                 if PQgetisnull(result, Int32(row), Int32(column)) != 0 {
                     values.append(.null)
@@ -629,9 +628,8 @@ public final class PostgresSession {
                     values.append(PostgresTextFormat.value(oid: oids[column], text: text))
                 }
             }
-            rows.append(SQLRow(columns: shared, values: values))
         }
-        return rows
+        return SQLRow.rows(columns: shared, values: values, rowCount: rowCount)
     }
 }
 

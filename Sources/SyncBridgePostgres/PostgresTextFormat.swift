@@ -62,7 +62,7 @@ enum PostgresTextFormat {
         case OID.bool:
             return text.count == 1 && text[0] == UInt8(ascii: "t") ? .bool(true) : .bool(false)
         case OID.int2, OID.int4, OID.int8, OID.oid:
-            return Int64(String(decoding: text, as: UTF8.self)).map(SQLValue.int) ?? .text(string(text))
+            return integer(text).map(SQLValue.int) ?? .text(string(text))
         case OID.float4:
             return parseFloat(string(text)).map { .float(Float($0)) } ?? .text(string(text))
         case OID.float8:
@@ -92,6 +92,27 @@ enum PostgresTextFormat {
             }
             return .text(string(text))
         }
+    }
+
+    /// A decimal integer (an optional `-`, then digits) read straight from its bytes; `nil` for
+    /// anything else or a value outside `Int64`.
+    static func integer(_ text: UnsafeRawBufferPointer) -> Int64? {
+        guard let first = text.first else { return nil }
+        let negative = first == UInt8(ascii: "-")
+        let digits = negative ? text.dropFirst() : text[...]
+        guard !digits.isEmpty else { return nil }
+        // Accumulated negatively: Int64.min has no positive counterpart.
+        var value: Int64 = 0
+        for byte in digits {
+            let digit = Int64(byte) - Int64(UInt8(ascii: "0"))
+            guard digit >= 0 && digit <= 9 else { return nil }
+            let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
+            let (next, overflow2) = times10.subtractingReportingOverflow(digit)
+            guard !overflow1 && !overflow2 else { return nil }
+            value = next
+        }
+        if negative { return value }
+        return value == .min ? nil : -value
     }
 
     private static func string(_ text: UnsafeRawBufferPointer) -> String {

@@ -50,34 +50,67 @@ public struct SQLRowAccessError: Error, Hashable, CustomStringConvertible {
 /// let name = try row.decode(String?.self, named: "name")
 /// let (id2, name2) = try row.decode((Int, String?).self)
 /// ```
+///
+/// The rows of one result share one buffer of values (one allocation per result, not one per
+/// row): a row kept alive keeps its result's values alive with it.
 public struct SQLRow: Sendable, RandomAccessCollection, CustomStringConvertible {
     /// The result's columns.
     public let columns: SQLColumns
-    /// The values, one per column.
-    public let values: [SQLValue]
+    /// This row's values, from `start`, and those of the other rows of its result.
+    private let storage: [SQLValue]
+    /// Where this row's values begin in `storage`.
+    private let start: Int
 
     /// Creates a row. `values.count` must equal the number of columns.
     public init(columns: SQLColumns, values: [SQLValue]) {
         precondition(columns.all.count == values.count, "a row needs one value per column")
         self.columns = columns
-        self.values = values
+        self.storage = values
+        self.start = 0
+    }
+
+    private init(columns: SQLColumns, storage: [SQLValue], start: Int) {
+        self.columns = columns
+        self.storage = storage
+        self.start = start
+    }
+
+    /// The rows of a result whose values are `values`, row after row: `rowCount` rows of
+    /// `columns.all.count` values each, sharing `values`' buffer.
+    package static func rows(columns: SQLColumns, values: [SQLValue], rowCount: Int) -> [SQLRow] {
+        let width = columns.all.count
+        precondition(values.count == rowCount * width, "a result needs one value per column of each row")
+        var rows = [SQLRow]()
+        rows.reserveCapacity(rowCount)
+        for row in 0..<rowCount {
+            rows.append(SQLRow(columns: columns, storage: values, start: row * width))
+        }
+        return rows
+    }
+
+    /// The values, one per column.
+    public var values: [SQLValue] {
+        storage.count == columns.all.count ? storage : Array(storage[start..<start + columns.all.count])
     }
 
     /// The first column's index: 0.
     public var startIndex: Int { 0 }
     /// The number of columns.
-    public var endIndex: Int { values.count }
+    public var endIndex: Int { columns.all.count }
     /// The raw value of column `index`.
-    public subscript(index: Int) -> SQLValue { values[index] }
+    public subscript(index: Int) -> SQLValue {
+        precondition(index >= 0 && index < endIndex, "no column \(index): the row has \(endIndex)")
+        return storage[start + index]
+    }
 
     /// Decodes column `index` as `T`.
     /// - Throws: ``SQLDecodingError`` naming the column, its database type and `T`;
     ///   ``SQLRowAccessError`` when there is no such column.
     public func decode<T: SQLDecodable>(_ type: T.Type = T.self, at index: Int) throws -> T {
-        guard values.indices.contains(index) else {
-            throw SQLRowAccessError(description: "no column \(index): the row has \(values.count) (\(columns))")
+        guard index >= 0 && index < endIndex else {
+            throw SQLRowAccessError(description: "no column \(index): the row has \(endIndex) (\(columns))")
         }
-        return try T.decode(from: values[index], column: columns.all[index])
+        return try T.decode(from: storage[start + index], column: columns.all[index])
     }
 
     /// Decodes the first column called `name` as `T`.
@@ -95,9 +128,9 @@ public struct SQLRow: Sendable, RandomAccessCollection, CustomStringConvertible 
     public func decode<each T: SQLDecodable>(_ types: (repeat each T).Type) throws -> (repeat each T) {
         var count = 0
         for _ in repeat (each T).self { count += 1 }
-        guard count == values.count else {
+        guard count == endIndex else {
             throw SQLRowAccessError(
-                description: "cannot decode \(values.count) columns (\(columns)) into a tuple of \(count)"
+                description: "cannot decode \(endIndex) columns (\(columns)) into a tuple of \(count)"
             )
         }
         var index = 0
@@ -110,6 +143,6 @@ public struct SQLRow: Sendable, RandomAccessCollection, CustomStringConvertible 
 
     /// `(name: value, …)` — beware: this shows the data.
     public var description: String {
-        "(" + zip(columns.all, values).map { "\($0.name): \($1)" }.joined(separator: ", ") + ")"
+        "(" + zip(columns.all, self).map { "\($0.name): \($1)" }.joined(separator: ", ") + ")"
     }
 }

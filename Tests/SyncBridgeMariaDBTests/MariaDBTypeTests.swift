@@ -54,6 +54,28 @@ struct MariaDBTypeTests {
         }
     }
 
+    @Test("a 1,000-row result: each row reads its own values, in order, with its NULLs")
+    func manyRows() async throws {
+        try await withTestConnection { (connection) async throws -> Void in
+            let rows = try await connection.query(
+                """
+                SELECT CAST(seq AS SIGNED) AS i, IF(seq % 7 = 0, NULL, CONCAT('v', seq)) AS name,
+                  -CAST(seq AS SIGNED) * 1000000000000 AS big
+                FROM seq_1_to_1000 ORDER BY seq
+                """
+            )
+            #expect(rows.count == 1000)
+            for (offset, row) in rows.enumerated() {
+                let i = offset + 1
+                let (id, name, big) = try row.decode((Int, String?, Int64).self)
+                #expect(id == i && name == (i % 7 == 0 ? nil : "v\(i)") && big == -Int64(i) * 1_000_000_000_000)
+                #expect(row.values == Array(row) && row.count == 3)
+            }
+            #expect(rows[699].values == [.int(700), .null, .int(-700_000_000_000_000)])
+            #expect(try rows[999].decode(String?.self, named: "name") == "v1000")
+        }
+    }
+
     @Test("FLOAT, DOUBLE and DECIMAL(65,30): exact, or a typed error when Decimal cannot hold the digits")
     func numbers() async throws {
         try await withTestConnection { (connection) async throws -> Void in
