@@ -289,3 +289,22 @@ private let snapshotWriter: Void = {
     thread.name = "test snapshots"
     thread.start()
 }()
+
+/// Checks the rows of the test servers' 1,000-row result `i, name, big` (`i` from 1 to 1,000;
+/// `name` NULL when `i` is a multiple of 7, else `"v" + i`; `big` = -i × 10¹²): every row reads
+/// its own values, in order, with its NULLs, whole or by index.
+public func expectThousandRows(_ rows: [SQLRow], sourceLocation: SourceLocation = #_sourceLocation) throws {
+    #expect(rows.count == 1000, sourceLocation: sourceLocation)
+    for (offset, row) in rows.enumerated() {
+        let i = offset + 1
+        let (id, name, big) = try row.decode((Int, String?, Int64).self)
+        #expect(
+            id == i && name == (i % 7 == 0 ? nil : "v\(i)") && big == -Int64(i) * 1_000_000_000_000,
+            "row \(offset): \(row)",
+            sourceLocation: sourceLocation
+        )
+        #expect(row.values == Array(row) && row.count == 3, sourceLocation: sourceLocation)
+    }
+    #expect(rows[699].values == [.int(700), .null, .int(-700_000_000_000_000)], sourceLocation: sourceLocation)
+    #expect(try rows[999].decode(String?.self, named: "name") == "v1000", sourceLocation: sourceLocation)
+}

@@ -61,15 +61,7 @@ struct PostgresTypeTests {
                 FROM generate_series(1, 1000) AS i
                 """
             )
-            #expect(rows.count == 1000)
-            for (offset, row) in rows.enumerated() {
-                let i = offset + 1
-                let (id, name, big) = try row.decode((Int, String?, Int64).self)
-                #expect(id == i && name == (i % 7 == 0 ? nil : "v\(i)") && big == -Int64(i) * 1_000_000_000_000)
-                #expect(row.values == Array(row) && row.count == 3)
-            }
-            #expect(rows[699].values == [.int(700), .null, .int(-700_000_000_000_000)])
-            #expect(try rows[999].decode(String?.self, named: "name") == "v1000")
+            try expectThousandRows(rows)
             let extremes = try #require(
                 try await c.query("SELECT \(Int64.min)::int8, \(Int64.max)::int8, 0::int2, -1::int4").first
             )
