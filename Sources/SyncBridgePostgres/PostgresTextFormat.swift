@@ -19,6 +19,10 @@ enum PostgresTextFormat {
         static let int2: UInt32 = 21
         static let int4: UInt32 = 23
         static let oid: UInt32 = 26
+        static let text: UInt32 = 25
+        static let name: UInt32 = 19
+        static let bpchar: UInt32 = 1042
+        static let varchar: UInt32 = 1043
         static let float4: UInt32 = 700
         static let float8: UInt32 = 701
         static let numeric: UInt32 = 1700
@@ -86,6 +90,9 @@ enum PostgresTextFormat {
             return CivilTime.parseTime(Substring(string)).map { .time(.microseconds($0)) } ?? .text(string)
         case OID.json, OID.jsonb:
             return .json(Array(text))
+        case OID.text, OID.varchar, OID.bpchar, OID.name:
+            // The usual text columns, before the array types' table is searched.
+            return .text(string(text))
         default:
             if let element = arrayElements[oid] {
                 return parseArray(string(text), element: element) ?? .text(string(text))

@@ -69,6 +69,36 @@ struct PostgresTypeTests {
         }
     }
 
+    @Test(
+        "a prepared statement whose table changes shape: the next call has the new columns (after at most one typed 0A000), never the old ones"
+    )
+    func tableChangesShape() async throws {
+        try await withTestConnection { (c) async throws -> Void in
+            let table = uniqueTable("shape")
+            try await c.execute("CREATE TABLE \(unsafeSQL: table) (a int)")
+            try await c.execute("INSERT INTO \(unsafeSQL: table) VALUES (1)")
+            let select: SQLQuery = "SELECT * FROM \(unsafeSQL: table)"
+            /// The statement's rows, run again once if the server refuses the cached plan.
+            func rows() async throws -> [SQLRow] {
+                do {
+                    return try await c.query(select)
+                } catch let error as PostgresError where error.sqlState == "0A000" {
+                    return try await c.query(select)
+                }
+            }
+            for _ in 0..<2 { #expect(try await rows().first?.decode(Int.self, named: "a") == 1) }
+            // Same types, another name.
+            try await c.execute("ALTER TABLE \(unsafeSQL: table) RENAME COLUMN a TO b")
+            let renamed = try #require(try await rows().first)
+            #expect(renamed.columns.all.map(\.name) == ["b"] && renamed.values == [.int(1)])
+            // Another column.
+            try await c.execute("ALTER TABLE \(unsafeSQL: table) ADD COLUMN c text DEFAULT 'x'")
+            let widened = try #require(try await rows().first)
+            #expect(widened.columns.all.map(\.name) == ["b", "c"] && widened.values == [.int(1), .text("x")])
+            #expect(try await rows().first?.columns.all.map(\.name) == ["b", "c"])
+        }
+    }
+
     @Test("dates, times, NULL and Optional")
     func datesAndNulls() async throws {
         try await withTestConnection { (c) async throws -> Void in
