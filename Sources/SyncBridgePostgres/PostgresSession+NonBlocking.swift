@@ -103,8 +103,7 @@ extension PostgresSession: SQLNonBlockingSession {
                     pipeline.units[0].commandsLeft -= 1
                     continue
                 }
-                record(result)
-                PQclear(result)
+                if !record(result) { PQclear(result) }
                 continue
             }
             guard let result else { continue }
@@ -133,23 +132,30 @@ extension PostgresSession: SQLNonBlockingSession {
 
     /// Keeps what one result of the oldest unit says: the first error, else the execution's
     /// outcome (a prepare's success says nothing).
-    private func record(_ result: OpaquePointer) {
+    ///
+    /// - Returns: Whether the outcome took `result` over (its rows are left for the caller to
+    ///   decode), so that it must not be cleared.
+    private func record(_ result: OpaquePointer) -> Bool {
         let unit = pipeline.units[0]
         let isPrepare = unit.prepares && unit.commandsLeft == 2
         guard !unit.isDeallocation, case .success? = unit.result ?? .success(SQLOutcome(rows: [], rowsAffected: 0))
-        else { return }
+        else { return false }
         if PQresultStatus(result) == PGRES_PIPELINE_ABORTED {
             // Only after a failure before the same sync point, which is recorded already.
-            return
+            return false
         }
         if PQresultStatus(result) == PGRES_SINGLE_TUPLE {
             // A stream just before left libpq in single-row mode, which libpq clears only when
             // a statement is sent outside pipeline mode: this statement's rows come one result
             // each, then an empty `PGRES_TUPLES_OK`.
             pipeline.units[0].singleRows.append(contentsOf: Self.rows(of: result))
-            return
+            return false
         }
         defer { pipeline.units[0].singleRows = [] }
+        if !isPrepare, unit.singleRows.isEmpty, let outcome = Self.deferredOutcome(of: result) {
+            pipeline.units[0].result = .success(outcome)
+            return true
+        }
         do {
             let outcome = try outcome(of: result, sql: unit.sql, after: unit.singleRows)
             if !isPrepare, let refusal = Self.refusedCommit(unit.sql, result) { throw refusal }
@@ -157,6 +163,25 @@ extension PostgresSession: SQLNonBlockingSession {
         } catch {
             pipeline.units[0].result = .failure(error)
         }
+        return false
+    }
+
+    /// An outcome that takes `result` over and leaves its rows for the caller to decode
+    /// (``SQLDeferredRows``), when they are more than 16 values or more than 32 KiB; `nil` for
+    /// any other result, which the I/O thread decodes at once (cheaper than handing it over).
+    package static func deferredOutcome(of result: OpaquePointer) -> SQLOutcome? {
+        guard PQresultStatus(result) == PGRES_TUPLES_OK else { return nil }
+        let rowCount = PQntuples(result)
+        let columnCount = PQnfields(result)
+        if Int(rowCount) * Int(columnCount) <= 16 {
+            var bytes = 0
+            for row in 0..<rowCount {
+                for column in 0..<columnCount { bytes += Int(PQgetlength(result, row, column)) }
+            }
+            guard bytes > 32 * 1024 else { return nil }
+        }
+        let owned = PostgresResult(result)
+        return SQLOutcome(deferredRows: SQLDeferredRows { rows(of: owned.pointer) }, rowsAffected: Int(rowCount))
     }
 
     /// The result of a unit that ended; `nil` for the session's own units (deallocations).
@@ -261,5 +286,21 @@ struct PipelineUnit {
 
     init(sql: String) {
         self.sql = sql
+    }
+}
+
+/// A libpq result that an outcome took over, freed (`PQclear`) with its last reference.
+final class PostgresResult: @unchecked Sendable {
+    // Safe to share: libpq documents a `PGresult` as read-only once made ("can be passed around
+    // freely between threads"); nothing here modifies it, and `deinit` frees it only once no
+    // thread holds this object.
+    let pointer: OpaquePointer
+
+    init(_ pointer: OpaquePointer) {
+        self.pointer = pointer
+    }
+
+    deinit {
+        PQclear(pointer)
     }
 }

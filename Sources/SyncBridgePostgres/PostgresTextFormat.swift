@@ -2,6 +2,12 @@ import FoundationEssentials
 import SyncBridge
 import SyncBridgeSQL
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// PostgreSQL's text format: how parameters are sent and results read.
 ///
 /// Results are read in text format, which every type has and whose numeric text is exact;
@@ -252,6 +258,15 @@ enum PostgresTextFormat {
         }
     }
 
+    /// Whether `text` holds a NUL byte: one `memchr` over a native string's bytes (a text
+    /// parameter may be megabytes long, and is encoded on an I/O thread).
+    private static func containsNUL(_ text: String) -> Bool {
+        text.utf8.withContiguousStorageIfAvailable { bytes in
+            guard let start = bytes.baseAddress else { return false }
+            return memchr(start, 0, bytes.count) != nil
+        } ?? text.utf8.contains(0)
+    }
+
     /// The text form of a value and the type OID to send it as.
     private static func literal(_ value: SQLValue, index: Int) throws -> (UInt32, String) {
         switch value {
@@ -265,7 +280,7 @@ enum PostgresTextFormat {
         case .double(let double): return (OID.float8, floatText(double, double.description))
         case .decimal(let text): return (OID.numeric, text)
         case .text(let text):
-            guard !text.utf8.contains(0) else {
+            guard !containsNUL(text) else {
                 throw SQLEncodingError(
                     parameter: index,
                     reason: "the text contains a NUL byte, which PostgreSQL text cannot hold; send it as bytes"

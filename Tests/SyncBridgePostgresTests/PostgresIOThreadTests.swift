@@ -44,6 +44,40 @@ struct PostgresIOThreadTests {
     }
 
     @Test(
+        "a result of more than 16 values or 32 KiB is left for its caller to decode, not the I/O thread; a smaller one is decoded at once; both read the same rows"
+    )
+    func largeResultsAreDecodedByTheirCaller() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let connection = try await connect(server)
+        let cases: [(sql: String, deferred: Bool)] = [
+            ("SELECT 1, 'one'", false),
+            ("SELECT g, g::text FROM generate_series(1, 8) g", false),  // 16 values
+            ("SELECT g, g::text FROM generate_series(1, 9) g", true),  // 18 values
+            ("SELECT repeat('x', 30000)", false),
+            ("SELECT repeat('x', 40000)", true),
+            ("SELECT g, NULL::text FROM generate_series(1, 1000) g", true),
+        ]
+        for (sql, deferred) in cases {
+            let outcome = try await connection.withRawConnection { pg -> SQLOutcome? in
+                PQexec(pg, sql).flatMap(PostgresSession.deferredOutcome(of:))
+            }
+            #expect((outcome?.deferredRows != nil) == deferred, "\(sql)")
+            // Left undecoded until the caller resolves it; then the rows the connection reads.
+            #expect(outcome?.rows.isEmpty ?? true)
+            let expected = try await connection.query(SQLQuery(unsafeSQL: sql)).map(\.values)
+            if let outcome {
+                #expect(outcome.resolved().rows.map(\.values) == expected, "\(sql)")
+                #expect(outcome.rowsAffected == expected.count)
+            }
+        }
+        // Through the I/O thread: the 1,000 rows arrive whole, in order.
+        let rows = try await connection.query("SELECT g, g::text FROM generate_series(1, 1000) g")
+        #expect(try rows.map { try $0.decode(Int.self, at: 0) } == Array(1...1000))
+        #expect(try rows.map { try $0.decode(String.self, at: 1) } == (1...1000).map(String.init))
+        await connection.close()
+    }
+
+    @Test(
         "2,000 statements from 200 tasks on 16 connections: each task gets its own results, each row is inserted once"
     )
     func manyTasks() async throws {

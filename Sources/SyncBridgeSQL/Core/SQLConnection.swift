@@ -209,7 +209,8 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         do {
             let outcome: SQLOutcome
             if let ioLane {
-                outcome = try await runOnIOThread(query, timeout: limit, at: callSite, lane: ioLane)
+                // Rows the I/O thread left undecoded are decoded here, on the caller's thread.
+                outcome = try await runOnIOThread(query, timeout: limit, at: callSite, lane: ioLane).resolved()
             } else {
                 outcome = try await withSession(timeout: limit, statement: query, at: callSite) { session in
                     try session.run(query, timeout: limit)

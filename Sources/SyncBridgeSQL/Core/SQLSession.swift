@@ -220,11 +220,47 @@ public struct SQLOutcome: Sendable {
     /// The `AUTO_INCREMENT` value an insert generated, where the database reports one.
     public var lastInsertID: UInt64?
 
+    /// Rows the session left for the caller to decode (``SQLDeferredRows``); ``rows`` is empty
+    /// until ``resolved()`` decodes them.
+    package var deferredRows: SQLDeferredRows?
+
     /// Creates an outcome.
     public init(rows: [SQLRow] = [], rowsAffected: Int = 0, lastInsertID: UInt64? = nil) {
         self.rows = rows
         self.rowsAffected = rowsAffected
         self.lastInsertID = lastInsertID
+    }
+
+    /// An outcome whose rows the caller decodes.
+    package init(deferredRows: SQLDeferredRows, rowsAffected: Int) {
+        self.rows = []
+        self.rowsAffected = rowsAffected
+        self.deferredRows = deferredRows
+    }
+
+    /// The outcome with its deferred rows decoded, on the calling thread.
+    package func resolved() -> SQLOutcome {
+        guard let deferredRows else { return self }
+        var outcome = self
+        outcome.rows = deferredRows.decode()
+        outcome.deferredRows = nil
+        return outcome
+    }
+}
+
+/// A result's rows, still in the C client's memory, that the statement's caller decodes.
+///
+/// An I/O thread serves many connections: decoding a large result there (or a large value)
+/// would hold up every other connection of the thread for as long. A session that reads a result
+/// on an I/O thread hands over the C client's result instead, when it holds more than a few
+/// values, and the caller decodes it when it resumes, on its own thread.
+package struct SQLDeferredRows: Sendable {
+    /// Copies the rows out of the C client's result.
+    package let decode: @Sendable () -> [SQLRow]
+
+    /// Rows that `decode` copies out when the caller resumes.
+    package init(decode: @escaping @Sendable () -> [SQLRow]) {
+        self.decode = decode
     }
 }
 
