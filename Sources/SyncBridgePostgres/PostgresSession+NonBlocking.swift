@@ -180,7 +180,7 @@ extension PostgresSession: SQLNonBlockingSession {
             }
             guard bytes > 32 * 1024 else { return nil }
         }
-        let owned = PostgresResult(result)
+        let owned = LibpqResult(result)
         return SQLOutcome(deferredRows: SQLDeferredRows { rows(of: owned.pointer) }, rowsAffected: Int(rowCount))
     }
 
@@ -290,7 +290,7 @@ struct PipelineUnit {
 }
 
 /// A libpq result that an outcome took over, freed (`PQclear`) with its last reference.
-final class PostgresResult: @unchecked Sendable {
+final class LibpqResult: @unchecked Sendable {
     // Safe to share: libpq documents a `PGresult` as read-only once made ("can be passed around
     // freely between threads"); nothing here modifies it, and `deinit` frees it only once no
     // thread holds this object.
