@@ -86,7 +86,7 @@ extension MariaDBSession: SQLNonBlockingSession {
             case .preparing(let handle):
                 waitsFor =
                     statement.isWaiting
-                    ? mysql_stmt_prepare_cont(&returned, handle, statement.readiness)
+                    ? mysql_stmt_prepare_cont(&returned, handle, statement.readiness(on: ioSocket))
                     : mysql_stmt_prepare_start(&returned, handle, statement.text, statement.length)
                 if statement.waits(for: waitsFor, on: mysql) { return nil }
                 let prepared = MariaDBPreparedStatement(handle: handle, sql: statement.sql)
@@ -100,7 +100,7 @@ extension MariaDBSession: SQLNonBlockingSession {
 
             case .executing(let prepared):
                 if statement.isWaiting {
-                    waitsFor = mysql_stmt_execute_cont(&returned, prepared.handle, statement.readiness)
+                    waitsFor = mysql_stmt_execute_cont(&returned, prepared.handle, statement.readiness(on: ioSocket))
                 } else {
                     try Self.checkParameterCount(of: prepared, against: statement.query)
                     // Connector/C copies the bound values into its request before it first waits.
@@ -133,7 +133,7 @@ extension MariaDBSession: SQLNonBlockingSession {
             case .storing(let prepared, let keepsRows):
                 waitsFor =
                     statement.isWaiting
-                    ? mysql_stmt_store_result_cont(&returned, prepared.handle, statement.readiness)
+                    ? mysql_stmt_store_result_cont(&returned, prepared.handle, statement.readiness(on: ioSocket))
                     : mysql_stmt_store_result_start(&returned, prepared.handle)
                 if statement.waits(for: waitsFor, on: mysql) { return nil }
                 guard returned == 0 else { throw failedMidResult(prepared) }
@@ -143,7 +143,11 @@ extension MariaDBSession: SQLNonBlockingSession {
             case .finishing(let prepared):
                 // Skips any further result sets (a `CALL` sends a status result after its rows).
                 if statement.isWaiting {
-                    waitsFor = mysql_stmt_next_result_cont(&returned, prepared.handle, statement.readiness)
+                    waitsFor = mysql_stmt_next_result_cont(
+                        &returned,
+                        prepared.handle,
+                        statement.readiness(on: ioSocket)
+                    )
                 } else {
                     mysql_stmt_free_result(prepared.handle)
                     guard mysql_stmt_more_results(prepared.handle) != 0 else { return statement.outcome }
@@ -248,12 +252,29 @@ final class NonBlockingStatement {
     /// timeout (its read or write timeout).
     private var deadline: UInt64?
 
-    /// What to tell `_cont`: that the wait timed out when its deadline passed (Connector/C then
-    /// fails the call, as its blocking read does), otherwise that the socket is ready for what
-    /// the call waited for.
-    var readiness: Int32 {
-        if let deadline, monotonicNanoseconds() >= deadline { return MYSQL_WAIT_TIMEOUT }
-        return waitingFor & ~MYSQL_WAIT_TIMEOUT
+    /// What to tell `_cont` about `socket`: that it is ready for what the call waited for, or,
+    /// once the call's deadline has passed and the socket is still not ready, that the wait timed
+    /// out (Connector/C then fails the call, as its blocking read does).
+    ///
+    /// Past the deadline the socket is asked again (`poll`, without waiting): an I/O thread held
+    /// up beyond the deadline (by other connections' work, or a loaded machine) finds an answer
+    /// that arrived in time, and must not fail the statement for its own delay.
+    func readiness(on socket: Int32) -> Int32 {
+        let waited = waitingFor & ~MYSQL_WAIT_TIMEOUT
+        guard let deadline, monotonicNanoseconds() >= deadline else { return waited }
+        var events: Int16 = 0
+        if waited & MYSQL_WAIT_READ != 0 { events |= Int16(POLLIN) }
+        if waited & MYSQL_WAIT_WRITE != 0 { events |= Int16(POLLOUT) }
+        if waited & MYSQL_WAIT_EXCEPT != 0 { events |= Int16(POLLPRI) }
+        var descriptor = pollfd(fd: socket, events: events, revents: 0)
+        guard poll(&descriptor, 1, 0) == 1 else { return MYSQL_WAIT_TIMEOUT }
+        var ready: Int32 = 0
+        let revents = Int32(descriptor.revents)
+        // A hang-up or an error is read as readable: the read then reports it.
+        if revents & (Int32(POLLIN) | Int32(POLLHUP) | Int32(POLLERR)) != 0 { ready |= MYSQL_WAIT_READ }
+        if revents & Int32(POLLOUT) != 0 { ready |= MYSQL_WAIT_WRITE }
+        if revents & Int32(POLLPRI) != 0 { ready |= MYSQL_WAIT_EXCEPT }
+        return ready & waited == 0 ? waited : ready & waited
     }
 
     /// How long the current call waits at most.

@@ -235,6 +235,43 @@ struct MariaDBIOThreadTests {
         await connection.close()
     }
 
+    @Test(
+        "an I/O thread held up past a statement's read timeout reads the answer that came in time: the statement succeeds"
+    )
+    func heldUpThreadIsNoTimeout() async throws {
+        var configuration = try await testConfiguration()
+        configuration.readTimeout = .seconds(3)
+        let threads = SQLIOThreads(count: 1, name: "sb-io-held")
+        let connection = try await connect(configuration, threads: threads)
+        let observer = try await MariaDBConnection.connect(configuration: try await testConfiguration())
+        let id = connection.serverConnectionID
+        // The server answers a second after the statement is sent, within the timeout; the I/O
+        // thread, held up for 4 s once the server runs the statement (as by legacy code wrongly
+        // blocking there), reads the answer only after the deadline. A statement that ends
+        // before the observer sees it running is tried again.
+        var held = false
+        for _ in 0..<3 where !held {
+            let ended = Locked(false)
+            let answer = Task {
+                defer { ended.withLock { $0 = true } }
+                return try await connection.query("SELECT SLEEP(1), 7")
+            }
+            let deadline = ContinuousClock.now + .seconds(10 * slowdown)
+            while !held, !ended.current, ContinuousClock.now < deadline {
+                held = try await processState(observer, id)?.info?.hasPrefix("SELECT SLEEP") == true
+            }
+            if held { threads.threads[0].execute { usleep(4_000_000) } }
+            let rows = try await answer.value
+            #expect(try rows.first?.decode(Int.self, at: 1) == 7)
+        }
+        #expect(held, "the statement was never seen running")
+        #expect(connection.isUsable)
+        #expect(try await connection.query("SELECT 1").first?.decode(Int.self, at: 0) == 1)
+        await observer.close()
+        await connection.close()
+        threads.shutdown()
+    }
+
     @Test("a connection whose server thread is killed while 200 tasks keep 32 connections busy fails alone")
     func killedConnectionFailsAlone() async throws {
         let configuration = try await testConfiguration()
