@@ -2,7 +2,7 @@
 # The test command: installs what the tests need, then runs the whole suite, the tests that must
 # run alone (the watchdog's per-job mode, stall reports and detection latency) in a pass of their
 # own, the tests with tight time bounds (faults, cancel latency) in another, the scale tests (a
-# thousand connections) in a third, the database suites on I/O threads, and the
+# thousand connections) in a third, the database suites on a thread per connection, and the
 # suite again with the watchdog and the deadlock detector on (no report allowed); then the samples
 # (Samples/): built, tested and run end to end (Scripts/test-samples.sh). The tests start their own
 # throwaway PostgreSQL and MariaDB servers; nothing needs to be configured. Extra arguments go to
@@ -30,11 +30,11 @@ if [ $# -eq 0 ]; then
     # They would load the machine under every other test's time bounds.
     SYNCBRIDGE_SCALE_TESTS=1 swift test --skip-build --filter Scale
 
-    echo "== The database suites and the timed tests again on I/O threads (SYNCBRIDGE_IO_THREADS=1) =="
-    # Connections keep a thread each by default; the I/O threads, which every client can use
-    # (`ioThreads:`), are tested as thoroughly.
-    SYNCBRIDGE_IO_THREADS=1 swift test --skip-build --filter "SyncBridgePostgresTests|SyncBridgeMariaDBTests"
-    SYNCBRIDGE_IO_THREADS=1 SYNCBRIDGE_TIMED_TESTS=1 swift test --skip-build --filter Timed
+    echo "== The database suites and the timed tests again on a thread per connection (SYNCBRIDGE_IO_THREADS=0) =="
+    # Connections use the I/O threads by default; a thread per connection, which every client can
+    # choose (`ioThreads: .off`), is tested as thoroughly.
+    SYNCBRIDGE_IO_THREADS=0 swift test --skip-build --filter "SyncBridgePostgresTests|SyncBridgeMariaDBTests"
+    SYNCBRIDGE_IO_THREADS=0 SYNCBRIDGE_TIMED_TESTS=1 swift test --skip-build --filter Timed
 
     echo "== The whole suite with the watchdog and the deadlock detector on: they must report nothing =="
     # SYNCBRIDGE_WATCHDOG starts a process-wide watchdog (threshold in ms), SYNCBRIDGE_DEADLOCK a

@@ -33,8 +33,8 @@ extension SQLClient where Session == PostgresSession {
     ///   - configuration: The pool's sizes and timeouts.
     ///   - ioThreads: I/O threads that run single statements without blocking, a few threads
     ///     for many connections (see ``SQLIOThreads``); `nil` (the default) for
-    ///     ``SQLIOThreads/processDefault``: a thread per connection (``SQLIOThreads/off``) unless
-    ///     `SYNCBRIDGE_IO_THREADS=1`.
+    ///     ``SQLIOThreads/processDefault``: the shared I/O threads (``SQLIOThreads/shared``)
+    ///     unless `SYNCBRIDGE_IO_THREADS=0`.
     ///   - name: Names the pool in logs, metrics and errors.
     ///   - defaultStatementTimeout: Every connection's `statement_timeout`: the server cancels
     ///     statements that run longer. `nil` keeps the server's default.

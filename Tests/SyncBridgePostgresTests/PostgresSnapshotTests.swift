@@ -60,7 +60,7 @@ struct PostgresSnapshotTests {
         try await waitUntil(60) {
             guard statements.value >= 100 else { return false }
             let snapshot = SyncBridgeSnapshot.take()
-            // On the connections' own threads, or in flight on I/O threads (`SYNCBRIDGE_IO_THREADS=1`).
+            // On the connections' own threads, or in flight on I/O threads (the default; `SYNCBRIDGE_IO_THREADS=0` for the former).
             let jobs = snapshot.executors.flatMap { $0.threads.compactMap(\.job) + ($0.statementsInFlight ?? []) }
             let sleeping = jobs.contains { $0.detail == "SELECT pg_sleep(0.02)" }
             guard let pool = snapshot.pools.first(where: { $0.name == name }),

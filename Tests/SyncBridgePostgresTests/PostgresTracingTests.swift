@@ -57,7 +57,7 @@ struct PostgresTracingTests {
         let poolWait = try #require(trace.children(of: select.spanID).first)
         #expect(RecordedTrace.text(poolWait, "db.client.connection.pool.name") == "traced")
         let threadWait = try #require(trace.children(of: select.spanID).last)
-        // The connection's own thread, or its I/O thread (`SYNCBRIDGE_IO_THREADS=1`).
+        // The connection's own thread, or its I/O thread (the default; `SYNCBRIDGE_IO_THREADS=0` for the former).
         let thread = RecordedTrace.text(threadWait, "syncbridge.executor.name") ?? ""
         #expect(thread.hasPrefix("sb-postgres-") || thread.hasPrefix("sb-io-"), "\(thread)")
 

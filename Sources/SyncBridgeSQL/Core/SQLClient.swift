@@ -45,8 +45,8 @@ public final class SQLClient<Session: SQLSession>: Sendable, Service, SQLDatabas
     ///   - configuration: Where and how to connect.
     ///   - poolConfiguration: The pool's sizes and timeouts.
     ///   - ioThreads: I/O threads that run the connections' single statements without blocking
-    ///     (see ``SQLIOThreads``); `nil` (the default) for ``SQLIOThreads/processDefault``: a
-    ///     thread per connection (``SQLIOThreads/off``) unless `SYNCBRIDGE_IO_THREADS=1`.
+    ///     (see ``SQLIOThreads``); `nil` (the default) for ``SQLIOThreads/processDefault``: the
+    ///     shared I/O threads (``SQLIOThreads/shared``) unless `SYNCBRIDGE_IO_THREADS=0`.
     ///   - name: Names the pool in logs, metrics and errors; the database's name by default.
     ///   - cancellationGracePeriod: How long a cancelled or timed-out statement may wait for the
     ///     server to answer before its caller gets the error anyway and the connection is

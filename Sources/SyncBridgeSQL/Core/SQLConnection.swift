@@ -108,8 +108,8 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
     ///   - configuration: Where and how to connect.
     ///   - ioThreads: I/O threads that run the connection's single statements without blocking,
     ///     for a session that can (``SQLNonBlockingSession``); `nil` (the default) for
-    ///     ``SQLIOThreads/processDefault``: the connection's own thread (``SQLIOThreads/off``)
-    ///     unless `SYNCBRIDGE_IO_THREADS=1`.
+    ///     ``SQLIOThreads/processDefault``: the shared I/O threads (``SQLIOThreads/shared``)
+    ///     unless `SYNCBRIDGE_IO_THREADS=0`.
     ///   - cancellationGracePeriod: How long a statement that was cancelled, or ran past its
     ///     timeout, may wait for the server to answer; past it, the caller gets its error at once
     ///     and the connection is abandoned (its socket shut down, never reused). 2 s by default.

@@ -9,9 +9,8 @@ import Musl
 /// A few threads that serve the statements of many connections, each waiting on all of its
 /// connections' sockets at once (epoll) with the C client's non-blocking API.
 ///
-/// Connections made with them (`ioThreads:`, or every connection of a process started with
-/// `SYNCBRIDGE_IO_THREADS=1`: ``processDefault``) are served by them: each connection
-/// belongs to one of the threads, chosen in turn. Its single statements are sent and read there,
+/// Connections use them by default (``processDefault``, which is ``shared``), or threads of
+/// their own (`ioThreads:`): each connection belongs to one of the threads, chosen in turn. Its single statements are sent and read there,
 /// without a thread of its own waking up for each, and those that queue on the connection are
 /// pipelined (sent without waiting for the ones before, each ending alone; see
 /// ``SQLNonBlockingSession/pipelineCapacity``); transactions' control statements, streams,
@@ -22,9 +21,8 @@ import Musl
 /// ``SQLNonBlockingSession``, or whose connection cannot be served without blocking (see
 /// ``SQLNonBlockingSession/usesIOThreads``), ignore the threads.
 ///
-/// Pass ``shared``, or threads of your own to keep a client's connections apart from the others;
-/// ``off`` (the default) runs every statement on its connection's own thread, blocking in the C
-/// client:
+/// Pass threads of your own to keep a client's connections apart from the others, or ``off`` to
+/// run every statement on its connection's own thread, blocking in the C client:
 ///
 /// ```swift
 /// var pool = ConnectionPoolConfiguration()
@@ -75,11 +73,11 @@ public final class SQLIOThreads: Sendable {
         name: "sb-io"
     )
 
-    /// The I/O threads of connections made without any: ``off`` (a thread per connection), or
-    /// ``shared`` when the environment variable `SYNCBRIDGE_IO_THREADS` is `1` at start-up (to run
-    /// an application on I/O threads without changing its code).
+    /// The I/O threads of connections made without any: ``shared``, or ``off`` (a thread per
+    /// connection) when the environment variable `SYNCBRIDGE_IO_THREADS` is `0` at start-up (to
+    /// run an application on a thread per connection without changing its code).
     public static let processDefault: SQLIOThreads =
-        getenv("SYNCBRIDGE_IO_THREADS").map { String(cString: $0) } == "1" ? shared : off
+        getenv("SYNCBRIDGE_IO_THREADS").map { String(cString: $0) } == "0" ? off : shared
 
     /// The threads as task executors, for tasks that mostly await statements on these threads'
     /// connections: a task that prefers one of them (`withTaskExecutorPreference(_:operation:)`,
