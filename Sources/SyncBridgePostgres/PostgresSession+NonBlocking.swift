@@ -13,11 +13,6 @@ extension PostgresSession: SQLNonBlockingSession {
     /// libpq's socket (`PQsocket`).
     public var ioSocket: Int32 { PQsocket(connection) }
 
-    /// Not behind a transaction pooler: its connections keep their own threads. Turned on there
-    /// (2026-12-03), the PgBouncer suite passed alone but, beside the whole suite on a fresh
-    /// machine, a 50 ms statement outlived a 3 s timeout: not safe until that is understood.
-    public var usesIOThreads: Bool { !isBehindTransactionPooler }
-
     /// 64 statements; one behind a transaction pooler, which sees each statement and its sync
     /// point alone, as from the blocking path: PgBouncer hands a server connection to another
     /// client when a transaction ends, and statements sent behind one in flight were not shown

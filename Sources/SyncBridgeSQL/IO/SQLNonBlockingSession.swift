@@ -17,7 +17,7 @@ public protocol SQLNonBlockingSession: SQLSession {
 
     /// Whether this session's connection uses I/O threads at all (the default is `true`);
     /// `false` keeps every call on the connection's own thread, where the non-blocking path is
-    /// not known to be safe (PostgreSQL behind a transaction pooler, MariaDB over TLS).
+    /// not known to be safe (MariaDB over TLS).
     var usesIOThreads: Bool { get }
 
     /// The most statements the session takes in flight at once: statements queued on the
