@@ -53,11 +53,16 @@ let onlyContenders: String? = CommandLine.arguments.firstIndex(of: "--only").fla
 /// warm-up round is discarded.
 func compare(_ title: String, unit: String, rounds: Int, _ contenders: [Contender]) async throws -> Comparison {
     // `--only TEXT` keeps the contenders whose name contains TEXT (for profiling one of them);
-    // `--only "A|B"` those whose name contains A or B (one contender beside its peer).
+    // `--only "A|B"` those whose name contains A or B (one contender beside its peer); a part
+    // that starts with `=` keeps only the contender named exactly so.
     let contenders =
         onlyContenders.map { only in
             let parts = only.split(separator: "|")
-            return contenders.filter { contender in parts.contains { contender.name.contains($0) } }
+            return contenders.filter { contender in
+                parts.contains { part in
+                    part.hasPrefix("=") ? contender.name == part.dropFirst() : contender.name.contains(part)
+                }
+            }
         } ?? contenders
     var comparison = Comparison(title: title, unit: unit, order: contenders.map(\.name))
     for contender in contenders { _ = try await contender.round() }  // warm-up

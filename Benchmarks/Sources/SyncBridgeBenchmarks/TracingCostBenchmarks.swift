@@ -58,7 +58,7 @@ func tracingCostBenchmarks(rounds: Int) async throws -> Comparison {
             },
             Contender(name: "carry a context: read it, ask for the tracer (every hop in a context)") {
                 await Task.detached {
-                    await ServiceContext.withValue(.topLevel) {
+                    ServiceContext.withValue(.topLevel) {
                         nanosecondsPerIteration {
                             for _ in 0..<iterations {
                                 guard let context = ServiceContext.current else { continue }

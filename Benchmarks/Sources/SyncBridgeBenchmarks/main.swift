@@ -1,6 +1,6 @@
 import Foundation
 
-// Usage: swift run -c release SyncBridgeBenchmarks [hop|tracing-cost|postgres|mariadb|inserts|latency|scaling|footprint|watchdog|watchdog-latency|event-loops|deadlock] [--rounds N] [--seconds S] [--sizes 8,64,256] [--mariadb] [--io-threads N] [--tasks-per-connection N] [--hundred-rows] [--rows N] [--trials N] [--only NAME]
+// Usage: swift run -c release SyncBridgeBenchmarks [hop|tracing-cost|postgres|mariadb|inserts|latency|scaling|transactions|footprint|watchdog|watchdog-latency|event-loops|deadlock] [--rounds N] [--seconds S] [--sizes 8,64,256] [--mariadb] [--io-threads N] [--tasks-per-connection N] [--hundred-rows] [--rows N] [--trials N] [--only NAME]
 // Prints Markdown tables of medians and the ratios the targets are stated in.
 
 let arguments = CommandLine.arguments.dropFirst()
@@ -225,6 +225,24 @@ if suites.isEmpty || suites.contains("inserts") {
     print(
         "- MariaDB executeMany, one execution per row: \(ratio(mariadb.median("executeMany, one execution per row"), one))x one insert per call"
     )
+}
+
+if suites.contains("transactions") {
+    let seconds = arguments.firstIndex(of: "--seconds").flatMap { Double(arguments[arguments.index(after: $0)]) } ?? 2
+    let sizes =
+        arguments.firstIndex(of: "--sizes").map { index in
+            arguments[arguments.index(after: index)].split(separator: ",").compactMap { Int($0) }
+        } ?? [8, 64]
+    print("\n## Transactions (\(rounds) interleaved rounds, medians)")
+    for comparison in try await transactionBenchmarks(rounds: rounds, seconds: seconds, sizes: sizes) {
+        report(comparison)
+        let before = comparison.median("SyncBridge, a thread per connection")
+        let now = comparison.median("SyncBridge, 2 I/O threads (the default)")
+        print("\nThe default I/O threads: \(ratio(now, before))x a thread per connection (target: no slower, >= 1.0x)")
+        if comparison.samples["pgbench -M prepared -j 2"] != nil {
+            print("- against pgbench -M prepared: \(ratio(now, comparison.median("pgbench -M prepared -j 2")))x")
+        }
+    }
 }
 
 if suites.isEmpty || suites.contains("latency") {
