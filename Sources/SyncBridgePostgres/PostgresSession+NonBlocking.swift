@@ -9,7 +9,7 @@ import Glibc
 import Musl
 #endif
 
-extension PostgresSession: SQLNonBlockingSession {
+extension PostgresSession: SQLNonBlockingSession, SQLTransactionStartPipelining {
     /// libpq's socket (`PQsocket`).
     public var ioSocket: Int32 { PQsocket(connection) }
 
@@ -23,6 +23,16 @@ extension PostgresSession: SQLNonBlockingSession {
     /// use (`PQsendPrepare` and `PQsendQueryPrepared` together, one round trip), then by name.
     /// The timeout is not sent: the connection cancels the statement at its deadline.
     public func sendStatement(_ query: SQLQuery, timeout: SQLTimeout?) throws {
+        try send(query, startingTransaction: [])
+    }
+
+    /// Sends `start` (`BEGIN …`) and `query` behind one sync point: a failed `BEGIN` aborts the
+    /// pipeline up to the sync point, so the server skips `query`.
+    public func sendStatement(_ query: SQLQuery, timeout: SQLTimeout?, startingTransaction start: [String]) throws {
+        try send(query, startingTransaction: start)
+    }
+
+    private func send(_ query: SQLQuery, startingTransaction start: [String]) throws {
         try refuseWhileStreaming()
         let statement = try Statement(query)
         if PQpipelineStatus(connection) == PQ_PIPELINE_OFF {
@@ -39,6 +49,7 @@ extension PostgresSession: SQLNonBlockingSession {
         pipeline.sentThisTurn += 1
         var unit = PipelineUnit(sql: statement.sql)
         unit.key = statement.key
+        var prepareAs: String?
         if usesNamedStatements {
             if let name = statements.statement(for: statement.key) {
                 unit.name = name
@@ -51,14 +62,24 @@ extension PostgresSession: SQLNonBlockingSession {
                 if let evicted = statements.insert(name, for: statement.key), !isBehindTransactionPooler {
                     try sendDeallocate(evicted)
                 }
-                let prepared = statement.types.withUnsafeBufferPointer { types in
-                    PQsendPrepare(connection, name, statement.sql, Int32(types.count), types.baseAddress)
-                }
-                guard prepared == 1 else { throw failPipeline(connectionError(query: statement.sql)) }
                 unit.name = name
-                unit.prepares = true
-                unit.commandsLeft = 2
+                prepareAs = name
             }
+        }
+        for sql in start {
+            guard PQsendQueryParams(connection, sql, 0, nil, nil, nil, nil, 0) == 1 else {
+                throw failPipeline(connectionError(query: sql))
+            }
+            unit.startCommandsLeft += 1
+            unit.commandsLeft += 1
+        }
+        if let name = prepareAs {
+            let prepared = statement.types.withUnsafeBufferPointer { types in
+                PQsendPrepare(connection, name, statement.sql, Int32(types.count), types.baseAddress)
+            }
+            guard prepared == 1 else { throw failPipeline(connectionError(query: statement.sql)) }
+            unit.prepares = true
+            unit.commandsLeft += 1
         }
         do {
             try send(statement, name: unit.name)
@@ -96,6 +117,7 @@ extension PostgresSession: SQLNonBlockingSession {
                 guard let result else {
                     // The end of one command's results.
                     pipeline.units[0].commandsLeft -= 1
+                    if pipeline.units[0].startCommandsLeft > 0 { pipeline.units[0].startCommandsLeft -= 1 }
                     continue
                 }
                 if !record(result) { PQclear(result) }
@@ -132,6 +154,17 @@ extension PostgresSession: SQLNonBlockingSession {
     ///   decode), so that it must not be cleared.
     private func record(_ result: OpaquePointer) -> Bool {
         let unit = pipeline.units[0]
+        if unit.startCommandsLeft > 0 {
+            // A result of the transaction's start: only its failure says something.
+            if unit.result == nil {
+                do {
+                    _ = try outcome(of: result, sql: nil)
+                } catch {
+                    pipeline.units[0].result = .failure(SQLTransactionNotStarted(underlying: error))
+                }
+            }
+            return false
+        }
         let isPrepare = unit.prepares && unit.commandsLeft == 2
         guard !unit.isDeallocation, case .success? = unit.result ?? .success(SQLOutcome(rows: [], rowsAffected: 0))
         else { return false }
@@ -191,6 +224,12 @@ extension PostgresSession: SQLNonBlockingSession {
             return .failure(
                 PostgresError(kind: .protocolViolation, message: "the statement had no result", sqlState: "XX000")
             )
+        }
+        if case .failure(let failure as SQLTransactionNotStarted) = result, unit.prepares, let name = unit.name {
+            // The transaction's start failed, so the server skipped the prepare: forget the name.
+            if let key = unit.key, statements.statement(for: key) == name { _ = statements.remove(key) }
+            if let error = failure.underlying as? PostgresError { pipeline.failedPrepares[name] = error }
+            return result
         }
         guard case .failure(let error as PostgresError) = result, let name = unit.name else { return result }
         if unit.prepares {
@@ -272,8 +311,11 @@ struct PipelineUnit {
     var prepares = false
     /// A deallocation of the session's, whose result no caller waits for.
     var isDeallocation = false
-    /// The commands whose results are still to be read (prepare and execute: 2).
+    /// The commands whose results are still to be read (prepare and execute: 2; the
+    /// transaction's start sent with the statement, one more each).
     var commandsLeft = 1
+    /// The commands of the transaction's start (sent first) whose results are still to be read.
+    var startCommandsLeft = 0
     /// The first error, or the execution's outcome.
     var result: Result<SQLOutcome, any Error>?
     /// The rows read so far when they come one result each (single-row mode left on by a stream).

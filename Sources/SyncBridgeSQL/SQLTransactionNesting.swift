@@ -15,25 +15,33 @@ package final class SQLTransactionNesting: Sendable {
     ///
     /// - Parameters:
     ///   - begin: The statements that start the outermost transaction.
+    ///   - start: Starts the outermost transaction with `begin` (runs it, or holds it for the
+    ///     transaction's first statement).
     ///   - execute: Runs one control statement.
     ///   - executeIgnoringCancellation: Runs the rollback statements even when the task is
     ///     cancelled, and logs rather than throws their failure.
+    ///   - ended: Called when the outermost transaction ends, however it ends.
     ///   - body: The work.
     /// - Returns: What `body` returns.
     package func run<Result: Sendable>(
         begin: [String],
+        start: ([String]) async throws -> Void,
         execute: (String) async throws -> Void,
         executeIgnoringCancellation: ([String]) async -> Void,
+        ended: () -> Void,
         _ body: () async throws -> Result
     ) async throws -> Result {
         let depth = self.depth.withLock { depth in
             depth += 1
             return depth
         }
-        defer { self.depth.withLock { $0 -= 1 } }
+        defer {
+            if depth == 1 { ended() }
+            self.depth.withLock { $0 -= 1 }
+        }
         let savepoint = "sb_savepoint_\(depth)"
         if depth == 1 {
-            for statement in begin { try await execute(statement) }
+            try await start(begin)
         } else {
             try await execute("SAVEPOINT \(savepoint)")
         }

@@ -111,6 +111,140 @@ struct PostgresIOThreadTests {
         await client.shutdown()
     }
 
+    @Test(
+        "a transaction's BEGIN waits for its first statement and reaches the server with it: whatever comes first — a statement, withRawConnection, a savepoint, COMMIT — runs inside the transaction"
+    )
+    func transactionStartTravelsWithFirstStatement() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let connection = try await connect(server)
+        let table = "tx_start_\(UInt32.random(in: 0...UInt32.max))"
+        try await connection.execute(SQLQuery(unsafeSQL: "CREATE TABLE \(table) (id int PRIMARY KEY)"))
+        func ids() async throws -> [Int] {
+            try await connection.query(SQLQuery(unsafeSQL: "SELECT id FROM \(table) ORDER BY id")).map {
+                try $0.decode(Int.self, at: 0)
+            }
+        }
+        struct Undo: Error {}
+
+        // A statement first: rolled back with the transaction.
+        await #expect(throws: Undo.self) {
+            try await connection.withTransaction { connection in
+                try await connection.execute(SQLQuery(unsafeSQL: "INSERT INTO \(table) VALUES (1)"))
+                throw Undo()
+            }
+        }
+        // Legacy code first: the transaction has begun on the server before it runs.
+        await #expect(throws: Undo.self) {
+            try await connection.withTransaction { connection in
+                try await connection.withRawConnection { pg in
+                    let result = PQexec(pg, "INSERT INTO \(table) VALUES (2)")
+                    defer { PQclear(result) }
+                    precondition(PQresultStatus(result) == PGRES_COMMAND_OK)
+                }
+                throw Undo()
+            }
+        }
+        // A first statement that cannot be encoded (a NUL in text) sends nothing: the next one
+        // still carries the start.
+        var encodingError: (any Error)?
+        await #expect(throws: Undo.self) {
+            try await connection.withTransaction { connection in
+                do {
+                    try await connection.execute("INSERT INTO \(unsafeSQL: table) VALUES (\("3\u{0}")::int)")
+                } catch {
+                    encodingError = error
+                }
+                try await connection.execute(SQLQuery(unsafeSQL: "INSERT INTO \(table) VALUES (3)"))
+                throw Undo()
+            }
+        }
+        #expect(encodingError is SQLEncodingError, "\(String(describing: encodingError))")
+        // A savepoint first (a nested transaction), then a statement: all rolled back.
+        await #expect(throws: Undo.self) {
+            try await connection.withTransaction { connection in
+                try await connection.withTransaction { connection in
+                    try await connection.execute(SQLQuery(unsafeSQL: "INSERT INTO \(table) VALUES (4)"))
+                }
+                throw Undo()
+            }
+        }
+        // Two statements at once: the one that carries the start goes alone; the other follows
+        // it, inside the transaction.
+        await #expect(throws: Undo.self) {
+            try await connection.withTransaction { connection in
+                async let seven = connection.execute(SQLQuery(unsafeSQL: "INSERT INTO \(table) VALUES (7)"))
+                async let eight = connection.execute(SQLQuery(unsafeSQL: "INSERT INTO \(table) VALUES (8)"))
+                _ = try await (seven, eight)
+                throw Undo()
+            }
+        }
+        #expect(try await ids() == [])
+        // Nothing in the body: BEGIN and COMMIT together; then a body that throws before any
+        // statement: nothing reached the server, nothing to roll back.
+        try await connection.withTransaction { _ in }
+        await #expect(throws: Undo.self) { try await connection.withTransaction { _ in throw Undo() } }
+        // Committed: every statement of the body took effect, and the connection is outside any
+        // transaction afterwards (a rollback of its own now undoes nothing).
+        try await connection.withTransaction { connection in
+            try await connection.execute(SQLQuery(unsafeSQL: "INSERT INTO \(table) VALUES (5)"))
+            try await connection.execute(SQLQuery(unsafeSQL: "INSERT INTO \(table) VALUES (6)"))
+        }
+        try await connection.execute("ROLLBACK")
+        #expect(try await ids() == [5, 6])
+        try await connection.execute(SQLQuery(unsafeSQL: "DROP TABLE \(table)"))
+        await connection.close()
+    }
+
+    @Test(
+        "a transaction whose BEGIN fails with its first statement runs none of its statements: each fails with SQLTransactionNotStarted, withTransaction throws the server's error, and the connection goes on"
+    )
+    func failedTransactionStart() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let connection = try await connect(server)
+        let table = "tx_refused_\(UInt32.random(in: 0...UInt32.max))"
+        try await connection.execute(SQLQuery(unsafeSQL: "CREATE TABLE \(table) (id int PRIMARY KEY)"))
+        let insert = SQLQuery(unsafeSQL: "INSERT INTO \(table) VALUES (1)")
+        var firstError: (any Error)?
+        var secondError: (any Error)?
+        let error = await #expect(throws: PostgresError.self) {
+            try await connection.withTransactionUntraced(starting: ["BEGIN ISOLATION LEVEL NONSENSE"]) { connection in
+                // Swallowed on purpose: the body goes on as code that ignores an error would.
+                do { try await connection.execute(insert) } catch { firstError = error }
+                do { try await connection.execute(insert) } catch { secondError = error }
+            }
+        }
+        // Two statements at once: neither runs.
+        await #expect(throws: PostgresError.self) {
+            try await connection.withTransactionUntraced(starting: ["BEGIN ISOLATION LEVEL NONSENSE"]) { connection in
+                async let one = connection.execute(SQLQuery(unsafeSQL: "INSERT INTO \(table) VALUES (2)"))
+                async let two = connection.execute(SQLQuery(unsafeSQL: "INSERT INTO \(table) VALUES (3)"))
+                var errors: [any Error] = []
+                do { _ = try await one } catch { errors.append(error) }
+                do { _ = try await two } catch { errors.append(error) }
+                #expect(errors.count == 2 && errors.allSatisfy { $0 is SQLTransactionNotStarted }, "\(errors)")
+                if let first = errors.first { throw first }
+            }
+        }
+        #expect(error?.sqlState == "42601", "\(String(describing: error))")
+        let first = try #require(firstError as? SQLTransactionNotStarted)
+        #expect((first.underlying as? PostgresError)?.sqlState == "42601")
+        #expect(secondError is SQLTransactionNotStarted)
+        // Neither insert ran, in a transaction or outside one.
+        #expect(
+            try await connection.query(SQLQuery(unsafeSQL: "SELECT count(*) FROM \(table)"))[0].decode(Int.self, at: 0)
+                == 0
+        )
+        // The statement prepared in the refused unit is prepared again when next used; the next
+        // transaction commits.
+        try await connection.withTransaction { connection in try await connection.execute(insert) }
+        #expect(
+            try await connection.query(SQLQuery(unsafeSQL: "SELECT count(*) FROM \(table)"))[0].decode(Int.self, at: 0)
+                == 1
+        )
+        try await connection.execute(SQLQuery(unsafeSQL: "DROP TABLE \(table)"))
+        await connection.close()
+    }
+
     @Test("pipelined statements on one connection: a failing one in the middle fails alone, typed, to its own caller")
     func failureInAPipeline() async throws {
         let server = try await TemporaryPostgres.shared()

@@ -19,13 +19,22 @@ final class SQLIOStatement: Sendable {
     let submittedAt = monotonicNanoseconds()
     /// Where the caller issued it, for snapshots.
     let callSite: CallSite?
+    /// The connection's transaction start, which the statement sends with it when it waits.
+    let transactionStart: SQLDeferredTransactionStart?
 
-    init(query: SQLQuery, timeout: SQLTimeout?, call: SQLCall<SQLOutcome>, callSite: CallSite?) {
+    init(
+        query: SQLQuery,
+        timeout: SQLTimeout?,
+        call: SQLCall<SQLOutcome>,
+        callSite: CallSite?,
+        transactionStart: SQLDeferredTransactionStart? = nil
+    ) {
         self.query = query
         self.callSite = callSite
         self.timeout = timeout
         self.call = call
         self.trace = JobTrace.capture()
+        self.transactionStart = transactionStart
     }
 }
 
@@ -33,6 +42,9 @@ final class SQLIOStatement: Sendable {
 protocol SQLIORouting: AnyObject, Sendable {
     /// The I/O thread that serves the connection.
     var thread: IOThread { get }
+    /// Whether a transaction's start can travel with its first statement
+    /// (``SQLTransactionStartPipelining``).
+    var pipelinesTransactionStart: Bool { get }
     /// Queues a single statement; it runs after everything queued before it.
     func submit(_ statement: SQLIOStatement)
     /// The task of a statement that was sent was cancelled, or its timeout passed (`error` says
@@ -81,6 +93,8 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     /// `socket` is closed (after ``detach(closedError:)``).
     private var socketClosed = false
     private let canceller: Session.Canceller
+    /// The session, when it can send a transaction's start with a statement.
+    private let startPipelining: (any SQLTransactionStartPipelining)?
     private let queue = Locked(Queue())
     /// Runs a statement the blocking way, on the connection's thread (after a cancel, before the
     /// session is settled), then calls its second argument.
@@ -97,6 +111,10 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     private var armed = false
     /// A cancel was sent for the statement in flight: nothing is sent behind it until it ends.
     private var cancelling = false
+    /// A statement in flight carries its transaction's start: nothing is sent behind it until it
+    /// ends, since a statement behind it, with a sync point of its own, would run outside the
+    /// transaction if the start failed.
+    private var startCarrier: SQLIOStatement?
     /// Set once the connection closes its session: what later statements fail with.
     private var closedError: (any Error)?
 
@@ -129,7 +147,10 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
         self.canceller = canceller
         self.runBlocking = runBlocking
         self.markUnusable = markUnusable
+        self.startPipelining = session as? any SQLTransactionStartPipelining
     }
+
+    var pipelinesTransactionStart: Bool { startPipelining != nil }
 
     deinit {
         // A lane dropped without `detach`: nothing watches `socket` any more.
@@ -280,7 +301,8 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
 
     /// Sends more of the queued statements while the pipeline has room.
     private func fill() {
-        while inFlight.count < session.pipelineCapacity, !cancelling, !needsRecovery, !canceller.hasPendingCancels,
+        while inFlight.count < session.pipelineCapacity, !cancelling, startCarrier == nil, !needsRecovery,
+            !canceller.hasPendingCancels,
             closedError == nil, session.isHealthy, let statement = nextQueuedStatement()
         {
             guard statement.call.begin() else { continue }
@@ -290,8 +312,26 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
 
     private func send(_ statement: SQLIOStatement) {
         statement.trace?.recordWait(on: thread.name, kind: "IOThread")
+        let start: [String]
         do {
-            try session.sendStatement(statement.query, timeout: statement.timeout)
+            start = try statement.transactionStart?.take() ?? []
+        } catch {
+            complete(statement, with: .failure(error))
+            return
+        }
+        do {
+            if start.isEmpty {
+                try session.sendStatement(statement.query, timeout: statement.timeout)
+            } else if let startPipelining {
+                try startPipelining.sendStatement(
+                    statement.query,
+                    timeout: statement.timeout,
+                    startingTransaction: start
+                )
+                startCarrier = statement
+            } else {
+                preconditionFailure("SyncBridge bug: a transaction's start deferred on a lane that cannot send it")
+            }
             inFlight.append(statement)
             thread.noteSent(
                 ObjectIdentifier(statement),
@@ -300,6 +340,9 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
                 submittedAt: statement.submittedAt
             )
         } catch {
+            // Nothing was sent when the session is still healthy (the statement could not be
+            // encoded): the start waits for the next statement.
+            if !start.isEmpty && session.isHealthy { statement.transactionStart?.restore(start) }
             complete(statement, with: .failure(error))
             if !session.isHealthy { failInFlight(error) }
         }
@@ -350,6 +393,12 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     /// resumes.
     private func complete(_ statement: SQLIOStatement, with result: Result<SQLOutcome, any Error>) {
         var result = result
+        if statement === startCarrier { startCarrier = nil }
+        if case .failure(let failure as SQLTransactionNotStarted) = result {
+            // The transaction did not start: its later statements are not sent.
+            statement.transactionStart?.fail(failure)
+            if Session.isCancellation(failure.underlying) { result = .failure(failure.underlying) }
+        }
         if case .failure(let error) = result, Session.isCancellation(error),
             statement.call.isCancelled || statement.timeout?.hasPassed == true
         {
@@ -368,6 +417,7 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     private func failInFlight(_ error: any Error) {
         markUnusable()
         cancelling = false
+        startCarrier = nil
         while let statement = inFlight.popFirst() {
             thread.noteAnswered(ObjectIdentifier(statement))
             statement.call.finish(.failure(error))

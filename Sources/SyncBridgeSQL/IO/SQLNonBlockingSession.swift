@@ -2,11 +2,12 @@
 /// says what its socket must become ready for, and continues when it is. Connections of such a
 /// session can be served by a few shared ``SQLIOThreads`` instead of a thread each.
 ///
-/// Only single statements (``SQLSession/run(_:timeout:)``'s work) take this path; everything else
-/// a connection does — transactions' control statements, streams, COPY, `withRawConnection` —
-/// keeps the blocking calls of ``SQLSession``, run on the connection's own thread while the I/O
-/// thread leaves the session alone. The two never overlap: a connection runs one thing at a time,
-/// in submission order.
+/// Only single statements (``SQLSession/run(_:timeout:)``'s work, transactions' control
+/// statements among them) take this path; everything else a connection does — streams, COPY,
+/// `withRawConnection` — keeps the blocking calls of ``SQLSession``, run on the connection's own
+/// thread while the I/O thread leaves the session alone. The two never overlap: a connection
+/// runs one thing at a time, in submission order. A session that also implements
+/// ``SQLTransactionStartPipelining`` saves a transaction a round trip.
 ///
 /// PostgreSQL's session implements it with libpq's asynchronous API (`PQsendQueryPrepared`,
 /// `PQflush`, `PQconsumeInput`, `PQisBusy`, `PQgetResult`), MariaDB's with Connector/C's
@@ -101,4 +102,45 @@ public struct SQLSocketInterest: OptionSet, Sendable {
     public static let readable = SQLSocketInterest(rawValue: 1)
     /// Room to send the rest of the statement.
     public static let writable = SQLSocketInterest(rawValue: 2)
+}
+
+/// A non-blocking session that can send a transaction's start together with the transaction's
+/// first statement, as one unit that the server runs all or nothing: a transaction then costs
+/// one round trip fewer. Connections of such a session served by I/O threads defer `BEGIN` until
+/// the transaction's first statement (see ``SQLConnection/withTransaction(isolation:readOnly:at:_:)``).
+///
+/// PostgreSQL's session sends the start and the statement in libpq's pipeline mode, behind a
+/// single sync point: if the start fails, the server skips the statement.
+public protocol SQLTransactionStartPipelining: SQLNonBlockingSession {
+    /// Sends `start` (the statements of ``SQLSession/transactionStart(isolation:readOnly:)``),
+    /// then `query`, as one unit: the server runs `query` only if every statement of `start`
+    /// succeeded. The unit's result is `query`'s, or, when a statement of `start` failed,
+    /// ``SQLTransactionNotStarted`` with its error.
+    ///
+    /// - Parameters:
+    ///   - query: The transaction's first statement.
+    ///   - timeout: As ``SQLNonBlockingSession/sendStatement(_:timeout:)``.
+    ///   - start: The statements that start the transaction.
+    /// - Throws: As ``SQLNonBlockingSession/sendStatement(_:timeout:)``: when `query` cannot be
+    ///   encoded, nothing was sent.
+    func sendStatement(_ query: SQLQuery, timeout: SQLTimeout?, startingTransaction start: [String]) throws
+}
+
+/// What a transaction's statements fail with when the transaction could not start on the
+/// server: its start was sent with its first statement (see ``SQLTransactionStartPipelining``)
+/// and failed, so that statement did not run, and none of the transaction's later statements is
+/// sent. `withTransaction` throws ``underlying``, the server's error, as it would have for a
+/// start sent alone.
+public struct SQLTransactionNotStarted: Error, CustomStringConvertible {
+    /// Why the transaction's start failed.
+    public let underlying: any Error
+
+    /// The failure of a transaction's start.
+    public init(underlying: any Error) {
+        self.underlying = underlying
+    }
+
+    public var description: String {
+        "the transaction could not start: \(underlying)"
+    }
 }
