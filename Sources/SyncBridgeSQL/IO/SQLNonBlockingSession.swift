@@ -140,6 +140,7 @@ public struct SQLTransactionNotStarted: Error, CustomStringConvertible {
         self.underlying = underlying
     }
 
+    /// "the transaction could not start: " and the server's error.
     public var description: String {
         "the transaction could not start: \(underlying)"
     }
