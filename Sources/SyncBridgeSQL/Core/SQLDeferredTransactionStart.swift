@@ -1,4 +1,5 @@
 import SyncBridge
+import Synchronization
 
 /// A connection's transaction start that waits for the transaction's first statement, to reach
 /// the server with it (``SQLTransactionStartPipelining``), and what became of it.
@@ -18,17 +19,24 @@ final class SQLDeferredTransactionStart: Sendable {
     }
 
     private let state = Locked(State.none)
+    /// Whether `state` may be other than `.none`: every statement asks ``take()``, and outside a
+    /// transaction one atomic load answers instead of the lock. Set before a transaction's body
+    /// runs (by its own task, which then issues the body's statements), cleared when it ends.
+    private let engaged = Atomic(false)
 
-    /// The start waits for the transaction's first statement.
+    /// The start waits for the transaction's first statement (also: a start that ``take()`` gave
+    /// out was not sent after all, because its statement could not be encoded).
     func hold(_ start: [String]) {
         state.withLock { $0 = .pending(start) }
+        engaged.store(true, ordering: .releasing)
     }
 
     /// For work about to reach the session: the start to send before it (empty when none waits).
     ///
     /// - Throws: ``SQLTransactionNotStarted`` when the start failed: the work must not run.
     func take() throws -> [String] {
-        try state.withLock { state in
+        guard engaged.load(ordering: .acquiring) else { return [] }
+        return try state.withLock { state in
             switch state {
             case .none: return []
             case .pending(let start):
@@ -37,11 +45,6 @@ final class SQLDeferredTransactionStart: Sendable {
             case .failed(let failure): throw failure
             }
         }
-    }
-
-    /// `start`, taken by ``take()``, was not sent after all (its statement could not be encoded).
-    func restore(_ start: [String]) {
-        state.withLock { $0 = .pending(start) }
     }
 
     /// The start was sent and failed.
@@ -61,6 +64,7 @@ final class SQLDeferredTransactionStart: Sendable {
     /// The transaction ended: nothing waits any more.
     func end() {
         state.withLock { $0 = .none }
+        engaged.store(false, ordering: .releasing)
     }
 
     /// Runs the start that waits, if any, on the session's own thread, the blocking way.

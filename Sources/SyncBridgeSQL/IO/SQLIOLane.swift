@@ -342,7 +342,7 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
         } catch {
             // Nothing was sent when the session is still healthy (the statement could not be
             // encoded): the start waits for the next statement.
-            if !start.isEmpty && session.isHealthy { statement.transactionStart?.restore(start) }
+            if !start.isEmpty && session.isHealthy { statement.transactionStart?.hold(start) }
             complete(statement, with: .failure(error))
             if !session.isHealthy { failInFlight(error) }
         }
