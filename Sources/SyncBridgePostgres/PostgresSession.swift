@@ -613,21 +613,25 @@ public final class PostgresSession {
         let rowCount = Int(PQntuples(result))
         let oids = shared.typeCodes
         // Every value in one buffer, row after row: one allocation per result.
-        var values = [SQLValue]()
-        values.reserveCapacity(rowCount * columnCount)
-        for row in 0..<rowCount {
-            for column in 0..<columnCount {
-                if PQgetisnull(result, Int32(row), Int32(column)) != 0 {
-                    values.append(.null)
-                } else {
-                    let length = Int(PQgetlength(result, Int32(row), Int32(column)))
-                    let text = UnsafeRawBufferPointer(
-                        start: PQgetvalue(result, Int32(row), Int32(column)),
-                        count: length
-                    )
-                    values.append(PostgresTextFormat.value(oid: oids[column], text: text))
+        let values = [SQLValue](unsafeUninitializedCapacity: rowCount * columnCount) { buffer, initialized in
+            var next = 0
+            for row in 0..<Int32(rowCount) {
+                for column in 0..<columnCount {
+                    let value: SQLValue
+                    if PQgetisnull(result, row, Int32(column)) != 0 {
+                        value = .null
+                    } else {
+                        let text = UnsafeRawBufferPointer(
+                            start: PQgetvalue(result, row, Int32(column)),
+                            count: Int(PQgetlength(result, row, Int32(column)))
+                        )
+                        value = PostgresTextFormat.value(oid: oids[column], text: text)
+                    }
+                    buffer.initializeElement(at: next, to: value)
+                    next += 1
                 }
             }
+            initialized = next
         }
         return SQLRow.rows(columns: shared, values: values, rowCount: rowCount)
     }

@@ -54,25 +54,24 @@ public struct SQLRowAccessError: Error, Hashable, CustomStringConvertible {
 /// The rows of one result share one buffer of values (one allocation per result, not one per
 /// row): a row kept alive keeps its result's values alive with it.
 public struct SQLRow: Sendable, RandomAccessCollection, CustomStringConvertible {
-    /// The result's columns.
-    public let columns: SQLColumns
-    /// This row's values, from `start`, and those of the other rows of its result.
-    private let storage: [SQLValue]
-    /// Where this row's values begin in `storage`.
+    /// The result this row belongs to: its columns and every row's values, one reference to
+    /// count per row (a row made and dropped costs one retain and one release, not two).
+    private let result: SQLResultValues
+    /// Where this row's values begin in the result's values.
     private let start: Int
+    /// The number of columns.
+    public let endIndex: Int
 
     /// Creates a row. `values.count` must equal the number of columns.
     public init(columns: SQLColumns, values: [SQLValue]) {
         precondition(columns.all.count == values.count, "a row needs one value per column")
-        self.columns = columns
-        self.storage = values
-        self.start = 0
+        self.init(result: SQLResultValues(columns: columns, values: values), start: 0, width: values.count)
     }
 
-    private init(columns: SQLColumns, storage: [SQLValue], start: Int) {
-        self.columns = columns
-        self.storage = storage
+    private init(result: SQLResultValues, start: Int, width: Int) {
+        self.result = result
         self.start = start
+        self.endIndex = width
     }
 
     /// The rows of a result whose values are `values`, row after row: `rowCount` rows of
@@ -80,27 +79,29 @@ public struct SQLRow: Sendable, RandomAccessCollection, CustomStringConvertible 
     package static func rows(columns: SQLColumns, values: [SQLValue], rowCount: Int) -> [SQLRow] {
         let width = columns.all.count
         precondition(values.count == rowCount * width, "a result needs one value per column of each row")
-        var rows = [SQLRow]()
-        rows.reserveCapacity(rowCount)
-        for row in 0..<rowCount {
-            rows.append(SQLRow(columns: columns, storage: values, start: row * width))
+        let result = SQLResultValues(columns: columns, values: values)
+        return [SQLRow](unsafeUninitializedCapacity: rowCount) { buffer, initialized in
+            for row in 0..<rowCount {
+                buffer.initializeElement(at: row, to: SQLRow(result: result, start: row * width, width: width))
+            }
+            initialized = rowCount
         }
-        return rows
     }
+
+    /// The result's columns.
+    public var columns: SQLColumns { result.columns }
 
     /// The values, one per column.
     public var values: [SQLValue] {
-        storage.count == columns.all.count ? storage : Array(storage[start..<start + columns.all.count])
+        result.values.count == endIndex ? result.values : Array(result.values[start..<start + endIndex])
     }
 
     /// The first column's index: 0.
     public var startIndex: Int { 0 }
-    /// The number of columns.
-    public var endIndex: Int { columns.all.count }
     /// The raw value of column `index`.
     public subscript(index: Int) -> SQLValue {
         precondition(index >= 0 && index < endIndex, "no column \(index): the row has \(endIndex)")
-        return storage[start + index]
+        return result.values[start + index]
     }
 
     /// Decodes column `index` as `T`.
@@ -110,7 +111,7 @@ public struct SQLRow: Sendable, RandomAccessCollection, CustomStringConvertible 
         guard index >= 0 && index < endIndex else {
             throw SQLRowAccessError(description: "no column \(index): the row has \(endIndex) (\(columns))")
         }
-        return try T.decode(from: storage[start + index], column: columns.all[index])
+        return try T.decode(from: result.values[start + index], column: result.columns.all[index])
     }
 
     /// Decodes the first column called `name` as `T`.
@@ -144,5 +145,16 @@ public struct SQLRow: Sendable, RandomAccessCollection, CustomStringConvertible 
     /// `(name: value, …)` — beware: this shows the data.
     public var description: String {
         "(" + zip(columns.all, self).map { "\($0.name): \($1)" }.joined(separator: ", ") + ")"
+    }
+}
+
+/// A result's columns and the values of all its rows, row after row, shared by its rows.
+private final class SQLResultValues: Sendable {
+    let columns: SQLColumns
+    let values: [SQLValue]
+
+    init(columns: SQLColumns, values: [SQLValue]) {
+        self.columns = columns
+        self.values = values
     }
 }

@@ -39,14 +39,18 @@ func queriesPerSecond(
         for index in 0..<tasks {
             // Spread over `executors` in turn when there are some (tasks that prefer the I/O
             // threads), on the cooperative pool otherwise.
-            let executor = executors.isEmpty ? nil : executors[index % executors.count]
-            group.addTask(executorPreference: executor) {
+            @Sendable func loop() async throws -> Int {
                 var count = 0
                 while now() < deadline {
                     try await body()
                     count += 1
                 }
                 return count
+            }
+            if executors.isEmpty {
+                group.addTask { try await loop() }
+            } else {
+                group.addTask(executorPreference: executors[index % executors.count]) { try await loop() }
             }
         }
         return try await group.reduce(0, +)
