@@ -454,6 +454,15 @@ int sb_io_arm(int epoll_fd, int fd, uint64_t token, int interest, int add) {
     return 0;
 }
 
+int sb_io_watch(int epoll_fd, int fd, uint64_t token, int interest, int add) {
+    if (interest == 0) return sb_io_arm(epoll_fd, fd, token, 0, add);
+    struct epoll_event event = {.events = 0, .data = {.u64 = token}};
+    if (interest & SB_IO_READABLE) event.events |= EPOLLIN | EPOLLRDHUP;
+    if (interest & SB_IO_WRITABLE) event.events |= EPOLLOUT;
+    if (epoll_ctl(epoll_fd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &event) != 0) return errno;
+    return 0;
+}
+
 int sb_io_remove(int epoll_fd, int fd) {
     struct epoll_event unused = {0};
     if (epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, &unused) != 0) return errno;

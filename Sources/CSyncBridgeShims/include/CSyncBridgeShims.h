@@ -180,6 +180,12 @@ int sb_io_create(int *_Nonnull event_fd);
 /// Returns 0 or an errno value.
 int sb_io_arm(int epoll_fd, int fd, uint64_t token, int interest, int add);
 
+/// Registers `fd` in `epoll_fd` under `token` (adding it when `add` is 1) for `interest`
+/// (SB_IO_READABLE | SB_IO_WRITABLE), level-triggered: every wait reports it while it is ready,
+/// until it is registered again. With no interest it is silenced as ``sb_io_arm`` does: a hang-up
+/// is reported at most once, then nothing. Returns 0 or an errno value.
+int sb_io_watch(int epoll_fd, int fd, uint64_t token, int interest, int add);
+
 /// Removes `fd` from `epoll_fd`. Returns 0 or an errno value.
 int sb_io_remove(int epoll_fd, int fd);
 

@@ -30,20 +30,23 @@ package struct IOReadiness: OptionSet, Sendable {
 /// Jobs run in the order they were handed over. Handing one over wakes the thread only when it
 /// is asleep in `epoll_wait` (one `write` to an eventfd); while it is busy, jobs and ready
 /// sockets are picked up in the same turn, so that under load many statements share a wake-up.
-/// Sockets are armed for one report at a time (`EPOLLONESHOT`): a socket that a blocking thread
-/// borrows in between is never reported here. A socket armed with a deadline is reported
-/// ``IOReadiness/timedOut`` when nothing happened by then.
+/// A socket is armed for one report at a time: its handler runs once per ``arm(_:token:for:deadline:)``,
+/// so that a socket a blocking thread borrows in between is never reported to it. The kernel's
+/// registration outlives the report (level-triggered): re-arming a socket for what it was armed
+/// for last costs no system call, which is every statement's case. A report that nobody armed for
+/// silences the socket instead (one `epoll_ctl`) until it is armed again. A socket armed with a
+/// deadline is reported ``IOReadiness/timedOut`` when nothing happened by then.
 ///
 /// Everything but ``execute(_:)`` must be called on the thread itself.
 package final class IOThread: @unchecked Sendable {
     // Safe to share: `inbox` is reached only under its lock; `epollDescriptor` and
-    // `eventDescriptor` are immutable; `handlers` and `nextToken` are touched only on the loop
-    // thread (the methods that use them check `isCurrent`).
+    // `eventDescriptor` are immutable; `sockets`, `nextToken`, `deadlines` and `nextDeadline` are
+    // touched only on the loop thread (the methods that use them check `isCurrent`).
     package let name: String
     private let epollDescriptor: Int32
     private let eventDescriptor: Int32
     private let inbox = Locked(Inbox())
-    private var handlers: [UInt64: (IOReadiness) -> Void] = [:]
+    private var sockets: [UInt64: Watched] = [:]
     private var nextToken: UInt64 = 1
     /// The deadlines of armed sockets (monotonic nanoseconds), by token.
     private var deadlines: [UInt64: UInt64] = [:]
@@ -51,6 +54,16 @@ package final class IOThread: @unchecked Sendable {
     private var nextDeadline = UInt64.max
     /// The statements in flight on the thread's connections, for snapshots.
     private let ledger = Locked<[ObjectIdentifier: InFlight]>([:])
+
+    /// A socket the thread watches.
+    private struct Watched {
+        let socket: Int32
+        let handler: (IOReadiness) -> Void
+        /// What the kernel reports the socket for (level-triggered), or `nil` when it is silenced.
+        var registered: Int32?
+        /// The handler wants the next report.
+        var armed = false
+    }
 
     /// A statement in flight, as snapshots show it.
     private struct InFlight {
@@ -139,8 +152,8 @@ package final class IOThread: @unchecked Sendable {
         precondition(isCurrent, "IOThread.add(_:handler:) off its thread")
         let token = nextToken
         nextToken += 1
-        handlers[token] = handler
-        let result = sb_io_arm(epollDescriptor, socket, token, 0, 1)
+        sockets[token] = Watched(socket: socket, handler: handler)
+        let result = sb_io_watch(epollDescriptor, socket, token, 0, 1)
         precondition(result == 0, "\(name): epoll_ctl(ADD) failed with errno \(result)")
         return token
     }
@@ -155,18 +168,49 @@ package final class IOThread: @unchecked Sendable {
         } else if !deadlines.isEmpty {
             deadlines[token] = nil
         }
-        let result = sb_io_arm(epollDescriptor, socket, token, interest.rawValue, 0)
-        if result != 0 {
+        guard let registered = sockets[token]?.registered else {
+            precondition(sockets[token] != nil, "IOThread.arm(_:token:for:deadline:) with an unknown token")
+            watch(socket, token: token, for: interest)
+            return
+        }
+        sockets[token]?.armed = true
+        if registered != interest.rawValue { watch(socket, token: token, for: interest) }
+    }
+
+    /// Registers `socket` with the kernel for `interest`, and arms it.
+    private func watch(_ socket: Int32, token: UInt64, for interest: IOReadiness) {
+        let result = sb_io_watch(epollDescriptor, socket, token, interest.rawValue, 0)
+        guard result == 0 else {
             // The socket is gone (closed under us): report it failed, so that its owner reads the
             // error.
-            execute { [self] in handlers[token]?(.failed) }
+            sockets[token]?.registered = nil
+            sockets[token]?.armed = false
+            execute { [self] in sockets[token]?.handler(.failed) }
+            return
         }
+        sockets[token]?.registered = interest.rawValue
+        sockets[token]?.armed = true
+    }
+
+    /// Runs the handler of `token`, armed, with `readiness`; silences the socket when it is not
+    /// armed (its owner has not asked for this report).
+    private func report(_ readiness: IOReadiness, to token: UInt64) {
+        guard let watched = sockets[token] else { return }
+        guard watched.armed else {
+            if watched.registered != nil {
+                sockets[token]?.registered = nil
+                _ = sb_io_watch(epollDescriptor, watched.socket, token, 0, 0)
+            }
+            return
+        }
+        sockets[token]?.armed = false
+        watched.handler(readiness)
     }
 
     /// Stops watching `socket`; call before it is closed.
     package func remove(_ socket: Int32, token: UInt64) {
         precondition(isCurrent, "IOThread.remove(_:token:) off its thread")
-        handlers[token] = nil
+        sockets[token] = nil
         deadlines[token] = nil
         _ = sb_io_remove(epollDescriptor, socket)
     }
@@ -231,7 +275,7 @@ package final class IOThread: @unchecked Sendable {
                     sb_io_drain_wakeups(eventDescriptor)
                 } else {
                     if !deadlines.isEmpty { deadlines[tokens[index]] = nil }
-                    handlers[tokens[index]]?(IOReadiness(rawValue: flags[index]))
+                    report(IOReadiness(rawValue: flags[index]), to: tokens[index])
                 }
             }
             if !deadlines.isEmpty { reportPassedDeadlines() }
@@ -267,7 +311,7 @@ extension IOThread {
         nextDeadline = next
         for token in passed {
             deadlines[token] = nil
-            handlers[token]?(.timedOut)
+            report(.timedOut, to: token)
         }
     }
 }
