@@ -86,7 +86,9 @@ struct IOThreadTests {
         await onThread(thread) { thread.remove(watched, token: token) }
     }
 
-    @Test("a socket armed with a deadline that passes is reported timed out, once, and data after it waits for the next arm")
+    @Test(
+        "a socket armed with a deadline that passes is reported timed out, once, and data after it waits for the next arm"
+    )
     func deadline() async throws {
         let thread = IOThread(name: "sb-io-test")
         defer { thread.shutdown() }
