@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 
 @testable import SyncBridgeSQL
@@ -7,6 +8,9 @@ import Testing
 struct ConnectionPoolStateTests {
     final class FakeConnection: Sendable {
         let number: Int
+        /// What the connection says of itself (``PooledConnection/isUsable``), as its I/O thread
+        /// would set it.
+        let broken = Mutex(false)
         init(_ number: Int) { self.number = number }
     }
 
@@ -27,7 +31,7 @@ struct ConnectionPoolStateTests {
                 maximumBackoff: 2 * second,
                 maintenanceInterval: second
             )
-        )
+        ) { ($0 as? FakeConnection)?.broken.withLock { $0 } ?? false }
     }
 
     /// Asks for a connection as the pool does: a waiter id, then the lease.
@@ -344,6 +348,41 @@ struct ConnectionPoolStateTests {
     }
 
     @Test(
+        "a lane whose connection says it broke takes no more statements from then on, before any of its statements is released"
+    )
+    func laneBrokenBeforeRelease() {
+        var state = Self.makeState(maximum: 2)
+        let (s1, _) = Self.ask(&state, .statement)
+        let (s2, _) = Self.ask(&state, .statement)
+        let connection = FakeConnection(1)
+        let broken = leasedEntry(state.connected(connection, now: 0), to: s1)!
+        let healthy = leasedEntry(state.connected(FakeConnection(2), now: 0), to: s2)!
+        for _ in 0..<2 { _ = state.joinLane() }
+        #expect(state.lanes == [broken.id: 2, healthy.id: 2])
+        // Its I/O thread found it broken; no statement of it has come back yet. The healthy lane
+        // takes every statement, the fast path's and the queue's, though it becomes the longer.
+        connection.broken.withLock { $0 = true }
+        #expect(state.joinLane()?.id == healthy.id)
+        let (_, joined) = Self.ask(&state, .statement)
+        guard case .share(let lane, with: _)? = joined.first else {
+            Issue.record("expected the statement to join a lane")
+            return
+        }
+        #expect(lane.id == healthy.id)
+        #expect(state.lanes == [broken.id: 2, healthy.id: 4])
+        #expect(state.brokenLanes == [broken.id])
+        // Its statements end: the last closes it.
+        #expect(state.statementFinished(on: broken.id, reusable: false, now: 1).isEmpty)
+        let closing = state.statementFinished(on: broken.id, reusable: false, now: 2)
+        #expect(
+            closing.contains {
+                if case .close(let closed) = $0 { closed === connection } else { false }
+            }
+        )
+        #expect(state.lanes == [healthy.id: 4] && state.brokenLanes.isEmpty)
+    }
+
+    @Test(
         "statements queued while idle connections were health-checked join lanes once every connection is leased; new ones join lanes again"
     )
     func queuedStatementsJoinLanes() {
@@ -433,23 +472,28 @@ struct ConnectionPoolStateTests {
     }
 
     @Test(
-        "a burst of statements while the first connections open shares them as lanes instead of queueing for one each"
+        "a burst of statements while the first connections open shares them as lanes, each up to its share of the burst, instead of queueing for one each"
     )
-    func burst() {
+    func burst() throws {
         var state = Self.makeState(maximum: 2)
         var asked: [State.WaiterID] = []
         for _ in 0..<10 { asked.append(Self.ask(&state, .statement).0) }
         #expect(state.connecting == 2)
-        // The first connection: one statement gets it, and the queued statements beyond the one
-        // connection still being opened join its lane.
+        // The first connection: one statement gets it, and queued statements join its lane up to
+        // its share of the ten (five, with one more connection on its way); the rest wait for
+        // that connection rather than pile onto the first.
         let first = state.connected(FakeConnection(1), now: 1)
-        let shared = first.filter { if case .share = $0 { true } else { false } }.count
-        #expect(leasedEntry(first, to: asked[0]) != nil)
-        #expect(shared == 8)
-        #expect(state.waiters.map(\.id) == [asked[9]])
-        // The second connection serves the last one.
-        #expect(leasedEntry(state.connected(FakeConnection(2), now: 2), to: asked[9]) != nil)
+        let sharedFirst = first.filter { if case .share = $0 { true } else { false } }.count
+        let lane = try #require(leasedEntry(first, to: asked[0]))
+        #expect(sharedFirst == 4)
+        #expect(state.waiters.map(\.id) == Array(asked[5...]))
+        // The second connection serves the next one, and the last four join its lane.
+        let second = state.connected(FakeConnection(2), now: 2)
+        let other = try #require(leasedEntry(second, to: asked[5]))
+        let sharedSecond = second.compactMap { if case .share(let entry, _) = $0 { entry.id } else { nil } }
+        #expect(sharedSecond == [other.id, other.id, other.id, other.id])
         #expect(state.waiters.isEmpty)
+        #expect(state.lanes == [lane.id: 5, other.id: 5])
     }
 
     @Test(

@@ -68,7 +68,9 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
             maximumBackoff: nanoseconds(configuration.maximumBackoff),
             maintenanceInterval: nanoseconds(configuration.maintenanceInterval)
         )
-        self.shared = Locked(Shared(state: State(limits: limits)))
+        self.shared = Locked(
+            Shared(state: State(limits: limits) { !unsafeDowncast($0, to: Connection.self).isUsable })
+        )
         SnapshotRegistry.add(self)
     }
 

@@ -146,11 +146,18 @@ struct ConnectionPoolState {
     private var cancelledEarly: Set<WaiterID> = []
     private var nextWaiterID: WaiterID = 0
     private var nextConnectionID: EntryID = 0
+    /// Whether a connection is known to be broken (``PooledConnection/isUsable`` is false). Asked
+    /// of the lane a statement is about to join: a connection breaks on its I/O thread, and its
+    /// lane must take no more statements from then on, not only once the task whose statement
+    /// found it broken releases that statement (a cooperative thread's wake-up later, during
+    /// which a lane that fails every statement at once looks the least loaded).
+    private let isBroken: @Sendable (Connection) -> Bool
 
-    init(limits: Limits) {
+    init(limits: Limits, isBroken: @escaping @Sendable (Connection) -> Bool = { _ in false }) {
         precondition(limits.maximumConnections > 0, "a pool needs at least one connection")
         precondition(limits.minimumConnections <= limits.maximumConnections)
         self.limits = limits
+        self.isBroken = isBroken
     }
 
     /// Connections that exist (idle, leased, being checked) or are being opened.
@@ -216,9 +223,15 @@ struct ConnectionPoolState {
     mutating func joinLane(preferring affinity: UInt = 0) -> Entry? {
         guard lifecycle == .running, idle.isEmpty, totalConnections >= limits.maximumConnections, waiters.isEmpty
         else { return nil }
-        guard let laneID = leastLoadedLane(preferring: affinity), let entry = leased[laneID] else { return nil }
-        lanes[laneID, default: 0] += 1
-        return entry
+        while let laneID = leastLoadedLane(preferring: affinity), let entry = leased[laneID] {
+            if isBroken(entry.connection) {
+                brokenLanes.insert(laneID)
+                continue
+            }
+            lanes[laneID, default: 0] += 1
+            return entry
+        }
+        return nil
     }
 
     /// The health check of an idle connection finished.
@@ -475,12 +488,25 @@ struct ConnectionPoolState {
     /// connection each (a connection being health-checked is its own waiter's, not the queue's).
     /// Only statements at the head of the queue move: a task waiting for a connection of its own
     /// keeps its turn.
+    ///
+    /// While connections are still being opened, a lane takes no more than its share of the
+    /// statements, counted over every lane and every connection on its way: the rest wait for
+    /// those connections. Otherwise a burst at start-up (200 tasks, 32 connections) piled every
+    /// queued statement onto the first connection to open — a queue of 168 behind one socket,
+    /// all of them failing together if that connection broke.
     private mutating func shareLanesWithQueuedStatements() -> [Action] {
         var actions: [Action] = []
+        var statementsOnLanes = connecting > 0 ? lanes.values.reduce(0, +) : 0
         while let waiter = waiters.first, waiter.demand == .statement, waiters.count > connecting,
             idle.isEmpty, totalConnections >= limits.maximumConnections,
             let laneID = leastLoadedLane(), let entry = leased[laneID]
         {
+            if connecting > 0 {
+                let places = lanes.count + connecting
+                let share = (statementsOnLanes + waiters.count + places - 1) / places
+                guard lanes[laneID, default: 0] < share else { break }
+                statementsOnLanes += 1
+            }
             waiters.removeFirst()
             lanes[laneID, default: 0] += 1
             actions += [.share(entry, with: waiter.id), .cancel(.acquireTimeout(waiter.id))]
