@@ -446,21 +446,21 @@ int sb_io_create(int *event_fd) {
     return epoll_fd;
 }
 
-int sb_io_arm(int epoll_fd, int fd, uint64_t token, int interest, int add) {
-    struct epoll_event event = {.events = EPOLLONESHOT, .data = {.u64 = token}};
+/// Registers `fd` under `token` for `interest` (SB_IO_*) plus `flags` (EPOLLONESHOT or 0).
+static int sb_io_register(int epoll_fd, int fd, uint64_t token, int interest, uint32_t flags, int add) {
+    struct epoll_event event = {.events = flags, .data = {.u64 = token}};
     if (interest & SB_IO_READABLE) event.events |= EPOLLIN | EPOLLRDHUP;
     if (interest & SB_IO_WRITABLE) event.events |= EPOLLOUT;
     if (epoll_ctl(epoll_fd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &event) != 0) return errno;
     return 0;
 }
 
+int sb_io_arm(int epoll_fd, int fd, uint64_t token, int interest, int add) {
+    return sb_io_register(epoll_fd, fd, token, interest, EPOLLONESHOT, add);
+}
+
 int sb_io_watch(int epoll_fd, int fd, uint64_t token, int interest, int add) {
-    if (interest == 0) return sb_io_arm(epoll_fd, fd, token, 0, add);
-    struct epoll_event event = {.events = 0, .data = {.u64 = token}};
-    if (interest & SB_IO_READABLE) event.events |= EPOLLIN | EPOLLRDHUP;
-    if (interest & SB_IO_WRITABLE) event.events |= EPOLLOUT;
-    if (epoll_ctl(epoll_fd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &event) != 0) return errno;
-    return 0;
+    return sb_io_register(epoll_fd, fd, token, interest, interest == 0 ? EPOLLONESHOT : 0, add);
 }
 
 int sb_io_remove(int epoll_fd, int fd) {

@@ -44,6 +44,21 @@ struct ConnectionPoolStateTests {
         return (waiter, state.lease(waiter, demand: demand, now: now))
     }
 
+    /// Two statements asked, and two connections (`first`, `second`) opened for them: two lanes
+    /// of one statement each, served by I/O threads `affinities`.
+    func twoLanes(
+        _ state: inout State,
+        _ first: FakeConnection = FakeConnection(1),
+        _ second: FakeConnection = FakeConnection(2),
+        affinities: (UInt, UInt) = (0, 0)
+    ) -> (State.Entry, State.Entry) {
+        let (s1, _) = Self.ask(&state, .statement)
+        let (s2, _) = Self.ask(&state, .statement)
+        let lane1 = leasedEntry(state.connected(first, affinity: affinities.0, now: 0), to: s1)!
+        let lane2 = leasedEntry(state.connected(second, affinity: affinities.1, now: 0), to: s2)!
+        return (lane1, lane2)
+    }
+
     func leasedEntry(_ actions: [State.Action], to waiter: UInt64) -> State.Entry? {
         for case .lease(let entry, let target) in actions where target == waiter { return entry }
         return nil
@@ -259,10 +274,7 @@ struct ConnectionPoolStateTests {
     @Test("statements get connections of their own while the pool can grow, then join the least loaded lane")
     func statementLanes() {
         var state = Self.makeState(maximum: 2)
-        let (s1, _) = Self.ask(&state, .statement)
-        let (s2, _) = Self.ask(&state, .statement)
-        let lane1 = leasedEntry(state.connected(FakeConnection(1), now: 0), to: s1)!
-        let lane2 = leasedEntry(state.connected(FakeConnection(2), now: 0), to: s2)!
+        let (lane1, lane2) = twoLanes(&state)
         #expect(state.lanes == [lane1.id: 1, lane2.id: 1])
         let (s3, joined) = Self.ask(&state, .statement)
         guard case .share(let shared, with: s3)? = joined.first else {
@@ -283,10 +295,7 @@ struct ConnectionPoolStateTests {
     )
     func affinity() {
         var state = Self.makeState(maximum: 2)
-        let (s1, _) = Self.ask(&state, .statement)
-        let (s2, _) = Self.ask(&state, .statement)
-        let a = leasedEntry(state.connected(FakeConnection(1), affinity: 10, now: 0), to: s1)!
-        let b = leasedEntry(state.connected(FakeConnection(2), affinity: 20, now: 0), to: s2)!
+        let (a, b) = twoLanes(&state, affinities: (10, 20))
         _ = state.statementFinished(on: a.id, reusable: true, now: 1)
         _ = state.statementFinished(on: b.id, reusable: true, now: 1)
         #expect(state.idle.map(\.id) == [a.id, b.id])
@@ -319,10 +328,7 @@ struct ConnectionPoolStateTests {
     @Test("a lane whose connection broke takes no more statements, however short its queue, and closes when it drains")
     func brokenLanesTakeNoStatements() {
         var state = Self.makeState(maximum: 2)
-        let (s1, _) = Self.ask(&state, .statement)
-        let (s2, _) = Self.ask(&state, .statement)
-        let broken = leasedEntry(state.connected(FakeConnection(1), now: 0), to: s1)!
-        let healthy = leasedEntry(state.connected(FakeConnection(2), now: 0), to: s2)!
+        let (broken, healthy) = twoLanes(&state)
         // Three more on each lane.
         for _ in 0..<6 { _ = Self.ask(&state, .statement) }
         #expect(state.lanes == [broken.id: 4, healthy.id: 4])
@@ -352,11 +358,8 @@ struct ConnectionPoolStateTests {
     )
     func laneBrokenBeforeRelease() {
         var state = Self.makeState(maximum: 2)
-        let (s1, _) = Self.ask(&state, .statement)
-        let (s2, _) = Self.ask(&state, .statement)
         let connection = FakeConnection(1)
-        let broken = leasedEntry(state.connected(connection, now: 0), to: s1)!
-        let healthy = leasedEntry(state.connected(FakeConnection(2), now: 0), to: s2)!
+        let (broken, healthy) = twoLanes(&state, connection)
         for _ in 0..<2 { _ = state.joinLane() }
         #expect(state.lanes == [broken.id: 2, healthy.id: 2])
         // Its I/O thread found it broken; no statement of it has come back yet. The healthy lane

@@ -39,7 +39,7 @@ struct IOThreadTests {
             close(peer)
         }
         try await body(thread, watched, token, peer, reports)
-        await onThread(thread) { thread.remove(watched, token: token) }
+        await onThread(thread) { thread.remove(token) }
     }
 
     private func send(_ byte: UInt8, to socket: Int32) {
@@ -52,7 +52,7 @@ struct IOThreadTests {
     )
     func oneReportPerArm() async throws {
         try await withWatchedSocket { thread, watched, token, peer, reports in
-            await onThread(thread) { thread.arm(watched, token: token, for: .readable) }
+            await onThread(thread) { thread.arm(token, for: .readable) }
             send(1, to: peer)
             try await waitUntil("the first byte was reported") { reports.all.count == 1 }
             // The byte stays unread, so the socket stays readable. Two more turns of the thread (each
@@ -62,13 +62,13 @@ struct IOThreadTests {
             #expect(reports.all.count == 1)
 
             // Armed again (the socket was silenced in between), the unread byte is reported at once.
-            await onThread(thread) { thread.arm(watched, token: token, for: .readable) }
+            await onThread(thread) { thread.arm(token, for: .readable) }
             try await waitUntil("the unread byte was reported again") { reports.all.count == 2 }
 
             // Read it, arm for the same interest (no new registration), and the next byte is reported.
             var buffer: UInt8 = 0
             #expect(read(watched, &buffer, 1) == 1)
-            await onThread(thread) { thread.arm(watched, token: token, for: .readable) }
+            await onThread(thread) { thread.arm(token, for: .readable) }
             await onThread(thread) {}
             #expect(reports.all.count == 2)
             send(2, to: peer)
@@ -82,7 +82,7 @@ struct IOThreadTests {
             await onThread(thread) {}
             await onThread(thread) {}
             #expect(reports.all.count == 3)
-            await onThread(thread) { thread.arm(watched, token: token, for: .readable) }
+            await onThread(thread) { thread.arm(token, for: .readable) }
             try await waitUntil("the hang-up was reported") { reports.all.count == 4 }
             await onThread(thread) {}
             await onThread(thread) {}
@@ -96,7 +96,7 @@ struct IOThreadTests {
     func deadline() async throws {
         try await withWatchedSocket { thread, watched, token, peer, reports in
             await onThread(thread) {
-                thread.arm(watched, token: token, for: .readable, deadline: monotonicNanoseconds() + 20_000_000)
+                thread.arm(token, for: .readable, deadline: monotonicNanoseconds() + 20_000_000)
             }
             try await waitUntil("the deadline was reported") { reports.all.count == 1 }
             #expect(reports.all == [.timedOut])
@@ -105,7 +105,7 @@ struct IOThreadTests {
             await onThread(thread) {}
             await onThread(thread) {}
             #expect(reports.all.count == 1)
-            await onThread(thread) { thread.arm(watched, token: token, for: .readable) }
+            await onThread(thread) { thread.arm(token, for: .readable) }
             try await waitUntil("the byte was reported") { reports.all.count == 2 }
             #expect(reports.all.last?.contains(.readable) == true)
         }

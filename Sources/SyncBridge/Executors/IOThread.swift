@@ -30,7 +30,7 @@ package struct IOReadiness: OptionSet, Sendable {
 /// Jobs run in the order they were handed over. Handing one over wakes the thread only when it
 /// is asleep in `epoll_wait` (one `write` to an eventfd); while it is busy, jobs and ready
 /// sockets are picked up in the same turn, so that under load many statements share a wake-up.
-/// A socket is armed for one report at a time: its handler runs once per ``arm(_:token:for:deadline:)``,
+/// A socket is armed for one report at a time: its handler runs once per ``arm(_:for:deadline:)``,
 /// so that a socket a blocking thread borrows in between is never reported to it. The kernel's
 /// registration outlives the report (level-triggered): re-arming a socket for what it was armed
 /// for last costs no system call, which is every statement's case. A report that nobody armed for
@@ -63,6 +63,13 @@ package final class IOThread: @unchecked Sendable {
         var registered: Int32?
         /// The handler wants the next report.
         var armed = false
+
+        /// Arms the socket for `interest`; `true` when the kernel must be told (it reports the
+        /// socket for something else, or not at all).
+        mutating func arm(for interest: Int32) -> Bool {
+            armed = true
+            return registered != interest
+        }
     }
 
     /// A statement in flight, as snapshots show it.
@@ -145,9 +152,9 @@ package final class IOThread: @unchecked Sendable {
     }
 
     /// Starts watching `socket`, not armed yet: `handler` runs on the thread with what the socket
-    /// is ready for, once per ``arm(_:token:for:)``.
+    /// is ready for, once per ``arm(_:for:deadline:)``.
     ///
-    /// - Returns: The socket's token for ``arm(_:token:for:)`` and ``remove(_:token:)``.
+    /// - Returns: The socket's token for ``arm(_:for:deadline:)`` and ``remove(_:)``.
     package func add(_ socket: Int32, handler: @escaping (IOReadiness) -> Void) -> UInt64 {
         precondition(isCurrent, "IOThread.add(_:handler:) off its thread")
         let token = nextToken
@@ -158,27 +165,26 @@ package final class IOThread: @unchecked Sendable {
         return token
     }
 
-    /// Asks for one report when `socket` is ready for `interest` (or fails), or, with a
-    /// `deadline` (monotonic nanoseconds), when it passes first (``IOReadiness/timedOut``).
-    package func arm(_ socket: Int32, token: UInt64, for interest: IOReadiness, deadline: UInt64? = nil) {
-        precondition(isCurrent, "IOThread.arm(_:token:for:deadline:) off its thread")
+    /// Asks for one report when the socket of `token` is ready for `interest` (or fails), or, with
+    /// a `deadline` (monotonic nanoseconds), when it passes first (``IOReadiness/timedOut``).
+    package func arm(_ token: UInt64, for interest: IOReadiness, deadline: UInt64? = nil) {
+        precondition(isCurrent, "IOThread.arm(_:for:deadline:) off its thread")
         if let deadline {
             deadlines[token] = deadline
             nextDeadline = min(nextDeadline, deadline)
         } else if !deadlines.isEmpty {
             deadlines[token] = nil
         }
-        guard let registered = sockets[token]?.registered else {
-            precondition(sockets[token] != nil, "IOThread.arm(_:token:for:deadline:) with an unknown token")
-            watch(socket, token: token, for: interest)
-            return
+        guard let mustRegister = sockets[token]?.arm(for: interest.rawValue) else {
+            preconditionFailure("IOThread.arm(_:for:deadline:) with a token it does not watch")
         }
-        sockets[token]?.armed = true
-        if registered != interest.rawValue { watch(socket, token: token, for: interest) }
+        if mustRegister { register(token, for: interest) }
     }
 
-    /// Registers `socket` with the kernel for `interest`, and arms it.
-    private func watch(_ socket: Int32, token: UInt64, for interest: IOReadiness) {
+    /// Registers the socket of `token` with the kernel for `interest`; reports it failed when it
+    /// is gone.
+    private func register(_ token: UInt64, for interest: IOReadiness) {
+        guard let socket = sockets[token]?.socket else { return }
         let result = sb_io_watch(epollDescriptor, socket, token, interest.rawValue, 0)
         guard result == 0 else {
             // The socket is gone (closed under us): report it failed, so that its owner reads the
@@ -189,7 +195,6 @@ package final class IOThread: @unchecked Sendable {
             return
         }
         sockets[token]?.registered = interest.rawValue
-        sockets[token]?.armed = true
     }
 
     /// Runs the handler of `token`, armed, with `readiness`; silences the socket when it is not
@@ -207,12 +212,12 @@ package final class IOThread: @unchecked Sendable {
         watched.handler(readiness)
     }
 
-    /// Stops watching `socket`; call before it is closed.
-    package func remove(_ socket: Int32, token: UInt64) {
-        precondition(isCurrent, "IOThread.remove(_:token:) off its thread")
-        sockets[token] = nil
+    /// Stops watching the socket of `token`; call before it is closed.
+    package func remove(_ token: UInt64) {
+        precondition(isCurrent, "IOThread.remove(_:) off its thread")
         deadlines[token] = nil
-        _ = sb_io_remove(epollDescriptor, socket)
+        guard let watched = sockets.removeValue(forKey: token) else { return }
+        _ = sb_io_remove(epollDescriptor, watched.socket)
     }
 
     /// Notes for snapshots that the statement `id` (described by `detail`, submitted at

@@ -209,7 +209,7 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     func detach(closedError: any Error) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             thread.execute { [self] in
-                if let token { thread.remove(socket, token: token) }
+                if let token { thread.remove(token) }
                 token = nil
                 if !socketClosed {
                     close(socket)
@@ -434,8 +434,7 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
             }
         self.token = token
         thread.arm(
-            socket,
-            token: token,
+            token,
             for: IOReadiness(rawValue: interest.rawValue),
             deadline: timeout.map { monotonicNanoseconds() &+ UInt64(max(0, $0.nanosecondCount)) }
         )

@@ -223,15 +223,9 @@ struct ConnectionPoolState {
     mutating func joinLane(preferring affinity: UInt = 0) -> Entry? {
         guard lifecycle == .running, idle.isEmpty, totalConnections >= limits.maximumConnections, waiters.isEmpty
         else { return nil }
-        while let laneID = leastLoadedLane(preferring: affinity), let entry = leased[laneID] {
-            if isBroken(entry.connection) {
-                brokenLanes.insert(laneID)
-                continue
-            }
-            lanes[laneID, default: 0] += 1
-            return entry
-        }
-        return nil
+        guard let entry = leastLoadedUsableLane(preferring: affinity) else { return nil }
+        lanes[entry.id, default: 0] += 1
+        return entry
     }
 
     /// The health check of an idle connection finished.
@@ -499,19 +493,29 @@ struct ConnectionPoolState {
         var statementsOnLanes = connecting > 0 ? lanes.values.reduce(0, +) : 0
         while let waiter = waiters.first, waiter.demand == .statement, waiters.count > connecting,
             idle.isEmpty, totalConnections >= limits.maximumConnections,
-            let laneID = leastLoadedLane(), let entry = leased[laneID]
+            let entry = leastLoadedUsableLane()
         {
             if connecting > 0 {
                 let places = lanes.count + connecting
                 let share = (statementsOnLanes + waiters.count + places - 1) / places
-                guard lanes[laneID, default: 0] < share else { break }
+                guard lanes[entry.id, default: 0] < share else { break }
                 statementsOnLanes += 1
             }
             waiters.removeFirst()
-            lanes[laneID, default: 0] += 1
+            lanes[entry.id, default: 0] += 1
             actions += [.share(entry, with: waiter.id), .cancel(.acquireTimeout(waiter.id))]
         }
         return actions
+    }
+
+    /// The lane a statement joins (see ``leastLoadedLane(preferring:)``), once its connection says
+    /// it has not broken: a lane whose connection has is noted broken, and the next one is asked.
+    private mutating func leastLoadedUsableLane(preferring affinity: UInt = 0) -> Entry? {
+        while let laneID = leastLoadedLane(preferring: affinity), let entry = leased[laneID] {
+            guard isBroken(entry.connection) else { return entry }
+            brokenLanes.insert(laneID)
+        }
+        return nil
     }
 
     /// The lane with the fewest statements, of those whose connection has not broken; with an
