@@ -100,15 +100,17 @@ public final class ThreadBound<Resource>: Sendable {
     }
 
     /// ``withResource(fileID:line:_:)-(_,_,(Resource,BlockingJobContext)->Success)`` with the
-    /// work described for snapshots: where it was asked for, and what it is.
+    /// work described for snapshots: where it was asked for, and what it is. The work acts for
+    /// `origin`'s task (the caller's, unless it took its origin before waiting elsewhere).
     package func withResource<Success>(
+        actingFor origin: JobOrigin = .current(),
         at site: CallSite?,
         detail: (any CustomStringConvertible & Sendable)?,
         _ body: sending @escaping (inout Resource, BlockingJobContext) throws -> Success
     ) async throws -> Success {
         let storage = self.storage
         let executor = self.executor
-        return try await executor.workers.submit(at: site, detail: detail) { context in
+        return try await executor.workers.submit(actingFor: origin, at: site, detail: detail) { context in
             precondition(executor.isCurrent)
             guard var resource = storage.resource else {
                 throw ExecutorError(code: .resourceClosed, executorName: executor.name, kind: .threadExecutor)
@@ -122,9 +124,10 @@ public final class ThreadBound<Resource>: Sendable {
     /// Queues `body` on the executor's thread without waiting: it runs after every closure
     /// submitted before this call and before every closure submitted after it, which makes it
     /// the tool for clean-up that must happen from synchronous code (a `deinit`). When the
-    /// resource is closed or the executor shut down, `ifClosed` runs instead.
+    /// resource is closed or the executor shut down, `ifClosed` runs instead. With an `origin`
+    /// (``JobOrigin/current()`` of the task the work is for), the work acts for that task.
     package func withResourceDetached(
-        actsForCurrentTask: Bool = false,
+        actingFor origin: JobOrigin? = nil,
         at site: CallSite? = nil,
         detail: (any CustomStringConvertible & Sendable)? = nil,
         _ body: sending @escaping (inout Resource) -> Void,
@@ -132,7 +135,7 @@ public final class ThreadBound<Resource>: Sendable {
     ) {
         let storage = self.storage
         let executor = self.executor
-        let queued = executor.workers.submitDetached(actsForCurrentTask: actsForCurrentTask, at: site, detail: detail) {
+        let queued = executor.workers.submitDetached(actingFor: origin, at: site, detail: detail) {
             _ in
             precondition(executor.isCurrent)
             guard var resource = storage.resource else {

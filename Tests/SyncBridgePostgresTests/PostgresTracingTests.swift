@@ -113,6 +113,63 @@ struct PostgresTracingTests {
         await pool.shutdownGracefully()
     }
 
+    @Test(
+        "work queued behind a statement in flight still runs for its caller: its wait for the thread is a span from when it asked, and the legacy code sees the caller's span"
+    )
+    func queuedBehindStatement() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let connection = try await PostgresConnection.connect(server.connectionString)
+        /// Runs `body` while a 1 s statement is in flight on the connection (on its I/O thread by
+        /// default, on its own thread without one); returns the earliest time that statement can
+        /// end.
+        func behindStatement(_ body: () async throws -> Void) async throws -> UInt64 {
+            let sleep: SQLQuery = "SELECT pg_sleep(1)"
+            let asked = DefaultTracerClock.now.nanosecondsSinceEpoch
+            // Detached: the statement is not the request's.
+            let sleeper = Task.detached { try await connection.execute(sleep) }
+            try await waitUntil {
+                SyncBridgeSnapshot.take().executors.contains { executor in
+                    (executor.threads.compactMap(\.job) + (executor.statementsInFlight ?? [])).contains {
+                        $0.detail == "\(sleep)"
+                    }
+                }
+            }
+            try await body()
+            _ = try await sleeper.value
+            return asked + 1_000_000_000
+        }
+        let tracer = InMemoryTracer()
+        let (request, sleepsEnd, seen) = try await withTracer(tracer) {
+            try await tracer.withSpan("request") { request in
+                // A stream's statement is blocking work for the connection's thread; so is legacy code.
+                let streamed = try await behindStatement {
+                    for try await _ in try await connection.stream("SELECT 1") {}
+                }
+                var seen: String?
+                let raw = try await behindStatement {
+                    seen = try await connection.withRawConnection { _ in
+                        ServiceContext.current.flatMap { tracer.activeSpan(identifiedBy: $0)?.spanID }
+                    }
+                }
+                return (request.spanID, [streamed, raw], seen)
+            }
+        }
+        let trace = RecordedTrace(tracer)
+        let calls = trace.children(of: request)
+        #expect(calls.map(\.operationName) == ["SELECT", "withRawConnection"])
+        for (call, sleepEnd) in zip(calls, sleepsEnd) {
+            // A stream waits for the thread once for its statement, then for each batch of rows.
+            let waits = trace.children(of: call.spanID)
+            #expect(!waits.isEmpty && waits.allSatisfy { $0.operationName == "wait for thread" })
+            // The first, from before the statement ahead could end to after it did.
+            let wait = try #require(waits.first)
+            #expect(wait.startInstant.nanosecondsSinceEpoch < sleepEnd, "\(call.operationName)")
+            #expect(wait.endInstant.nanosecondsSinceEpoch >= sleepEnd, "\(call.operationName)")
+        }
+        #expect(seen == calls.last?.spanID)
+        await connection.close()
+    }
+
     @Test("without a tracer, the caller's context still reaches the connection's thread for the legacy code there")
     func contextWithoutTracer() async throws {
         let server = try await TemporaryPostgres.shared()

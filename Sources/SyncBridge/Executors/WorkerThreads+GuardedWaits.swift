@@ -67,13 +67,4 @@ extension WorkerThreads {
         blockedWaitCount.store(blockedWaits.count, ordering: .relaxed)
         return blocked
     }
-
-    /// Tags `item` with the submitting task (the thread that runs it acts for that task) and the
-    /// scope of a test's detector, while a detector runs.
-    func tagForDeadlockDetection(_ item: WorkItem) {
-        guard WaitGraph.isActive else { return }
-        item.submitter = withUnsafeCurrentTask { $0.map { unsafeBitCast($0, to: UInt.self) } } ?? 0
-        // Scopes exist only where a scoped detector (a test's) runs.
-        if WaitGraph.hasScopedDetectors { item.scope = WatchdogScope.current }
-    }
 }

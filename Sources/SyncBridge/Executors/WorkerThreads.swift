@@ -156,8 +156,10 @@ final class WorkerThreads: @unchecked Sendable {
     }
 
     /// Runs `body` on one of the threads and returns its result to the suspended caller; `site`
-    /// and `detail` describe the work in snapshots.
+    /// and `detail` describe the work in snapshots. The thread acts for `origin`'s task: the
+    /// caller's, unless it took its origin earlier (before waiting for its turn elsewhere).
     func submit<Success>(
+        actingFor origin: JobOrigin = .current(),
         at site: CallSite? = nil,
         detail: (any CustomStringConvertible & Sendable)? = nil,
         _ body: sending @escaping (BlockingJobContext) throws -> sending Success
@@ -166,9 +168,8 @@ final class WorkerThreads: @unchecked Sendable {
         let item = TypedWorkItem(body: body, neededBy: neededBy, submittedAt: monotonicNanoseconds())
         item.site = site
         item.detail = detail
-        item.trace = JobTrace.capture()
         // The deadlock detector sees the thread that runs the closure act for this task.
-        tagForDeadlockDetection(item)
+        item.attribute(to: origin)
         // What the job did on its thread happens before what the task does next: the continuation
         // guarantees it, and the annotation shows it to ThreadSanitizer (a no-op otherwise).
         defer { sb_tsan_acquire(Unmanaged.passUnretained(item).toOpaque()) }
@@ -205,11 +206,12 @@ final class WorkerThreads: @unchecked Sendable {
     /// and before everything submitted after it. Returns `false` when the queue no longer accepts
     /// work (then `body` never runs).
     ///
-    /// With `actsForCurrentTask`, the deadlock detector sees the thread that runs `body` act for
-    /// the calling task, as it does for awaited work. `site` and `detail` describe the work in
-    /// snapshots.
+    /// With an `origin`, the thread that runs `body` acts for that task, as it does for awaited
+    /// work: the deadlock detector sees it do so, and `body` runs with the task's report scope
+    /// and tracing context (its wait recorded from when the task asked). `site` and `detail`
+    /// describe the work in snapshots.
     func submitDetached(
-        actsForCurrentTask: Bool = false,
+        actingFor origin: JobOrigin? = nil,
         at site: CallSite? = nil,
         detail: (any CustomStringConvertible & Sendable)? = nil,
         _ body: sending @escaping (BlockingJobContext) -> Void
@@ -217,10 +219,7 @@ final class WorkerThreads: @unchecked Sendable {
         let item = DetachedWorkItem(body: body, submittedAt: monotonicNanoseconds())
         item.site = site
         item.detail = detail
-        if actsForCurrentTask {
-            tagForDeadlockDetection(item)
-            item.trace = JobTrace.capture()
-        }
+        if let origin { item.attribute(to: origin) }
         lock.lock()
         let action = state.submit(item)
         entryCount.store(state.entries.count, ordering: .relaxed)

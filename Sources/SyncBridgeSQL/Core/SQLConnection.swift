@@ -320,6 +320,8 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         let call = SQLCall<Result>()
         let (canceller, usable, session, ioLane) = (self.canceller, self.usable, self.session, self.ioLane)
         let transactionStart = self.transactionStart
+        // Taken here, in the task: behind statements in flight, the I/O thread submits the work.
+        let origin = JobOrigin.current()
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { continuation in
                 guard call.install(continuation) else { return }
@@ -328,7 +330,7 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
                 // the direct call of a connection without one.
                 @Sendable func submit() {
                     session.withResourceDetached(
-                        actsForCurrentTask: true,
+                        actingFor: origin,
                         at: callSite,
                         detail: statement,
                         { session in
@@ -439,6 +441,9 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         then done: @escaping @Sendable () -> Void
     ) {
         session.withResourceDetached(
+            actingFor: statement.origin,
+            at: statement.callSite,
+            detail: statement.query,
             { session in
                 if session.isHealthy, (try? settle(canceller, session)) != nil {
                     session.recoverFromCancellation()
@@ -530,10 +535,12 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         _ body: @escaping @Sendable (Session) throws -> Result
     ) async throws -> Result {
         let (session, usable, canceller, ioLane) = (self.session, self.usable, self.canceller, self.ioLane)
+        // The caller's, taken before its turn: the work is for it, not for the detached task.
+        let origin = JobOrigin.current()
         return try await Task.detached {
             await Self.enter(ioLane)
             defer { ioLane?.leave() }
-            return try await session.withResource { session in
+            return try await session.withResource(actingFor: origin, at: nil, detail: nil) { session, _ in
                 defer { if !session.isHealthy { usable.withLock { $0 = false } } }
                 try? Self.settle(canceller, session)
                 return try body(session)
@@ -645,9 +652,12 @@ public final class SQLConnection<Session: SQLSession>: PooledConnection, SQLData
         let (canceller, usable, ioLane, transactionStart) = (
             self.canceller, self.usable, self.ioLane, self.transactionStart
         )
+        // Taken before its turn: its wait counts from here.
+        let origin = JobOrigin.current()
         await Self.enter(ioLane)
         defer { ioLane?.leave() }
-        return try await session.withResource(at: callSite, detail: "withRawConnection") { session, job in
+        let detail = "withRawConnection"
+        return try await session.withResource(actingFor: origin, at: callSite, detail: detail) { session, job in
             defer {
                 // Legacy code reports a broken connection only through its own error handling.
                 session.checkAfterRawAccess()

@@ -12,9 +12,10 @@ final class SQLIOStatement: Sendable {
     let query: SQLQuery
     let timeout: SQLTimeout?
     let call: SQLCall<SQLOutcome>
-    /// The caller's tracing context: the I/O thread records the statement's wait in the
-    /// connection's queue as a span when it sends it.
-    let trace: JobTrace?
+    /// The caller's task: the I/O thread records the statement's wait in the connection's queue
+    /// as a span of the caller's trace when it sends it; the connection's thread acts for the
+    /// task when the statement is handed there.
+    let origin: JobOrigin
     /// When the caller submitted it (monotonic nanoseconds), for snapshots.
     let submittedAt = monotonicNanoseconds()
     /// Where the caller issued it, for snapshots.
@@ -33,7 +34,7 @@ final class SQLIOStatement: Sendable {
         self.callSite = callSite
         self.timeout = timeout
         self.call = call
-        self.trace = JobTrace.capture()
+        self.origin = JobOrigin.current()
         self.transactionStart = transactionStart
     }
 }
@@ -311,7 +312,7 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     }
 
     private func send(_ statement: SQLIOStatement) {
-        statement.trace?.recordWait(on: thread.name, kind: "IOThread")
+        statement.origin.trace?.recordWait(on: thread.name, kind: "IOThread")
         let start: [String]
         do {
             start = try statement.transactionStart?.take() ?? []
