@@ -119,34 +119,43 @@ struct PostgresTracingTests {
     func queuedBehindStatement() async throws {
         let server = try await TemporaryPostgres.shared()
         let connection = try await PostgresConnection.connect(server.connectionString)
-        /// Runs `body` while a 1 s statement is in flight on the connection (on its I/O thread by
-        /// default, on its own thread without one); returns the earliest time that statement can
-        /// end.
-        func behindStatement(_ body: () async throws -> Void) async throws -> UInt64 {
-            let sleep: SQLQuery = "SELECT pg_sleep(1)"
-            let asked = DefaultTracerClock.now.nanosecondsSinceEpoch
-            // Detached: the statement is not the request's.
-            let sleeper = Task.detached { try await connection.execute(sleep) }
+        let holder = try await PostgresConnection.connect(server.connectionString)
+        let tracer = InMemoryTracer()
+        /// Runs `body` while a statement holds the connection (in flight on its I/O thread by
+        /// default, on its own thread without one): one waiting for an advisory lock that
+        /// `holder` lets go only once the span `name` of the call in `body` has started. Returns
+        /// when the lock was let go: the statement ahead ended after it.
+        func behindStatement(spanNamed name: String, _ body: () async throws -> Void) async throws -> UInt64 {
+            let key = Int.random(in: 1...Int(Int32.max))
+            // Detached, as the statements below: they are not the request's.
+            _ = try await Task.detached { try await holder.execute("SELECT pg_advisory_lock(\(key))") }.value
+            let blocker: SQLQuery = "SELECT pg_advisory_xact_lock(\(key))"
+            let blocked = Task.detached { try await connection.execute(blocker) }
             try await waitUntil {
                 SyncBridgeSnapshot.take().executors.contains { executor in
                     (executor.threads.compactMap(\.job) + (executor.statementsInFlight ?? [])).contains {
-                        $0.detail == "\(sleep)"
+                        $0.detail == "\(blocker)"
                     }
                 }
             }
+            let releaser = Task.detached {
+                try await waitUntil { tracer.activeSpans.contains { $0.operationName == name } }
+                let letGo = DefaultTracerClock.now.nanosecondsSinceEpoch
+                try await holder.execute("SELECT pg_advisory_unlock(\(key))")
+                return letGo
+            }
             try await body()
-            _ = try await sleeper.value
-            return asked + 1_000_000_000
+            _ = try await blocked.value
+            return try await releaser.value
         }
-        let tracer = InMemoryTracer()
-        let (request, sleepsEnd, seen) = try await withTracer(tracer) {
+        let (request, letGo, seen) = try await withTracer(tracer) {
             try await tracer.withSpan("request") { request in
                 // A stream's statement is blocking work for the connection's thread; so is legacy code.
-                let streamed = try await behindStatement {
+                let streamed = try await behindStatement(spanNamed: "SELECT") {
                     for try await _ in try await connection.stream("SELECT 1") {}
                 }
                 var seen: String?
-                let raw = try await behindStatement {
+                let raw = try await behindStatement(spanNamed: "withRawConnection") {
                     seen = try await connection.withRawConnection { _ in
                         ServiceContext.current.flatMap { tracer.activeSpan(identifiedBy: $0)?.spanID }
                     }
@@ -157,16 +166,18 @@ struct PostgresTracingTests {
         let trace = RecordedTrace(tracer)
         let calls = trace.children(of: request)
         #expect(calls.map(\.operationName) == ["SELECT", "withRawConnection"])
-        for (call, sleepEnd) in zip(calls, sleepsEnd) {
+        for (call, letGo) in zip(calls, letGo) {
             // A stream waits for the thread once for its statement, then for each batch of rows.
             let waits = trace.children(of: call.spanID)
             #expect(!waits.isEmpty && waits.allSatisfy { $0.operationName == "wait for thread" })
-            // The first, from before the statement ahead could end to after it did.
+            // The first, from when the call asked (before the statement ahead could end) to after
+            // that statement ended.
             let wait = try #require(waits.first)
-            #expect(wait.startInstant.nanosecondsSinceEpoch < sleepEnd, "\(call.operationName)")
-            #expect(wait.endInstant.nanosecondsSinceEpoch >= sleepEnd, "\(call.operationName)")
+            #expect(wait.startInstant.nanosecondsSinceEpoch < letGo, "\(call.operationName)")
+            #expect(wait.endInstant.nanosecondsSinceEpoch > letGo, "\(call.operationName)")
         }
         #expect(seen == calls.last?.spanID)
+        await holder.close()
         await connection.close()
     }
 
