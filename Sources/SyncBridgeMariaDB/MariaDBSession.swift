@@ -477,6 +477,19 @@ public final class MariaDBSession {
 
     // MARK: Streaming
 
+    /// Over when the server closed or reset the connection, or sent anything unasked: the
+    /// protocol is strictly request and answer, and what a server sends an idle connection is its
+    /// error before it closes it (a `KILL`, a shutdown). Reads nothing during a stream, whose
+    /// rows wait on the socket between batches.
+    public func checkWhileIdle() -> SQLIdleCheck {
+        guard streaming == nil else { return .inUse }
+        guard SQLIdleSocket.peek(Int32(truncatingIfNeeded: mysql_get_socket(mysql))) == .nothing else {
+            markBroken()
+            return .over
+        }
+        return .usable
+    }
+
     func refuseWhileStreaming() throws {
         if let streaming {
             throw MariaDBError(

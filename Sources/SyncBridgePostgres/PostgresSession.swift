@@ -300,6 +300,21 @@ public final class PostgresSession {
     private var copying: String?
     private var copyingIn = false
 
+    /// Reads what the server sent while the connection was idle (`PQconsumeInput`: libpq keeps a
+    /// notification until the session's next poll for them, and hands a notice or the server's
+    /// last error to the notice processor); over when the server closed the connection, which
+    /// may show only behind that last message. Reads nothing during a stream or a COPY.
+    public func checkWhileIdle() -> SQLIdleCheck {
+        guard streaming == nil, copying == nil else { return .inUse }
+        guard PQconsumeInput(connection) == 1, PQstatus(connection) == CONNECTION_OK,
+            SQLIdleSocket.peek(PQsocket(connection)) != .closed
+        else {
+            markBroken()
+            return .over
+        }
+        return .usable
+    }
+
     func refuseWhileStreaming() throws {
         if let streaming {
             throw PostgresError(

@@ -78,6 +78,28 @@ struct MariaDBClientTests {
     }
 
     @Test(
+        "KILL of an idle connection: its I/O thread finds it over at once, and the pool never leases it again",
+        .enabled(if: SQLIOThreads.processDefault.areOn, "a connection's own thread does not watch it while idle")
+    )
+    func killedWhileIdle() async throws {
+        let client = makeClient(try await testConfiguration()) { $0.maximumConnections = 1 }
+        let observer = try await connectToTestServer()
+        let pooled = try await client.withConnection { connection in
+            _ = try await connection.query("SELECT 1")
+            return connection
+        }
+        #expect(pooled.isUsable)
+        try await observer.execute("KILL \(pooled.serverConnectionID)")
+        // Found without a statement on it.
+        try await waitUntil { !pooled.isUsable }
+        // The pool opens another: no call sees the closed one.
+        let id = try #require(try await client.query("SELECT CONNECTION_ID()").first).decode(UInt.self, at: 0)
+        #expect(id != pooled.serverConnectionID)
+        await observer.close()
+        await client.shutdown()
+    }
+
+    @Test(
         "a server restart under a load of 100 tasks: typed errors for in-flight queries, reconnection, success afterwards"
     )
     func serverRestart() async throws {

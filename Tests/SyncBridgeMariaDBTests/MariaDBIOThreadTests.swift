@@ -316,10 +316,10 @@ struct MariaDBIOThreadTests {
             }
             try await group.waitForAll()
         }
-        // Only statements that were on the killed connection fail, with the lost connection;
-        // every other one ran.
+        // Only statements that were on the killed connection fail, with the lost connection
+        // (none when it was idle then: its I/O thread found it over, and the pool leased it no
+        // more); every other one ran.
         let failed = failures.current
-        #expect(!failed.isEmpty, "no statement ran on the killed connection")
         #expect(failed.allSatisfy { $0.kind == .connectionClosed }, "\(failed)")
         #expect(failed.count <= 64, "\(failed.count) statements failed")
         #expect(succeeded.current + failed.count == attempted.current)

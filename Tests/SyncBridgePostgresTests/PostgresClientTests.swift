@@ -201,6 +201,29 @@ struct PostgresClientTests {
         await client.shutdown()
     }
 
+    @Test(
+        "pg_terminate_backend on an idle connection: its I/O thread finds it over at once, and the pool never leases it again",
+        .enabled(if: SQLIOThreads.processDefault.areOn, "a connection's own thread does not watch it while idle")
+    )
+    func terminatedWhileIdle() async throws {
+        let server = try await TemporaryPostgres.shared()
+        let client = makeClient(server, application: "sb-idle-terminate") { $0.maximumConnections = 1 }
+        let observer = try await connectToTestServer()
+        let (pooled, pid) = try await client.withConnection { connection in
+            let row = try #require(try await connection.query("SELECT pg_backend_pid()").first)
+            return (connection, try row.decode(Int32.self, at: 0))
+        }
+        #expect(pooled.isUsable)
+        try await observer.execute("SELECT pg_terminate_backend(\(pid))")
+        // Found without a statement on it.
+        try await waitUntil { !pooled.isUsable }
+        // The pool opens another: no call sees the closed one.
+        let next = try #require(try await client.query("SELECT pg_backend_pid()").first).decode(Int32.self, at: 0)
+        #expect(next != pid)
+        await observer.close()
+        await client.shutdown()
+    }
+
     @Test("2,000 tasks x 5 inserts over 8 connections: every row exactly once; the cooperative pool stays free")
     func load() async throws {
         let server = try await TemporaryPostgres.shared()

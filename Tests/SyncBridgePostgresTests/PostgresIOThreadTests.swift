@@ -368,9 +368,9 @@ struct PostgresIOThreadTests {
             try await group.waitForAll()
         }
         // Only statements that were on the killed connection fail, with the server's
-        // termination (57P01) or the lost connection (08006); every other one ran.
+        // termination (57P01) or the lost connection (08006) (none when it was idle then: its I/O
+        // thread found it over, and the pool leased it no more); every other one ran.
         let failed = failures.current
-        #expect(!failed.isEmpty, "no statement ran on the killed connection")
         #expect(failed.allSatisfy { ["57P01", "08006"].contains($0.sqlState) }, "\(failed)")
         #expect(failed.count <= 64, "\(failed.count) statements failed")
         #expect(succeeded.current + failed.count == attempted.current)

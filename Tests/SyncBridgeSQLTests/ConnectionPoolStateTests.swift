@@ -223,6 +223,45 @@ struct ConnectionPoolStateTests {
         #expect(leasedEntry(again, to: fourth)?.id == a.id)
     }
 
+    @Test(
+        "an idle connection found over (its I/O thread saw the server close it) is closed, never leased; the others idle through it are checked"
+    )
+    func idleConnectionFoundOver() {
+        var state = Self.makeState(maximum: 2)
+        let (first, _) = Self.ask(&state)
+        let (second, _) = Self.ask(&state)
+        let a = leasedEntry(state.connected(FakeConnection(1), now: 1), to: first)!
+        let bConnection = FakeConnection(2)
+        let b = leasedEntry(state.connected(bConnection, now: 1), to: second)!
+        _ = state.released(a.id, reusable: true, now: 2)
+        _ = state.released(b.id, reusable: true, now: 2)
+        bConnection.broken.withLock { $0 = true }
+        // b is the most recently idle, the one a lease takes first.
+        let (third, actions) = Self.ask(&state, now: 3)
+        let closed = actions.compactMap { if case .close(let connection) = $0 { connection } else { nil } }
+        #expect(closed.count == 1 && closed.first === bConnection)
+        guard case .checkHealth(let checked, for: third)? = actions.last else {
+            Issue.record("expected a health check of the other idle connection, got \(actions)")
+            return
+        }
+        #expect(checked.id == a.id)
+        #expect(state.idle.isEmpty && state.closing == 1)
+    }
+
+    @Test("upkeep closes an idle connection found over and opens the minimum again")
+    func maintenanceClosesIdleFoundOver() {
+        var state = Self.makeState(minimum: 1, maximum: 2)
+        _ = state.started(now: 0)
+        let connection = FakeConnection(1)
+        _ = state.connected(connection, now: 0)
+        #expect(state.idle.count == 1)
+        connection.broken.withLock { $0 = true }
+        let upkeep = state.timerFired(.maintenance, now: Self.second)
+        #expect(upkeep.contains { if case .close(let closed) = $0 { closed === connection } else { false } })
+        #expect(connects(upkeep) == 1)
+        #expect(state.idle.isEmpty)
+    }
+
     @Test("a connection whose attempt began before a breakage is checked before its first lease")
     func checkConnectionOpenedThroughBreakage() {
         var state = Self.makeState(minimum: 2, maximum: 3)

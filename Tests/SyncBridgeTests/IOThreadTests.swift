@@ -21,24 +21,29 @@ struct IOThreadTests {
     }
 
     /// Runs `body` with an I/O thread that watches one end of a connected pair of stream sockets
-    /// (not armed yet) and records its handler's reports; the test writes to the other end.
+    /// (not armed yet) and records its handler's reports, and apart the reports nobody armed
+    /// for; the test writes to the other end.
     private func withWatchedSocket(
-        _ body: (_ thread: IOThread, _ watched: Int32, _ token: UInt64, _ peer: Int32, _ reports: Recorder<IOReadiness>)
-            async throws -> Void
+        _ body: (
+            _ thread: IOThread, _ watched: Int32, _ token: UInt64, _ peer: Int32, _ reports: Recorder<IOReadiness>,
+            _ unarmed: Recorder<IOReadiness>
+        ) async throws -> Void
     ) async throws {
         var descriptors: [Int32] = [-1, -1]
         let result = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &descriptors)
         try #require(result == 0, "socketpair failed with errno \(errno)")
         let (watched, peer) = (descriptors[0], descriptors[1])
         let thread = IOThread(name: "sb-io-test")
-        let reports = Recorder<IOReadiness>()
-        let token = await onThread(thread) { thread.add(watched) { reports.append($0) } }
+        let (reports, unarmed) = (Recorder<IOReadiness>(), Recorder<IOReadiness>())
+        let token = await onThread(thread) {
+            thread.add(watched, handler: { reports.append($0) }, unarmed: { unarmed.append($0) })
+        }
         defer {
             thread.shutdown()
             close(watched)
             close(peer)
         }
-        try await body(thread, watched, token, peer, reports)
+        try await body(thread, watched, token, peer, reports, unarmed)
         await onThread(thread) { thread.remove(token) }
     }
 
@@ -48,10 +53,10 @@ struct IOThreadTests {
     }
 
     @Test(
-        "a socket's handler runs once per arm: a socket still readable is not reported again until re-armed, and re-arming for the same interest reports the next data"
+        "a socket's handler runs once per arm: a socket still readable is not reported again until re-armed (its owner is told once), and re-arming for the same interest reports the next data"
     )
     func oneReportPerArm() async throws {
-        try await withWatchedSocket { thread, watched, token, peer, reports in
+        try await withWatchedSocket { thread, watched, token, peer, reports, unarmed in
             await onThread(thread) { thread.arm(token, for: .readable) }
             send(1, to: peer)
             try await waitUntil("the first byte was reported") { reports.all.count == 1 }
@@ -60,6 +65,8 @@ struct IOThreadTests {
             await onThread(thread) {}
             await onThread(thread) {}
             #expect(reports.all.count == 1)
+            // The socket was silenced at the first report nobody armed for, and its owner told once.
+            #expect(unarmed.all.count == 1 && unarmed.all.first?.contains(.readable) == true)
 
             // Armed again (the socket was silenced in between), the unread byte is reported at once.
             await onThread(thread) { thread.arm(token, for: .readable) }
@@ -94,7 +101,7 @@ struct IOThreadTests {
         "a socket armed with a deadline that passes is reported timed out, once, and data after it waits for the next arm"
     )
     func deadline() async throws {
-        try await withWatchedSocket { thread, watched, token, peer, reports in
+        try await withWatchedSocket { thread, watched, token, peer, reports, _ in
             await onThread(thread) {
                 thread.arm(token, for: .readable, deadline: monotonicNanoseconds() + 20_000_000)
             }

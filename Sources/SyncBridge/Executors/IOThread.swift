@@ -59,6 +59,8 @@ package final class IOThread: @unchecked Sendable {
     private struct Watched {
         let socket: Int32
         let handler: (IOReadiness) -> Void
+        /// Runs for a report nobody armed for, once the socket is silenced.
+        let unarmed: ((IOReadiness) -> Void)?
         /// What the kernel reports the socket for (level-triggered), or `nil` when it is silenced.
         var registered: Int32?
         /// The handler wants the next report.
@@ -154,12 +156,20 @@ package final class IOThread: @unchecked Sendable {
     /// Starts watching `socket`, not armed yet: `handler` runs on the thread with what the socket
     /// is ready for, once per ``arm(_:for:deadline:)``.
     ///
+    /// Between arms, the kernel may still report the socket for what it was armed for last
+    /// (level-triggered): the socket is then silenced until it is armed again, and `unarmed`, if
+    /// given, runs with the report (the server sent something unasked, or closed the connection).
+    ///
     /// - Returns: The socket's token for ``arm(_:for:deadline:)`` and ``remove(_:)``.
-    package func add(_ socket: Int32, handler: @escaping (IOReadiness) -> Void) -> UInt64 {
-        precondition(isCurrent, "IOThread.add(_:handler:) off its thread")
+    package func add(
+        _ socket: Int32,
+        handler: @escaping (IOReadiness) -> Void,
+        unarmed: ((IOReadiness) -> Void)? = nil
+    ) -> UInt64 {
+        precondition(isCurrent, "IOThread.add(_:handler:unarmed:) off its thread")
         let token = nextToken
         nextToken += 1
-        sockets[token] = Watched(socket: socket, handler: handler)
+        sockets[token] = Watched(socket: socket, handler: handler, unarmed: unarmed)
         let result = sb_io_watch(epollDescriptor, socket, token, 0, 1)
         precondition(result == 0, "\(name): epoll_ctl(ADD) failed with errno \(result)")
         return token
@@ -198,14 +208,15 @@ package final class IOThread: @unchecked Sendable {
     }
 
     /// Runs the handler of `token`, armed, with `readiness`; silences the socket when it is not
-    /// armed (its owner has not asked for this report).
+    /// armed (its owner has not asked for this report), then tells its `unarmed` handler.
     private func report(_ readiness: IOReadiness, to token: UInt64) {
         guard let watched = sockets[token] else { return }
         guard watched.armed else {
-            if watched.registered != nil {
-                sockets[token]?.registered = nil
-                _ = sb_io_watch(epollDescriptor, watched.socket, token, 0, 0)
-            }
+            // Silenced already (reported twice in one turn): told once.
+            guard watched.registered != nil else { return }
+            sockets[token]?.registered = nil
+            _ = sb_io_watch(epollDescriptor, watched.socket, token, 0, 0)
+            watched.unarmed?(readiness)
             return
         }
         sockets[token]?.armed = false

@@ -110,6 +110,9 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     private var inFlight: Deque<SQLIOStatement> = []
     /// The socket is armed for the session's statements (or its own commands) in flight.
     private var armed = false
+    /// The socket is armed while the connection is idle, for what the server may send unasked
+    /// (``idleReport()``).
+    private var watchingIdle = false
     /// A cancel was sent for the statement in flight: nothing is sent behind it until it ends.
     private var cancelling = false
     /// A statement in flight carries its transaction's start: nothing is sent behind it until it
@@ -427,18 +430,44 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
 
     private func arm(for interest: SQLSocketInterest, timeout: Duration?) {
         armed = true
+        watchingIdle = false
+        // Until `detach()`, which the connection calls before it closes.
         let token =
             self.token
-            ?? thread.add(socket) { [self] _ in
-                // Until `detach()`, which the connection calls before it closes.
-                socketReady()
-            }
+            ?? thread.add(socket, handler: { [self] _ in socketReady() }, unarmed: { [self] _ in idleReport() })
         self.token = token
         thread.arm(
             token,
             for: IOReadiness(rawValue: interest.rawValue),
             deadline: timeout.map { monotonicNanoseconds() &+ UInt64(max(0, $0.nanosecondCount)) }
         )
+    }
+
+    /// The socket was reported while no statement of the lane had armed it: the server sent
+    /// something unasked, or closed the connection, or blocking work that has the session uses
+    /// its socket. When nothing has the session, the session reads what came; a connection
+    /// found over is marked unusable at once (its pool then discards it instead of leasing it,
+    /// and no statement is sent on it), a usable one is watched on. Reports during blocking work
+    /// are that work's: the session is left alone.
+    private func idleReport() {
+        guard !armed, inFlight.isEmpty, closedError == nil, let token else { return }
+        let idle = queue.withLock { queue in
+            guard !queue.busy else { return false }
+            queue.busy = true
+            return true
+        }
+        guard idle else { return }
+        switch session.checkWhileIdle() {
+        case .usable:
+            watchingIdle = true
+            thread.arm(token, for: .readable)
+        case .over:
+            markUnusable()
+        case .inUse:
+            break
+        }
+        guard let next = nextWork() else { return }
+        run(from: next)
     }
 
     /// Sends the statements queued behind those in flight, if any are in flight.
@@ -455,7 +484,13 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     }
 
     private func socketReady() {
-        guard armed else { return }
+        guard armed else {
+            if watchingIdle {
+                watchingIdle = false
+                idleReport()
+            }
+            return
+        }
         armed = false
         if poll() { return }
         guard let next = nextWork() else { return }

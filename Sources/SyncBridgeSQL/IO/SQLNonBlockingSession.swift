@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// A session whose C client can also run a statement without blocking: it sends the statement,
 /// says what its socket must become ready for, and continues when it is. Connections of such a
 /// session can be served by a few shared ``SQLIOThreads`` instead of a thread each.
@@ -58,6 +64,28 @@ public protocol SQLNonBlockingSession: SQLSession {
     /// - Returns: As ``pollStatements()``.
     /// - Throws: As ``pollStatements()``.
     func flushStatements() throws -> SQLStatementPoll
+
+    /// The socket became readable, or failed, while the connection was idle (no statement in
+    /// flight, no blocking work running): the server sent something unasked, or closed the
+    /// connection. Reads it without blocking and says what the connection is; one found over is
+    /// marked unusable at once, so that its pool discards it instead of leasing it.
+    ///
+    /// Between the calls of a stream or a COPY the connection is idle too, with their rows
+    /// arriving: a session then answers ``SQLIdleCheck/inUse`` and reads nothing.
+    /// ``SQLIdleSocket/peek(_:)`` looks at the socket without taking anything from it.
+    func checkWhileIdle() -> SQLIdleCheck
+}
+
+/// What ``SQLNonBlockingSession/checkWhileIdle()`` found.
+public enum SQLIdleCheck: Sendable {
+    /// The connection can go on (what came was read: a notification, a notice); the socket is
+    /// watched on.
+    case usable
+    /// The server closed or reset the connection, or said it is about to.
+    case over
+    /// A stream or a COPY spans calls on the connection, and what came is theirs: the socket is
+    /// left alone until the next statement.
+    case inUse
 }
 
 extension SQLNonBlockingSession {
@@ -67,6 +95,31 @@ extension SQLNonBlockingSession {
     /// Polls: reads what arrived as well.
     public func flushStatements() throws -> SQLStatementPoll {
         try pollStatements()
+    }
+}
+
+/// What waits on an idle connection's socket, looked at without reading it.
+public enum SQLIdleSocket: Equatable, Sendable {
+    /// Nothing to read.
+    case nothing
+    /// Bytes the server sent.
+    case data
+    /// The end of the stream, or a socket error (a reset): the connection is over.
+    case closed
+
+    /// Peeks at `socket` without blocking and without taking anything from it.
+    public static func peek(_ socket: Int32) -> SQLIdleSocket {
+        var byte: UInt8 = 0
+        while true {
+            let count = recv(socket, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+            if count > 0 { return .data }
+            if count == 0 { return .closed }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN, EWOULDBLOCK: return .nothing
+            default: return .closed
+            }
+        }
     }
 }
 

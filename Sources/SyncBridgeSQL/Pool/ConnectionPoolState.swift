@@ -206,6 +206,13 @@ struct ConnectionPoolState {
                 actions.append(close(entry))
                 continue
             }
+            // Found over while idle (the server closed it: its I/O thread saw): gone, and the
+            // others that sat idle through it are checked before use.
+            if isBroken(entry.connection) {
+                lastBreakage = now
+                actions.append(close(entry))
+                continue
+            }
             if now &- entry.lastUsedAt >= limits.healthCheckAfterIdle || satIdleThroughBreakage(entry) {
                 checks[waiter] = demand
                 actions.append(.checkHealth(entry, for: waiter))
@@ -400,16 +407,18 @@ struct ConnectionPoolState {
 
     // MARK: Helpers
 
-    /// Closes idle connections idle too long (above the minimum) or too old, and opens
-    /// connections up to the minimum.
+    /// Closes idle connections found over, idle too long (above the minimum) or too old, and
+    /// opens connections up to the minimum.
     private mutating func maintain(now: UInt64) -> [Action] {
         var actions: [Action] = []
         var kept: [Entry] = []
         var surplus = totalConnections - limits.minimumConnections
         for entry in idle {
+            let broken = isBroken(entry.connection)
+            if broken { lastBreakage = now }
             let expired = now &- entry.createdAt >= limits.maximumLifetime
             let stale = now &- entry.lastUsedAt >= limits.idleTimeout && surplus > 0
-            if expired || stale {
+            if broken || expired || stale {
                 actions.append(close(entry))
                 surplus -= 1
             } else {
