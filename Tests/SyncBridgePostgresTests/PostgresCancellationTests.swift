@@ -173,12 +173,17 @@ struct PostgresCancellationTests {
 
 @Suite("PostgreSQL timeouts and metrics")
 struct PostgresTimeoutTests {
-    @Test(
-        "a per-statement timeout cancels the statement on the server; the connection stays usable",
-        .enabled(if: slowdown == 1, "under ThreadSanitizer the server's answer can miss the 2 s grace period")
-    )
+    @Test("a per-statement timeout cancels the statement on the server; the connection stays usable")
     func perStatementTimeout() async throws {
-        try await withTestConnection { (connection) async throws -> Void in
+        // The connection stays usable when the server answers the cancel within the grace period:
+        // a long one, since beside the whole suite a cancel request (a backend forked for it) has
+        // taken longer than the default 2 s. The bound itself is the fault tests' subject.
+        let server = try await TemporaryPostgres.shared()
+        let connection = try await PostgresConnection.connect(
+            configuration: PostgresConfiguration(connectionString: server.connectionString),
+            cancellationGracePeriod: .seconds(10 * slowdown)
+        )
+        try await withClosing(connection) { (connection) async throws -> Void in
             let start = ContinuousClock.now
             let error = try await #require(throws: PostgresError.self) {
                 try await connection.query("SELECT pg_sleep(10)", timeout: .milliseconds(100))
