@@ -446,9 +446,10 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     /// The socket was reported while no statement of the lane had armed it: the server sent
     /// something unasked, or closed the connection, or blocking work that has the session uses
     /// its socket. When nothing has the session, the session reads what came; a connection
-    /// found over is marked unusable at once (its pool then discards it instead of leasing it,
-    /// and no statement is sent on it), a usable one is watched on. Reports during blocking work
-    /// are that work's: the session is left alone.
+    /// found over is marked unusable at once (its pool then closes it instead of leasing it
+    /// again), a usable one is watched on until its next statement. Reports during blocking
+    /// work are that work's: the session is left alone, and the socket is watched again from the
+    /// next statement on.
     private func idleReport() {
         guard !armed, inFlight.isEmpty, closedError == nil, let token else { return }
         let idle = queue.withLock { queue in
