@@ -311,6 +311,9 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
 
     func perform(_ actions: [State.Action]) {
         guard !actions.isEmpty else { return }
+        // Before any waiter resumes: the gauges already count the change that led to these
+        // actions when the waiter looks (a request that timed out no longer pending).
+        recordGauges()
         for action in actions {
             switch action {
             case .lease(let entry, let waiter), .share(let entry, let waiter):
@@ -352,7 +355,6 @@ public final class ConnectionPool<Connection: PooledConnection>: Sendable, Servi
                 for waiter in waiters { waiter.resume() }
             }
         }
-        recordGauges()
     }
 
     /// Resumes `waiter` with `answer`, or keeps the answer until it waits.
