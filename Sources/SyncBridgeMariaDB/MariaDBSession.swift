@@ -483,11 +483,8 @@ public final class MariaDBSession {
     /// rows wait on the socket between batches.
     public func checkWhileIdle() -> SQLIdleCheck {
         guard streaming == nil else { return .inUse }
-        guard SQLIdleSocket.peek(Int32(truncatingIfNeeded: mysql_get_socket(mysql))) == .nothing else {
-            markBroken()
-            return .over
-        }
-        return .usable
+        let socket = Int32(truncatingIfNeeded: mysql_get_socket(mysql))
+        return SQLIdleSocket.peek(socket) == .nothing ? .usable : .over
     }
 
     func refuseWhileStreaming() throws {

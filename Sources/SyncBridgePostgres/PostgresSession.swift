@@ -308,10 +308,7 @@ public final class PostgresSession {
         guard streaming == nil, copying == nil else { return .inUse }
         guard PQconsumeInput(connection) == 1, PQstatus(connection) == CONNECTION_OK,
             SQLIdleSocket.peek(PQsocket(connection)) != .closed
-        else {
-            markBroken()
-            return .over
-        }
+        else { return .over }
         return .usable
     }
 

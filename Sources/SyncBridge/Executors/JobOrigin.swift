@@ -16,12 +16,13 @@ package struct JobOrigin: Sendable {
 
     /// The current task's origin.
     package static func current() -> JobOrigin {
-        guard WaitGraph.isActive else { return JobOrigin(submitter: 0, scope: nil, trace: JobTrace.capture()) }
+        let trace = JobTrace.capture()
+        guard WaitGraph.isActive else { return JobOrigin(submitter: 0, scope: nil, trace: trace) }
         return JobOrigin(
             submitter: withUnsafeCurrentTask { $0.map { unsafeBitCast($0, to: UInt.self) } } ?? 0,
             // Scopes exist only where a scoped detector (a test's) runs.
             scope: WaitGraph.hasScopedDetectors ? WatchdogScope.current : nil,
-            trace: JobTrace.capture()
+            trace: trace
         )
     }
 }

@@ -446,8 +446,8 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     /// The socket was reported while no statement of the lane had armed it: the server sent
     /// something unasked, or closed the connection, or blocking work that has the session uses
     /// its socket. When nothing has the session, the session reads what came; a connection
-    /// found over is marked unusable at once (its pool then closes it instead of leasing it
-    /// again), a usable one is watched on until its next statement. Reports during blocking
+    /// found over is marked broken and unusable at once (its pool then closes it instead of
+    /// leasing it again), a usable one is watched on until its next statement. Reports during blocking
     /// work are that work's: the session is left alone, and the socket is watched again from the
     /// next statement on.
     private func idleReport() {
@@ -463,6 +463,7 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
             watchingIdle = true
             thread.arm(token, for: .readable)
         case .over:
+            session.markBroken()
             markUnusable()
         case .inUse:
             break

@@ -67,8 +67,9 @@ public protocol SQLNonBlockingSession: SQLSession {
 
     /// The socket became readable, or failed, while the connection was idle (no statement in
     /// flight, no blocking work running): the server sent something unasked, or closed the
-    /// connection. Reads it without blocking and says what the connection is; one found over is
-    /// marked unusable at once, so that its pool discards it instead of leasing it.
+    /// connection. Reads it without blocking and says what the connection is; the lane marks one
+    /// found over broken (``SQLSession/markBroken()``) and unusable at once, so that its pool
+    /// discards it instead of leasing it.
     ///
     /// Between the calls of a stream or a COPY the connection is idle too, with their rows
     /// arriving: a session then answers ``SQLIdleCheck/inUse`` and reads nothing.
