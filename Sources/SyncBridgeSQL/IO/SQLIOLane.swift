@@ -122,17 +122,10 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     /// Set once the connection closes its session: what later statements fail with.
     private var closedError: (any Error)?
 
-    private enum Work: Sendable {
-        case statement(SQLIOStatement)
-        case blocking(@Sendable () -> Void)
-    }
-
-    private struct Queue {
-        var busy = false
-        var waiting: Deque<Work> = []
-        /// A turn of ``sendQueued()`` is on its way to the I/O thread.
-        var fillScheduled = false
-    }
+    // Not nested in the generic lane: the types of a generic context are looked up at run time
+    // (a hash of the generic arguments) wherever they are used, several times per statement.
+    private typealias Work = SQLIOLaneWork
+    private typealias Queue = SQLIOLaneQueue
 
     /// A lane for `session`; `nil` when its socket cannot be duplicated (the process is out of
     /// descriptors): the connection then keeps to its own thread.
@@ -498,6 +491,22 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
         guard let next = nextWork() else { return }
         run(from: next)
     }
+}
+
+/// One piece of a lane's work: a statement the I/O thread sends, or blocking work that runs on
+/// the connection's thread.
+private enum SQLIOLaneWork: Sendable {
+    case statement(SQLIOStatement)
+    case blocking(@Sendable () -> Void)
+}
+
+/// A lane's queue of work, under its lock.
+private struct SQLIOLaneQueue {
+    /// The head of the queue has the session.
+    var busy = false
+    var waiting: Deque<SQLIOLaneWork> = []
+    /// A turn of the lane's `sendQueued()` is on its way to the I/O thread.
+    var fillScheduled = false
 }
 
 /// A pooled connection that an I/O thread serves: the pool leases it first to tasks that run on
