@@ -440,9 +440,9 @@ final class SQLIOLane<Session: SQLNonBlockingSession>: SQLIORouting, @unchecked 
     /// something unasked, or closed the connection, or blocking work that has the session uses
     /// its socket. When nothing has the session, the session reads what came; a connection
     /// found over is marked broken and unusable at once (its pool then closes it instead of
-    /// leasing it again), a usable one is watched on until its next statement. Reports during blocking
-    /// work are that work's: the session is left alone, and the socket is watched again from the
-    /// next statement on.
+    /// leasing it again), a usable one is watched on until its next statement. Reports during
+    /// blocking work are that work's: the session is left alone, and the socket is watched again
+    /// from the next statement on.
     private func idleReport() {
         guard !armed, inFlight.isEmpty, closedError == nil, let token else { return }
         let idle = queue.withLock { queue in
